@@ -1,0 +1,411 @@
+"""The Backup resource: parse a raw object once into a frozen model, collecting every error."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from reconciler.constants import API_VERSION, KIND, VOLUME_PREFIX
+from reconciler.schedule import Schedule, ScheduleError, parse_schedule
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?\d+)?$")
+REPOSITORY_SCHEMES = ("s3:", "rest:", "sftp:", "b2:", "gs:", "azure:", "swift:", "rclone:", "local:")
+RESERVED_MOUNT = "/restik"
+MAX_STRING = 4096
+MAX_LIST = 256
+
+KEEP_FIELDS = {
+    "keepLastSnapshots": "last",
+    "keepHourlySnapshots": "hourly",
+    "keepDailySnapshots": "daily",
+    "keepWeeklySnapshots": "weekly",
+    "keepMonthlySnapshots": "monthly",
+    "keepYearlySnapshots": "yearly",
+}
+SPEC_FIELDS = {
+    "schedule",
+    "backupSource",
+    "destination",
+    "tags",
+    "excludes",
+    "retentionPolicy",
+    "paused",
+    "resources",
+}
+RETENTION_FIELDS = {*KEEP_FIELDS, "keepTags", "retainHostname", "retainTags", "prune"}
+SOURCE_FIELDS = {"volumeName", "path"}
+DESTINATION_FIELDS = {"repositorySecretName", "volume", "path", "repository"}
+
+
+@dataclass(frozen=True)
+class FieldError:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class InvalidBackup(ValueError):
+    """A Backup that failed validation; ``errors`` names every bad field."""
+
+    def __init__(self, namespace: str, name: str, errors: list[FieldError]):
+        self.namespace = namespace
+        self.name = name
+        self.errors = tuple(errors)
+        super().__init__(f"Backup {namespace}/{name}: " + "; ".join(map(str, errors)))
+
+
+@dataclass(frozen=True)
+class Retention:
+    """restic forget's --keep-* flags; a None count is not passed."""
+
+    last: int | None = None
+    hourly: int | None = None
+    daily: int | None = None
+    weekly: int | None = None
+    monthly: int | None = None
+    yearly: int | None = None
+    keep_tags: tuple[str, ...] = ()
+    retain_hostname: str | None = None
+    retain_tags: tuple[str, ...] = ()
+    prune: bool = False
+
+    @property
+    def keeps_anything(self) -> bool:
+        counts = (self.last, self.hourly, self.daily, self.weekly, self.monthly, self.yearly)
+        return any(c for c in counts) or bool(self.keep_tags)
+
+
+@dataclass(frozen=True)
+class Backup:
+    name: str
+    namespace: str
+    schedule: Schedule
+    source_volume: str
+    source_path: str
+    secret_name: str
+    repository: str | None = None
+    destination_volume: Mapping | None = None
+    destination_path: str | None = None
+    tags: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    retention: Retention | None = None
+    paused: bool = False
+    resources: Mapping = field(default_factory=dict)
+    uid: str | None = None
+    generation: int | None = None
+
+    @property
+    def is_local(self) -> bool:
+        """True when the repository lives on a volume the controller mounts into the pod."""
+        return self.destination_volume is not None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.errors.append(FieldError(path, message))
+
+    def mapping(self, value: object, path: str, allowed: set[str] | None = None) -> Mapping:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self.add(path, f"must be an object, got {_type_name(value)}")
+            return {}
+        if allowed is not None:
+            for key in value:
+                if key not in allowed:
+                    self.add(f"{path}.{key}", "unknown field")
+        return value
+
+    def string(
+        self, value: object, path: str, *, required: bool = False, pattern=None, what: str = ""
+    ) -> str | None:
+        if value is None:
+            if required:
+                self.add(path, "required")
+            return None
+        if not isinstance(value, str):
+            self.add(path, f"must be a string, got {_type_name(value)}")
+            return None
+        if required and not value:
+            self.add(path, "must not be empty")
+            return None
+        if len(value) > MAX_STRING:
+            self.add(path, f"too long ({len(value)} characters, at most {MAX_STRING})")
+            return None
+        if "\x00" in value or "\n" in value or "\r" in value:
+            self.add(path, "must not contain NUL or line breaks")
+            return None
+        if pattern is not None and not pattern.match(value):
+            self.add(path, f"{value!r} is not a valid {what}")
+            return None
+        return value
+
+    def strings(self, value: object, path: str, *, forbid: str = "") -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.add(path, f"must be a list of strings, got {_type_name(value)}")
+            return ()
+        if len(value) > MAX_LIST:
+            self.add(path, f"too many entries ({len(value)}, at most {MAX_LIST})")
+            return ()
+        out = []
+        for i, item in enumerate(value):
+            text = self.string(item, f"{path}[{i}]", required=True)
+            if text is None:
+                continue
+            if forbid and any(ch in text for ch in forbid):
+                self.add(f"{path}[{i}]", f"must not contain any of {forbid!r}")
+                continue
+            out.append(text)
+        return tuple(out)
+
+    def count(self, value: object, path: str) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.add(path, f"must be an integer, got {_type_name(value)}")
+            return None
+        if value < 0 or value > 1_000_000:
+            self.add(path, "must be between 0 and 1000000")
+            return None
+        return value
+
+    def boolean(self, value: object, path: str) -> bool:
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            self.add(path, f"must be true or false, got {_type_name(value)}")
+            return False
+        return value
+
+    def abs_path(self, value: object, path: str, *, required: bool = True) -> str | None:
+        text = self.string(value, path, required=required)
+        if text is None:
+            return None
+        if not text.startswith("/"):
+            self.add(path, f"{text!r} must be an absolute path")
+            return None
+        if ".." in text.split("/"):
+            self.add(path, f"{text!r} must not contain '..'")
+            return None
+        return text
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, Mapping):
+        return "object"
+    return type(value).__name__
+
+
+def backup_ref(raw: Mapping) -> tuple[str, str]:
+    """(namespace, name) of a raw Backup, tolerating a broken metadata block."""
+    meta = raw.get("metadata") if isinstance(raw, Mapping) else None
+    meta = meta if isinstance(meta, Mapping) else {}
+    ns = meta.get("namespace") or "default"
+    name = meta.get("name") or "<unnamed>"
+    return (str(ns), str(name))
+
+
+def parse_backup(raw: Mapping) -> Backup:
+    """Parse a raw Backup object; raise InvalidBackup listing every bad field."""
+    namespace, name = backup_ref(raw)
+    c = _Collector()
+    if not isinstance(raw, Mapping):
+        raise InvalidBackup(namespace, name, [FieldError("", "must be an object")])
+    if raw.get("apiVersion") not in (None, API_VERSION):
+        c.add("apiVersion", f"must be {API_VERSION}")
+    if raw.get("kind") not in (None, KIND):
+        c.add("kind", f"must be {KIND}")
+    meta = c.mapping(raw.get("metadata"), "metadata")
+    c.string(meta.get("name"), "metadata.name", required=True, pattern=DNS_SUBDOMAIN, what="name")
+    if isinstance(meta.get("name"), str) and len(meta["name"]) > 200:
+        c.add("metadata.name", "too long for restik (at most 200 characters)")
+    spec = c.mapping(raw.get("spec"), "spec", SPEC_FIELDS)
+    if "spec" not in raw:
+        c.add("spec", "required")
+
+    schedule = None
+    if "schedule" not in spec:
+        c.add("spec.schedule", "required")
+    else:
+        try:
+            schedule = parse_schedule(spec["schedule"])
+        except ScheduleError as exc:
+            c.add("spec.schedule", str(exc))
+
+    source = c.mapping(spec.get("backupSource"), "spec.backupSource", SOURCE_FIELDS)
+    if spec and "backupSource" not in spec:
+        c.add("spec.backupSource", "required")
+    source_volume = c.string(
+        source.get("volumeName"),
+        "spec.backupSource.volumeName",
+        required=bool(source) or "backupSource" in spec,
+        pattern=DNS_LABEL,
+        what="volume name",
+    )
+    if source_volume and source_volume.startswith(VOLUME_PREFIX):
+        c.add("spec.backupSource.volumeName", f"volumes named {VOLUME_PREFIX}* belong to restik")
+    source_path = c.abs_path(
+        source.get("path"), "spec.backupSource.path", required=bool(source) or "backupSource" in spec
+    )
+    if source_path and (source_path == RESERVED_MOUNT or source_path.startswith(RESERVED_MOUNT + "/")):
+        c.add("spec.backupSource.path", f"{RESERVED_MOUNT} is reserved for restik")
+    if source_path == "/":
+        c.add("spec.backupSource.path", "must not be /")
+
+    dest = c.mapping(spec.get("destination"), "spec.destination", DESTINATION_FIELDS)
+    if spec and "destination" not in spec:
+        c.add("spec.destination", "required")
+    secret = c.string(
+        dest.get("repositorySecretName"),
+        "spec.destination.repositorySecretName",
+        required="destination" in spec,
+        pattern=DNS_SUBDOMAIN,
+        what="Secret name",
+    )
+    repository = dest_volume = dest_path = None
+    has_local = "volume" in dest or "path" in dest
+    has_remote = "repository" in dest
+    if "destination" in spec and has_local == has_remote:
+        c.add(
+            "spec.destination",
+            "give either volume+path or repository"
+            + (" (both were given)" if has_local else " (neither was given)"),
+        )
+    elif has_remote:
+        repository = _parse_repository(c, dest.get("repository"))
+    elif has_local:
+        dest_volume = _parse_volume(c, dest.get("volume"))
+        dest_path = c.abs_path(dest.get("path"), "spec.destination.path")
+
+    tags = c.strings(spec.get("tags"), "spec.tags", forbid=",")
+    excludes = c.strings(spec.get("excludes"), "spec.excludes")
+    retention = None
+    if spec.get("retentionPolicy") is not None:
+        retention = _parse_retention(c, spec.get("retentionPolicy"))
+    paused = c.boolean(spec.get("paused"), "spec.paused")
+    resources = _parse_resources(c, spec.get("resources"))
+
+    status_meta = meta if isinstance(meta, Mapping) else {}
+    generation = status_meta.get("generation")
+    if c.errors:
+        raise InvalidBackup(namespace, name, c.errors)
+    return Backup(
+        name=name,
+        namespace=namespace,
+        schedule=schedule,
+        source_volume=source_volume,
+        source_path=source_path,
+        secret_name=secret,
+        repository=repository,
+        destination_volume=dest_volume,
+        destination_path=dest_path,
+        tags=tags,
+        excludes=excludes,
+        retention=retention,
+        paused=paused,
+        resources=resources,
+        uid=status_meta.get("uid"),
+        generation=generation if isinstance(generation, int) else None,
+    )
+
+
+def _parse_repository(c: _Collector, value: object) -> str | None:
+    path = "spec.destination.repository"
+    text = c.string(value, path, required=True)
+    if text is None:
+        return None
+    if text.startswith("-"):
+        c.add(path, "must not start with '-'")
+        return None
+    if text.startswith("/") or text.startswith(REPOSITORY_SCHEMES):
+        return text
+    schemes = ", ".join(REPOSITORY_SCHEMES)
+    c.add(path, f"{text!r} is not a restic repository (use an absolute path or one of {schemes})")
+    return None
+
+
+def _parse_volume(c: _Collector, value: object) -> Mapping | None:
+    path = "spec.destination.volume"
+    if value is None:
+        c.add(path, "required with spec.destination.path")
+        return None
+    volume = c.mapping(value, path)
+    sources = [k for k in volume if k != "name"]
+    if not isinstance(value, Mapping):
+        return None
+    if len(sources) != 1:
+        c.add(path, f"must name exactly one volume source (e.g. persistentVolumeClaim), got {len(sources)}")
+        return None
+    if not isinstance(volume[sources[0]], Mapping):
+        c.add(f"{path}.{sources[0]}", "must be an object")
+        return None
+    if "name" in volume:
+        c.string(volume["name"], f"{path}.name", pattern=DNS_LABEL, what="volume name")
+    return _plain(volume)
+
+
+def _parse_retention(c: _Collector, value: object) -> Retention:
+    path = "spec.retentionPolicy"
+    policy = c.mapping(value, path, RETENTION_FIELDS)
+    counts = {attr: c.count(policy.get(key), f"{path}.{key}") for key, attr in KEEP_FIELDS.items()}
+    return Retention(
+        **counts,
+        keep_tags=c.strings(policy.get("keepTags"), f"{path}.keepTags", forbid=","),
+        retain_hostname=c.string(policy.get("retainHostname"), f"{path}.retainHostname"),
+        retain_tags=c.strings(policy.get("retainTags"), f"{path}.retainTags", forbid=","),
+        prune=c.boolean(policy.get("prune"), f"{path}.prune"),
+    )
+
+
+def _parse_resources(c: _Collector, value: object) -> dict:
+    path = "spec.resources"
+    resources = c.mapping(value, path, {"limits", "requests"})
+    out: dict = {}
+    for section in ("limits", "requests"):
+        entries = c.mapping(resources.get(section), f"{path}.{section}")
+        for rname, qty in entries.items():
+            where = f"{path}.{section}.{rname}"
+            if not isinstance(rname, str) or not re.match(r"^[A-Za-z0-9./_-]{1,253}$", rname):
+                c.add(where, "is not a valid resource name")
+                continue
+            if isinstance(qty, bool) or not isinstance(qty, str | int | float):
+                c.add(where, f"must be a quantity, got {_type_name(qty)}")
+                continue
+            if not QUANTITY.match(str(qty)):
+                c.add(where, f"{qty!r} is not a valid quantity")
+                continue
+            out.setdefault(section, {})[rname] = qty if isinstance(qty, str) else str(qty)
+    return out
+
+
+def _plain(value: object) -> object:
+    """A deep copy as plain dicts and lists (drops ruamel's comment-carrying types)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,40 @@
+"""Names of every label, annotation, container and volume restik owns: one place for all."""
+
+GROUP = "backup.appscode.com"
+VERSION = "v1beta1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "Backup"
+PLURAL = "backups"
+CRD_NAME = f"{PLURAL}.{GROUP}"
+
+# On a workload's own metadata: which Backup it opts into.
+CONFIG_LABEL = f"{GROUP}/config"
+# On the pod template: hash of everything the controller rendered.
+HASH_ANNOTATION = f"{GROUP}/config-hash"
+
+SIDECAR_NAME = "restik"
+VOLUME_PREFIX = "restik-"
+REPO_VOLUME = "restik-repo"
+CACHE_VOLUME = "restik-cache"
+
+REPO_MOUNT = "/restik/repo"
+CACHE_MOUNT = "/restik/cache"
+METRICS_PORT = 9464
+METRICS_PORT_NAME = "restik-metrics"
+
+SIDECAR_CLUSTER_ROLE = "restik-sidecar"
+
+WORKLOAD_KINDS = {
+    # kind: (apiVersion, plural)
+    "Deployment": ("apps/v1", "deployments"),
+    "StatefulSet": ("apps/v1", "statefulsets"),
+    "DaemonSet": ("apps/v1", "daemonsets"),
+    "ReplicaSet": ("apps/v1", "replicasets"),
+    "ReplicationController": ("v1", "replicationcontrollers"),
+}
+# Kinds whose pods are backed up under the pod's own name (each pod has its own data).
+PER_POD_HOST_KINDS = frozenset({"StatefulSet", "DaemonSet"})
+# Kinds that do not roll their pods when the template changes: the controller deletes them.
+MANUAL_RESTART_KINDS = frozenset({"ReplicaSet", "ReplicationController"})
+
+DEFAULT_IMAGE = "restik:0.1.0"

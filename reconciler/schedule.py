@@ -1,0 +1,98 @@
+"""Backup schedules: 5-field cron, 6-field cron with seconds first, @descriptors, @every."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from croniter import croniter
+
+DESCRIPTORS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+MIN_EVERY = timedelta(seconds=1)
+
+
+class ScheduleError(ValueError):
+    """A schedule string that cannot be parsed; the message says why."""
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse a Go-style duration such as ``90m``, ``1h30m`` or ``45s``."""
+    text = text.strip()
+    pos = 0
+    total = 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if not text or pos != len(text):
+        raise ScheduleError(f"invalid duration {text!r} (use e.g. 90s, 30m, 1h30m)")
+    return timedelta(seconds=total)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A parsed schedule. ``next_after(t)`` is the first fire time strictly after ``t``."""
+
+    text: str
+    cron: str | None = None
+    seconds_first: bool = False
+    every: timedelta | None = None
+
+    def next_after(self, after: datetime) -> datetime:
+        if self.every is not None:
+            return after + self.every
+        it = croniter(self.cron, after, second_at_beginning=self.seconds_first)
+        return it.get_next(datetime)
+
+
+def parse_schedule(text: object) -> Schedule:
+    """Turn a Backup's ``spec.schedule`` into a Schedule, or raise ScheduleError."""
+    if not isinstance(text, str) or not text.strip():
+        raise ScheduleError("must be a non-empty string")
+    raw = text.strip()
+    if raw.startswith("@every"):
+        rest = raw[len("@every") :]
+        if not rest[:1].isspace():
+            raise ScheduleError(f"invalid schedule {raw!r}: use '@every <duration>'")
+        every = parse_duration(rest)
+        if every < MIN_EVERY:
+            raise ScheduleError(f"invalid schedule {raw!r}: the interval must be at least 1s")
+        return Schedule(text=raw, every=every)
+    if raw.startswith("@"):
+        cron = DESCRIPTORS.get(raw.lower())
+        if cron is None:
+            known = ", ".join(sorted(DESCRIPTORS))
+            raise ScheduleError(f"unknown descriptor {raw!r} (known: {known}, @every <duration>)")
+        return Schedule(text=raw, cron=cron)
+    fields = raw.split()
+    if len(fields) not in (5, 6):
+        raise ScheduleError(
+            f"invalid cron expression {raw!r}: expected 5 fields (minute first) or 6 fields "
+            f"(seconds first), got {len(fields)}"
+        )
+    seconds_first = len(fields) == 6
+    cron = " ".join(fields)
+    try:
+        ok = croniter.is_valid(cron, second_at_beginning=seconds_first)
+        if ok:
+            # is_valid accepts some expressions that never fire (e.g. Feb 31): probe once.
+            croniter(cron, datetime(2000, 1, 1), second_at_beginning=seconds_first).get_next(
+                datetime
+            )
+    except Exception as exc:  # croniter raises several unrelated types
+        raise ScheduleError(f"invalid cron expression {raw!r}: {exc}") from None
+    if not ok:
+        raise ScheduleError(f"invalid cron expression {raw!r}")
+    return Schedule(text=raw, cron=cron, seconds_first=seconds_first)

@@ -1,0 +1,1 @@
+"""restik's sidecar: `restik watch` runs restic on a Backup's schedule and reports each run."""
