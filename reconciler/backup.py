@@ -12,7 +12,17 @@ from reconciler.schedule import Schedule, ScheduleError, parse_schedule
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?\d+)?$")
-REPOSITORY_SCHEMES = ("s3:", "rest:", "sftp:", "b2:", "gs:", "azure:", "swift:", "rclone:", "local:")
+REPOSITORY_SCHEMES = (
+    "s3:",
+    "rest:",
+    "sftp:",
+    "b2:",
+    "gs:",
+    "azure:",
+    "swift:",
+    "rclone:",
+    "local:",
+)
 RESERVED_MOUNT = "/restik"
 MAX_STRING = 4096
 MAX_LIST = 256
@@ -269,9 +279,13 @@ def parse_backup(raw: Mapping) -> Backup:
     if source_volume and source_volume.startswith(VOLUME_PREFIX):
         c.add("spec.backupSource.volumeName", f"volumes named {VOLUME_PREFIX}* belong to restik")
     source_path = c.abs_path(
-        source.get("path"), "spec.backupSource.path", required=bool(source) or "backupSource" in spec
+        source.get("path"),
+        "spec.backupSource.path",
+        required=bool(source) or "backupSource" in spec,
     )
-    if source_path and (source_path == RESERVED_MOUNT or source_path.startswith(RESERVED_MOUNT + "/")):
+    if source_path and (
+        source_path == RESERVED_MOUNT or source_path.startswith(RESERVED_MOUNT + "/")
+    ):
         c.add("spec.backupSource.path", f"{RESERVED_MOUNT} is reserved for restik")
     if source_path == "/":
         c.add("spec.backupSource.path", "must not be /")
@@ -358,7 +372,10 @@ def _parse_volume(c: _Collector, value: object) -> Mapping | None:
     if not isinstance(value, Mapping):
         return None
     if len(sources) != 1:
-        c.add(path, f"must name exactly one volume source (e.g. persistentVolumeClaim), got {len(sources)}")
+        c.add(
+            path,
+            f"must name exactly one volume source (e.g. persistentVolumeClaim), got {len(sources)}",
+        )
         return None
     if not isinstance(volume[sources[0]], Mapping):
         c.add(f"{path}.{sources[0]}", "must be an object")

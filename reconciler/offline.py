@@ -1,0 +1,157 @@
+"""`restik diff` and `restik inject`: the planner run on manifest files instead of a cluster."""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from reconciler.backup import InvalidBackup, parse_backup
+from reconciler.constants import API_VERSION, KIND
+from reconciler.manifests import (
+    ManifestError,
+    Source,
+    dump,
+    dump_stream,
+    iter_objects,
+    object_label,
+    parse_source,
+    read_sources,
+)
+from reconciler.plan import Plan, plan
+from reconciler.render import Renderer
+from reconciler.workload import is_workload
+
+EXIT_OK, EXIT_CHANGES, EXIT_ERROR = 0, 1, 2
+
+
+@dataclass
+class OfflineResult:
+    plan: Plan
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    # id(original object) -> desired object
+    replacements: dict[int, Mapping] = field(default_factory=dict)
+
+
+def plan_objects(objects: list[tuple[str, Mapping]], renderer: Renderer) -> OfflineResult:
+    """Plan over (where, object) pairs; errors name the file, the object and the field."""
+    errors: list[str] = []
+    seen: dict[tuple, str] = {}
+    backups = []
+    workloads = []
+    where_of: dict[int, str] = {}
+    for where, obj in objects:
+        meta = obj["metadata"]
+        identity = (
+            obj["apiVersion"].split("/")[0] if "/" in obj["apiVersion"] else "",
+            obj["kind"],
+            meta.get("namespace") or "default",
+            meta["name"],
+        )
+        if identity in seen:
+            errors.append(
+                f"{where}: {object_label(obj)}: duplicate of the object in {seen[identity]}"
+            )
+            continue
+        seen[identity] = where
+        where_of[id(obj)] = where
+        if obj["kind"] == KIND and obj["apiVersion"] == API_VERSION:
+            try:
+                backups.append(parse_backup(obj))
+            except InvalidBackup as exc:
+                errors.append(f"{where}: {exc}")
+                backups.append(exc)
+        elif is_workload(obj):
+            workloads.append(obj)
+    result = plan(backups, workloads, renderer, remove_when_missing=False)
+    out = OfflineResult(result, errors)
+    for problem in result.problems:
+        if problem.severity == "warning":
+            out.warnings.append(str(problem))
+        else:
+            out.errors.append(str(problem))
+    for change in result.changes:
+        out.replacements[id(change.before)] = change.after
+    return out
+
+
+def load(paths: list[str], stdin=None) -> tuple[list[Source], list[tuple[str, Mapping]]]:
+    sources = [parse_source(name, text) for name, text in read_sources(paths, stdin)]
+    objects = [pair for s in sources for doc in s.documents for pair in iter_objects(doc)]
+    return sources, objects
+
+
+def apply_replacements(sources: list[Source], replacements: dict[int, Mapping]) -> None:
+    for source in sources:
+        for doc in source.documents:
+            data = doc.data
+            if id(data) in replacements:
+                doc.data = replacements[id(data)]
+            elif data.get("kind") == "List" and isinstance(data.get("items"), list):
+                items = data["items"]
+                for i, item in enumerate(items):
+                    if id(item) in replacements:
+                        items[i] = replacements[id(item)]
+
+
+def diff_name(obj: Mapping) -> str:
+    """kubectl diff's file name for an object: group.version.Kind.namespace.name."""
+    api = obj.get("apiVersion", "").replace("/", ".")
+    meta = obj.get("metadata") or {}
+    parts = [api, obj.get("kind", ""), meta.get("namespace") or "", meta.get("name", "")]
+    return ".".join(p for p in parts if p)
+
+
+def render_diff(result: OfflineResult, indent=(2, 0)) -> str:
+    chunks = []
+    for change in sorted(result.plan.changes, key=lambda c: c.ref):
+        name = diff_name(change.before)
+        before = dump(change.before, indent).splitlines(keepends=True)
+        after = dump(change.after, indent).splitlines(keepends=True)
+        lines = difflib.unified_diff(before, after, f"a/{name}", f"b/{name}", n=3)
+        chunks.append(f"diff -u -N a/{name} b/{name}\n" + "".join(lines))
+    return "".join(chunks)
+
+
+def report(messages: list[str], level: str, stream) -> None:
+    for message in messages:
+        print(f"restik: {level}: {message}", file=stream)
+
+
+def run_diff(paths: list[str], renderer: Renderer, stdout=None, stderr=None, stdin=None) -> int:
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    try:
+        sources, objects = load(paths, stdin)
+        result = plan_objects(objects, renderer)
+    except ManifestError as exc:
+        report([str(exc)], "error", stderr)
+        return EXIT_ERROR
+    indent = sources[0].indent if sources else (2, 0)
+    stdout.write(render_diff(result, indent))
+    report(result.warnings, "warning", stderr)
+    report(result.errors, "error", stderr)
+    if result.errors:
+        return EXIT_ERROR
+    return EXIT_CHANGES if result.plan.changes else EXIT_OK
+
+
+def run_inject(paths: list[str], renderer: Renderer, stdout=None, stderr=None, stdin=None) -> int:
+    """Write the manifests with sidecars added or removed; on any error write nothing."""
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    try:
+        sources, objects = load(paths, stdin)
+        result = plan_objects(objects, renderer)
+    except ManifestError as exc:
+        report([str(exc)], "error", stderr)
+        return EXIT_ERROR
+    report(result.warnings, "warning", stderr)
+    if result.errors:
+        report(result.errors, "error", stderr)
+        return EXIT_ERROR
+    apply_replacements(sources, result.replacements)
+    stdout.write(dump_stream(sources))
+    return EXIT_OK

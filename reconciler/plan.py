@@ -1,0 +1,156 @@
+"""The pure planner: Backups + workloads in, the changes to make out. No I/O, no clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from reconciler.backup import Backup, InvalidBackup
+from reconciler.constants import MANUAL_RESTART_KINDS
+from reconciler.render import Renderer
+from reconciler.workload import (
+    WorkloadError,
+    WorkloadRef,
+    config_label,
+    has_sidecar,
+    in_sync,
+    inject,
+    remove,
+    volume_names,
+    workload_ref,
+)
+
+INJECT = "inject"
+UPDATE = "update"
+REMOVE = "remove"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One workload to rewrite: ``after`` is the whole desired object."""
+
+    ref: WorkloadRef
+    action: str
+    backup: str | None
+    before: Mapping = field(repr=False)
+    after: Mapping = field(repr=False)
+
+    @property
+    def restart(self) -> bool:
+        """Kinds whose pods do not roll on a template change need the controller's help."""
+        return self.ref.kind in MANUAL_RESTART_KINDS
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something a user must fix, reported on the Backup (or the workload if no Backup)."""
+
+    namespace: str
+    backup: str | None
+    ref: WorkloadRef | None
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        where = f"{self.ref.kind}/{self.ref.namespace}/{self.ref.name}" if self.ref else ""
+        what = f"Backup {self.namespace}/{self.backup}" if self.backup else ""
+        return ": ".join(p for p in (what, where, self.message) if p)
+
+
+@dataclass
+class Plan:
+    changes: list[Change] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    # (namespace, backup name) -> sorted "Kind/name" of the workloads labeled for it
+    selected: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+
+def plan(
+    backups: Iterable[Backup | InvalidBackup],
+    workloads: Iterable[Mapping],
+    renderer: Renderer,
+    *,
+    remove_when_missing: bool = True,
+) -> Plan:
+    """Decide, for every workload, whether to inject, update or remove the sidecar.
+
+    ``remove_when_missing``: a workload labeled for a Backup that does not exist loses its
+    sidecar (the live controller: the Backup was deleted). Offline, the Backup may just be in
+    another file, so the workload is left alone and the gap reported.
+    An invalid Backup never removes anything: a typo must not stop running backups.
+    """
+    valid: dict[tuple[str, str], Backup] = {}
+    invalid: dict[tuple[str, str], InvalidBackup] = {}
+    for b in backups:
+        if isinstance(b, InvalidBackup):
+            invalid[(b.namespace, b.name)] = b
+        else:
+            valid[b.key] = b
+    result = Plan()
+    for key in (*valid, *invalid):
+        result.selected.setdefault(key, [])
+    for obj in workloads:
+        ref = workload_ref(obj)
+        try:
+            change = plan_workload(obj, ref, valid, invalid, renderer, result, remove_when_missing)
+        except WorkloadError as exc:
+            label = config_label(obj)
+            result.problems.append(Problem(ref.namespace, label, ref, str(exc)))
+            continue
+        if change is not None:
+            result.changes.append(change)
+    for refs in result.selected.values():
+        refs.sort()
+    return result
+
+
+def plan_workload(
+    obj: Mapping,
+    ref: WorkloadRef,
+    valid: Mapping[tuple[str, str], Backup],
+    invalid: Mapping[tuple[str, str], InvalidBackup],
+    renderer: Renderer,
+    result: Plan,
+    remove_when_missing: bool,
+) -> Change | None:
+    label = config_label(obj)
+    if label is None:
+        try:
+            owned = has_sidecar(obj)
+        except WorkloadError:
+            return None  # not ours to judge: an unlabeled workload without a usable template
+        return _removal(obj, ref, None) if owned else None
+    key = (ref.namespace, label)
+    result.selected.setdefault(key, []).append(str(ref))
+    if key in invalid:
+        return None
+    backup = valid.get(key)
+    if backup is None:
+        if remove_when_missing:
+            return _removal(obj, ref, label) if has_sidecar(obj) else None
+        message = f"Backup {ref.namespace}/{label} not found"
+        result.problems.append(Problem(ref.namespace, label, ref, message, "warning"))
+        return None
+    if backup.source_volume not in volume_names(obj):
+        result.problems.append(
+            Problem(
+                ref.namespace,
+                label,
+                ref,
+                f"spec.backupSource.volumeName: {ref} has no volume {backup.source_volume!r}",
+            )
+        )
+        return None
+    rendered = renderer.render(backup, ref.kind, ref.name)
+    if in_sync(obj, rendered):
+        return None
+    action = UPDATE if has_sidecar(obj) else INJECT
+    return Change(ref, action, label, obj, inject(obj, rendered))
+
+
+def _removal(obj: Mapping, ref: WorkloadRef, label: str | None) -> Change:
+    return Change(ref, REMOVE, label, obj, remove(obj))

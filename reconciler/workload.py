@@ -1,0 +1,177 @@
+"""Reading and editing a workload's pod template: inject and remove what restik owns."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+
+from reconciler.constants import (
+    CONFIG_LABEL,
+    HASH_ANNOTATION,
+    SIDECAR_NAME,
+    VOLUME_PREFIX,
+    WORKLOAD_KINDS,
+)
+from reconciler.render import Rendered
+
+
+class WorkloadError(ValueError):
+    """A workload object too broken to edit; the message names the field."""
+
+
+@dataclass(frozen=True, order=True)
+class WorkloadRef:
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+def is_workload(obj: Mapping) -> bool:
+    return isinstance(obj, Mapping) and obj.get("kind") in WORKLOAD_KINDS
+
+
+def workload_ref(obj: Mapping) -> WorkloadRef:
+    meta = obj.get("metadata") or {}
+    return WorkloadRef(str(obj.get("kind")), meta.get("namespace") or "default", meta.get("name"))
+
+
+def config_label(obj: Mapping) -> str | None:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    value = labels.get(CONFIG_LABEL) if isinstance(labels, Mapping) else None
+    return value if isinstance(value, str) and value else None
+
+
+def pod_template(obj: Mapping) -> Mapping:
+    """The pod template, or WorkloadError naming the missing field."""
+    spec = obj.get("spec")
+    if not isinstance(spec, Mapping):
+        raise WorkloadError("spec: required")
+    template = spec.get("template")
+    if not isinstance(template, Mapping):
+        raise WorkloadError("spec.template: required")
+    pod_spec = template.get("spec")
+    if not isinstance(pod_spec, Mapping):
+        raise WorkloadError("spec.template.spec: required")
+    containers = pod_spec.get("containers")
+    if not isinstance(containers, list) or not all(isinstance(c, Mapping) for c in containers):
+        raise WorkloadError("spec.template.spec.containers: must be a list of containers")
+    volumes = pod_spec.get("volumes")
+    if volumes is not None and (
+        not isinstance(volumes, list) or not all(isinstance(v, Mapping) for v in volumes)
+    ):
+        raise WorkloadError("spec.template.spec.volumes: must be a list of volumes")
+    meta = template.get("metadata")
+    if meta is not None and not isinstance(meta, Mapping):
+        raise WorkloadError("spec.template.metadata: must be an object")
+    annotations = (meta or {}).get("annotations")
+    if annotations is not None and not isinstance(annotations, Mapping):
+        raise WorkloadError("spec.template.metadata.annotations: must be an object")
+    return template
+
+
+def current_hash(obj: Mapping) -> str | None:
+    meta = pod_template(obj).get("metadata") or {}
+    return (meta.get("annotations") or {}).get(HASH_ANNOTATION)
+
+
+def has_sidecar(obj: Mapping) -> bool:
+    """True if anything restik owns is in the pod template."""
+    template = pod_template(obj)
+    pod_spec = template["spec"]
+    if any(c.get("name") == SIDECAR_NAME for c in pod_spec["containers"]):
+        return True
+    if any(_owned_volume(v) for v in pod_spec.get("volumes") or ()):
+        return True
+    return current_hash(obj) is not None
+
+
+def volume_names(obj: Mapping) -> set[str]:
+    """Volumes a container of this workload can mount (claim templates for StatefulSets)."""
+    pod_spec = pod_template(obj)["spec"]
+    names = {v.get("name") for v in pod_spec.get("volumes") or ()}
+    if obj.get("kind") == "StatefulSet":
+        for claim in obj["spec"].get("volumeClaimTemplates") or ():
+            if isinstance(claim, Mapping):
+                names.add((claim.get("metadata") or {}).get("name"))
+    names.discard(None)
+    return names
+
+
+def in_sync(obj: Mapping, rendered: Rendered) -> bool:
+    """One comparison: the rendered hash is there and so is the sidecar."""
+    if current_hash(obj) != rendered.config_hash:
+        return False
+    containers = pod_template(obj)["spec"]["containers"]
+    return any(c.get("name") == SIDECAR_NAME for c in containers)
+
+
+def inject(obj: Mapping, rendered: Rendered) -> Mapping:
+    """A copy of ``obj`` with the sidecar, restik's volumes and the hash annotation set.
+
+    The user's containers, volumes and annotations keep their order; an existing sidecar or
+    restik volume is replaced where it stands, new ones are appended.
+    """
+    out = copy.deepcopy(obj)
+    template = pod_template(out)
+    pod_spec = template["spec"]
+    _replace_or_append(
+        pod_spec["containers"], [rendered.container], lambda c: c.get("name") == SIDECAR_NAME
+    )
+    if pod_spec.get("volumes") is None:
+        pod_spec["volumes"] = []
+    _replace_or_append(pod_spec["volumes"], list(rendered.volumes), _owned_volume)
+    if template.get("metadata") is None:
+        template["metadata"] = {}
+    meta = template["metadata"]
+    if meta.get("annotations") is None:
+        meta["annotations"] = {}
+    meta["annotations"][HASH_ANNOTATION] = rendered.config_hash
+    return out
+
+
+def remove(obj: Mapping) -> Mapping:
+    """A copy of ``obj`` without anything restik owns; empty containers restik made are dropped."""
+    out = copy.deepcopy(obj)
+    template = pod_template(out)
+    pod_spec = template["spec"]
+    pod_spec["containers"][:] = [c for c in pod_spec["containers"] if c.get("name") != SIDECAR_NAME]
+    if pod_spec.get("volumes") is not None:
+        pod_spec["volumes"][:] = [v for v in pod_spec["volumes"] if not _owned_volume(v)]
+        if not pod_spec["volumes"]:
+            del pod_spec["volumes"]
+    meta = template.get("metadata")
+    if isinstance(meta, MutableMapping):
+        annotations = meta.get("annotations")
+        if isinstance(annotations, MutableMapping):
+            annotations.pop(HASH_ANNOTATION, None)
+            if not annotations:
+                del meta["annotations"]
+        if not meta:
+            del template["metadata"]
+    return out
+
+
+def _owned_volume(volume: Mapping) -> bool:
+    name = volume.get("name")
+    return isinstance(name, str) and name.startswith(VOLUME_PREFIX)
+
+
+def _replace_or_append(items: list, new: list[dict], owned) -> None:
+    """Put ``new`` in place of the owned items: the first owned slot takes them, the rest go."""
+    by_name = {item["name"]: item for item in new}
+    kept = []
+    placed = set()
+    for item in items:
+        if not owned(item):
+            kept.append(item)
+            continue
+        name = item.get("name")
+        if name in by_name and name not in placed:
+            kept.append(copy.deepcopy(by_name[name]))
+            placed.add(name)
+    kept.extend(copy.deepcopy(item) for item in new if item["name"] not in placed)
+    items[:] = kept
