@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
+from itertools import pairwise
 from pathlib import Path
 
 from ruamel.yaml import YAML
@@ -55,7 +56,7 @@ def guess_indent(text: str) -> tuple[int, int]:
     """(mapping indent, dash offset) of the first nested block in ``text``; (2, 0) if unsure."""
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     mapping = offset = None
-    for above, line in zip(lines, lines[1:], strict=False):
+    for above, line in pairwise(lines):
         if not above.rstrip().endswith(":"):
             continue
         parent = len(above) - len(above.lstrip())

@@ -53,7 +53,7 @@ def _environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,
-        autoescape=False,
+        autoescape=False,  # noqa: S701 - YAML, not HTML: every value goes through tojson
         keep_trailing_newline=True,
     )
 
