@@ -1,0 +1,219 @@
+"""One backup run: init if the repository is missing, backup, forget; stale locks cleared."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from reconciler.backup import Backup
+from sidecar import restic
+from sidecar.restic import Context, Failure
+from sidecar.runner import Result, Runner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    success: bool
+    message: str
+    duration: float
+    summary: restic.Summary | None = None
+    failure: Failure | None = None
+    initialised: bool = False
+    interrupted: bool = False
+
+
+def format_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def success_message(summary: restic.Summary, duration: float) -> str:
+    return (
+        f"snapshot {summary.snapshot_id} saved: {summary.files_new} new, "
+        f"{summary.files_changed} changed, {summary.files_unmodified} unmodified files, "
+        f"{format_bytes(summary.data_added)} added in {duration:.1f}s"
+    )
+
+
+def pid_exists(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def restic_alive(pid: int) -> bool:
+    """A live restic process with this pid (a recycled pid of another program is not)."""
+    if not pid_exists(pid):
+        return False
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip().startswith("restic")
+    except OSError:
+        return True
+
+
+class Job:
+    """Runs the restic commands of one Backup run, in order, with their recoveries."""
+
+    def __init__(
+        self,
+        backup: Backup,
+        ctx: Context,
+        runner: Runner,
+        *,
+        stale_after: timedelta = timedelta(minutes=30),
+        hostname: str | None = None,
+        clock=lambda: datetime.now(UTC),
+    ):
+        self.backup = backup
+        self.ctx = ctx
+        self.runner = runner
+        self.stale_after = stale_after
+        self.hostname = hostname or socket.gethostname()
+        self.clock = clock
+
+    def run(self) -> Outcome:
+        started = time.monotonic()
+        initialised = False
+        result = self._with_lock_recovery(restic.render_backup(self.backup, self.ctx))
+        if not result.ok and not result.interrupted:
+            kind = restic.classify(result.code, result.stderr)
+            if kind is Failure.NO_REPOSITORY:
+                # Only here: a missing config file. Never on a wrong password or network error.
+                log.info("repository %s does not exist yet: initialising", self._repo)
+                init = self.runner.run(restic.render_init(self.backup, self.ctx))
+                if init.ok:
+                    initialised = True
+                elif "already exists" not in init.stderr:  # another replica was first
+                    return self._failed(init, started, "restic init failed: ")
+                result = self._with_lock_recovery(restic.render_backup(self.backup, self.ctx))
+        summary = restic.parse_summary(result.stdout) if result.code in (0, 3) else None
+        if result.interrupted and not result.ok:
+            return self._failed(result, started, "interrupted by shutdown: ", initialised)
+        if result.code == restic.EXIT_INCOMPLETE and summary is not None:
+            # Snapshot saved but incomplete: report it, and keep older snapshots (no forget).
+            return Outcome(
+                success=False,
+                message=f"snapshot {summary.snapshot_id} saved but incomplete: "
+                + restic.first_error_line(result.stderr, result.code),
+                duration=time.monotonic() - started,
+                summary=summary,
+                failure=Failure.OTHER,
+                initialised=initialised,
+            )
+        if not result.ok:
+            return self._failed(result, started, "", initialised)
+        if summary is None:
+            return self._failed(result, started, "restic backup printed no summary: ", initialised)
+
+        forget_args = restic.render_forget(self.backup, self.ctx)
+        if forget_args is not None:
+            forget = self._with_lock_recovery(forget_args)
+            if not forget.ok:
+                prefix = f"snapshot {summary.snapshot_id} saved, but restic forget failed: "
+                outcome = self._failed(forget, started, prefix, initialised)
+                return dataclasses.replace(outcome, summary=summary)
+        duration = time.monotonic() - started
+        return Outcome(
+            success=True,
+            message=success_message(summary, duration),
+            duration=duration,
+            summary=summary,
+            initialised=initialised,
+        )
+
+    @property
+    def _repo(self) -> str:
+        return restic.repository_of(self.backup)
+
+    def _failed(
+        self, result: Result, started: float, prefix: str = "", initialised: bool = False
+    ) -> Outcome:
+        kind = restic.classify(result.code, result.stderr)
+        return Outcome(
+            success=False,
+            message=prefix + restic.first_error_line(result.stderr, result.code),
+            duration=time.monotonic() - started,
+            failure=kind,
+            initialised=initialised,
+            interrupted=result.interrupted,
+        )
+
+    def _with_lock_recovery(self, args: list[str]) -> Result:
+        """Run; if a stale lock is in the way, unlock and retry once."""
+        result = self.runner.run(args)
+        if result.ok or result.interrupted:
+            return result
+        if restic.classify(result.code, result.stderr) is not Failure.LOCKED:
+            return result
+        if not self._clear_stale_locks():
+            return result
+        log.info("stale lock removed from %s; retrying once", self._repo)
+        return self.runner.run(args)
+
+    def _clear_stale_locks(self) -> bool:
+        listed = self.runner.run(restic.render_list_locks(self.backup, self.ctx))
+        if not listed.ok:
+            log.warning("cannot list locks: %s", restic.first_error_line(listed.stderr))
+            return False
+        locks = []
+        for lock_id in listed.stdout.split():
+            cat = self.runner.run(restic.render_cat_lock(self.backup, self.ctx, lock_id))
+            if not cat.ok:
+                continue  # removed meanwhile
+            lock = restic.parse_lock(lock_id, cat.stdout)
+            if lock is not None:
+                locks.append(lock)
+        if not locks:
+            return True  # the lock went away on its own: worth one retry
+        now = self.clock()
+        fresh = [
+            lock
+            for lock in locks
+            if not restic.is_stale(
+                lock,
+                now=now,
+                stale_after=self.stale_after,
+                hostname=self.hostname,
+                process_alive=restic_alive,
+            )
+        ]
+        if fresh:
+            log.info(
+                "repository %s is locked by %s (not stale)",
+                self._repo,
+                ", ".join(f"pid {lk.pid} on {lk.hostname}" for lk in fresh),
+            )
+            return False
+        # Every lock is stale by our threshold. Plain `unlock` removes what restic itself
+        # thinks stale; --remove-all only when it would keep one we know is stale.
+        remove_all = not restic.restic_would_remove(
+            locks, now=now, hostname=self.hostname, process_alive=pid_exists
+        )
+        log.warning(
+            "removing %d stale lock(s) from %s%s",
+            len(locks),
+            self._repo,
+            " (--remove-all)" if remove_all else "",
+        )
+        unlock = self.runner.run(restic.render_unlock(self.backup, self.ctx, remove_all=remove_all))
+        if not unlock.ok:
+            log.warning("restic unlock failed: %s", restic.first_error_line(unlock.stderr))
+        return unlock.ok

@@ -1,0 +1,293 @@
+"""restic invocations rendered from a Backup (pure), and restic's output parsed and classified."""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from reconciler.backup import Backup
+from reconciler.constants import PER_POD_HOST_KINDS, REPO_MOUNT
+
+# Exit codes of newer restic (0.17+); 0.14 exits 1 for all of these and we read stderr.
+EXIT_INCOMPLETE = 3  # backup: snapshot saved, some source files could not be read
+EXIT_NO_REPOSITORY = 10
+EXIT_LOCKED = 11
+EXIT_WRONG_PASSWORD = 12
+# restic's own notion of a stale lock (lock.go): older than this, or its process is gone.
+RESTIC_STALE_AFTER = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a restic invocation needs besides the Backup: where and as whom it runs."""
+
+    host: str
+    cache_dir: str
+    restic: str = "restic"
+
+
+def repository_of(backup: Backup) -> str:
+    """The restic repository: the given one, or the destination volume's mount + path."""
+    if backup.repository:
+        return backup.repository
+    path = (backup.destination_path or "/").rstrip("/")
+    return REPO_MOUNT + path
+
+
+def host_for(kind: str | None, workload_name: str | None, pod_name: str) -> str:
+    """Snapshot host: the workload for shared-data kinds, the pod for per-pod kinds."""
+    if not kind or not workload_name or kind in PER_POD_HOST_KINDS:
+        return pod_name
+    return workload_name
+
+
+def needs_lease(kind: str | None) -> bool:
+    """Whether replicas share one host name, so only one of them may back up."""
+    return bool(kind) and kind not in PER_POD_HOST_KINDS
+
+
+def _global(backup: Backup, ctx: Context) -> list[str]:
+    # `=` forms keep a value that starts with "-" from being read as an option.
+    return [ctx.restic, f"--repo={repository_of(backup)}", f"--cache-dir={ctx.cache_dir}"]
+
+
+def render_init(backup: Backup, ctx: Context) -> list[str]:
+    return [*_global(backup, ctx), "init"]
+
+
+def render_backup(backup: Backup, ctx: Context) -> list[str]:
+    args = [*_global(backup, ctx), "backup", "--json", f"--host={ctx.host}"]
+    args += [f"--tag={tag}" for tag in backup.tags]
+    args += [f"--exclude={pattern}" for pattern in backup.excludes]
+    return [*args, "--", backup.source_path]
+
+
+def render_forget(backup: Backup, ctx: Context) -> list[str] | None:
+    """`restic forget` for the retention policy, or None when there is nothing to forget."""
+    r = backup.retention
+    if r is None or not r.keeps_anything:
+        return None
+    args = [*_global(backup, ctx), "forget", f"--host={r.retain_hostname or ctx.host}"]
+    args += [f"--tag={tag}" for tag in r.retain_tags]
+    for flag, value in (
+        ("last", r.last),
+        ("hourly", r.hourly),
+        ("daily", r.daily),
+        ("weekly", r.weekly),
+        ("monthly", r.monthly),
+        ("yearly", r.yearly),
+    ):
+        if value:  # 0 means "no rule" in every restic version; never pass it
+            args.append(f"--keep-{flag}={value}")
+    args += [f"--keep-tag={tag}" for tag in r.keep_tags]
+    if r.prune:
+        args.append("--prune")
+    return args
+
+
+def render_unlock(backup: Backup, ctx: Context, *, remove_all: bool = False) -> list[str]:
+    return [*_global(backup, ctx), "unlock", *(["--remove-all"] if remove_all else [])]
+
+
+def render_list_locks(backup: Backup, ctx: Context) -> list[str]:
+    return [*_global(backup, ctx), "--no-lock", "list", "locks"]
+
+
+def render_cat_lock(backup: Backup, ctx: Context, lock_id: str) -> list[str]:
+    return [*_global(backup, ctx), "--no-lock", "cat", "lock", lock_id]
+
+
+def render_snapshots(backup: Backup, ctx: Context) -> list[str]:
+    return [*_global(backup, ctx), "--no-lock", "snapshots", "--json"]
+
+
+def render_cat_config(backup: Backup, ctx: Context) -> list[str]:
+    return [*_global(backup, ctx), "--no-lock", "cat", "config"]
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The summary line of `restic backup --json`."""
+
+    snapshot_id: str
+    files_new: int = 0
+    files_changed: int = 0
+    files_unmodified: int = 0
+    data_added: int = 0
+    total_files_processed: int = 0
+    total_bytes_processed: int = 0
+    total_duration: float = 0.0
+
+
+def parse_summary(stdout: str) -> Summary | None:
+    """The last `message_type: summary` object of `restic backup --json`, if any."""
+    found = None
+    for line in stdout.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(msg, dict) and msg.get("message_type") == "summary":
+            found = msg
+    if not found or not found.get("snapshot_id"):
+        return None
+    ints = {
+        k: int(found.get(k) or 0)
+        for k in (
+            "files_new",
+            "files_changed",
+            "files_unmodified",
+            "data_added",
+            "total_files_processed",
+            "total_bytes_processed",
+        )
+    }
+    return Summary(
+        snapshot_id=str(found["snapshot_id"])[:8],
+        total_duration=float(found.get("total_duration") or 0.0),
+        **ints,
+    )
+
+
+class Failure(enum.Enum):
+    NO_REPOSITORY = "repository does not exist"
+    WRONG_PASSWORD = "wrong password"  # noqa: S105 (a failure kind, not a password)
+    LOCKED = "repository is locked"
+    OTHER = "error"
+
+
+# restic 0.14 prints "Is there a repository at the following location?" after *any* error
+# opening the config file, connection refused included. So a missing repository is only
+# believed when the error itself says "does not exist" and names no network failure:
+# that is what makes `restic init` safe (never on a network error or a wrong password).
+_CONFIG_ERROR = re.compile(r"unable to open config file: (.*)")
+_NOT_EXIST = re.compile(
+    r"no such file or directory|does not exist|NoSuchKey|NoSuchBucket|not found",
+    re.IGNORECASE,
+)
+_NETWORK = re.compile(
+    r"dial tcp|connection refused|connection reset|no such host|timeout|timed out|tls:|x509|"
+    r"\bEOF\b|response \(\d+\)|Internal Server Error|Service Unavailable|Bad Gateway|"
+    r"network is unreachable|permission denied|access denied|forbidden|unauthorized",
+    re.IGNORECASE,
+)
+_WRONG_PASSWORD = (re.compile(r"wrong password or no key found"), re.compile(r"wrong password"))
+_LOCKED = (
+    re.compile(r"repository is already locked"),
+    re.compile(r"unable to create lock in backend"),
+)
+
+
+def _repository_missing(stderr: str) -> bool:
+    if re.search(r"^Fatal: repository does not exist", stderr, re.MULTILINE):
+        return True  # restic 0.17+ wording (with exit code 10)
+    m = _CONFIG_ERROR.search(stderr)
+    return bool(m and _NOT_EXIST.search(m.group(1)) and not _NETWORK.search(m.group(1)))
+
+
+def classify(exit_code: int, stderr: str) -> Failure:
+    """What kind of failure a non-zero restic exit is."""
+    if exit_code == EXIT_WRONG_PASSWORD or any(p.search(stderr) for p in _WRONG_PASSWORD):
+        return Failure.WRONG_PASSWORD
+    if exit_code == EXIT_LOCKED or any(p.search(stderr) for p in _LOCKED):
+        return Failure.LOCKED
+    if exit_code == EXIT_NO_REPOSITORY or _repository_missing(stderr):
+        return Failure.NO_REPOSITORY
+    return Failure.OTHER
+
+
+def first_error_line(stderr: str, exit_code: int | None = None) -> str:
+    """The line of restic's stderr that says what went wrong, for an Event message."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("Fatal:"):
+            return line[len("Fatal:") :].strip()
+    for line in lines:
+        if line.lower().startswith(("error", "unable", "repository")):
+            return line
+    if lines:
+        return lines[-1]
+    return f"restic exited with code {exit_code}" if exit_code is not None else "restic failed"
+
+
+# --- locks -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Lock:
+    id: str
+    time: datetime | None
+    hostname: str
+    pid: int
+    exclusive: bool
+
+
+def parse_lock(lock_id: str, text: str) -> Lock | None:
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    return Lock(
+        id=lock_id,
+        time=_parse_time(raw.get("time")),
+        hostname=str(raw.get("hostname") or ""),
+        pid=int(raw.get("pid") or 0),
+        exclusive=bool(raw.get("exclusive")),
+    )
+
+
+def _parse_time(value: object) -> datetime | None:
+    """restic's RFC 3339 time with nanoseconds (Python only takes microseconds)."""
+    if not isinstance(value, str):
+        return None
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", value.strip())
+    if not m:
+        return None
+    frac = (m.group(2) or ".0")[:7]
+    tz = "+00:00" if m.group(3) == "Z" else m.group(3)
+    try:
+        return datetime.fromisoformat(m.group(1) + frac + tz)
+    except ValueError:
+        return None
+
+
+def is_stale(
+    lock: Lock,
+    *,
+    now: datetime,
+    stale_after: timedelta,
+    hostname: str,
+    process_alive: Callable[[int], bool],
+) -> bool:
+    """A lock older than the threshold, or one of this host whose process is gone."""
+    if lock.time is None or now - lock.time > stale_after:
+        return True
+    return lock.hostname == hostname and not process_alive(lock.pid)
+
+
+def restic_would_remove(
+    locks: Iterable[Lock], *, now: datetime, hostname: str, process_alive: Callable[[int], bool]
+) -> bool:
+    """Whether plain `restic unlock` removes every one of these locks (no --remove-all)."""
+    return all(
+        is_stale(
+            lock,
+            now=now,
+            stale_after=RESTIC_STALE_AFTER,
+            hostname=hostname,
+            process_alive=process_alive,
+        )
+        for lock in locks
+    )

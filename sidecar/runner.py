@@ -1,0 +1,150 @@
+"""Run restic as a child process: argument lists (never a shell), output captured, stoppable."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+# Environment variables whose values are secrets: redacted from anything logged or reported.
+SECRET_HINTS = ("PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "_PASS")
+MIN_SECRET_LEN = 4
+
+
+@dataclass(frozen=True)
+class Result:
+    args: tuple[str, ...]
+    code: int
+    stdout: str
+    stderr: str
+    duration: float
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0
+
+
+def secret_values(env: Mapping[str, str]) -> tuple[str, ...]:
+    """Values of the environment that look like secrets, longest first (for redaction)."""
+    values = {
+        value
+        for name, value in env.items()
+        if value and len(value) >= MIN_SECRET_LEN and any(h in name.upper() for h in SECRET_HINTS)
+    }
+    return tuple(sorted(values, key=len, reverse=True))
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    for value in secrets:
+        if value in text:
+            text = text.replace(value, "[REDACTED]")
+    return text
+
+
+def restic_env(base: Mapping[str, str], cache_dir: str) -> dict[str, str]:
+    """The child's environment: ours (RESTIC_PASSWORD, AWS_*, ... from the Secret) plus
+    a writable TMPDIR, because restic stages pack files there and the root is read-only."""
+    env = dict(base)
+    if not env.get("TMPDIR"):
+        tmp = os.path.join(cache_dir, "tmp")
+        os.makedirs(tmp, exist_ok=True)
+        env["TMPDIR"] = tmp
+    env.setdefault("RESTIC_CACHE_DIR", cache_dir)
+    return env
+
+
+class Runner:
+    """Runs one restic at a time; ``stop()`` interrupts it (SIGINT, then SIGKILL)."""
+
+    def __init__(self, env: Mapping[str, str], *, stop_timeout: float = 20.0):
+        self.env = dict(env)
+        self.secrets = secret_values(self.env)
+        self.stop_timeout = stop_timeout
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._stopping = threading.Event()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def run(self, args: list[str], *, timeout: float | None = None) -> Result:
+        """Run restic to completion and capture its output (redacted)."""
+        safe_args = tuple(redact(a, self.secrets) for a in args)
+        if self._stopping.is_set():
+            return Result(safe_args, 130, "", "interrupted: the sidecar is stopping", 0.0, True)
+        log.debug("running %s", " ".join(safe_args))
+        started = time.monotonic()
+        with self._lock:
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,  # restic would otherwise ask for a password on a tty
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self.env,
+                text=True,
+                errors="replace",
+                start_new_session=True,  # our SIGTERM/SIGINT is not forwarded by the terminal
+            )
+            self._proc = proc
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._interrupt(proc)
+            stdout, stderr = proc.communicate()
+            stderr += f"\nrestic did not finish within {timeout:.0f}s and was interrupted"
+        finally:
+            with self._lock:
+                self._proc = None
+        return Result(
+            args=safe_args,
+            code=proc.returncode,
+            stdout=redact(stdout, self.secrets),
+            stderr=redact(stderr, self.secrets),
+            duration=time.monotonic() - started,
+            interrupted=self._stopping.is_set(),
+        )
+
+    def stop(self) -> None:
+        """Stop the running restic (if any) and refuse to start new ones."""
+        self._stopping.set()
+        with self._lock:
+            proc = self._proc
+        if proc is not None:
+            threading.Thread(target=self._interrupt, args=(proc,), daemon=True).start()
+
+    def _interrupt(self, proc: subprocess.Popen) -> None:
+        # SIGINT lets restic remove its lock and stop cleanly; SIGKILL only if it hangs.
+        if proc.poll() is not None:
+            return
+        log.info("interrupting restic (pid %d)", proc.pid)
+        try:
+            proc.send_signal(signal.SIGINT)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + self.stop_timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if proc.poll() is None:
+            log.warning("restic did not stop within %.0fs; killing it", self.stop_timeout)
+            try:
+                proc.kill()
+            except ProcessLookupError:
+                pass
+
+    def wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._proc is None:
+                    return True
+            time.sleep(0.05)
+        return False

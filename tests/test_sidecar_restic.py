@@ -1,0 +1,532 @@
+"""The sidecar's restic layer: pure rendering and classification, then real restic runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from sidecar import restic
+from sidecar.job import Job, format_bytes
+from sidecar.restic import Context, Failure, Lock
+from sidecar.runner import Runner, redact, secret_values
+from tests.test_sidecar_support import (
+    PASSWORD,
+    RESTIC,
+    base_env,
+    copy_template,
+    free_port,
+    make_backup,
+    needs_restic,
+    server,
+    tree_bytes,
+    write_tree,
+)
+
+CTX = Context(host="www", cache_dir="/restik/cache")
+
+# --- pure: rendering ---------------------------------------------------------------------
+
+
+def test_render_backup_local_volume():
+    b = make_backup("/var/www", "/unused", tags=["prod", "web"], excludes=["*.tmp", "-x"])
+    assert restic.render_backup(b, CTX) == [
+        "restic",
+        "--repo=/unused",
+        "--cache-dir=/restik/cache",
+        "backup",
+        "--json",
+        "--host=www",
+        "--tag=prod",
+        "--tag=web",
+        "--exclude=*.tmp",
+        "--exclude=-x",
+        "--",
+        "/var/www",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("destination", "expected"),
+    [
+        ({"repository": "s3:http://minio:9000/bucket/www"}, "s3:http://minio:9000/bucket/www"),
+        ({"repository": "rest:http://rest:8000/www"}, "rest:http://rest:8000/www"),
+        ({"repository": "/mnt/repo"}, "/mnt/repo"),
+        ({"repository": "local:/x"}, "local:/x"),
+        ({"volume": {"name": "r", "emptyDir": {}}, "path": "/repo"}, "/restik/repo/repo"),
+        ({"volume": {"name": "r", "emptyDir": {}}, "path": "/a/b/"}, "/restik/repo/a/b"),
+        ({"volume": {"name": "r", "emptyDir": {}}, "path": "/"}, "/restik/repo"),
+    ],
+)
+def test_repository_of(destination, expected):
+    from reconciler.backup import parse_backup
+    from tests.test_sidecar_support import backup_object
+
+    raw = backup_object("/data", "/x")
+    raw["spec"]["destination"] = {"repositorySecretName": "s", **destination}
+    assert restic.repository_of(parse_backup(raw)) == expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "workload", "pod", "host", "lease"),
+    [
+        ("Deployment", "www", "www-5d9c-abcde", "www", True),
+        ("ReplicaSet", "www", "www-abcde", "www", True),
+        ("ReplicationController", "www", "www-abcde", "www", True),
+        ("StatefulSet", "db", "db-0", "db-0", False),
+        ("DaemonSet", "agent", "agent-x1", "agent-x1", False),
+        (None, None, "laptop", "laptop", False),
+    ],
+)
+def test_host_and_lease(kind, workload, pod, host, lease):
+    assert restic.host_for(kind, workload, pod) == host
+    assert restic.needs_lease(kind) is lease
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        (None, None),
+        ({}, None),
+        ({"keepLastSnapshots": 0, "prune": True}, None),
+        ({"keepLastSnapshots": 3}, ["--host=www", "--keep-last=3"]),
+        (
+            {
+                "keepLastSnapshots": 7,
+                "keepHourlySnapshots": 0,
+                "keepDailySnapshots": 14,
+                "keepWeeklySnapshots": 4,
+                "keepMonthlySnapshots": 6,
+                "keepYearlySnapshots": 1,
+                "keepTags": ["keep"],
+                "prune": True,
+            },
+            [
+                "--host=www",
+                "--keep-last=7",
+                "--keep-daily=14",
+                "--keep-weekly=4",
+                "--keep-monthly=6",
+                "--keep-yearly=1",
+                "--keep-tag=keep",
+                "--prune",
+            ],
+        ),
+        (
+            {"keepLastSnapshots": 1, "retainHostname": "other", "retainTags": ["a", "b"]},
+            ["--host=other", "--tag=a", "--tag=b", "--keep-last=1"],
+        ),
+    ],
+)
+def test_render_forget(policy, expected):
+    spec = {} if policy is None else {"retentionPolicy": policy}
+    b = make_backup("/data", "/repo", **spec)
+    args = restic.render_forget(b, CTX)
+    if expected is None:
+        assert args is None
+    else:
+        assert args == ["restic", "--repo=/repo", "--cache-dir=/restik/cache", "forget", *expected]
+
+
+def test_render_other_commands():
+    b = make_backup("/data", "/repo")
+    g = ["restic", "--repo=/repo", "--cache-dir=/restik/cache"]
+    assert restic.render_init(b, CTX) == [*g, "init"]
+    assert restic.render_unlock(b, CTX) == [*g, "unlock"]
+    assert restic.render_unlock(b, CTX, remove_all=True) == [*g, "unlock", "--remove-all"]
+    assert restic.render_list_locks(b, CTX) == [*g, "--no-lock", "list", "locks"]
+    assert restic.render_cat_lock(b, CTX, "ab") == [*g, "--no-lock", "cat", "lock", "ab"]
+    assert restic.render_snapshots(b, CTX) == [*g, "--no-lock", "snapshots", "--json"]
+    assert restic.render_cat_config(b, CTX) == [*g, "--no-lock", "cat", "config"]
+
+
+def test_rendered_arguments_never_hold_the_password():
+    b = make_backup("/data", "/repo", tags=["t"], retentionPolicy={"keepLastSnapshots": 1})
+    for args in (
+        restic.render_backup(b, CTX),
+        restic.render_forget(b, CTX),
+        restic.render_init(b, CTX),
+        restic.render_unlock(b, CTX, remove_all=True),
+    ):
+        assert not any("password" in a.lower() or PASSWORD in a for a in args)
+
+
+# --- pure: output --------------------------------------------------------------------------
+
+SUMMARY = (
+    '{"message_type":"status","percent_done":0,"total_files":1,"total_bytes":6}\n'
+    '{"message_type":"summary","files_new":2,"files_changed":1,"files_unmodified":3,'
+    '"dirs_new":1,"dirs_changed":0,"dirs_unmodified":0,"data_blobs":2,"tree_blobs":2,'
+    '"data_added":103451,"total_files_processed":6,"total_bytes_processed":102406,'
+    '"total_duration":0.216617215,"snapshot_id":"903c7ae4aabbccdd"}\n'
+)
+
+
+def test_parse_summary():
+    s = restic.parse_summary(SUMMARY)
+    assert s == restic.Summary(
+        snapshot_id="903c7ae4",
+        files_new=2,
+        files_changed=1,
+        files_unmodified=3,
+        data_added=103451,
+        total_files_processed=6,
+        total_bytes_processed=102406,
+        total_duration=0.216617215,
+    )
+    assert restic.parse_summary("") is None
+    assert restic.parse_summary('{"message_type":"status"}\nnot json\n') is None
+
+
+@pytest.mark.parametrize(
+    ("code", "stderr", "kind"),
+    [
+        # restic 0.14, seen on this machine
+        (
+            1,
+            "Fatal: unable to open config file: stat /r/config: no such file or directory\n"
+            "Is there a repository at the following location?\n/r\n",
+            Failure.NO_REPOSITORY,
+        ),
+        (
+            1,
+            "Fatal: unable to open config file: Stat: The specified bucket does not exist\n"
+            "Is there a repository at the following location?\ns3:http://h/b\n",
+            Failure.NO_REPOSITORY,
+        ),
+        (
+            1,
+            "Fatal: unable to open config file: <config/> does not exist\n"
+            "Is there a repository at the following location?\nrest:http://h/www/\n",
+            Failure.NO_REPOSITORY,
+        ),
+        # ... but the same hint after a network error is NOT a missing repository
+        (
+            1,
+            'Fatal: unable to open config file: client.Head: Head "http://h/www/config": '
+            "dial tcp 127.0.0.1:1: connect: connection refused\n"
+            "Is there a repository at the following location?\nrest:http://h/www/\n",
+            Failure.OTHER,
+        ),
+        (
+            1,
+            "Fatal: unable to open config file: stat /r/config: permission denied\n"
+            "Is there a repository at the following location?\n/r\n",
+            Failure.OTHER,
+        ),
+        (1, "Fatal: wrong password or no key found\n", Failure.WRONG_PASSWORD),
+        (
+            1,
+            "unable to create lock in backend: repository is already locked exclusively by "
+            "PID 1 on vm by root (UID 0, GID 0)\n",
+            Failure.LOCKED,
+        ),
+        (1, "Fatal: unable to save snapshot: disk full\n", Failure.OTHER),
+        # restic 0.17+ exit codes
+        (
+            10,
+            "Fatal: repository does not exist: unable to open config file\n",
+            Failure.NO_REPOSITORY,
+        ),
+        (11, "Fatal: unable to create lock in backend\n", Failure.LOCKED),
+        (12, "Fatal: wrong password\n", Failure.WRONG_PASSWORD),
+        (10, "", Failure.NO_REPOSITORY),
+        (11, "", Failure.LOCKED),
+    ],
+)
+def test_classify(code, stderr, kind):
+    assert restic.classify(code, stderr) is kind
+
+
+def test_first_error_line():
+    assert restic.first_error_line("x\nFatal: wrong password or no key found\n") == (
+        "wrong password or no key found"
+    )
+    assert restic.first_error_line("unable to create lock in backend: locked\nmore\n") == (
+        "unable to create lock in backend: locked"
+    )
+    assert restic.first_error_line("", 3) == "restic exited with code 3"
+
+
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def lock(minutes_old: float, host: str = "pod-a", pid: int = 42) -> Lock:
+    return Lock("id", NOW - timedelta(minutes=minutes_old), host, pid, True)
+
+
+@pytest.mark.parametrize(
+    ("lk", "alive", "stale"),
+    [
+        (lock(31), True, True),  # older than the threshold, whoever holds it
+        (lock(1), True, False),  # fresh and its process runs
+        (lock(1), False, True),  # this host, process gone
+        (lock(1, host="pod-b"), False, False),  # another host: only age counts
+        (lock(31, host="pod-b"), True, True),
+        (Lock("id", None, "pod-a", 1, False), True, True),  # unreadable time
+    ],
+)
+def test_is_stale(lk, alive, stale):
+    got = restic.is_stale(
+        lk,
+        now=NOW,
+        stale_after=timedelta(minutes=30),
+        hostname="pod-a",
+        process_alive=lambda p: alive,
+    )
+    assert got is stale
+
+
+def test_parse_lock():
+    text = (
+        '{"time": "2026-11-25T00:51:21.364045386Z", "exclusive": true, "hostname": "vm",'
+        ' "username": "root", "pid": 18556}'
+    )
+    lk = restic.parse_lock("abc", text)
+    assert lk == Lock(
+        "abc", datetime(2026, 11, 25, 0, 51, 21, 364045, tzinfo=UTC), "vm", 18556, True
+    )
+    assert restic.parse_lock("x", "garbage") is None
+
+
+def test_redaction():
+    env = {"RESTIC_PASSWORD": PASSWORD, "AWS_SECRET_ACCESS_KEY": "abcdef", "HOME": "/root"}
+    secrets = secret_values(env)
+    assert set(secrets) == {PASSWORD, "abcdef"}
+    assert redact(f"x {PASSWORD} y abcdef", secrets) == "x [REDACTED] y [REDACTED]"
+    assert format_bytes(512) == "512 B"
+    assert format_bytes(103451) == "101.0 KiB"
+
+
+# --- real restic ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def source(tmp_path) -> Path:
+    return write_tree(
+        tmp_path / "src",
+        {
+            "index.html": b"<h1>hello</h1>\n",
+            "data/blob.bin": os.urandom(200_000),
+            "data/skip.tmp": b"temporary",
+            "empty": b"",
+        },
+    )
+
+
+@pytest.fixture
+def job_for(tmp_path):
+    def make(backup, password=PASSWORD, host="www", stale_after=timedelta(minutes=30), **env):
+        cache = tmp_path / "cache"
+        cache.mkdir(exist_ok=True)
+        runner = Runner(base_env(password, TMPDIR=str(tmp_path), **env), stop_timeout=20)
+        ctx = Context(host=host, cache_dir=str(cache), restic=RESTIC)
+        return Job(backup, ctx, runner, stale_after=stale_after)
+
+    return make
+
+
+def restore(repo: str, target: Path, env=None) -> dict[str, bytes]:
+    from tests.test_sidecar_support import restic as run_restic
+
+    run_restic(repo, "restore", "latest", "--target", str(target), env=env)
+    return target
+
+
+def snapshots(repo: str, env=None) -> list[dict]:
+    import json
+
+    from tests.test_sidecar_support import restic as run_restic
+
+    return json.loads(run_restic(repo, "snapshots", "--json", env=env).stdout)
+
+
+@needs_restic
+@pytest.mark.slow
+def test_local_init_on_first_run_backup_forget_restore(tmp_path, source, job_for):
+    repo = str(tmp_path / "repo")  # does not exist yet
+    b = make_backup(
+        str(source),
+        repo,
+        tags=["prod"],
+        excludes=["*.tmp"],
+        retentionPolicy={"keepLastSnapshots": 2, "prune": True},
+    )
+    first = job_for(b).run()
+    assert first.success, first.message
+    assert first.initialised
+    assert first.summary.files_new == 3
+    assert first.message.startswith(f"snapshot {first.summary.snapshot_id} saved: 3 new")
+    for _ in range(2):
+        (source / "index.html").write_bytes(os.urandom(64))
+        out = job_for(b).run()
+        assert out.success and not out.initialised, out.message
+    snaps = snapshots(repo)
+    assert len(snaps) == 2  # retention applied
+    assert {s["hostname"] for s in snaps} == {"www"}
+    assert all(s["tags"] == ["prod"] for s in snaps)
+    target = restore(repo, tmp_path / "restored")
+    restored = tree_bytes(target / str(source).lstrip("/"))
+    expected = tree_bytes(source)
+    del expected["data/skip.tmp"]
+    assert restored == expected  # byte-identical, excludes honoured
+
+
+@needs_restic
+@pytest.mark.slow
+def test_wrong_password_is_classified_and_never_reinitialises(tmp_path, source, job_for):
+    repo = copy_template(tmp_path / "repo")
+    before = tree_bytes(repo)
+    out = job_for(make_backup(str(source), str(repo)), password="wrong-password").run()
+    assert not out.success
+    assert out.failure is Failure.WRONG_PASSWORD
+    assert not out.initialised
+    assert out.message == "wrong password or no key found"
+    assert tree_bytes(repo) == before  # no init, no new key, nothing written
+    assert "wrong-password" not in out.message and PASSWORD not in out.message
+
+
+@needs_restic
+@pytest.mark.slow
+def test_unreachable_repository_is_not_initialised(tmp_path, source, job_for):
+    port = free_port()  # nothing listens there
+    out = job_for(make_backup(str(source), f"rest:http://127.0.0.1:{port}/www")).run()
+    assert not out.success and not out.initialised
+    assert out.failure is Failure.OTHER
+    assert "connection refused" in out.message
+
+
+def _stale_lock(repo: Path, cmd_prefix: list[str] = ()) -> None:
+    """Leave an exclusive lock behind: start `restic check`, SIGKILL it once it locked."""
+    locks = repo / "locks"
+    proc = subprocess.Popen(
+        [*cmd_prefix, RESTIC, f"--repo={repo}", "--no-cache", "check"],
+        env=base_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not any(locks.iterdir()):
+        assert time.monotonic() < deadline and proc.poll() is None, "restic check never locked"
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    assert any(locks.iterdir())
+
+
+@needs_restic
+@pytest.mark.slow
+def test_stale_lock_of_dead_process_is_removed_and_run_retried(tmp_path, source, job_for):
+    repo = copy_template(tmp_path / "repo")
+    _stale_lock(repo)
+    b = make_backup(str(source), str(repo), retentionPolicy={"keepLastSnapshots": 1})
+    out = job_for(b).run()
+    assert out.success, out.message
+    assert not any((repo / "locks").iterdir())
+    assert len(snapshots(str(repo))) == 1
+
+
+@needs_restic
+@pytest.mark.slow
+def test_lock_of_another_host_kept_until_threshold(tmp_path, source, job_for):
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare to fake another host's lock")
+    repo = copy_template(tmp_path / "repo")
+    _stale_lock(repo, ["unshare", "--uts", "sh", "-c", 'hostname elsewhere && exec "$@"', "-"])
+    b = make_backup(str(source), str(repo))
+    out = job_for(b).run()  # 30 min threshold: a fresh lock of another host is respected
+    assert not out.success and out.failure is Failure.LOCKED
+    assert "locked" in out.message
+    out = job_for(b, stale_after=timedelta(seconds=0)).run()  # past the threshold: removed
+    assert out.success, out.message
+
+
+@needs_restic
+@pytest.mark.slow
+def test_interrupted_backup_leaves_a_consistent_repository(tmp_path, job_for):
+    repo = copy_template(tmp_path / "repo")
+    src = tmp_path / "big"
+    src.mkdir()
+    for i in range(6):
+        (src / f"f{i}").write_bytes(os.urandom(32 * 1024 * 1024))
+    job = job_for(make_backup(str(src), str(repo)))
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("out", job.run()))
+    t.start()
+    deadline = time.monotonic() + 30
+    while not any((repo / "locks").iterdir()):  # restic is running and holds its lock
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.3)
+    job.runner.stop()
+    t.join(60)
+    out = result["out"]
+    assert not out.success and out.interrupted
+    assert out.message.startswith("interrupted by shutdown")
+    assert not any((repo / "locks").iterdir())  # restic removed its lock on SIGINT
+    from tests.test_sidecar_support import restic as run_restic
+
+    run_restic(str(repo), "check")
+
+
+@pytest.fixture
+def s3_server(tmp_path):
+    if shutil.which("moto_server") is None:
+        pytest.skip("moto_server is not installed")
+    port = free_port()
+    with server(["moto_server", "-H", "127.0.0.1", "-p", str(port)], port, tmp_path / "moto.log"):
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def rest_server(tmp_path):
+    if shutil.which("rclone") is None:
+        pytest.skip("rclone is not installed")
+    port = free_port()
+    root = tmp_path / "rest"
+    root.mkdir()
+    cmd = ["rclone", "serve", "restic", "--addr", f"127.0.0.1:{port}", str(root)]
+    with server(cmd, port, tmp_path / "rclone.log"):
+        yield f"http://127.0.0.1:{port}"
+
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret"}
+
+
+@needs_restic
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["s3", "rest"])
+def test_remote_repository_init_backup_restore(backend, request, tmp_path, source, job_for):
+    if backend == "s3":
+        repo = f"s3:{request.getfixturevalue('s3_server')}/bucket/www"
+        env = S3_ENV
+    else:
+        repo = f"rest:{request.getfixturevalue('rest_server')}/www"
+        env = {}
+    b = make_backup(str(source), repo, retentionPolicy={"keepLastSnapshots": 1, "prune": True})
+    first = job_for(b, **env).run()
+    assert first.success and first.initialised, first.message
+    (source / "index.html").write_bytes(b"changed\n")
+    second = job_for(b, **env).run()
+    assert second.success and not second.initialised, second.message
+    assert second.summary.files_changed == 1
+    renv = base_env(**env)
+    assert len(snapshots(repo, env=renv)) == 1
+    target = restore(repo, tmp_path / "restored", env=renv)
+    assert tree_bytes(target / str(source).lstrip("/")) == tree_bytes(source)
+    wrong = job_for(b, password="nope-nope", **env).run()
+    assert wrong.failure is Failure.WRONG_PASSWORD and not wrong.initialised
+
+
+@needs_restic
+def test_runner_passes_password_only_through_environment(tmp_path):
+    runner = Runner(base_env())
+    res = runner.run([RESTIC, "version"])
+    assert res.ok
+    assert not any(PASSWORD in a for a in res.args)
