@@ -1,0 +1,345 @@
+"""The renderer: exact sidecar container and volumes, a stable config hash, hostile values
+arriving verbatim (or the Backup rejected with a field path), no password in the output."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from reconciler.backup import InvalidBackup, parse_backup
+from reconciler.constants import CACHE_VOLUME, REPO_VOLUME, SIDECAR_NAME
+from reconciler.render import DEFAULT_IMAGE, Renderer, config_hash, templates_dir
+from tests.factories import REPO, backup
+
+PASSWORD = "s3cr3t-Pa55word"  # a value that must never show up
+
+
+def render(raw: dict, kind="Deployment", name="app", image=DEFAULT_IMAGE):
+    return Renderer(image=image).render(parse_backup(raw), kind, name)
+
+
+def expected_container(*, local: bool, image=DEFAULT_IMAGE, resources=None) -> dict:
+    mounts = [{"name": "data", "mountPath": "/data", "readOnly": True}]
+    if local:
+        mounts.append({"name": "restik-repo", "mountPath": "/restik/repo"})
+    mounts.append({"name": "restik-cache", "mountPath": "/restik/cache"})
+    return {
+        "name": "restik",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": [
+            "watch",
+            "--backup",
+            "www",
+            "--workload",
+            "Deployment/app",
+            "--metrics-port",
+            "9464",
+        ],
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {
+                "name": "POD_NAMESPACE",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+            },
+            {
+                "name": "RESTIC_PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": "www-restic", "key": "password"}},
+            },
+            {"name": "RESTIC_CACHE_DIR", "value": "/restik/cache"},
+            {"name": "TMPDIR", "value": "/restik/cache"},
+        ],
+        "envFrom": [{"secretRef": {"name": "www-restic"}}],
+        "ports": [{"name": "restik-metrics", "containerPort": 9464, "protocol": "TCP"}],
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "restik-metrics"},
+            "initialDelaySeconds": 10,
+            "periodSeconds": 30,
+            "failureThreshold": 4,
+        },
+        "resources": resources or {},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": mounts,
+    }
+
+
+def test_local_backup_renders_container_and_volumes():
+    out = render(backup())
+    assert out.container == expected_container(local=True)
+    assert out.volumes == (
+        {"name": "restik-cache", "emptyDir": {}},
+        {"name": "restik-repo", "persistentVolumeClaim": {"claimName": "backups"}},
+    )
+    assert out.config_hash == config_hash(out.container, out.volumes)
+    assert len(out.config_hash) == 16
+
+
+def test_remote_backup_renders_no_repo_volume():
+    out = render(backup(repository="s3:http://minio:9000/b"))
+    assert out.container == expected_container(local=False)
+    assert out.volumes == ({"name": "restik-cache", "emptyDir": {}},)
+    assert REPO_VOLUME not in json.dumps(out.container)
+
+
+def test_named_destination_volume_is_renamed_restik_repo():
+    out = render(backup(volume={"name": "mine", "nfs": {"server": "nfs", "path": "/x"}}))
+    assert out.volumes[1] == {"name": "restik-repo", "nfs": {"server": "nfs", "path": "/x"}}
+
+
+def test_resources_image_and_workload_reach_the_container():
+    raw = backup(resources={"limits": {"cpu": "500m", "memory": 512}, "requests": {"cpu": 1}})
+    out = render(raw, kind="StatefulSet", name="pg", image="reg.example/restik:9")
+    assert out.container["image"] == "reg.example/restik:9"
+    assert out.container["resources"] == {
+        "limits": {"cpu": "500m", "memory": "512"},
+        "requests": {"cpu": "1"},
+    }
+    assert out.container["args"][4] == "StatefulSet/pg"
+
+
+def test_password_is_only_referenced():
+    out = render(backup())
+    for env in out.container["env"]:
+        if env["name"] == "RESTIC_PASSWORD":
+            assert set(env) == {"name", "valueFrom"}
+            assert env["valueFrom"] == {"secretKeyRef": {"name": "www-restic", "key": "password"}}
+    text = json.dumps([out.container, out.volumes])
+    assert PASSWORD not in text
+    assert "password" not in json.dumps(out.container["args"]).lower()
+    values = [e.get("value") for e in out.container["env"] if "value" in e]
+    assert values == ["/restik/cache", "/restik/cache"]
+
+
+def test_templates_are_found_in_the_source_tree():
+    d = templates_dir()
+    assert (d / "sidecar.yaml.j2").is_file()
+    assert (d / "volumes.yaml.j2").is_file()
+    assert d.resolve() == (REPO / "templates").resolve()
+
+
+# ---------------------------------------------------------------- the config hash
+
+
+def test_hash_is_stable():
+    a = render(backup())
+    b = Renderer().render(parse_backup(copy.deepcopy(backup())), "Deployment", "app")
+    assert a.config_hash == b.config_hash
+    assert a == b
+
+
+def test_hash_ignores_key_order():
+    c = {"b": 1, "a": [1, 2]}
+    assert config_hash(c, [{"y": 1, "x": 2}]) == config_hash(
+        dict(reversed(c.items())), [{"x": 2, "y": 1}]
+    )
+
+
+BASE_HASH_INPUT = {"raw": backup(), "kind": "Deployment", "name": "app", "image": DEFAULT_IMAGE}
+
+RENDERED_INPUT_CHANGES = {
+    "source-path": {"raw": backup(path="/srv")},
+    "source-volume": {"raw": backup(volume_name="other")},
+    "secret": {"raw": backup(secret="other-restic")},
+    "backup-name": {"raw": backup(name="other")},
+    "destination-volume": {"raw": backup(volume={"persistentVolumeClaim": {"claimName": "other"}})},
+    "remote-instead-of-local": {"raw": backup(repository="s3:host/b")},
+    "resources": {"raw": backup(resources={"limits": {"memory": "1Gi"}})},
+    "image": {"image": "restik:9.9"},
+    "workload-name": {"name": "other"},
+    "workload-kind": {"kind": "StatefulSet"},
+}
+LIVE_INPUT_CHANGES = {
+    "schedule": backup(schedule="0 */30 * * * *"),
+    "retention": backup(retentionPolicy={"keepLastSnapshots": 3, "prune": True}),
+    "tags": backup(tags=["x", "y"]),
+    "excludes": backup(excludes=["*.log"]),
+    "paused": backup(paused=True),
+    "dest-path": backup(dest_path="/elsewhere"),
+}
+
+
+def _hash(**overrides) -> str:
+    args = {**BASE_HASH_INPUT, **overrides}
+    return render(args["raw"], args["kind"], args["name"], args["image"]).config_hash
+
+
+@pytest.mark.parametrize(
+    "overrides", RENDERED_INPUT_CHANGES.values(), ids=RENDERED_INPUT_CHANGES.keys()
+)
+def test_hash_changes_with_a_rendered_input(overrides):
+    assert _hash(**overrides) != _hash()
+
+
+@pytest.mark.parametrize("raw", LIVE_INPUT_CHANGES.values(), ids=LIVE_INPUT_CHANGES.keys())
+def test_hash_ignores_what_the_sidecar_reads_live(raw):
+    assert _hash(raw=raw) == _hash()
+
+
+def test_remote_repository_change_is_read_live():
+    a = render(backup(repository="s3:host/a"))
+    b = render(backup(repository="rest:http://host/b"))
+    assert a.config_hash == b.config_hash
+
+
+def test_renderer_cache_never_returns_a_stale_render():
+    shared = Renderer()
+    for overrides in RENDERED_INPUT_CHANGES.values():
+        args = {**BASE_HASH_INPUT, **overrides}
+        if args["image"] != DEFAULT_IMAGE:
+            continue
+        b = parse_backup(args["raw"])
+        cached = shared.render(b, args["kind"], args["name"])
+        assert cached == Renderer().render(b, args["kind"], args["name"])
+
+
+# ---------------------------------------------------------------- hostile values
+
+HOSTILE = [
+    "{{ x }}",
+    "{{ 7*7 }}",
+    "{% raw %}",
+    "{% endraw %}{{ backup }}",
+    "{# comment #}",
+    '"',
+    "'",
+    "\"'\\",
+    "': #",
+    "a: b",
+    "x # comment",
+    "!!python/object/apply:os.system ['touch /tmp/pwn']",
+    "!!binary aGk=",
+    "&anchor *alias",
+    "*alias",
+    "- item",
+    "? key",
+    "| block",
+    "> folded",
+    "%YAML 1.1",
+    "---",
+    "...",
+    "--flag",
+    "--backup=other",
+    "${HOME} $(id) `id`",
+    "<script>&amp;</script>",
+    "null",
+    "true",
+    "0x1F",
+    "1e3",
+    "~",
+    "é ü ß 中文 ٱ",
+    "😀 🎉",
+    "tab\there",
+    "line\nbreak",
+    "cr\rreturn",
+    "nul\x00byte",
+    "\u2028\u2029\x85",
+    "x" * 4000,
+    "y" * 5000,
+    "  padded  ",
+    "",
+]
+
+
+def _shape(node):
+    """The structure of rendered data: keys and list lengths, not the string values."""
+    if isinstance(node, dict):
+        return {k: _shape(v) for k, v in node.items()}
+    if isinstance(node, list | tuple):
+        return [_shape(v) for v in node]
+    return type(node).__name__
+
+
+BASELINE = render(backup())
+
+# field -> (build the raw Backup from the hostile value, field path, where it must arrive)
+FIELDS = {
+    "backupSource.path": (
+        lambda h: backup(path="/" + h),
+        "spec.backupSource.path",
+        lambda out: out.container["volumeMounts"][0]["mountPath"],
+        lambda h: "/" + h,
+    ),
+    "backupSource.volumeName": (
+        lambda h: backup(volume_name=h),
+        "spec.backupSource.volumeName",
+        lambda out: out.container["volumeMounts"][0]["name"],
+        lambda h: h,
+    ),
+    "metadata.name": (
+        lambda h: backup(name=h),
+        "metadata.name",
+        lambda out: out.container["args"][2],
+        lambda h: h,
+    ),
+    "repositorySecretName": (
+        lambda h: backup(secret=h),
+        "spec.destination.repositorySecretName",
+        lambda out: out.container["env"][2]["valueFrom"]["secretKeyRef"]["name"],
+        lambda h: h,
+    ),
+    "destination.volume.claimName": (
+        lambda h: backup(volume={"persistentVolumeClaim": {"claimName": h}}),
+        "spec.destination.volume",
+        lambda out: out.volumes[1]["persistentVolumeClaim"]["claimName"],
+        lambda h: h,
+    ),
+    "resources.limits.cpu": (
+        lambda h: backup(resources={"limits": {"cpu": h}}),
+        "spec.resources.limits.cpu",
+        lambda out: out.container["resources"]["limits"]["cpu"],
+        lambda h: h,
+    ),
+}
+
+
+@pytest.mark.parametrize("hostile", HOSTILE, ids=lambda h: repr(h)[:30])
+@pytest.mark.parametrize("field", FIELDS.values(), ids=FIELDS.keys())
+def test_hostile_backup_values_arrive_verbatim_or_are_rejected(field, hostile):
+    build, path, locate, expected = field
+    try:
+        b = parse_backup(build(hostile))
+    except InvalidBackup as exc:
+        assert any(e.path.startswith(path) for e in exc.errors), exc.errors
+        return
+    out = Renderer().render(b, "Deployment", "app")
+    assert locate(out) == expected(hostile)
+    if path != "spec.resources.limits.cpu":
+        assert _shape(out.container) == _shape(BASELINE.container)
+        assert _shape(out.volumes) == _shape(BASELINE.volumes)
+    assert out.container["name"] == SIDECAR_NAME
+    assert out.volumes[0] == {"name": CACHE_VOLUME, "emptyDir": {}}
+
+
+@pytest.mark.parametrize("hostile", HOSTILE, ids=lambda h: repr(h)[:30])
+def test_hostile_workload_name_and_image_arrive_verbatim(hostile):
+    out = Renderer(image=hostile).render(parse_backup(backup()), "Deployment", hostile)
+    assert out.container["image"] == hostile
+    assert out.container["args"][3:5] == ["--workload", f"Deployment/{hostile}"]
+    assert _shape(out.container) == _shape(BASELINE.container)
+    assert _shape(out.volumes) == _shape(BASELINE.volumes)
+
+
+@pytest.mark.parametrize("hostile", HOSTILE, ids=lambda h: repr(h)[:30])
+def test_hostile_values_that_are_read_live_never_reach_the_container(hostile):
+    raw = backup(tags=[hostile], excludes=[hostile], schedule="@hourly")
+    raw["spec"]["destination"] = {
+        "repositorySecretName": "www-restic",
+        "repository": "/r" + hostile,
+    }
+    try:
+        b = parse_backup(raw)
+    except InvalidBackup as exc:
+        assert {e.path for e in exc.errors} <= {
+            "spec.tags[0]",
+            "spec.excludes[0]",
+            "spec.destination.repository",
+        }
+        return
+    out = Renderer().render(b, "Deployment", "app")
+    assert out == render(backup(repository="/r"))
