@@ -22,6 +22,7 @@ from reconciler.constants import (
     REPO_VOLUME,
     SIDECAR_NAME,
 )
+from reconciler.resources import resource_dir
 
 DEFAULT_IMAGE = f"restik:{__version__}"
 
@@ -37,15 +38,7 @@ class Rendered:
 
 def templates_dir() -> Path:
     """The templates from an installed copy (package data) or, failing that, the source tree."""
-    try:
-        from importlib.resources import files
-
-        installed = Path(str(files("reconciler.templates")))
-        if (installed / "sidecar.yaml.j2").is_file():
-            return installed
-    except ModuleNotFoundError:
-        pass
-    return Path(__file__).resolve().parent.parent / "templates"
+    return resource_dir("reconciler.templates", "templates", "sidecar.yaml.j2")
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,216 @@
+"""A thin Kubernetes API layer over pykube-ng: paths, one retry policy, classified errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import pykube
+import requests
+import tenacity
+
+from reconciler import __version__
+
+log = logging.getLogger(__name__)
+USER_AGENT = f"restik/{__version__}"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+RETRY_ATTEMPTS = 5
+MAX_RETRY_WAIT = 10.0
+
+
+class ApiError(Exception):
+    """An error answer of the API server (or no answer at all: status 0)."""
+
+    def __init__(self, status: int, reason: str, message: str, retry_after: float | None = None):
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+        super().__init__(f"{status} {reason}: {message}")
+
+    @property
+    def retryable(self) -> bool:
+        return self.status == 0 or self.status == 429 or self.status >= 500
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+
+def _wait(retry_state: tenacity.RetryCallState) -> float:
+    exc = retry_state.outcome.exception() if retry_state.outcome else None
+    if isinstance(exc, ApiError) and exc.retry_after is not None:
+        return min(exc.retry_after, MAX_RETRY_WAIT)
+    base = min(0.2 * 2 ** (retry_state.attempt_number - 1), MAX_RETRY_WAIT)
+    return base * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not crypto
+
+
+def _log_retry(retry_state: tenacity.RetryCallState) -> None:
+    exc = retry_state.outcome.exception() if retry_state.outcome else None
+    log.debug("retrying after %s (attempt %d)", exc, retry_state.attempt_number)
+
+
+# The one retry policy: 5xx, 429 (honouring Retry-After) and connection errors.
+RETRY = tenacity.Retrying(
+    retry=tenacity.retry_if_exception(lambda e: isinstance(e, ApiError) and e.retryable),
+    stop=tenacity.stop_after_attempt(RETRY_ATTEMPTS),
+    wait=_wait,
+    before_sleep=_log_retry,
+    reraise=True,
+)
+
+
+def api_path(
+    api_version: str,
+    plural: str,
+    namespace: str | None = None,
+    name: str | None = None,
+    subresource: str | None = None,
+) -> str:
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    parts = [base]
+    if namespace:
+        parts += ["namespaces", namespace]
+    parts.append(plural)
+    if name:
+        parts.append(name)
+    if subresource:
+        parts.append(subresource)
+    return "/".join(parts)
+
+
+def load_config(kubeconfig: str | None) -> pykube.KubeConfig:
+    """--kubeconfig, then $KUBECONFIG, then ~/.kube/config, then the in-cluster account."""
+    if kubeconfig:
+        return pykube.KubeConfig.from_file(kubeconfig)
+    return pykube.KubeConfig.from_env()
+
+
+@dataclass
+class Kube:
+    """API calls by path; every call goes through the retry policy and raises ApiError."""
+
+    client: pykube.HTTPClient
+    timeout: float = 30.0
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None = None, timeout: float = 30.0) -> Kube:
+        client = pykube.HTTPClient(load_config(kubeconfig), timeout=timeout)
+        client.session.headers["User-Agent"] = USER_AGENT
+        return cls(client, timeout)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping | None = None,
+        body: object = None,
+        content_type: str = "application/json",
+    ) -> dict:
+        return RETRY(self._request_once, method, path, params, body, content_type)
+
+    def _request_once(self, method, path, params, body, content_type) -> dict:
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = json.dumps(body)
+        try:
+            resp = self.client.session.request(
+                method,
+                self.client.url + path,
+                params=params,
+                data=data,
+                headers=headers,
+                timeout=self.timeout,
+            )
+        except requests.RequestException as exc:
+            raise ApiError(0, "ConnectionError", str(exc).splitlines()[0][:300]) from None
+        return _decode(resp)
+
+    def get(self, path: str, **params) -> dict:
+        return self.request("GET", path, params=params or None)
+
+    def get_or_none(self, path: str) -> dict | None:
+        try:
+            return self.get(path)
+        except ApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+
+    def list(self, path: str, label_selector: str | None = None) -> dict:
+        params = {"labelSelector": label_selector} if label_selector else None
+        return self.request("GET", path, params=params)
+
+    def create(self, path: str, body: Mapping) -> dict:
+        return self.request("POST", path, body=body)
+
+    def replace(self, path: str, body: Mapping) -> dict:
+        return self.request("PUT", path, body=body)
+
+    def merge_patch(self, path: str, patch: Mapping, dry_run: bool = False) -> dict:
+        params = {"dryRun": "All"} if dry_run else None
+        return self.request("PATCH", path, params=params, body=patch, content_type=MERGE_PATCH)
+
+    def delete(self, path: str, body: Mapping | None = None) -> dict:
+        return self.request("DELETE", path, body=body)
+
+    def watch(
+        self, path: str, resource_version: str, label_selector: str | None, timeout_s: int
+    ) -> Iterator[dict]:
+        """Stream watch events; ends on the server's timeout. Not retried: callers resume."""
+        params = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "timeoutSeconds": str(timeout_s),
+            "allowWatchBookmarks": "true",
+        }
+        if label_selector:
+            params["labelSelector"] = label_selector
+        try:
+            resp = self.client.session.get(
+                self.client.url + path, params=params, stream=True, timeout=(10, timeout_s + 10)
+            )
+        except requests.RequestException as exc:
+            raise ApiError(0, "ConnectionError", str(exc).splitlines()[0][:300]) from None
+        if resp.status_code >= 400:
+            _decode(resp)
+        try:
+            for line in resp.iter_lines():
+                if line:
+                    yield json.loads(line)
+        except (requests.RequestException, ValueError) as exc:
+            raise ApiError(0, "ConnectionError", str(exc).splitlines()[0][:300]) from None
+        finally:
+            resp.close()
+
+
+def _decode(resp: requests.Response) -> dict:
+    try:
+        payload = resp.json() if resp.content else {}
+    except ValueError:
+        payload = {}
+    if resp.status_code < 400:
+        return payload
+    retry_after = None
+    header = resp.headers.get("Retry-After")
+    if header:
+        try:
+            retry_after = float(header)
+        except ValueError:
+            retry_after = None
+    if not isinstance(payload, dict):
+        payload = {}
+    reason = payload.get("reason") or resp.reason or "Error"
+    message = payload.get("message") or resp.text[:300]
+    raise ApiError(resp.status_code, reason, message, retry_after)

@@ -1,0 +1,72 @@
+"""Prometheus metrics and the /healthz endpoint of `restik run`."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+class ControllerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.cycle_seconds = Histogram(
+            "restik_cycle_duration_seconds",
+            "Duration of one reconcile cycle",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.patches = Counter(
+            "restik_patches_total", "Workload patches applied", ["action"], registry=r
+        )
+        self.restarts = Counter("restik_restarts_total", "Stale pods deleted", registry=r)
+        self.errors = Counter("restik_errors_total", "Failed API calls and cycles", registry=r)
+        self.conflicts = Counter("restik_conflicts_total", "Writes that hit a 409", registry=r)
+        self.backups = Gauge("restik_backups", "Backups by readiness", ["ready"], registry=r)
+        self.workloads = Gauge("restik_workloads", "Labeled workloads", registry=r)
+        self.leader = Gauge("restik_leader", "1 while this replica holds the Lease", registry=r)
+
+    def observe(self, stats) -> None:
+        self.cycle_seconds.observe(stats.seconds)
+        self.errors.inc(stats.errors)
+        self.conflicts.inc(stats.conflicts)
+        self.backups.labels("true").set(stats.ready)
+        self.backups.labels("false").set(stats.not_ready)
+        self.workloads.set(stats.workloads)
+
+    def serve(self, address: str, port: int, healthy: Callable[[], bool]) -> ThreadingHTTPServer:
+        return serve_http(address, port, self.registry, healthy)
+
+
+def serve_http(address: str, port: int, registry, healthy: Callable[[], bool]):
+    """Start /metrics and /healthz on a daemon thread; the caller shuts the server down."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path in ("/healthz", "/readyz", "/livez"):
+                ok = healthy()
+                self._send(200 if ok else 503, b"ok\n" if ok else b"unhealthy\n", "text/plain")
+            else:
+                self._send(404, b"not found\n", "text/plain")
+
+        def _send(self, code: int, body: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:  # probes every few seconds: not worth a line
+            pass
+
+    server = ThreadingHTTPServer((address, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server

@@ -1,0 +1,44 @@
+"""JSON merge patches (RFC 7386) computed from a before and an after object."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+def merge_patch(before: Mapping, after: Mapping) -> dict:
+    """The smallest merge patch turning ``before`` into ``after`` (lists are replaced whole)."""
+    patch: dict = {}
+    for key, value in after.items():
+        if key not in before:
+            patch[key] = _plain(value)
+        elif isinstance(value, Mapping) and isinstance(before[key], Mapping):
+            sub = merge_patch(before[key], value)
+            if sub:
+                patch[key] = sub
+        elif _plain(before[key]) != _plain(value):
+            patch[key] = _plain(value)
+    for key in before:
+        if key not in after:
+            patch[key] = None
+    return patch
+
+
+def apply_merge_patch(target: object, patch: object) -> object:
+    """RFC 7386 applied to plain data; used to check patches and by dry runs."""
+    if not isinstance(patch, Mapping):
+        return _plain(patch)
+    result = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = apply_merge_patch(result.get(key), value)
+    return result
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,121 @@
+"""What the controller writes on a Backup: its status and, on a new problem, a Warning Event."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+
+from reconciler.backup import Backup, InvalidBackup
+from reconciler.constants import API_VERSION, CONFIG_LABEL, KIND
+from reconciler.plan import Plan
+
+READY = "Ready"
+MAX_MESSAGE = 1024
+
+
+def ready_condition(
+    parsed: Backup | InvalidBackup, plan: Plan, key: tuple[str, str]
+) -> tuple[str, str, str]:
+    """(status, reason, message) of the Ready condition."""
+    if isinstance(parsed, InvalidBackup):
+        return ("False", "InvalidSpec", _clip("; ".join(map(str, parsed.errors))))
+    problems = [
+        p for p in plan.problems if (p.namespace, p.backup) == key and p.severity == "error"
+    ]
+    if problems:
+        text = "; ".join(f"{p.ref}: {p.message}" if p.ref else p.message for p in problems)
+        return ("False", "WorkloadMisconfigured", _clip(text))
+    selected = plan.selected.get(key, [])
+    if not selected:
+        return ("True", "NoWorkloads", f"no workload is labeled {CONFIG_LABEL}={key[1]}")
+    return ("True", "Ready", f"{len(selected)} workload(s) backed up")
+
+
+def status_patch(raw: Mapping, parsed: Backup | InvalidBackup, plan: Plan, now: str) -> dict | None:
+    """The merge patch for the fields the controller owns, or None when they are current."""
+    meta = raw.get("metadata") or {}
+    key = (meta.get("namespace") or "default", meta.get("name"))
+    status = raw.get("status") if isinstance(raw.get("status"), Mapping) else {}
+    cond_status, reason, message = ready_condition(parsed, plan, key)
+    old = _condition(status, READY) or {}
+    unchanged = (old.get("status"), old.get("reason"), old.get("message")) == (
+        cond_status,
+        reason,
+        message,
+    )
+    generation = meta.get("generation")
+    condition = {
+        "type": READY,
+        "status": cond_status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": old.get("lastTransitionTime")
+        if unchanged and old.get("status") == cond_status
+        else now,
+    }
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    workloads = list(plan.selected.get(key, []))
+    desired = {"conditions": [condition], "workloads": workloads}
+    if generation is not None:
+        desired["observedGeneration"] = generation
+    current = {k: status.get(k) for k in desired}
+    others = [c for c in status.get("conditions") or [] if c.get("type") != READY]
+    desired["conditions"] = others + desired["conditions"]
+    if current == desired:
+        return None
+    return {"status": desired}
+
+
+def is_new_problem(raw: Mapping, patch: Mapping | None) -> bool:
+    """A Warning Event goes out once per change of a failing Ready condition, not per cycle."""
+    if not patch:
+        return False
+    new = _condition(patch["status"], READY)
+    if new is None or new["status"] != "False":
+        return False
+    old = _condition(raw.get("status") or {}, READY) or {}
+    return (old.get("status"), old.get("reason"), old.get("message")) != (
+        new["status"],
+        new["reason"],
+        new["message"],
+    )
+
+
+def warning_event(raw: Mapping, reason: str, message: str, now: str, component: str) -> dict:
+    """A core/v1 Event on the Backup. Its name never collides with the sidecar's <name>-<n>."""
+    meta = raw.get("metadata") or {}
+    name = meta.get("name")
+    suffix = hashlib.sha256(f"{now}/{reason}/{message}".encode()).hexdigest()[:16]
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{name}.{suffix}", "namespace": meta.get("namespace")},
+        "involvedObject": {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": name,
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "reason": reason,
+        "message": _clip(message),
+        "type": "Warning",
+        "source": {"component": component},
+        "reportingComponent": component,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+
+
+def _condition(status: Mapping, kind: str) -> dict | None:
+    for cond in status.get("conditions") or []:
+        if isinstance(cond, Mapping) and cond.get("type") == kind:
+            return dict(cond)
+    return None
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
