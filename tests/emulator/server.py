@@ -304,6 +304,7 @@ def _matcher(rt: ResourceType, label_selector: str | None, field_selector: str |
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # one response, no 40 ms delayed-ACK stalls
     server_version = "restik-emulator"
     sys_version = ""
     emulator: Emulator
