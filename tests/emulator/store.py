@@ -344,7 +344,7 @@ class Store:
                 )
             current = old.copy()
             if subresource == "status":
-                obj = current
+                obj = copy.deepcopy(current)  # compared with current below: must not alias it
                 if "status" in new:
                     obj["status"] = new["status"]
                 else:

@@ -1,0 +1,397 @@
+"""restik run against the API emulator over real HTTP: the exact requests of each scenario."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from reconciler.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME
+from reconciler.controller import Controller, Settings
+from reconciler.kube import Kube
+from reconciler.resources import crd_manifest
+
+NS = "web"
+BACKUP_API = "backup.appscode.com/v1beta1"
+LISTS = [
+    ("GET", "/apis/backup.appscode.com/v1beta1/backups"),
+    ("GET", "/apis/apps/v1/deployments"),
+    ("GET", "/apis/apps/v1/statefulsets"),
+    ("GET", "/apis/apps/v1/daemonsets"),
+    ("GET", "/apis/apps/v1/replicasets"),
+    ("GET", "/api/v1/replicationcontrollers"),
+    ("GET", "/apis/rbac.authorization.k8s.io/v1/rolebindings"),
+]
+
+
+def backup(name="www", path="/var/www", volume="data", **spec):
+    body = {
+        "schedule": "@hourly",
+        "backupSource": {"volumeName": volume, "path": path},
+        "destination": {"repositorySecretName": "www-restic", "repository": "s3:http://s3/b"},
+    }
+    body.update(spec)
+    return {
+        "apiVersion": BACKUP_API,
+        "kind": "Backup",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": body,
+    }
+
+
+def workload(kind="Deployment", name="www", label="www", sa=None):
+    api = "v1" if kind == "ReplicationController" else "apps/v1"
+    pod_spec = {
+        "containers": [{"name": "app", "image": "nginx"}],
+        "volumes": [{"name": "data", "emptyDir": {}}],
+    }
+    if sa:
+        pod_spec["serviceAccountName"] = sa
+    labels = {"app": name}
+    if label:
+        labels[CONFIG_LABEL] = label
+    selector = {"app": name} if kind == "ReplicationController" else {"matchLabels": {"app": name}}
+    spec = {
+        "selector": selector,
+        "template": {"metadata": {"labels": {"app": name}}, "spec": pod_spec},
+    }
+    if kind == "StatefulSet":
+        spec["serviceName"] = name
+    return {
+        "apiVersion": api,
+        "kind": kind,
+        "metadata": {"name": name, "namespace": NS, "labels": labels},
+        "spec": spec,
+    }
+
+
+@pytest.fixture
+def cluster(emulator):
+    emulator.create(crd_manifest())
+    emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    return emulator
+
+
+@pytest.fixture
+def controller(cluster, kubeconfig):
+    return Controller(Kube.connect(str(kubeconfig)), Settings())
+
+
+def calls(emu):
+    return [(r.method, r.path) for r in emu.requests]
+
+
+def writes(emu):
+    return [(r.method, r.path) for r in emu.writes()]
+
+
+def get(emu, kind, name="www"):
+    api = {"ReplicationController": "v1", "Backup": BACKUP_API}.get(kind, "apps/v1")
+    return emu.get(api, kind, name, NS)
+
+
+def containers(obj):
+    return [c["name"] for c in obj["spec"]["template"]["spec"]["containers"]]
+
+
+def test_creates_the_crd_when_absent(emulator, kubeconfig):
+    c = Controller(Kube.connect(str(kubeconfig)), Settings())
+    c.cycle()
+    crd_path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    assert calls(emulator)[:2] == [
+        ("GET", f"{crd_path}/backups.backup.appscode.com"),
+        ("POST", crd_path),
+    ]
+    assert calls(emulator)[-7:] == LISTS
+    assert emulator.get(
+        "apiextensions.k8s.io/v1", "customresourcedefinitions", "backups.backup.appscode.com"
+    )
+
+
+@pytest.mark.parametrize(
+    "kind", ["Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController"]
+)
+def test_injects_then_does_nothing(cluster, controller, kind):
+    cluster.create(backup())
+    cluster.create(workload(kind))
+    cluster.create(workload(kind, name="other", label=None))
+    cluster.clear_requests()
+    stats = controller.cycle()
+    assert stats.patched == 1
+    plural = {"ReplicationController": "/api/v1/namespaces/web/replicationcontrollers"}.get(
+        kind, f"/apis/apps/v1/namespaces/web/{kind.lower()}s"
+    )
+    expected = [
+        ("PATCH", f"{plural}/www"),
+        ("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/web/rolebindings"),
+        ("PATCH", "/apis/backup.appscode.com/v1beta1/namespaces/web/backups/www/status"),
+    ]
+    assert writes(cluster) == expected
+    patch = next(r for r in cluster.requests if r.method == "PATCH")
+    assert patch.content_type == "application/merge-patch+json"
+    obj = get(cluster, kind)
+    assert containers(obj) == ["app", SIDECAR_NAME]
+    assert HASH_ANNOTATION in obj["spec"]["template"]["metadata"]["annotations"]
+    assert containers(get(cluster, kind, "other")) == ["app"]
+    status = get(cluster, "Backup")["status"]
+    assert status["workloads"] == [f"{kind}/www"]
+    assert status["conditions"][0]["status"] == "True"
+    rb = cluster.get("rbac.authorization.k8s.io/v1", "rolebindings", "restik-sidecar-www", NS)
+    assert rb["roleRef"]["name"] == "restik-sidecar"
+    assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "default", "namespace": NS}]
+    assert rb["metadata"]["ownerReferences"][0]["uid"] == get(cluster, "Backup")["metadata"]["uid"]
+
+    cluster.clear_requests()
+    stats = controller.cycle()
+    assert stats.patched == 0
+    assert writes(cluster) == []
+    if kind in ("ReplicaSet", "ReplicationController"):
+        return  # they also look for stale pods once; covered in the restart test
+    assert calls(cluster) == LISTS
+
+
+def test_steady_state_cycle_is_lists_only(cluster, controller):
+    cluster.create(backup())
+    for i in range(5):
+        cluster.create(workload(name=f"w{i}"))
+    controller.cycle()
+    cluster.clear_requests()
+    controller.cycle()
+    assert calls(cluster) == LISTS
+    label_queries = [r.query.get("labelSelector") for r in cluster.requests[1:6]]
+    assert label_queries == [CONFIG_LABEL] * 5
+
+
+def test_update_when_the_backup_changes(cluster, controller):
+    cluster.create(backup())
+    cluster.create(workload())
+    controller.cycle()
+    first = get(cluster, "Deployment")
+    b = get(cluster, "Backup")
+    b["spec"]["backupSource"]["path"] = "/srv/www"
+    cluster.update(b)
+    cluster.clear_requests()
+    assert controller.cycle().patched == 1
+    after = get(cluster, "Deployment")
+    mounts = after["spec"]["template"]["spec"]["containers"][1]["volumeMounts"]
+    assert mounts[0]["mountPath"] == "/srv/www"
+    hash_of = lambda o: o["spec"]["template"]["metadata"]["annotations"][HASH_ANNOTATION]  # noqa: E731
+    assert hash_of(after) != hash_of(first)
+
+
+def test_schedule_change_does_not_touch_workloads(cluster, controller):
+    cluster.create(backup())
+    cluster.create(workload())
+    controller.cycle()
+    b = get(cluster, "Backup")
+    b["spec"]["schedule"] = "*/5 * * * *"
+    cluster.update(b)
+    cluster.clear_requests()
+    controller.cycle()
+    # only the status follows the new generation
+    assert writes(cluster) == [
+        ("PATCH", "/apis/backup.appscode.com/v1beta1/namespaces/web/backups/www/status")
+    ]
+
+
+def test_remove_when_unlabeled_restores_the_original(cluster, controller):
+    cluster.create(backup())
+    original = cluster.create(workload())
+    controller.cycle()
+    obj = get(cluster, "Deployment")
+    del obj["metadata"]["labels"][CONFIG_LABEL]
+    cluster.update(obj)
+    cluster.clear_requests()
+    stats = controller.cycle()
+    assert stats.patched == 1
+    assert ("GET", "/apis/apps/v1/namespaces/web/deployments/www") in calls(cluster)
+    restored = get(cluster, "Deployment")
+    assert restored["spec"]["template"] == original["spec"]["template"]
+    # the RoleBinding has no workload left
+    assert (
+        "DELETE",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/web/rolebindings/restik-sidecar-www",
+    ) in writes(cluster)
+    cluster.clear_requests()
+    controller.cycle()
+    assert writes(cluster) == []
+
+
+def test_unlabel_is_seen_by_a_fresh_controller_through_the_status(cluster, kubeconfig):
+    cluster.create(backup())
+    original = cluster.create(workload())
+    Controller(Kube.connect(str(kubeconfig)), Settings()).cycle()
+    obj = get(cluster, "Deployment")
+    del obj["metadata"]["labels"][CONFIG_LABEL]
+    cluster.update(obj)
+    Controller(Kube.connect(str(kubeconfig)), Settings()).cycle()  # restarted controller
+    assert get(cluster, "Deployment")["spec"]["template"] == original["spec"]["template"]
+
+
+def test_remove_when_the_backup_is_deleted(cluster, controller):
+    cluster.create(backup())
+    original = cluster.create(workload())
+    controller.cycle()
+    cluster.delete(BACKUP_API, "Backup", "www", NS)
+    # garbage collection removes the RoleBinding owned by the Backup
+    assert (
+        cluster.get("rbac.authorization.k8s.io/v1", "rolebindings", "restik-sidecar-www", NS)
+        is None
+    )
+    cluster.clear_requests()
+    assert controller.cycle().patched == 1
+    assert get(cluster, "Deployment")["spec"]["template"] == original["spec"]["template"]
+    assert writes(cluster) == [("PATCH", "/apis/apps/v1/namespaces/web/deployments/www")]
+
+
+def test_invalid_backup_is_reported_once_and_keeps_the_sidecar(cluster, controller):
+    cluster.create(backup())
+    cluster.create(backup(name="ok", path="/data"))
+    cluster.create(workload())
+    cluster.create(workload(name="second", label="ok"))
+    controller.cycle()
+    b = get(cluster, "Backup")
+    b["spec"]["schedule"] = "61 * * * *"
+    cluster.update(b)
+    cluster.clear_requests()
+    stats = controller.cycle()
+    assert stats.patched == 0
+    assert containers(get(cluster, "Deployment")) == ["app", SIDECAR_NAME]
+    assert containers(get(cluster, "Deployment", "second")) == ["app", SIDECAR_NAME]
+    ready = get(cluster, "Backup")["status"]["conditions"][0]
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert "spec.schedule" in ready["message"]
+    events = cluster.list("v1", "events", NS)
+    assert [(e["type"], e["reason"], e["involvedObject"]["name"]) for e in events] == [
+        ("Warning", "InvalidSpec", "www")
+    ]
+    assert writes(cluster) == [
+        ("PATCH", "/apis/backup.appscode.com/v1beta1/namespaces/web/backups/www/status"),
+        ("POST", "/api/v1/namespaces/web/events"),
+    ]
+    cluster.clear_requests()
+    controller.cycle()
+    assert writes(cluster) == []  # once per change, not every cycle
+
+
+def test_missing_volume_is_reported_on_the_backup(cluster, controller):
+    cluster.create(backup(volume="nope"))
+    cluster.create(workload())
+    controller.cycle()
+    assert containers(get(cluster, "Deployment")) == ["app"]
+    ready = get(cluster, "Backup")["status"]["conditions"][0]
+    assert (ready["status"], ready["reason"]) == ("False", "WorkloadMisconfigured")
+    assert "nope" in ready["message"]
+
+
+def test_backup_in_another_namespace_is_not_used(cluster, controller):
+    cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}})
+    b = backup()
+    b["metadata"]["namespace"] = "other"
+    cluster.create(b)
+    cluster.create(workload())
+    controller.cycle()
+    assert containers(get(cluster, "Deployment")) == ["app"]
+    assert cluster.list("rbac.authorization.k8s.io/v1", "rolebindings") == []
+
+
+def test_rolebinding_lists_every_service_account(cluster, controller):
+    cluster.create(backup())
+    cluster.create(workload(sa="alpha"))
+    cluster.create(workload(kind="StatefulSet", sa="beta"))
+    controller.cycle()
+    rb = cluster.get("rbac.authorization.k8s.io/v1", "rolebindings", "restik-sidecar-www", NS)
+    assert [s["name"] for s in rb["subjects"]] == ["alpha", "beta"]
+
+
+def test_conflict_means_replan_next_cycle(cluster, controller, monkeypatch):
+    cluster.create(backup())
+    cluster.create(workload())
+    real_patch = controller.kube.merge_patch
+
+    def racing_patch(path, patch, dry_run=False):
+        if "/deployments/" in path:
+            obj = get(cluster, "Deployment")
+            obj["metadata"]["annotations"] = {"someone": "else"}
+            cluster.update(obj)  # a user writes between our LIST and our PATCH
+        return real_patch(path, patch, dry_run)
+
+    monkeypatch.setattr(controller.kube, "merge_patch", racing_patch)
+    stats = controller.cycle()
+    assert (stats.patched, stats.conflicts, stats.errors) == (0, 1, 0)
+    assert containers(get(cluster, "Deployment")) == ["app"]
+    monkeypatch.setattr(controller.kube, "merge_patch", real_patch)
+    assert controller.cycle().patched == 1
+    obj = get(cluster, "Deployment")
+    assert containers(obj) == ["app", SIDECAR_NAME]
+    assert obj["metadata"]["annotations"] == {"someone": "else"}
+
+
+def test_replicaset_pods_with_a_stale_hash_are_deleted(cluster, kubeconfig):
+    controller = Controller(Kube.connect(str(kubeconfig)), Settings(max_restarts=5))
+    cluster.create(backup())
+    rs = cluster.create(workload("ReplicaSet"))
+    for i in range(3):
+        cluster.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"www-{i}",
+                    "namespace": NS,
+                    "labels": {"app": "www"},
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "apps/v1",
+                            "kind": "ReplicaSet",
+                            "name": "www",
+                            "uid": rs["metadata"]["uid"],
+                        }
+                    ],
+                },
+                "spec": copy.deepcopy(rs["spec"]["template"]["spec"]),
+            }
+        )
+    cluster.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "unrelated", "namespace": NS, "labels": {"app": "www"}},
+            "spec": {"containers": [{"name": "x", "image": "x"}]},
+        }
+    )
+    deleted = []
+    for _ in range(4):
+        cluster.clear_requests()
+        stats = controller.cycle()
+        deleted += [p for m, p in writes(cluster) if m == "DELETE"]
+        assert stats.restarted <= 1  # one pod per workload per cycle
+    assert deleted == [f"/api/v1/namespaces/web/pods/www-{i}" for i in range(3)]
+    assert [p["metadata"]["name"] for p in cluster.list("v1", "pods", NS)] == ["unrelated"]
+    cluster.clear_requests()
+    controller.cycle()
+    assert calls(cluster) == LISTS
+
+
+def test_dry_run_writes_nothing_and_prints_the_patch(cluster, kubeconfig, capsys):
+    import io
+
+    cluster.create(backup())
+    cluster.create(workload())
+    out = io.StringIO()
+    c = Controller(Kube.connect(str(kubeconfig)), Settings(dry_run=True), out=out)
+    cluster.clear_requests()
+    stats = c.cycle()
+    assert stats.planned == 1
+    assert writes(cluster) == []
+    text = out.getvalue()
+    assert "a/apps.v1.Deployment.web.www" in text
+    assert (
+        "+      - name: restik" in text or "+  - name: restik" in text or "- name: restik" in text
+    )
+
+
+def test_dry_run_on_a_cluster_without_the_crd_creates_nothing(emulator, kubeconfig):
+    c = Controller(Kube.connect(str(kubeconfig)), Settings(dry_run=True))
+    c.cycle()
+    assert writes(emulator) == []
