@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -42,7 +43,16 @@ def secret_values(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(sorted(values, key=len, reverse=True))
 
 
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@/\s]+@")
+
+
+def redact_url(text: str) -> str:
+    """Hide the password of any ``scheme://user:password@host`` (e.g. a rest: repository)."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
+    text = redact_url(text)
     for value in secrets:
         if value in text:
             text = text.replace(value, "[REDACTED]")

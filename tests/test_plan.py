@@ -347,3 +347,34 @@ def test_many_workloads_one_pass():
     assert [c.action for c in result.changes] == [INJECT] * len(workloads)
     converged = [c.after for c in result.changes]
     assert run([backup()], converged).changes == []
+
+
+def _set_path(obj, path, value):
+    node = obj
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+
+
+BROKEN_FIELDS = {
+    "metadata-not-object": (("metadata",), 1),
+    "name-not-string": (("metadata", "name"), ["a"]),
+    "namespace-not-string": (("metadata", "namespace"), ["a"]),
+    "volume-name-not-string": (("spec", "template", "spec", "volumes", 0, "name"), ["a"]),
+    "claim-templates-not-list": (("spec", "volumeClaimTemplates"), 1),
+    "claim-template-metadata-not-object": (("spec", "volumeClaimTemplates"), [{"metadata": []}]),
+    "claim-template-name-not-string": (
+        ("spec", "volumeClaimTemplates"),
+        [{"metadata": {"name": ["x"]}}],
+    ),
+}
+
+
+@pytest.mark.parametrize(("path", "value"), BROKEN_FIELDS.values(), ids=BROKEN_FIELDS.keys())
+@pytest.mark.parametrize("remove_when_missing", [True, False])
+def test_broken_workload_fields_become_problems(path, value, remove_when_missing):
+    w = workload("StatefulSet", claim_templates=["data"])
+    _set_path(w, path, value)
+    result = run([backup()], [w, workload("Deployment", "ok")], remove_when_missing=True)
+    assert [c.ref.name for c in result.changes] == ["ok"]
+    assert len(result.problems) == 1
