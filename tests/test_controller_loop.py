@@ -1,0 +1,209 @@
+"""The long-running `restik run`: watches wake it, SIGTERM stops it, leases, metrics, CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from reconciler.constants import CONFIG_LABEL, SIDECAR_NAME
+from reconciler.kube import Kube
+from reconciler.lease import LeaderElector
+from reconciler.resources import crd_manifest
+from tests.test_controller import NS, backup, containers, get, workload
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def restik(*args, env=None):
+    """Start `restik ARGS`; output goes to files, so a chatty process never blocks on a pipe."""
+    full_env = {**os.environ, "PYTHONPATH": ROOT}
+    full_env.pop("POD_NAMESPACE", None)
+    full_env.update(env or {})
+    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler.cli", *args],
+        cwd=ROOT,
+        env=full_env,
+        stdout=out,
+        stderr=err,
+        text=True,
+    )
+    proc.output = (out, err)
+    return proc
+
+
+def finish(proc, timeout=60):
+    """Wait for ``proc``; (stdout, stderr) as text."""
+    proc.wait(timeout=timeout)
+    texts = []
+    for f in proc.output:
+        f.seek(0)
+        texts.append(f.read())
+        f.close()
+    return tuple(texts)
+
+
+def wait_for(predicate, timeout=10.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def cluster(emulator):
+    emulator.create(crd_manifest())
+    emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    return emulator
+
+
+def test_once_and_dry_run_exit_codes(cluster, kubeconfig):
+    cluster.create(backup())
+    cluster.create(workload())
+    dry = restik("run", "--once", "--dry-run", "--kubeconfig", str(kubeconfig))
+    out, err = finish(dry)
+    assert dry.returncode == 1, err
+    assert "apps.v1.Deployment.web.www" in out
+    assert cluster.writes() == []
+    once = restik("run", "--once", "--kubeconfig", str(kubeconfig))
+    _, err = finish(once)
+    assert once.returncode == 0, err
+    assert "backups=1 workloads=1 patched=1" in err
+    dry = restik("run", "--once", "--dry-run", "--kubeconfig", str(kubeconfig))
+    out, err = finish(dry)
+    assert (dry.returncode, out) == (0, "")
+
+
+def test_unreachable_api_exits_2(tmp_path):
+    cfg = tmp_path / "kc"
+    port = free_port()
+    cfg.write_text(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: x\n  cluster: {server: 'http://127.0.0.1:"
+        f"{port}'}}\ncontexts:\n- name: x\n  context: {{cluster: x, user: x}}\n"
+        "current-context: x\nusers:\n- name: x\n  user: {}\n"
+    )
+    proc = restik("run", "--once", "--kubeconfig", str(cfg))
+    _, err = finish(proc)
+    assert proc.returncode == 2
+    assert "Traceback" not in err
+
+
+def test_label_change_is_acted_on_within_a_second_and_sigterm_exits_0(cluster, kubeconfig):
+    cluster.create(backup())
+    cluster.create(workload(label=None))
+    port = free_port()
+    proc = restik(
+        "run",
+        "--interval",
+        "5m",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--metrics-port",
+        str(port),
+        "--metrics-address",
+        "127.0.0.1",
+    )
+    try:
+        wait_for(
+            lambda: any(r.method == "GET" and "rolebindings" in r.path for r in cluster.requests)
+        )
+        time.sleep(0.3)  # the watches start after the first cycle
+        obj = get(cluster, "Deployment")
+        obj["metadata"]["labels"][CONFIG_LABEL] = "www"
+        started = time.monotonic()
+        cluster.update(obj)
+        wait_for(lambda: SIDECAR_NAME in containers(get(cluster, "Deployment")), timeout=5)
+        reaction = time.monotonic() - started
+        assert reaction < 2.0, reaction
+
+        health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        assert health.status == 200
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        assert b'restik_patches_total{action="inject"} 1.0' in metrics
+        assert b"restik_cycle_duration_seconds_count" in metrics
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = finish(proc)
+    assert proc.returncode == 0, err
+    assert "stopping after the current cycle" in err
+
+
+def test_lease_has_one_holder_and_a_standby_takes_over(cluster, kubeconfig):
+    kube = Kube.connect(str(kubeconfig))
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    a = LeaderElector(kube, NS, "restik-controller", "a", duration=15, clock=lambda: now[0])
+    b = LeaderElector(kube, NS, "restik-controller", "b", duration=15, clock=lambda: now[0])
+    assert a.try_acquire() is True
+    assert b.try_acquire() is False
+    now[0] += timedelta(seconds=10)
+    assert a.try_acquire() is True  # renewed
+    now[0] += timedelta(seconds=10)
+    assert b.try_acquire() is False  # a renewed 10 s ago, still valid
+    now[0] += timedelta(seconds=16)
+    assert b.try_acquire() is True  # a stopped renewing: b takes over
+    assert a.try_acquire() is False
+    lease = cluster.get("coordination.k8s.io/v1", "leases", "restik-controller", NS)
+    assert lease["spec"]["holderIdentity"] == "b"
+    assert lease["spec"]["leaseTransitions"] == 1
+    b.release()
+    assert a.try_acquire() is True  # released: no need to wait for expiry
+
+
+def test_two_replicas_only_the_leader_patches(cluster, kubeconfig):
+    cluster.create(backup())
+    cluster.create(workload())
+    env = {"POD_NAMESPACE": NS}
+    procs = []
+    try:
+        for name in ("one", "two"):
+            procs.append(
+                restik(
+                    "run",
+                    "--interval",
+                    "1s",
+                    "--leader-elect",
+                    "--lease-namespace",
+                    NS,
+                    "--kubeconfig",
+                    str(kubeconfig),
+                    env={**env, "POD_NAME": name},
+                )
+            )
+        wait_for(lambda: SIDECAR_NAME in containers(get(cluster, "Deployment")), timeout=15)
+        time.sleep(2.5)
+        lists = {
+            r.user_agent
+            for r in cluster.requests
+            if r.resource == "deployments" and r.verb == "list"
+        }
+        assert lists  # someone reconciled
+        holder = cluster.get("coordination.k8s.io/v1", "leases", "restik-controller", NS)
+        assert holder["spec"]["holderIdentity"] in ("one", "two")
+        patches = [
+            r for r in cluster.requests if r.method == "PATCH" and r.resource == "deployments"
+        ]
+        assert len(patches) == 1
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            finish(p)
+    assert all(p.returncode == 0 for p in procs)
