@@ -375,6 +375,8 @@ BROKEN_FIELDS = {
 def test_broken_workload_fields_become_problems(path, value, remove_when_missing):
     w = workload("StatefulSet", claim_templates=["data"])
     _set_path(w, path, value)
-    result = run([backup()], [w, workload("Deployment", "ok")], remove_when_missing=True)
+    result = run(
+        [backup()], [w, workload("Deployment", "ok")], remove_when_missing=remove_when_missing
+    )
     assert [c.ref.name for c in result.changes] == ["ok"]
     assert len(result.problems) == 1
