@@ -17,7 +17,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kubeconfig", required=True, help="kubeconfig file to write")
     parser.add_argument("--fail-rate", type=float, default=0.0, help="faults for restik* clients")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--load", nargs="*", default=[], metavar="FILE", help="manifests to create")
+    parser.add_argument(
+        "--load",
+        nargs="*",
+        default=[],
+        metavar="FILE",
+        help="manifests to create at start (their namespaces are created when missing)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
@@ -29,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     emu = Emulator(fail_rate=args.fail_rate, seed=args.seed, port=args.port).start()
     try:
         for path in args.load:
-            for obj in emu.load(path):
+            for obj in emu.load(path, create_namespaces=True):
                 meta = obj["metadata"]
                 log.info("loaded %s %s/%s", obj["kind"], meta.get("namespace", ""), meta["name"])
         emu.write_kubeconfig(args.kubeconfig)

@@ -237,8 +237,12 @@ class Emulator:
             raise
         return True
 
-    def load(self, path: str | Path) -> list[dict[str, Any]]:
-        """Create every object of a YAML/JSON manifest file (multi-document, v1 Lists)."""
+    def load(self, path: str | Path, create_namespaces: bool = False) -> list[dict[str, Any]]:
+        """Create every object of a YAML/JSON manifest file (multi-document, v1 Lists).
+
+        ``create_namespaces``: create a missing namespace first, as a convenience for
+        trying things out (the API itself answers 404 for a missing namespace).
+        """
         from ruamel.yaml import YAML
 
         created = []
@@ -250,6 +254,9 @@ class Emulator:
             if doc.get("kind", "").endswith("List") and "items" in doc:
                 docs[:0] = doc["items"]
                 continue
+            ns = (doc.get("metadata") or {}).get("namespace")
+            if create_namespaces and ns and self.get("v1", "namespaces", ns) is None:
+                self.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
             created.append(self.create(doc))
         return created
 
