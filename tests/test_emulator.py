@@ -677,3 +677,51 @@ def test_cli(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_status_writes_persist_and_bump_the_resource_version(emulator, http):
+    obj = http.post(DEPLOYS, deployment()).json()
+    rv = obj["metadata"]["resourceVersion"]
+    patch = {"status": {"observedGeneration": 1, "replicas": 1}}
+    answer = http.patch(DEPLOYS + "/www/status", patch, content_type=MERGE).json()
+    stored = http.get(DEPLOYS + "/www").json()
+    assert stored["status"] == {"observedGeneration": 1, "replicas": 1}
+    assert int(stored["metadata"]["resourceVersion"]) > int(rv)
+    assert stored["metadata"]["resourceVersion"] == answer["metadata"]["resourceVersion"]
+
+
+def test_custom_resources_are_pruned_and_validated_by_the_crd_schema(emulator, http):
+    from reconciler.resources import crd_manifest
+
+    emulator.create(crd_manifest())
+    good = {
+        "apiVersion": "backup.appscode.com/v1beta1",
+        "kind": "Backup",
+        "metadata": {"name": "www", "namespace": "default"},
+        "spec": {
+            "schedule": "@hourly",
+            "unknownField": 1,
+            "backupSource": {"volumeName": "data", "path": "/data"},
+            "destination": {
+                "repositorySecretName": "s",
+                "volume": {"nfs": {"server": "x", "path": "/"}},  # preserved: any volume source
+                "path": "/r",
+            },
+        },
+    }
+    created = http.post(BACKUPS, good)
+    assert created.status_code == 201, created.text
+    spec = created.json()["spec"]
+    assert "unknownField" not in spec
+    assert spec["destination"]["volume"] == {"nfs": {"server": "x", "path": "/"}}
+
+    bad = json.loads(json.dumps(good))
+    bad["metadata"]["name"] = "bad"
+    del bad["spec"]["backupSource"]["path"]
+    bad["spec"]["paused"] = "yes"
+    bad["spec"]["destination"]["repository"] = "s3:http://x/b"
+    resp = http.post(BACKUPS, bad)
+    assert (resp.status_code, resp.json()["reason"]) == (422, "Invalid")
+    fields = {c["field"] for c in resp.json()["details"]["causes"]}
+    assert {"spec.backupSource.path", "spec.paused", "spec.destination"} <= fields
+    assert http.get(BACKUPS + "/bad").status_code == 404

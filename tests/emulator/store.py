@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import errors, rules
+from . import errors, rules, schema
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from .resources import BUILTINS, ResourceType, crd_resource_types
 
@@ -212,6 +212,9 @@ class Store:
         if rt.plural == "customresourcedefinitions":
             rules.crd_defaults(obj)
         causes = rules.validate(rt, obj)
+        if not rt.builtin and rt.schema is not None:
+            schema.prune(obj, rt.schema)
+            causes += schema.validate(obj, rt.schema)
         if causes:
             raise errors.invalid(rt.group, rt.kind, obj["metadata"].get("name", ""), causes)
 
