@@ -1,0 +1,132 @@
+"""Report a run: claim the next number in status.backupCount, then create Event <backup>-<n>."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+
+from reconciler.constants import API_VERSION, KIND
+from sidecar.job import Outcome
+from sidecar.kube import Api, ApiError, backup_path
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "restik"
+MAX_MESSAGE = 1024
+MAX_CLAIMS = 200  # Events of a deleted-and-recreated Backup may still hold low numbers
+
+
+class BackupGone(Exception):
+    """The Backup was deleted before its run could be reported."""
+
+
+def rfc3339(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_duration(seconds: float) -> str:
+    return f"{seconds:.1f}s"
+
+
+def status_patch(
+    status: Mapping, outcome: Outcome, n: int, started: datetime, resource_version: str
+) -> dict:
+    """The merge patch claiming number ``n``; resourceVersion makes it conditional."""
+    new = {
+        "backupCount": n,
+        "lastBackupTime": rfc3339(started),
+        "lastBackupDuration": format_duration(outcome.duration),
+    }
+    if not status.get("firstBackupTime"):
+        new["firstBackupTime"] = rfc3339(started)
+    if outcome.success:
+        new["lastSuccessfulBackupTime"] = rfc3339(started)
+    return {"metadata": {"resourceVersion": resource_version}, "status": new}
+
+
+def event_body(
+    backup: Mapping, n: int, outcome: Outcome, now: datetime, host: str, instance: str
+) -> dict:
+    meta = backup["metadata"]
+    message = outcome.message
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 3] + "..."
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": f"{meta['name']}-{n}",
+            "namespace": meta["namespace"],
+            "labels": {"app.kubernetes.io/managed-by": COMPONENT},
+        },
+        "involvedObject": {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid", ""),
+            "resourceVersion": meta.get("resourceVersion", ""),
+        },
+        "reason": "Success" if outcome.success else "Failed",
+        "type": "Normal" if outcome.success else "Warning",
+        "message": message,
+        "source": {"component": COMPONENT, "host": host},
+        "firstTimestamp": rfc3339(now),
+        "lastTimestamp": rfc3339(now),
+        "count": 1,
+        "reportingComponent": COMPONENT,
+        "reportingInstance": instance,
+    }
+
+
+def report(
+    api: Api,
+    namespace: str,
+    name: str,
+    outcome: Outcome,
+    *,
+    started: datetime,
+    now: datetime,
+    host: str,
+    instance: str,
+) -> str:
+    """Claim the next run number (optimistic concurrency) and create its Event; its name."""
+    path = backup_path(namespace, name)
+    at_least = 0
+    for _ in range(MAX_CLAIMS):
+        try:
+            current = api.get(path)
+        except ApiError as exc:
+            if exc.code == 404:
+                raise BackupGone(f"Backup {namespace}/{name} is gone") from None
+            raise
+        status = current.get("status") or {}
+        count = status.get("backupCount")
+        n = max(count if isinstance(count, int) and count >= 0 else 0, at_least) + 1
+        rv = current["metadata"]["resourceVersion"]
+        try:
+            updated = api.merge_patch(
+                backup_path(namespace, name, "status"),
+                status_patch(status, outcome, n, started, rv),
+            )
+        except ApiError as exc:
+            if exc.code == 409:  # someone else (a replica, the controller) wrote first
+                log.debug("status of %s/%s changed meanwhile; re-reading", namespace, name)
+                continue
+            if exc.code == 404:
+                raise BackupGone(f"Backup {namespace}/{name} is gone") from None
+            raise
+        body = event_body(updated, n, outcome, now, host, instance)
+        try:
+            api.create(f"/api/v1/namespaces/{namespace}/events", body)
+        except ApiError as exc:
+            if exc.code == 409:  # an old Event holds this name: numbering never repeats
+                log.info(
+                    "Event %s exists already; taking the next number", body["metadata"]["name"]
+                )
+                at_least = n
+                continue
+            raise
+        return body["metadata"]["name"]
+    raise RuntimeError(f"could not claim a run number for {namespace}/{name}")

@@ -1,0 +1,544 @@
+"""`restik watch`, the sidecar: follow the Backup, run restic on its schedule, report each run.
+
+Only the standard library is imported at module level: the CLI imports this module for
+``add_arguments`` and the idle sidecar should stay small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+log = logging.getLogger("restik.watch")
+
+HEALTH_STALE_AFTER = 120.0  # seconds without a main-loop beat before /healthz fails
+
+
+@dataclass(frozen=True)
+class Settings:
+    backup: str
+    namespace: str | None
+    workload: tuple[str, str] | None
+    kubeconfig: str | None
+    metrics_port: int
+    metrics_address: str
+    restic: str
+    lock_stale_after: timedelta
+    resync: float
+    stop_timeout: float
+    lease_duration: float
+    cache_dir: str | None
+    log_level: str
+    log_format: str
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"RESTIK_{name}") or default
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of `restik watch` (defaults from RESTIK_* environment variables)."""
+    parser.add_argument(
+        "--backup",
+        default=_env("BACKUP"),
+        required=not _env("BACKUP"),
+        help="name of the Backup to follow ($RESTIK_BACKUP)",
+    )
+    parser.add_argument(
+        "--namespace",
+        default=_env("NAMESPACE"),
+        help="namespace of the Backup (default: $POD_NAMESPACE, the kubeconfig "
+        "context's namespace, or 'default')",
+    )
+    parser.add_argument(
+        "--workload",
+        default=_env("WORKLOAD"),
+        metavar="KIND/NAME",
+        help="the workload this pod belongs to, e.g. Deployment/www "
+        "(default: $RESTIK_WORKLOAD, else from the pod's owner)",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        default=_env("KUBECONFIG"),
+        help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, "
+        "or the in-cluster service account)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(_env("METRICS_PORT", "0")),
+        help="serve /metrics and /healthz on this port (0: off)",
+    )
+    parser.add_argument(
+        "--metrics-address",
+        default=_env("METRICS_ADDRESS", "0.0.0.0"),  # noqa: S104
+        help="address to bind the metrics port to (default 0.0.0.0)",
+    )
+    parser.add_argument(
+        "--restic",
+        default=_env("RESTIC", "restic"),
+        help="the restic binary (default: restic on $PATH)",
+    )
+    parser.add_argument(
+        "--lock-stale-after",
+        default=_env("LOCK_STALE_AFTER", "30m"),
+        help="a repository lock older than this is stale (default 30m)",
+    )
+    parser.add_argument(
+        "--resync",
+        default=_env("RESYNC", "60s"),
+        help="re-read the Backup at least this often (default 60s)",
+    )
+    parser.add_argument(
+        "--stop-timeout",
+        default=_env("STOP_TIMEOUT", "20s"),
+        help="on SIGTERM, how long restic may take to stop (default 20s)",
+    )
+    parser.add_argument(
+        "--lease-duration",
+        default=_env("LEASE_DURATION", "60s"),
+        help="Lease duration for multi-replica workloads (default 60s)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=_env("CACHE_DIR"),
+        help="restic cache and scratch directory (default: $RESTIC_CACHE_DIR, "
+        "else a temporary directory)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=_env("LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+    )
+    parser.add_argument(
+        "--log-format", default=_env("LOG_FORMAT", "text"), choices=["text", "json"]
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    from reconciler.schedule import parse_duration
+
+    workload = None
+    if args.workload:
+        kind, sep, name = args.workload.partition("/")
+        if not sep or not kind or not name:
+            raise ValueError(f"--workload must be KIND/NAME, got {args.workload!r}")
+        workload = (kind, name)
+    return Settings(
+        backup=args.backup,
+        namespace=args.namespace,
+        workload=workload,
+        kubeconfig=args.kubeconfig,
+        metrics_port=args.metrics_port,
+        metrics_address=args.metrics_address,
+        restic=args.restic,
+        lock_stale_after=parse_duration(args.lock_stale_after),
+        resync=max(1.0, parse_duration(args.resync).total_seconds()),
+        stop_timeout=parse_duration(args.stop_timeout).total_seconds(),
+        lease_duration=max(2.0, parse_duration(args.lease_duration).total_seconds()),
+        cache_dir=args.cache_dir,
+        log_level=args.log_level,
+        log_format=args.log_format,
+    )
+
+
+# --- logging -------------------------------------------------------------------------------
+
+
+class _RedactFilter(logging.Filter):
+    """Defence in depth: no secret value of the environment ever reaches a log line."""
+
+    def __init__(self, secrets: tuple[str, ...]):
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from sidecar.runner import redact
+
+        message = record.getMessage()
+        clean = redact(message, self.secrets)
+        if record.exc_info and record.exc_text is None:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, self.secrets)
+        record.msg, record.args = clean, ()
+        return True
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_text:
+            out["exception"] = record.exc_text
+        return json.dumps(out)
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    from sidecar.runner import secret_values
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_RedactFilter(secret_values(os.environ)))
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("urllib3", "requests"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# --- the pod -------------------------------------------------------------------------------
+
+
+def workload_from_pod(pod: dict) -> tuple[str, str] | None:
+    """The workload owning a pod, from its controller ownerReference."""
+    for ref in (pod.get("metadata") or {}).get("ownerReferences") or []:
+        if not ref.get("controller"):
+            continue
+        kind, name = ref.get("kind"), ref.get("name")
+        template_hash = ((pod.get("metadata") or {}).get("labels") or {}).get("pod-template-hash")
+        if kind == "ReplicaSet" and template_hash and name.endswith("-" + template_hash):
+            return ("Deployment", name[: -len(template_hash) - 1])
+        return (kind, name)
+    return None
+
+
+# --- the sidecar ---------------------------------------------------------------------------
+
+
+class Sidecar:
+    def __init__(self, settings: Settings):
+        self.s = settings
+        self._cond = threading.Condition()
+        self._raw: dict | None = None
+        self._raw_seen = False
+        self._changed = False
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self.backup = None  # the parsed Backup being scheduled, or None
+        self._last_problem: str | None = None
+        self.next_fire: datetime | None = None
+
+    # called from the follower thread
+    def set_backup(self, raw: dict | None) -> None:
+        with self._cond:
+            self._raw, self._raw_seen, self._changed = raw, True, True
+            self._cond.notify_all()
+
+    def stop(self, signum=None, frame=None) -> None:
+        if not self._stop.is_set():
+            log.info("stopping (signal %s)", signum)
+        self._stop.set()
+
+    def main(self) -> int:
+        from sidecar import kube, restic
+        from sidecar.runner import Runner, restic_env
+
+        s = self.s
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+        self.api = api = kube.Api(kube.load_config(s.kubeconfig))
+        self.namespace = ns = (
+            s.namespace or os.environ.get("POD_NAMESPACE") or api.default_namespace or "default"
+        )
+        self.pod_name = os.environ.get("POD_NAME") or socket.gethostname()
+        in_pod, workload = self._find_pod()
+        kind, wname = workload if workload else (None, None)
+        if in_pod:
+            host = restic.host_for(kind, wname, self.pod_name)
+        else:
+            host = self.pod_name
+            log.info("pod %s/%s not found: running as a single instance", ns, self.pod_name)
+        self.host = host
+
+        cache_dir = s.cache_dir or os.environ.get("RESTIC_CACHE_DIR")
+        if not cache_dir:
+            cache_dir = tempfile.mkdtemp(prefix="restik-cache-")
+        os.makedirs(cache_dir, exist_ok=True)
+        self.ctx = restic.Context(host=host, cache_dir=cache_dir, restic=s.restic)
+        self.runner = Runner(restic_env(os.environ, cache_dir), stop_timeout=s.stop_timeout)
+
+        self.lease = None
+        if in_pod and restic.needs_lease(kind):
+            from sidecar.lease import LeaseKeeper, lease_name
+
+            self.lease = LeaseKeeper(
+                api, ns, lease_name(s.backup, wname), self.pod_name, s.lease_duration
+            )
+        self.metrics = None
+        server = None
+        if s.metrics_port:
+            from sidecar.metrics import Metrics, serve
+
+            self.metrics = Metrics(ns, s.backup)
+            server = serve(self.metrics, s.metrics_address, s.metrics_port, HEALTH_STALE_AFTER)
+        log.info(
+            "restik watch: Backup %s/%s, workload %s, host %s%s",
+            ns,
+            s.backup,
+            f"{kind}/{wname}" if kind else "-",
+            host,
+            ", Lease " + self.lease.name if self.lease else "",
+        )
+        threading.Thread(target=self._follow, name="follow", daemon=True).start()
+        try:
+            self._loop()
+        finally:
+            self._shutdown(server)
+        return 0
+
+    def _find_pod(self) -> tuple[bool, tuple[str, str] | None]:
+        from sidecar.kube import ApiError
+
+        workload = self.s.workload
+        try:
+            pod = self.api.get(f"/api/v1/namespaces/{self.namespace}/pods/{self.pod_name}")
+        except ApiError as exc:
+            if exc.code == 404:
+                return False, workload
+            log.warning("cannot read pod %s: %s", self.pod_name, exc)
+            return bool(os.environ.get("POD_NAME")), workload
+        except Exception as exc:
+            log.warning("cannot read pod %s: %s", self.pod_name, exc)
+            return bool(os.environ.get("POD_NAME")), workload
+        return True, workload or workload_from_pod(pod)
+
+    # --- following the Backup (a thread) ---
+
+    def _follow(self) -> None:
+        from reconciler.constants import PLURAL
+        from sidecar.kube import backup_path
+
+        path = backup_path(self.namespace)
+        selector = {"fieldSelector": f"metadata.name={self.s.backup}"}
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                listed = self.api.get(path, params=selector)
+                items = [i for i in listed.get("items") or [] if self._is_ours(i)]
+                self.set_backup(items[0] if items else None)
+                rv = listed["metadata"]["resourceVersion"]
+                params = {**selector, "resourceVersion": rv, "timeoutSeconds": int(self.s.resync)}
+                for event in self.api.watch(path, params, self.s.resync):
+                    failures = 0
+                    kind, obj = event.get("type"), event.get("object") or {}
+                    if kind == "ERROR":
+                        log.debug("watch ended: %s", obj.get("message"))
+                        break
+                    if kind == "BOOKMARK" or not self._is_ours(obj):
+                        continue
+                    self.set_backup(None if kind == "DELETED" else obj)
+                    if self._stop.is_set():
+                        return
+            except Exception as exc:
+                failures += 1
+                delay = min(30.0, 0.5 * 2**failures)
+                log.warning(
+                    "following %s %s failed (%s); again in %.0fs", PLURAL, self.s.backup, exc, delay
+                )
+                self._stop.wait(delay)
+
+    def _is_ours(self, obj: dict) -> bool:
+        return (obj.get("metadata") or {}).get("name") == self.s.backup
+
+    # --- scheduling (the main thread) ---
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            if self.metrics:
+                self.metrics.beat()
+            now = datetime.now(UTC)
+            timeout = 1.0
+            if self.next_fire is not None:
+                timeout = max(0.0, min(timeout, (self.next_fire - now).total_seconds()))
+            with self._cond:
+                if not self._changed and timeout > 0:
+                    self._cond.wait(timeout)
+                changed, raw, seen = self._changed, self._raw, self._raw_seen
+                self._changed = False
+            if self._stop.is_set():
+                break
+            if changed and seen:
+                self._apply(raw)
+            self._tick_lease()
+            now = datetime.now(UTC)
+            if self.next_fire is not None and now >= self.next_fire:
+                fire_at = self.next_fire
+                self.next_fire = self.backup.schedule.next_after(now)
+                self._fire(fire_at)
+
+    def _apply(self, raw: dict | None) -> None:
+        from reconciler.backup import InvalidBackup, parse_backup
+        from sidecar.restic import repository_of
+
+        old = self.backup
+        if raw is None:
+            self._problem(f"Backup {self.namespace}/{self.s.backup} not found: not scheduling")
+            self.backup, self.next_fire = None, None
+            return
+        try:
+            new = parse_backup(raw)
+        except InvalidBackup as exc:
+            self._problem(f"{exc}: not scheduling until it is fixed")
+            self.backup, self.next_fire = None, None
+            return
+        if new.paused:
+            self._problem(f"Backup {self.namespace}/{self.s.backup} is paused: not scheduling")
+            self.backup, self.next_fire = new, None
+            return
+        self._last_problem = None
+        self.backup = new
+        if old is None or old.paused or old.schedule != new.schedule or self.next_fire is None:
+            self.next_fire = new.schedule.next_after(datetime.now(UTC))
+        if old != new:
+            log.info(
+                "following Backup %s/%s: schedule %r, repository %s, next run %s",
+                self.namespace,
+                new.name,
+                new.schedule.text,
+                _safe_url(repository_of(new)),
+                self.next_fire.isoformat(timespec="seconds"),
+            )
+
+    def _problem(self, message: str) -> None:
+        if message != self._last_problem:
+            log.warning("%s", message)
+            self._last_problem = message
+
+    def _tick_lease(self) -> None:
+        if self.lease is None:
+            return
+        now = time.monotonic()
+        if now < getattr(self, "_next_lease_tick", 0.0):
+            return
+        self._next_lease_tick = now + max(1.0, self.lease.duration / 3)
+        try:
+            self.lease.tick()
+        except Exception as exc:
+            log.warning("Lease %s: %s", self.lease.name, exc)
+
+    def _fire(self, fire_at: datetime) -> None:
+        backup = self.backup
+        if backup is None or backup.paused:
+            return
+        if self._worker is not None and self._worker.is_alive():
+            log.warning(
+                "skipping the run due at %s: the previous run is still going",
+                fire_at.isoformat(timespec="seconds"),
+            )
+            if self.metrics:
+                self.metrics.skipped()
+            return
+        if self.lease is not None and not self.lease.holding:
+            log.info("not the holder of Lease %s: another replica backs up", self.lease.name)
+            return
+        self._worker = threading.Thread(target=self._run_once, args=(backup,), name="run")
+        self._worker.start()
+
+    def _run_once(self, backup) -> None:
+        from sidecar.job import Job
+        from sidecar.report import BackupGone, report
+
+        started = datetime.now(UTC)
+        log.info("run of %s/%s started (host %s)", backup.namespace, backup.name, self.host)
+        job = Job(backup, self.ctx, self.runner, stale_after=self.s.lock_stale_after)
+        try:
+            outcome = job.run()
+        except Exception as exc:  # e.g. restic missing: still a Failed Event, never a crash
+            from sidecar.job import Outcome
+
+            log.exception("run failed")
+            outcome = Outcome(success=False, message=f"{type(exc).__name__}: {exc}", duration=0.0)
+        if self.metrics:
+            added = outcome.summary.data_added if outcome.summary else None
+            self.metrics.observe(outcome.success, outcome.duration, added)
+        try:
+            event = report(
+                self.api,
+                self.namespace,
+                backup.name,
+                outcome,
+                started=started,
+                now=datetime.now(UTC),
+                host=self.host,
+                instance=self.pod_name,
+            )
+        except BackupGone as exc:
+            event = None
+            log.warning("%s: run not reported", exc)
+        except Exception as exc:
+            event = None
+            log.error("could not report the run: %s", exc)
+        log.info(
+            "run of %s/%s %s in %.1fs%s: %s",
+            backup.namespace,
+            backup.name,
+            "succeeded" if outcome.success else "FAILED",
+            outcome.duration,
+            f" (Event {event})" if event else "",
+            outcome.message,
+        )
+
+    def _shutdown(self, server) -> None:
+        self._stop.set()
+        runner = getattr(self, "runner", None)
+        if runner is not None:
+            runner.stop()
+        if self._worker is not None and self._worker.is_alive():
+            log.info("waiting for the running backup to stop")
+            self._worker.join(self.s.stop_timeout + 30)
+        if getattr(self, "lease", None) is not None:
+            self.lease.release()
+        if server is not None:
+            server.shutdown()
+        log.info("stopped")
+
+
+def _safe_url(url: str) -> str:
+    from sidecar.runner import redact_url
+
+    return redact_url(url)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the sidecar until SIGTERM; the process exit code."""
+    try:
+        settings = settings_from_args(args)
+    except ValueError as exc:
+        print(f"restik watch: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        return Sidecar(settings).main()
+    except Exception as exc:
+        log.error("restik watch failed: %s", exc, exc_info=settings.log_level == "debug")
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m sidecar.watch`, for trying the sidecar without the full CLI."""
+    parser = argparse.ArgumentParser(prog="restik watch")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

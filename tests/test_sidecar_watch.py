@@ -1,0 +1,377 @@
+"""`restik watch` as a process, against the API emulator over HTTP and real restic."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from reconciler.constants import API_VERSION
+from sidecar.lease import lease_name
+from sidecar.watch import workload_from_pod
+from tests.test_sidecar_support import (
+    PASSWORD,
+    RESTIC,
+    backup_object,
+    base_env,
+    copy_template,
+    free_port,
+    needs_restic,
+    restic,
+    tree_bytes,
+    write_tree,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+NS = "default"
+CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "backups.backup.appscode.com"},
+    "spec": {
+        "group": "backup.appscode.com",
+        "scope": "Namespaced",
+        "names": {"plural": "backups", "singular": "backup", "kind": "Backup"},
+        "versions": [
+            {
+                "name": "v1beta1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    }
+                },
+            }
+        ],
+    },
+}
+
+pytestmark = [needs_restic, pytest.mark.slow]
+
+
+def test_workload_from_pod():
+    def pod(kind, name, labels=None):
+        return {
+            "metadata": {
+                "labels": labels or {},
+                "ownerReferences": [{"kind": kind, "name": name, "controller": True}],
+            }
+        }
+
+    assert workload_from_pod(pod("ReplicaSet", "www-5d9c", {"pod-template-hash": "5d9c"})) == (
+        "Deployment",
+        "www",
+    )
+    assert workload_from_pod(pod("ReplicaSet", "www")) == ("ReplicaSet", "www")
+    assert workload_from_pod(pod("StatefulSet", "db")) == ("StatefulSet", "db")
+    assert workload_from_pod({"metadata": {}}) is None
+
+
+def test_lease_name():
+    assert lease_name("www", "web") == "restik-www-web"
+    long = lease_name("b" * 200, "w" * 200)
+    assert len(long) == 253
+    assert long != lease_name("b" * 200, "w" * 199 + "x")
+
+
+class Sidecar:
+    """A `restik watch` process; its log is kept for assertions."""
+
+    def __init__(self, tmp: Path, kubeconfig: Path, args: list[str], env: dict, name: str):
+        self.log_path = tmp / f"{name}.log"
+        self.metrics_port = free_port()
+        cmd = [
+            sys.executable,
+            "-m",
+            "sidecar.watch",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--metrics-port",
+            str(self.metrics_port),
+            "--metrics-address",
+            "127.0.0.1",
+            "--restic",
+            RESTIC,
+            "--resync",
+            "5s",
+            "--log-level",
+            "debug",
+            *args,
+        ]
+        self.log_file = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=self.log_file, stderr=subprocess.STDOUT
+        )
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{self.metrics_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except OSError:
+            return 0, ""
+
+    def terminate(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self.log_file.close()
+
+
+@pytest.fixture
+def world(emulator, kubeconfig, tmp_path):
+    """The emulator with the CRD, a source tree, a repository and a way to start sidecars."""
+    emulator.create(CRD)
+    files = {"index.html": b"<h1>hi</h1>\n", "a/b.bin": os.urandom(5000)}
+    src = write_tree(tmp_path / "src", files)
+    repo = copy_template(tmp_path / "repo")
+    started: list[Sidecar] = []
+
+    class World:
+        def __init__(self):
+            self.emu, self.src, self.repo, self.tmp = emulator, src, repo, tmp_path
+
+        def backup(self, schedule="@every 2s", name="www", **spec):
+            obj = backup_object(str(src), str(repo), name=name, schedule=schedule)
+            obj["spec"].update(spec)
+            return emulator.create(obj)
+
+        def patch_spec(self, name="www", **spec):
+            return emulator.patch(API_VERSION, "backups", name, {"spec": spec}, NS)
+
+        def sidecar(self, *args, password=PASSWORD, pod="www-test", backup="www", **env):
+            full_env = base_env(
+                password,
+                POD_NAME=pod,
+                POD_NAMESPACE=NS,
+                RESTIC_CACHE_DIR=str(tmp_path / f"cache-{pod}"),
+                PYTHONPATH=str(ROOT),
+                **env,
+            )
+            sc = Sidecar(tmp_path, kubeconfig, ["--backup", backup, *args], full_env, pod)
+            started.append(sc)
+            return sc
+
+        def events(self, name="www"):
+            evs = [
+                e
+                for e in emulator.list("v1", "events", NS)
+                if e["involvedObject"].get("name") == name
+            ]
+            return sorted(evs, key=lambda e: int(e["metadata"]["name"].rsplit("-", 1)[1]))
+
+        def status(self, name="www"):
+            return (emulator.get(API_VERSION, "backups", name, NS) or {}).get("status") or {}
+
+        def wait_events(self, count, name="www", timeout=60):
+            wait_for(lambda: len(self.events(name)) >= count, timeout, started)
+            return self.events(name)
+
+    try:
+        yield World()
+    finally:
+        for sc in started:
+            sc.terminate()
+
+
+def wait_for(cond, timeout, sidecars=()):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    logs = "\n\n".join(sc.log[-4000:] for sc in sidecars)
+    raise AssertionError(f"timed out after {timeout}s; sidecar logs:\n{logs}")
+
+
+def names(events):
+    return [e["metadata"]["name"] for e in events]
+
+
+def test_runs_on_schedule_and_reports_events_and_status(world):
+    b = world.backup(schedule="*/2 * * * * *", tags=["prod"])
+    sc = world.sidecar("--workload", "Deployment/www")
+    events = world.wait_events(2)
+    assert names(events)[:2] == ["www-1", "www-2"]
+    for e in events[:2]:
+        assert e["reason"] == "Success" and e["type"] == "Normal"
+        assert e["message"].startswith("snapshot ")
+        assert e["involvedObject"]["kind"] == "Backup"
+        assert e["involvedObject"]["uid"] == b["metadata"]["uid"]
+        assert e["involvedObject"]["apiVersion"] == API_VERSION
+        assert e["source"]["component"] == "restik"
+        assert e["count"] == 1
+    st = world.status()
+    assert st["backupCount"] >= 2
+    assert st["firstBackupTime"] <= st["lastBackupTime"]
+    assert st["lastSuccessfulBackupTime"] == st["lastBackupTime"]
+    assert st["lastBackupDuration"].endswith("s")
+    code, body = sc.get("/healthz")
+    assert code == 200
+    code, body = sc.get("/metrics")
+    assert code == 200 and 'restik_backup_runs_total{backup="www"' in body
+    assert "restik_backup_last_success_timestamp_seconds" in body
+    assert sc.terminate() == 0
+    # no pod in the emulator: a single instance, snapshots under POD_NAME, tags applied
+    snaps = json.loads(restic(str(world.repo), "snapshots", "--json").stdout)
+    assert {s["hostname"] for s in snaps} == {"www-test"}
+    assert all(s["tags"] == ["prod"] for s in snaps)
+    target = world.tmp / "restored"
+    restic(str(world.repo), "restore", "latest", "--target", str(target))
+    assert tree_bytes(target / str(world.src).lstrip("/")) == tree_bytes(world.src)
+    # numbering continues across a restart and never repeats
+    count = world.status()["backupCount"]
+    sc2 = world.sidecar("--workload", "Deployment/www", pod="www-test2")
+    events = world.wait_events(count + 1)
+    assert names(events) == [f"www-{i}" for i in range(1, len(events) + 1)]
+    assert sc2.terminate() == 0
+    # the password is nowhere: arguments, logs, Events, status, any request body
+    assert PASSWORD not in sc.log and PASSWORD not in sc2.log
+    assert "RESTIC_PASSWORD" not in " ".join(sc.proc.args)
+    dump = json.dumps([world.events(), world.emu.get(API_VERSION, "backups", "www", NS)])
+    assert PASSWORD not in dump
+    assert not any(PASSWORD in json.dumps(r.body) for r in world.emu.requests if r.body)
+
+
+def test_schedule_change_pause_and_delete_are_followed_live(world):
+    world.backup(schedule="@every 1h")
+    sc = world.sidecar()
+    wait_for(lambda: "next run" in sc.log, 30, [sc])
+    time.sleep(1.5)
+    assert world.events() == []
+    world.patch_spec(schedule="@every 1s")  # picked up without a restart
+    world.wait_events(1)
+    world.patch_spec(paused=True)
+    wait_for(lambda: "is paused" in sc.log, 30, [sc])
+    wait_for(lambda: not _running(sc), 30, [sc])
+    count = len(world.events())
+    time.sleep(2.5)
+    assert len(world.events()) == count  # paused: no more runs
+    world.patch_spec(paused=False)
+    world.wait_events(count + 1)
+    world.emu.delete(API_VERSION, "backups", "www", NS)
+    wait_for(lambda: "not found: not scheduling" in sc.log, 30, [sc])
+    wait_for(lambda: not _running(sc), 30, [sc])
+    count = len(world.events())
+    time.sleep(2.5)
+    assert len(world.events()) == count
+    assert sc.proc.poll() is None  # still alive, waiting for its Backup to come back
+    assert sc.terminate() == 0
+
+
+def _count_started(log: str) -> int:
+    return log.count("run of default/www started")
+
+
+def _running(sc) -> bool:
+    log = sc.log
+    return log.count("run of default/www started") > log.count("run of default/www succeeded") + (
+        log.count("run of default/www FAILED")
+    )
+
+
+def test_wrong_password_gives_failed_event_without_reinit(world):
+    world.backup(schedule="@every 1s")
+    before = tree_bytes(world.repo)
+    wrong = "Wrong-Pa55word-xyz"
+    sc = world.sidecar(password=wrong)
+    events = world.wait_events(2)
+    for e in events:
+        assert e["reason"] == "Failed" and e["type"] == "Warning"
+        assert e["message"] == "wrong password or no key found"
+    assert tree_bytes(world.repo) == before  # never re-initialised, nothing written
+    st = world.status()
+    assert "lastSuccessfulBackupTime" not in st and st["backupCount"] >= 2
+    assert sc.terminate() == 0
+    assert wrong not in sc.log and wrong not in json.dumps(world.events())
+
+
+def test_invalid_backup_is_waited_out(world):
+    world.backup(schedule="not a schedule")
+    sc = world.sidecar()
+    wait_for(lambda: "spec.schedule" in sc.log, 30, [sc])
+    world.patch_spec(schedule="@every 1s")
+    world.wait_events(1)
+    assert world.events()[0]["reason"] == "Success"
+    assert sc.terminate() == 0
+
+
+def test_overlapping_run_is_skipped(world):
+    big = world.src / "big"
+    big.mkdir()
+    for i in range(4):
+        (big / f"f{i}").write_bytes(os.urandom(24 * 1024 * 1024))
+    world.backup(schedule="@every 1s")
+    sc = world.sidecar()
+    wait_for(lambda: "previous run is still going" in sc.log, 60, [sc])
+    _, metrics = sc.get("/metrics")
+    assert 'restik_backup_runs_total{backup="www",namespace="default",result="skipped"}' in metrics
+    world.wait_events(1)
+    assert sc.terminate() == 0
+    assert _count_started(sc.log) == len(world.events())  # skipped runs are not queued
+
+
+def test_sigterm_mid_backup_exits_0_and_leaves_repository_consistent(world):
+    big = world.src / "big"
+    big.mkdir()
+    for i in range(6):
+        (big / f"f{i}").write_bytes(os.urandom(32 * 1024 * 1024))
+    world.backup(schedule="@every 1s")
+    sc = world.sidecar()
+    wait_for(lambda: any((world.repo / "locks").iterdir()), 60, [sc])
+    time.sleep(0.3)
+    assert sc.terminate() == 0
+    assert not any((world.repo / "locks").iterdir())
+    restic(str(world.repo), "check")
+    events = world.events()
+    assert len(events) == 1 and events[0]["reason"] == "Failed"
+    assert events[0]["message"].startswith("interrupted by shutdown")
+
+
+def test_one_replica_backs_up_and_another_takes_over(world):
+    for pod in ("www-a", "www-b"):
+        world.emu.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": pod, "namespace": NS},
+                "spec": {"containers": [{"name": "app", "image": "x"}]},
+            }
+        )
+    world.backup(schedule="@every 1s")
+    args = ("--workload", "Deployment/www", "--lease-duration", "3s")
+    a = world.sidecar(*args, pod="www-a")
+    wait_for(lambda: "Lease" in a.log and "acquired" in a.log, 30, [a])
+    b = world.sidecar(*args, pod="www-b")
+    world.wait_events(3)
+    wait_for(lambda: "not the holder" in b.log, 30, [a, b])
+    assert "run of default/www started" not in b.log
+    lease = world.emu.get("coordination.k8s.io/v1", "leases", "restik-www-www", NS)
+    assert lease["spec"]["holderIdentity"] == "www-a"
+    assert a.terminate() == 0  # releases the Lease: b takes over
+    count = len(world.events())
+    world.wait_events(count + 2)
+    wait_for(lambda: "run of default/www started" in b.log, 30, [b])
+    snaps = json.loads(restic(str(world.repo), "snapshots", "--json").stdout)
+    assert {s["hostname"] for s in snaps} == {"www"}  # the workload's name, not the pod's
+    evs = world.events()
+    assert names(evs) == [f"www-{i}" for i in range(1, len(evs) + 1)]
