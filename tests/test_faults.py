@@ -79,7 +79,7 @@ def test_converges_under_faults_and_unlabel_restores_everything(emulator, kubeco
         for o in objs.values()
     )
 
-    for (kind, name), obj in objs.items():
+    for obj in objs.values():
         del obj["metadata"]["labels"][CONFIG_LABEL]
         emulator.update(obj)
     emulator.fail_rate = 0.2

@@ -375,3 +375,89 @@ def test_one_replica_backs_up_and_another_takes_over(world):
     assert {s["hostname"] for s in snaps} == {"www"}  # the workload's name, not the pod's
     evs = world.events()
     assert names(evs) == [f"www-{i}" for i in range(1, len(evs) + 1)]
+
+
+# --- reporting, in-process against the emulator ----------------------------------------------
+
+
+def _api(kubeconfig):
+    import pykube
+
+    from sidecar.kube import Api
+
+    return Api(pykube.KubeConfig.from_file(str(kubeconfig)))
+
+
+def _outcome(success=True):
+    from sidecar.job import Outcome
+
+    return Outcome(
+        success=success, message="snapshot abc saved" if success else "boom", duration=1.5
+    )
+
+
+def _report(api, **kw):
+    from datetime import UTC, datetime
+
+    from sidecar.report import report
+
+    now = datetime.now(UTC)
+    return report(api, NS, "www", kw.pop("outcome", _outcome()), started=now, now=now,
+                  host="www", instance="www-a")  # fmt: skip
+
+
+def test_report_claims_numbers_with_optimistic_concurrency(emulator, kubeconfig):
+    emulator.create(CRD)
+    emulator.create(backup_object("/data", "/repo"))
+    emulator.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": "www-1", "namespace": NS},
+            "involvedObject": {"kind": "Backup", "name": "www", "namespace": NS},
+            "reason": "Success",
+            "message": "left over from a deleted Backup of the same name",
+        }
+    )
+    api = _api(kubeconfig)
+    emulator.clear_requests()
+    assert _report(api) == "www-2"  # www-1 is taken: the next number
+    assert _report(api, outcome=_outcome(False)) == "www-3"
+    st = emulator.get(API_VERSION, "backups", "www", NS)["status"]
+    assert st["backupCount"] == 3
+    assert st["lastSuccessfulBackupTime"] <= st["lastBackupTime"]
+    patches = [r for r in emulator.writes() if r.subresource == "status"]
+    assert patches and all(r.body["metadata"]["resourceVersion"] for r in patches)
+    assert all(r.user_agent.startswith("restik/") for r in emulator.requests)
+    ev = emulator.get("v1", "events", "www-3", NS)
+    assert (ev["reason"], ev["type"], ev["message"]) == ("Failed", "Warning", "boom")
+
+
+def test_concurrent_reports_never_repeat_a_number_under_faults(kubeconfig, tmp_path):
+    import threading
+
+    from tests.emulator import Emulator
+
+    with Emulator(fail_rate=0.2, seed=7) as emu:
+        emu.create(CRD)
+        emu.create(backup_object("/data", "/repo"))
+        api = _api(emu.write_kubeconfig(tmp_path / "kc-faults"))
+        got, errors = [], []
+
+        def worker():
+            for _ in range(5):
+                try:
+                    got.append(_report(api))
+                except Exception as exc:  # pragma: no cover - shown on failure
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors
+        assert len(got) == 20 and len(set(got)) == 20
+        assert {e["metadata"]["name"] for e in emu.list("v1", "events", NS)} == set(got)
+        assert emu.get(API_VERSION, "backups", "www", NS)["status"]["backupCount"] >= 20
+        assert any(r.fault for r in emu.requests)  # faults were injected and survived
