@@ -118,15 +118,25 @@ def report(
                 raise BackupGone(f"Backup {namespace}/{name} is gone") from None
             raise
         body = event_body(updated, n, outcome, now, host, instance)
+        if _create_event(api, namespace, body):
+            return body["metadata"]["name"]
+        # An old Event holds this name (a Backup deleted and re-created): numbering never
+        # repeats, so claim the next number.
+        log.info("Event %s exists already; taking the next number", body["metadata"]["name"])
+        at_least = n
+    raise RuntimeError(f"could not claim a run number for {namespace}/{name}")
+
+
+def _create_event(api: Api, namespace: str, body: dict) -> bool:
+    """Create the Event; False if its name is taken (409 AlreadyExists)."""
+    for _ in range(5):
         try:
             api.create(f"/api/v1/namespaces/{namespace}/events", body)
+            return True
         except ApiError as exc:
-            if exc.code == 409:  # an old Event holds this name: numbering never repeats
-                log.info(
-                    "Event %s exists already; taking the next number", body["metadata"]["name"]
-                )
-                at_least = n
-                continue
-            raise
-        return body["metadata"]["name"]
-    raise RuntimeError(f"could not claim a run number for {namespace}/{name}")
+            if exc.code != 409:
+                raise
+            if exc.reason == "AlreadyExists":
+                return False
+            # another kind of conflict on a create is transient: the same name again
+    return False
