@@ -143,12 +143,15 @@ def default_pod_spec(spec: dict[str, Any]) -> None:
             v["emptyDir"] = {}
 
 
-def validate_pod_spec(spec: Any, path: str) -> list[Cause]:
+def validate_pod_spec(
+    spec: Any, path: str, claim_names: frozenset[str] = frozenset()
+) -> list[Cause]:
+    """``claim_names``: a StatefulSet's volumeClaimTemplates, which containers may mount too."""
     if not isinstance(spec, dict):
         return [_required(path)]
     causes: list[Cause] = []
     volumes = spec.get("volumes") or []
-    names = set()
+    names: set[str] = set()
     for i, v in enumerate(volumes):
         name = v.get("name") if isinstance(v, dict) else None
         if not name:
@@ -186,7 +189,7 @@ def validate_pod_spec(spec: Any, path: str) -> list[Cause]:
                 mpath = f"{cpath}.volumeMounts[{j}]"
                 if not m.get("name"):
                     causes.append(_required(f"{mpath}.name"))
-                elif m["name"] not in names:
+                elif m["name"] not in names and m["name"] not in claim_names:
                     causes.append(("FieldValueNotFound", f"{mpath}.name",
                                    f'Not found: "{m["name"]}"'))  # fmt: skip
                 if not m.get("mountPath"):
@@ -286,7 +289,12 @@ def validate(rt: ResourceType, obj: dict[str, Any]) -> list[Cause]:
         elif not _selector_matches(selector, tlabels):
             causes.append(_invalid("spec.template.metadata.labels", tlabels,
                                    "`selector` does not match template `labels`"))  # fmt: skip
-        causes += validate_pod_spec(template.get("spec"), "spec.template.spec")
+        claims = frozenset(
+            (c.get("metadata") or {}).get("name")
+            for c in spec.get("volumeClaimTemplates") or []
+            if isinstance(c, dict)
+        )
+        causes += validate_pod_spec(template.get("spec"), "spec.template.spec", claims)
         replicas = spec.get("replicas")
         if replicas is not None and (not isinstance(replicas, int) or replicas < 0):
             causes.append(_invalid("spec.replicas", replicas, "must be greater than or equal to 0"))

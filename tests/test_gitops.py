@@ -1,0 +1,109 @@
+"""GitOps: build-time injection matches the controller, so Argo CD / Flux see no drift."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reconciler import cli
+from reconciler.constants import HASH_ANNOTATION, WORKLOAD_KINDS
+from reconciler.controller import Controller, Settings
+from reconciler.kube import Kube
+from reconciler.resources import crd_manifest
+from tests.factories import load_all
+
+ROOT = Path(__file__).resolve().parent.parent
+GITOPS = ROOT / "examples" / "gitops"
+RENDERED = GITOPS / "rendered" / "shop.yaml"
+
+
+def kustomize(path: Path) -> str:
+    proc = subprocess.run(
+        ["kubectl", "kustomize", str(path)], capture_output=True, text=True, check=True
+    )
+    return proc.stdout
+
+
+def run_cli(args, stdin_text=None):
+    out, err = io.StringIO(), io.StringIO()
+    old = sys.stdin
+    if stdin_text is not None:
+        sys.stdin = io.StringIO(stdin_text)
+    try:
+        from contextlib import redirect_stderr, redirect_stdout
+
+        with redirect_stdout(out), redirect_stderr(err):
+            code = cli.main(args)
+    finally:
+        sys.stdin = old
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_rendered_manifests_in_git_are_current():
+    """What the pipe form builds today is byte-for-byte what git holds."""
+    code, out, err = run_cli(["inject", "-f", "-"], kustomize(GITOPS / "app"))
+    assert code == 0, err
+    assert out == RENDERED.read_text()
+    code, out, _ = run_cli(["diff", "-f", str(GITOPS / "rendered")])
+    assert (code, out) == (0, "")
+
+
+def test_build_time_kustomization_uses_the_krm_function_config():
+    text = (GITOPS / "build-time" / "restik.yaml").read_text()
+    fn = load_all(text)[0]
+    assert "exec" in fn["metadata"]["annotations"]["config.kubernetes.io/function"]
+    assert os.access(GITOPS / "build-time" / "restik-inject", os.X_OK)
+    # what kustomize would hand the function: a ResourceList of the app's objects
+    items = load_all(kustomize(GITOPS / "app"))
+    rl = {
+        "apiVersion": "config.kubernetes.io/v1",
+        "kind": "ResourceList",
+        "items": items,
+        "functionConfig": fn,
+    }
+    code, out, err = run_cli(["inject"], json.dumps(rl))
+    assert code == 0, err
+    result = load_all(out)[0]
+    assert result["kind"] == "ResourceList"
+    rendered = {(o["kind"], o["metadata"]["name"]): o for o in load_all(RENDERED.read_text())}
+    for item in result["items"]:
+        assert item == rendered[(item["kind"], item["metadata"]["name"])]
+
+
+def test_stale_hash_in_git_is_reported_by_diff(tmp_path):
+    stale = RENDERED.read_text().replace(f"{HASH_ANNOTATION}: ", f"{HASH_ANNOTATION}: 0000", 1)
+    (tmp_path / "shop.yaml").write_text(stale)
+    code, out, _ = run_cli(["diff", "-f", str(tmp_path)])
+    assert code == 1
+    assert "-        backup.appscode.com/config-hash: 0000" in out
+
+
+def test_controller_makes_no_patch_on_build_time_injected_workloads(emulator, kubeconfig):
+    emulator.create(crd_manifest())
+    emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
+    objects = load_all(RENDERED.read_text())
+    for obj in objects:
+        emulator.create(obj)
+    controller = Controller(Kube.connect(str(kubeconfig)), Settings())
+    controller.cycle()
+    workload_plurals = {plural for _, plural in WORKLOAD_KINDS.values()}
+    patched = [r for r in emulator.writes() if r.resource in workload_plurals]
+    assert patched == []
+    # the first cycle only writes what the controller owns outside git: status, RoleBindings
+    assert {r.resource for r in emulator.writes()} <= {"backups", "rolebindings"}
+    emulator.clear_requests()
+    controller.cycle()
+    assert emulator.writes() == []
+
+
+@pytest.mark.parametrize("image", ["restik:other"])
+def test_a_different_image_is_drift(image):
+    """The image is in the hash: build-time and controller images must agree."""
+    code, _, _ = run_cli(["diff", "--image", image, "-f", str(GITOPS / "rendered")])
+    assert code == 1
