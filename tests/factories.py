@@ -154,8 +154,16 @@ def load_all(path: Path) -> list:
 
 
 def example_objects() -> list[tuple[str, dict]]:
+    """(where, object) for every manifest under examples/, skipping what `restik` skips."""
+    from reconciler.manifests import KUSTOMIZE_FILES, MANIFEST_SUFFIXES
+
     out = []
-    for f in sorted(EXAMPLES.rglob("*.yaml")):
+    files = (
+        f
+        for f in EXAMPLES.rglob("*")
+        if f.is_file() and f.suffix in MANIFEST_SUFFIXES and f.name not in KUSTOMIZE_FILES
+    )
+    for f in sorted(files):
         for doc in load_all(f):
             out.append((f"{f.relative_to(REPO)}:{doc['kind']}/{doc['metadata']['name']}", doc))
     return out
