@@ -461,3 +461,27 @@ def test_concurrent_reports_never_repeat_a_number_under_faults(kubeconfig, tmp_p
         assert {e["metadata"]["name"] for e in emu.list("v1", "events", NS)} == set(got)
         assert emu.get(API_VERSION, "backups", "www", NS)["status"]["backupCount"] >= 20
         assert any(r.fault for r in emu.requests)  # faults were injected and survived
+
+
+def test_sidecar_survives_api_faults(tmp_path):
+    from tests.emulator import Emulator
+
+    src = write_tree(tmp_path / "src", {"a": b"data\n"})
+    repo = copy_template(tmp_path / "repo")
+    with Emulator(fail_rate=0.15, seed=3) as emu:
+        emu.create(CRD)
+        emu.create(backup_object(str(src), str(repo), schedule="@every 1s"))
+        kc = emu.write_kubeconfig(tmp_path / "kc")
+        env = base_env(POD_NAME="www-f", POD_NAMESPACE=NS, PYTHONPATH=str(ROOT),
+                       RESTIC_CACHE_DIR=str(tmp_path / "cache"))  # fmt: skip
+        sc = Sidecar(tmp_path, kc, ["--backup", "www"], env, "faulty")
+        try:
+            wait_for(lambda: len(emu.list("v1", "events", NS)) >= 3, 90, [sc])
+        finally:
+            assert sc.terminate() == 0
+        evs = emu.list("v1", "events", NS)
+        assert all(e["reason"] == "Success" for e in evs)
+        numbers = sorted(int(e["metadata"]["name"].rsplit("-", 1)[1]) for e in evs)
+        assert len(set(numbers)) == len(numbers)
+        assert emu.get(API_VERSION, "backups", "www", NS)["status"]["backupCount"] == numbers[-1]
+        assert any(r.fault for r in emu.requests)
