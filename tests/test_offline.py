@@ -214,8 +214,9 @@ def test_comments_key_order_and_quotes_survive_inject(tmp_path):
 
 
 def test_indented_sequence_style_is_preserved(tmp_path):
-    path = write(tmp_path, "app.yaml", INDENTED_DEPLOYMENT + "---\n" + BACKUP)
-    proc = restik("inject", "-f", str(path))
+    path = write(tmp_path, "app.yaml", INDENTED_DEPLOYMENT)
+    backup = write(tmp_path, "backup.yaml", BACKUP)
+    proc = restik("inject", "-f", str(path), "-f", str(backup))
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert removed_lines(INDENTED_DEPLOYMENT, out.split("---\n")[0]) == []
@@ -223,7 +224,7 @@ def test_indented_sequence_style_is_preserved(tmp_path):
     assert "                image: restik:" in out
     assert "              - name: restik-cache\n" in out
     assert "                emptyDir: {}\n" in out
-    # the Backup document keeps its own (2-space) style
+    # the Backup's file keeps its own (2-space) style
     assert out.split("---\n")[1] == BACKUP
 
 
