@@ -235,6 +235,7 @@ class Sidecar:
         self.backup = None  # the parsed Backup being scheduled, or None
         self._last_problem: str | None = None
         self.next_fire: datetime | None = None
+        self._was_follower = False
 
     # called from the follower thread
     def set_backup(self, raw: dict | None) -> None:
@@ -448,8 +449,11 @@ class Sidecar:
                 self.metrics.skipped()
             return
         if self.lease is not None and not self.lease.holding:
-            log.info("not the holder of Lease %s: another replica backs up", self.lease.name)
+            level = logging.DEBUG if self._was_follower else logging.INFO
+            log.log(level, "not the holder of Lease %s: another replica backs up", self.lease.name)
+            self._was_follower = True
             return
+        self._was_follower = False
         self._worker = threading.Thread(target=self._run_once, args=(backup,), name="run")
         self._worker.start()
 

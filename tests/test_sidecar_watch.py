@@ -258,6 +258,8 @@ def test_schedule_change_pause_and_delete_are_followed_live(world):
     wait_for(lambda: "next run" in sc.log, 30, [sc])
     time.sleep(1.5)
     assert world.events() == []
+    rss_kib = int(_proc_status(sc.proc.pid)["VmRSS"].split()[0])
+    assert rss_kib < 40 * 1024, f"idle sidecar uses {rss_kib} KiB"
     world.patch_spec(schedule="@every 1s")  # picked up without a restart
     world.wait_events(1)
     world.patch_spec(paused=True)
@@ -276,6 +278,11 @@ def test_schedule_change_pause_and_delete_are_followed_live(world):
     assert len(world.events()) == count
     assert sc.proc.poll() is None  # still alive, waiting for its Backup to come back
     assert sc.terminate() == 0
+
+
+def _proc_status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return dict(line.split(":", 1) for line in lines if ":" in line)
 
 
 def _count_started(log: str) -> int:
