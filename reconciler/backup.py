@@ -11,6 +11,7 @@ from reconciler.schedule import Schedule, ScheduleError, parse_schedule
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+NAME_LIMITS = {DNS_LABEL: 63, DNS_SUBDOMAIN: 253}
 QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?\d+)?$")
 REPOSITORY_SCHEMES = (
     "s3:",
@@ -160,6 +161,10 @@ class _Collector:
         if pattern is not None and not pattern.match(value):
             self.add(path, f"{value!r} is not a valid {what}")
             return None
+        limit = NAME_LIMITS.get(pattern)
+        if limit is not None and len(value) > limit:
+            self.add(path, f"{what} too long ({len(value)} characters, at most {limit})")
+            return None
         return value
 
     def strings(self, value: object, path: str, *, forbid: str = "") -> tuple[str, ...]:
@@ -254,6 +259,7 @@ def parse_backup(raw: Mapping) -> Backup:
     if isinstance(meta.get("name"), str) and len(meta["name"]) > 200:
         c.add("metadata.name", "too long for restik (at most 200 characters)")
     spec = c.mapping(raw.get("spec"), "spec", SPEC_FIELDS)
+    has_spec = isinstance(raw.get("spec"), Mapping)
     if "spec" not in raw:
         c.add("spec", "required")
 
@@ -267,7 +273,7 @@ def parse_backup(raw: Mapping) -> Backup:
             c.add("spec.schedule", str(exc))
 
     source = c.mapping(spec.get("backupSource"), "spec.backupSource", SOURCE_FIELDS)
-    if spec and "backupSource" not in spec:
+    if has_spec and "backupSource" not in spec:
         c.add("spec.backupSource", "required")
     source_volume = c.string(
         source.get("volumeName"),
@@ -291,7 +297,7 @@ def parse_backup(raw: Mapping) -> Backup:
         c.add("spec.backupSource.path", "must not be /")
 
     dest = c.mapping(spec.get("destination"), "spec.destination", DESTINATION_FIELDS)
-    if spec and "destination" not in spec:
+    if has_spec and "destination" not in spec:
         c.add("spec.destination", "required")
     secret = c.string(
         dest.get("repositorySecretName"),

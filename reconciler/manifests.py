@@ -48,7 +48,7 @@ def _yaml(indent: tuple[int, int] = (2, 0)) -> YAML:
     y.preserve_quotes = True
     y.width = 1 << 16
     mapping, offset = indent
-    y.indent(mapping=mapping, sequence=mapping + offset, offset=offset)
+    y.indent(mapping=mapping, sequence=offset + 2, offset=offset)
     return y
 
 

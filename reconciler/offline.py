@@ -21,7 +21,7 @@ from reconciler.manifests import (
 )
 from reconciler.plan import Plan, plan
 from reconciler.render import Renderer
-from reconciler.workload import is_workload
+from reconciler.workload import WorkloadError, is_workload, workload_ref
 
 EXIT_OK, EXIT_CHANGES, EXIT_ERROR = 0, 1, 2
 
@@ -67,11 +67,19 @@ def plan_objects(objects: list[tuple[str, Mapping]], renderer: Renderer) -> Offl
             workloads.append(obj)
     result = plan(backups, workloads, renderer, remove_when_missing=False)
     out = OfflineResult(result, errors)
+    where_of_ref = {}
+    for obj in workloads:
+        try:
+            where_of_ref[workload_ref(obj)] = where_of[id(obj)]
+        except WorkloadError:
+            continue
     for problem in result.problems:
+        where = where_of_ref.get(problem.ref)
+        message = f"{where}: {problem}" if where else str(problem)
         if problem.severity == "warning":
-            out.warnings.append(str(problem))
+            out.warnings.append(message)
         else:
-            out.errors.append(str(problem))
+            out.errors.append(message)
     for change in result.changes:
         out.replacements[id(change.before)] = change.after
     return out

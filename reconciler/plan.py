@@ -94,7 +94,11 @@ def plan(
     for key in (*valid, *invalid):
         result.selected.setdefault(key, [])
     for obj in workloads:
-        ref = workload_ref(obj)
+        try:
+            ref = workload_ref(obj)
+        except WorkloadError as exc:
+            result.problems.append(Problem("", config_label(obj), None, str(exc)))
+            continue
         try:
             change = plan_workload(obj, ref, valid, invalid, renderer, result, remove_when_missing)
         except WorkloadError as exc:

@@ -55,7 +55,19 @@ _yaml = YAML(typ="safe", pure=True)
 
 
 def _to_data(text: str):
-    return _yaml.load(text)
+    return _join_surrogates(_yaml.load(text))
+
+
+def _join_surrogates(value):
+    """tojson escapes characters beyond the BMP as surrogate pairs; YAML decodes each half
+    separately, so join them again (ensure_ascii=False would let raw control characters in)."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16")
+    if isinstance(value, dict):
+        return {k: _join_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_join_surrogates(v) for v in value]
+    return value
 
 
 def config_hash(container: dict, volumes: tuple[dict, ...] | list[dict]) -> str:

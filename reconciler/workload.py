@@ -35,12 +35,20 @@ def is_workload(obj: Mapping) -> bool:
 
 
 def workload_ref(obj: Mapping) -> WorkloadRef:
-    meta = obj.get("metadata") or {}
-    return WorkloadRef(str(obj.get("kind")), meta.get("namespace") or "default", meta.get("name"))
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping):
+        raise WorkloadError("metadata: must be an object")
+    name, namespace = meta.get("name"), meta.get("namespace")
+    if not isinstance(name, str) or not name:
+        raise WorkloadError("metadata.name: must be a non-empty string")
+    if namespace is not None and not isinstance(namespace, str):
+        raise WorkloadError("metadata.namespace: must be a string")
+    return WorkloadRef(str(obj.get("kind")), namespace or "default", name)
 
 
 def config_label(obj: Mapping) -> str | None:
-    labels = (obj.get("metadata") or {}).get("labels") or {}
+    meta = obj.get("metadata")
+    labels = (meta.get("labels") if isinstance(meta, Mapping) else None) or {}
     value = labels.get(CONFIG_LABEL) if isinstance(labels, Mapping) else None
     return value if isinstance(value, str) and value else None
 
@@ -61,9 +69,10 @@ def pod_template(obj: Mapping) -> Mapping:
         raise WorkloadError("spec.template.spec.containers: must be a list of containers")
     volumes = pod_spec.get("volumes")
     if volumes is not None and (
-        not isinstance(volumes, list) or not all(isinstance(v, Mapping) for v in volumes)
+        not isinstance(volumes, list)
+        or not all(isinstance(v, Mapping) and isinstance(v.get("name"), str) for v in volumes)
     ):
-        raise WorkloadError("spec.template.spec.volumes: must be a list of volumes")
+        raise WorkloadError("spec.template.spec.volumes: must be a list of named volumes")
     meta = template.get("metadata")
     if meta is not None and not isinstance(meta, Mapping):
         raise WorkloadError("spec.template.metadata: must be an object")
@@ -94,10 +103,15 @@ def volume_names(obj: Mapping) -> set[str]:
     pod_spec = pod_template(obj)["spec"]
     names = {v.get("name") for v in pod_spec.get("volumes") or ()}
     if obj.get("kind") == "StatefulSet":
-        for claim in obj["spec"].get("volumeClaimTemplates") or ():
-            if isinstance(claim, Mapping):
-                names.add((claim.get("metadata") or {}).get("name"))
-    names.discard(None)
+        claims = obj["spec"].get("volumeClaimTemplates") or []
+        if not isinstance(claims, list):
+            raise WorkloadError("spec.volumeClaimTemplates: must be a list")
+        for i, claim in enumerate(claims):
+            meta = claim.get("metadata") if isinstance(claim, Mapping) else None
+            name = meta.get("name") if isinstance(meta, Mapping) else None
+            if not isinstance(name, str):
+                raise WorkloadError(f"spec.volumeClaimTemplates[{i}].metadata.name: required")
+            names.add(name)
     return names
 
 
