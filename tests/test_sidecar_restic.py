@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -403,21 +404,42 @@ def test_unreachable_repository_is_not_initialised(tmp_path, source, job_for):
 
 
 def _stale_lock(repo: Path, cmd_prefix: list[str] = ()) -> None:
-    """Leave an exclusive lock behind: start `restic check`, SIGKILL it once it locked."""
+    """Leave an exclusive lock behind: start `restic check`, SIGKILL it once its lock file is
+    complete (freezing it with SIGSTOP first, so a half-written lock is never left)."""
     locks = repo / "locks"
     proc = subprocess.Popen(
-        [*cmd_prefix, RESTIC, f"--repo={repo}", "--no-cache", "check"],
+        [*cmd_prefix, RESTIC, f"--repo={repo}", "--no-cache", "check", "--read-data"],
         env=base_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
-    while not any(locks.iterdir()):
-        assert time.monotonic() < deadline and proc.poll() is None, "restic check never locked"
-        time.sleep(0.01)
-    proc.kill()
-    proc.wait()
+    try:
+        while True:
+            assert time.monotonic() < deadline and proc.poll() is None, "restic check never locked"
+            if any(locks.iterdir()):
+                proc.send_signal(signal.SIGSTOP)
+                if _lock_readable(repo):
+                    break
+                proc.send_signal(signal.SIGCONT)
+            time.sleep(0.005)
+    finally:
+        proc.kill()
+        proc.wait()
     assert any(locks.iterdir())
+
+
+def _lock_readable(repo: Path) -> bool:
+    for lock in (repo / "locks").iterdir():
+        shown = subprocess.run(
+            [RESTIC, f"--repo={repo}", "--no-cache", "--no-lock", "cat", "lock", lock.name],
+            env=base_env(),
+            capture_output=True,
+            text=True,
+        )
+        if shown.returncode == 0 and '"exclusive": true' in shown.stdout:
+            return True
+    return False
 
 
 @needs_restic
