@@ -28,7 +28,8 @@ METRICS_PORT = 8080
 WATCHED_NAMESPACE = "default"  # overlays/namespaced/watched-namespace.yaml
 CRD_NAME = "backups.backup.appscode.com"
 
-# Rights as (apiGroup, resource, verb, resourceName or None): exactly the API calls made.
+# Rights as (apiGroup, resource, verb, resourceName or None): exactly the API calls made
+# (tests/test_rbac.py records those calls and checks them against these roles).
 CRD_RIGHTS = {
     ("apiextensions.k8s.io", "customresourcedefinitions", "get", CRD_NAME),
     ("apiextensions.k8s.io", "customresourcedefinitions", "create", None),
@@ -41,14 +42,14 @@ _WORKLOAD = {
     ("", "replicationcontrollers"),
 }
 NAMESPACED_RIGHTS = (
-    {("backup.appscode.com", "backups", v, None) for v in ("get", "list", "watch")}
-    | {("backup.appscode.com", "backups/status", v, None) for v in ("get", "patch", "update")}
+    {("backup.appscode.com", "backups", v, None) for v in ("list", "watch")}
+    | {("backup.appscode.com", "backups/status", "patch", None)}
     | {(g, r, v, None) for g, r in _WORKLOAD for v in ("get", "list", "watch", "patch")}
     | {("", "pods", v, None) for v in ("list", "delete")}
-    | {("", "events", v, None) for v in ("create", "patch")}
+    | {("", "events", "create", None)}
     | {
         ("rbac.authorization.k8s.io", "rolebindings", v, None)
-        for v in ("get", "list", "watch", "create", "update", "patch", "delete")
+        for v in ("list", "create", "update", "delete")
     }
     | {("rbac.authorization.k8s.io", "clusterroles", "bind", "restik-sidecar")}
 )

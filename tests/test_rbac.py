@@ -1,0 +1,148 @@
+"""Least privilege, checked against behaviour: every API call restik makes in a full set of
+scenarios is allowed by the roles in kustomize/, and nothing beyond those calls is granted."""
+
+from __future__ import annotations
+
+import copy
+import signal
+import time
+
+import pytest
+
+from reconciler.constants import CONFIG_LABEL, SIDECAR_NAME
+from reconciler.controller import Controller, Settings
+from reconciler.kube import Kube
+from reconciler.lease import LeaderElector
+from tests.test_controller import NS, backup, containers, get, workload
+from tests.test_controller_loop import finish, restik, wait_for
+from tests.test_kustomize import _built, find, rights
+
+# `bind` is not an API call: the RBAC API checks it when the controller writes a RoleBinding
+# that grants restik-sidecar's rights, which the controller does not all hold itself.
+NOT_API_CALLS = {("rbac.authorization.k8s.io", "clusterroles", "bind", "restik-sidecar")}
+
+
+def used_rights(requests) -> set[tuple]:
+    """(apiGroup, resource[/subresource], verb, name or None) for each request made."""
+    out = set()
+    for r in requests:
+        if not r.verb:
+            continue
+        resource = f"{r.resource}/{r.subresource}" if r.subresource else r.resource
+        name = r.name if r.verb in ("get", "update", "patch", "delete") else None
+        out.add((r.group, resource, r.verb, name))
+    return out
+
+
+def allowed(right: tuple, granted: set[tuple]) -> bool:
+    group, resource, verb, name = right
+    return (group, resource, verb, None) in granted or (group, resource, verb, name) in granted
+
+
+def unnamed(rights_: set[tuple]) -> set[tuple]:
+    return {(g, r, v) for g, r, v, _ in rights_}
+
+
+def controller_scenarios(emulator, kubeconfig) -> None:
+    """Drive the controller through everything it does: CRD, inject, update, restart,
+    invalid Backup, unlabel, Backup deletion, RoleBindings, leader election, watches."""
+    kube = Kube.connect(str(kubeconfig))
+    c = Controller(kube, Settings(max_restarts=5))
+    c.cycle()  # creates the CRD
+    emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    emulator.create(backup())
+    rs = emulator.create(workload("ReplicaSet", name="rs"))
+    emulator.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "rs-1",
+                "namespace": NS,
+                "labels": {"app": "rs"},
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "ReplicaSet",
+                        "name": "rs",
+                        "uid": rs["metadata"]["uid"],
+                    }  # fmt: skip
+                ],
+            },
+            "spec": copy.deepcopy(rs["spec"]["template"]["spec"]),
+        }
+    )
+    for kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicationController"):
+        emulator.create(workload(kind, sa="app"))
+    c.cycle()  # inject everywhere, RoleBinding created, pods restarted
+    emulator.create(workload(name="late", sa="other"))
+    c.cycle()  # RoleBinding updated (new subject)
+    b = get(emulator, "Backup")
+    b["spec"]["schedule"] = "61 * * * *"
+    emulator.update(b)
+    c.cycle()  # Warning Event
+    b = get(emulator, "Backup")
+    b["spec"]["schedule"] = "@hourly"
+    b["spec"]["backupSource"]["path"] = "/srv"
+    emulator.update(b)
+    c.cycle()  # update
+    obj = get(emulator, "Deployment")
+    del obj["metadata"]["labels"][CONFIG_LABEL]
+    emulator.update(obj)
+    c.cycle()  # orphan GET + removal
+    leftovers = [("StatefulSet", "www"), ("DaemonSet", "www"), ("ReplicationController", "www"),
+                 ("ReplicaSet", "rs"), ("Deployment", "late")]  # fmt: skip
+    for kind, name in leftovers:
+        api = "v1" if kind == "ReplicationController" else "apps/v1"
+        obj = emulator.get(api, kind, name, NS)
+        del obj["metadata"]["labels"][CONFIG_LABEL]
+        emulator.update(obj)
+    c.cycle()  # the last workloads go: RoleBinding deleted
+    LeaderElector(kube, "restik-system", "restik-controller", "me").try_acquire()
+    emulator.create(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "restik-system"}}
+    )
+    elector = LeaderElector(kube, "restik-system", "restik-controller", "me")
+    elector.try_acquire()  # create
+    elector.try_acquire()  # renew: get + update
+
+    # the long-running loop: watches
+    proc = restik("run", "--interval", "5m", "--kubeconfig", str(kubeconfig))
+    try:
+        wait_for(lambda: any(r.verb == "watch" for r in emulator.requests), timeout=20)
+        obj = get(emulator, "Deployment")
+        obj["metadata"]["labels"][CONFIG_LABEL] = "www"
+        emulator.update(obj)
+        wait_for(lambda: SIDECAR_NAME in containers(get(emulator, "Deployment")), timeout=10)
+        time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        finish(proc)
+
+
+@pytest.fixture(scope="module")
+def controller_calls(tmp_path_factory):
+    from tests.emulator import Emulator
+
+    with Emulator() as emu:
+        kubeconfig = emu.write_kubeconfig(tmp_path_factory.mktemp("rbac") / "kubeconfig")
+        controller_scenarios(emu, kubeconfig)
+        return used_rights(emu.requests)
+
+
+def test_every_controller_call_is_allowed(controller_calls):
+    objs = _built("install")
+    granted = rights(find(objs, "ClusterRole", "restik-controller")) | rights(
+        find(objs, "Role", "restik-leader-election", "restik-system")
+    )
+    denied = {r for r in controller_calls if not allowed(r, granted)}
+    assert denied == set()
+
+
+def test_controller_is_granted_nothing_it_does_not_use(controller_calls):
+    objs = _built("install")
+    granted = rights(find(objs, "ClusterRole", "restik-controller")) | rights(
+        find(objs, "Role", "restik-leader-election", "restik-system")
+    )
+    unused = unnamed(granted - NOT_API_CALLS) - unnamed(controller_calls)
+    assert sorted(unused) == []
