@@ -66,7 +66,7 @@ def controller_scenarios(emulator, kubeconfig) -> None:
                         "kind": "ReplicaSet",
                         "name": "rs",
                         "uid": rs["metadata"]["uid"],
-                    }  # fmt: skip
+                    }
                 ],
             },
             "spec": copy.deepcopy(rs["spec"]["template"]["spec"]),
