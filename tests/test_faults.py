@@ -113,3 +113,38 @@ def test_retry_policy_honours_retry_after():
     assert ApiError(0, "ConnectionError", "x").retryable
     assert not ApiError(409, "Conflict", "x").retryable
     assert not ApiError(422, "Invalid", "x").retryable
+
+
+@pytest.mark.slow
+def test_kill_9_between_two_patches_then_a_clean_convergence(emulator, kubeconfig):
+    import signal
+
+    from tests.test_controller_loop import finish, restik, wait_for
+
+    emulator.create(crd_manifest())
+    emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    emulator.create(backup())
+    for i in range(10):
+        emulator.create(workload(KINDS[i % len(KINDS)], name=f"w{i}"))
+    originals = copy.deepcopy(all_workloads(emulator))
+    emulator.write_delay = 0.3
+    proc = restik("run", "--once", "--kubeconfig", str(kubeconfig))
+    try:
+        patched = lambda: [r for r in emulator.requests if r.method == "PATCH" and r.status == 200]  # noqa: E731
+        wait_for(lambda: len(patched()) >= 2, timeout=30)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        finish(proc)
+    assert proc.returncode == -signal.SIGKILL
+    done = [r for r in emulator.requests if r.method == "PATCH" and r.status == 200]
+    assert 2 <= len(done) < 10  # killed mid-cycle
+    check_invariants(all_workloads(emulator), originals)
+
+    emulator.write_delay = 0.0
+    controller = Controller(Kube.connect(str(kubeconfig)), Settings(max_restarts=50))
+    controller.cycle()
+    check_invariants(all_workloads(emulator), originals)
+    assert Controller(Kube.connect(str(kubeconfig)), Settings(dry_run=True)).cycle().planned == 0
+    emulator.clear_requests()
+    controller.cycle()
+    assert [r for r in emulator.writes() if r.resource != "pods"] == []

@@ -6,6 +6,7 @@ import json
 import logging
 import random
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -84,6 +85,9 @@ class Emulator:
         self.rng = random.Random(seed)
         self.bookmark_interval = bookmark_interval
         self.watch_timeout = watch_timeout
+        # Seconds each write from a restik client waits before it is served: widens the
+        # window between two writes, e.g. to kill a controller between two patches.
+        self.write_delay = 0.0
         self._requests: list[Request] = []
         self._log_lock = threading.Lock()
         self._connections: set[socket.socket] = set()
@@ -99,7 +103,7 @@ class Emulator:
         class Handler(_Handler):
             emulator = emu
 
-        httpd = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        httpd = _Server(("127.0.0.1", self._port), Handler)
         httpd.daemon_threads = True
         self._httpd = httpd
         self._thread = threading.Thread(
@@ -297,6 +301,14 @@ class Emulator:
             return fault, self.rng.uniform(0.5, 1.5) if fault == "slow" else 0.0
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        # A client that went away mid-answer (killed, timed out) is normal, not a fault.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 def _rv(entry: Entry) -> dict[str, str]:
     return {"resourceVersion": entry.obj["metadata"]["resourceVersion"]}
 
@@ -392,6 +404,12 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
+        if (
+            emu.write_delay
+            and user_agent.startswith("restik")
+            and self.command in ("POST", "PUT", "PATCH", "DELETE")
+        ):
+            time.sleep(emu.write_delay)
         if fault == "slow":
             time.sleep(delay)
         elif fault is not None:
