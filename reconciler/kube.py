@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import pykube
 import requests
@@ -89,9 +91,13 @@ def api_path(
 
 def load_config(kubeconfig: str | None) -> pykube.KubeConfig:
     """--kubeconfig, then $KUBECONFIG, then ~/.kube/config, then the in-cluster account."""
-    if kubeconfig:
-        return pykube.KubeConfig.from_file(kubeconfig)
-    return pykube.KubeConfig.from_env()
+    path = kubeconfig or os.environ.get("KUBECONFIG")
+    if path:
+        return pykube.KubeConfig.from_file(path)
+    default = Path("~/.kube/config").expanduser()
+    if default.is_file():
+        return pykube.KubeConfig.from_file(str(default))
+    return pykube.KubeConfig.from_service_account()
 
 
 @dataclass
@@ -106,6 +112,14 @@ class Kube:
         client = pykube.HTTPClient(load_config(kubeconfig), timeout=timeout)
         client.session.headers["User-Agent"] = USER_AGENT
         return cls(client, timeout)
+
+    @property
+    def default_namespace(self) -> str | None:
+        """The namespace of the kubeconfig's context (or the service account's), if any."""
+        try:
+            return self.client.config.namespace
+        except Exception:
+            return None
 
     def request(
         self,
@@ -166,10 +180,17 @@ class Kube:
         return self.request("DELETE", path, body=body)
 
     def watch(
-        self, path: str, resource_version: str, label_selector: str | None, timeout_s: int
+        self,
+        path: str,
+        resource_version: str,
+        label_selector: str | None,
+        timeout_s: int,
+        *,
+        params: Mapping | None = None,
     ) -> Iterator[dict]:
         """Stream watch events; ends on the server's timeout. Not retried: callers resume."""
         params = {
+            **(params or {}),
             "watch": "true",
             "resourceVersion": resource_version,
             "timeoutSeconds": str(timeout_s),

@@ -17,8 +17,8 @@ def micro_time(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
+def parse_time(text: object) -> datetime | None:
+    if not isinstance(text, str):
         return None
     for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
         try:
@@ -65,8 +65,9 @@ class LeaderElector:
     def path(self) -> str:
         return api_path(LEASE_API, "leases", self.namespace, self.name)
 
-    def try_acquire(self) -> bool:
-        """One attempt to take or renew the Lease; True while this identity holds it."""
+    def acquire(self) -> str | None:
+        """One attempt to take or renew the Lease: "acquired", "took over" or "renewed";
+        None while another identity holds it. Other API errors are raised."""
         now = self.clock()
         try:
             lease = self.kube.get_or_none(self.path)
@@ -78,19 +79,26 @@ class LeaderElector:
                     "spec": self._spec(now, now, 0),
                 }
                 self.kube.create(api_path(LEASE_API, "leases", self.namespace), body)
-                return self._set(True)
+                return "acquired"
             spec = lease.get("spec") or {}
             mine = spec.get("holderIdentity") == self.identity
             if not mine and not lease_expired(spec, now):
-                return self._set(False)
-            transitions = (spec.get("leaseTransitions") or 0) + (0 if mine else 1)
+                return None
+            transitions = int(spec.get("leaseTransitions") or 0) + (0 if mine else 1)
             acquired = parse_time(spec.get("acquireTime")) if mine else now
             lease["spec"] = self._spec(acquired or now, now, transitions)
-            self.kube.replace(self.path, lease)
-            return self._set(True)
+            self.kube.replace(self.path, lease)  # conditional on its resourceVersion
+            return "renewed" if mine else "took over"
         except ApiError as exc:
             if exc.conflict:
-                return self._set(False)  # someone else wrote first: try again next period
+                return None  # someone else wrote first: try again next period
+            raise
+
+    def try_acquire(self) -> bool:
+        """One attempt to take or renew the Lease; True while this identity holds it."""
+        try:
+            return self._set(self.acquire() is not None)
+        except ApiError as exc:
             log.warning("lease %s/%s: %s", self.namespace, self.name, exc)
             # An unreachable API: step down rather than risk two active controllers.
             return self._set(False)
@@ -104,8 +112,10 @@ class LeaderElector:
             if lease and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
                 lease["spec"]["holderIdentity"] = None
                 lease["spec"]["leaseDurationSeconds"] = 1
+                lease["spec"]["renewTime"] = micro_time(self.clock())
                 self.kube.replace(self.path, lease)
-        except ApiError as exc:
+                log.info("released Lease %s/%s", self.namespace, self.name)
+        except ApiError as exc:  # best effort: the Lease expires on its own
             log.warning("releasing lease %s/%s: %s", self.namespace, self.name, exc)
         self._set(False)
 

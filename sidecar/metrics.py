@@ -1,12 +1,13 @@
-"""/metrics (Prometheus) and /healthz for the sidecar, on a small background HTTP server."""
+"""Prometheus metrics of the sidecar; /metrics and /healthz are the controller's server."""
 
 from __future__ import annotations
 
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
+from prometheus_client import REGISTRY, Counter, Gauge
+
+from reconciler.metrics import serve_http
 
 LABELS = ("namespace", "backup")
 
@@ -44,31 +45,11 @@ class Metrics:
     def beat(self) -> None:
         self.heartbeat = time.monotonic()
 
-
-def serve(metrics: Metrics, address: str, port: int, stale_after: float) -> ThreadingHTTPServer:
-    """Serve /metrics and /healthz (200 while the main loop beats) on a daemon thread."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                body, ctype, code = generate_latest(metrics.registry), CONTENT_TYPE_LATEST, 200
-            elif path in ("/healthz", "/readyz", "/livez"):
-                alive = time.monotonic() - metrics.heartbeat < stale_after
-                body, ctype = (b"ok\n" if alive else b"main loop stalled\n"), "text/plain"
-                code = 200 if alive else 503
-            else:
-                body, ctype, code = b"not found\n", "text/plain", 404
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer((address, port), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-    return server
+    def serve(self, address: str, port: int, stale_after: float) -> ThreadingHTTPServer:
+        """/metrics, and /healthz: 200 while the main loop beats at least every stale_after."""
+        return serve_http(
+            address,
+            port,
+            self.registry,
+            lambda: time.monotonic() - self.heartbeat < stale_after,
+        )

@@ -6,9 +6,9 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime
 
-from reconciler.constants import API_VERSION, KIND
+from reconciler.constants import API_VERSION, KIND, PLURAL
+from reconciler.kube import ApiError, Kube, api_path
 from sidecar.job import Outcome
-from sidecar.kube import Api, ApiError, backup_path
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def event_body(
 
 
 def report(
-    api: Api,
+    kube: Kube,
     namespace: str,
     name: str,
     outcome: Outcome,
@@ -92,13 +92,13 @@ def report(
     instance: str,
 ) -> str:
     """Claim the next run number (optimistic concurrency) and create its Event; its name."""
-    path = backup_path(namespace, name)
+    path = api_path(API_VERSION, PLURAL, namespace, name)
     at_least = 0
     for _ in range(MAX_CLAIMS):
         try:
-            current = api.get(path)
+            current = kube.get(path)
         except ApiError as exc:
-            if exc.code == 404:
+            if exc.not_found:
                 raise BackupGone(f"Backup {namespace}/{name} is gone") from None
             raise
         status = current.get("status") or {}
@@ -106,19 +106,19 @@ def report(
         n = max(count if isinstance(count, int) and count >= 0 else 0, at_least) + 1
         rv = current["metadata"]["resourceVersion"]
         try:
-            updated = api.merge_patch(
-                backup_path(namespace, name, "status"),
+            updated = kube.merge_patch(
+                api_path(API_VERSION, PLURAL, namespace, name, "status"),
                 status_patch(status, outcome, n, started, rv),
             )
         except ApiError as exc:
-            if exc.code == 409:  # someone else (a replica, the controller) wrote first
+            if exc.conflict:  # someone else (a replica, the controller) wrote first
                 log.debug("status of %s/%s changed meanwhile; re-reading", namespace, name)
                 continue
-            if exc.code == 404:
+            if exc.not_found:
                 raise BackupGone(f"Backup {namespace}/{name} is gone") from None
             raise
         body = event_body(updated, n, outcome, now, host, instance)
-        if _create_event(api, namespace, body):
+        if _create_event(kube, namespace, body):
             return body["metadata"]["name"]
         # An old Event holds this name (a Backup deleted and re-created): numbering never
         # repeats, so claim the next number.
@@ -127,14 +127,14 @@ def report(
     raise RuntimeError(f"could not claim a run number for {namespace}/{name}")
 
 
-def _create_event(api: Api, namespace: str, body: dict) -> bool:
+def _create_event(kube: Kube, namespace: str, body: dict) -> bool:
     """Create the Event; False if its name is taken (409 AlreadyExists)."""
     for _ in range(5):
         try:
-            api.create(f"/api/v1/namespaces/{namespace}/events", body)
+            kube.create(api_path("v1", "events", namespace), body)
             return True
         except ApiError as exc:
-            if exc.code != 409:
+            if not exc.conflict:
                 raise
             if exc.reason == "AlreadyExists":
                 return False

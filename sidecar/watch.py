@@ -249,16 +249,17 @@ class Sidecar:
         self._stop.set()
 
     def main(self) -> int:
-        from sidecar import kube, restic
+        from reconciler.kube import Kube
+        from sidecar import restic
         from sidecar.runner import Runner, restic_env
 
         s = self.s
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
 
-        self.api = api = kube.Api(kube.load_config(s.kubeconfig))
+        self.kube = kube = Kube.connect(s.kubeconfig)
         self.namespace = ns = (
-            s.namespace or os.environ.get("POD_NAMESPACE") or api.default_namespace or "default"
+            s.namespace or os.environ.get("POD_NAMESPACE") or kube.default_namespace or "default"
         )
         self.pod_name = os.environ.get("POD_NAME") or socket.gethostname()
         in_pod, workload = self._find_pod()
@@ -282,15 +283,15 @@ class Sidecar:
             from sidecar.lease import LeaseKeeper, lease_name
 
             self.lease = LeaseKeeper(
-                api, ns, lease_name(s.backup, wname), self.pod_name, s.lease_duration
+                kube, ns, lease_name(s.backup, wname), self.pod_name, s.lease_duration
             )
         self.metrics = None
         server = None
         if s.metrics_port:
-            from sidecar.metrics import Metrics, serve
+            from sidecar.metrics import Metrics
 
             self.metrics = Metrics(ns, s.backup)
-            server = serve(self.metrics, s.metrics_address, s.metrics_port, HEALTH_STALE_AFTER)
+            server = self.metrics.serve(s.metrics_address, s.metrics_port, HEALTH_STALE_AFTER)
         log.info(
             "restik watch: Backup %s/%s, workload %s, host %s%s",
             ns,
@@ -307,13 +308,13 @@ class Sidecar:
         return 0
 
     def _find_pod(self) -> tuple[bool, tuple[str, str] | None]:
-        from sidecar.kube import ApiError
+        from reconciler.kube import ApiError, api_path
 
         workload = self.s.workload
         try:
-            pod = self.api.get(f"/api/v1/namespaces/{self.namespace}/pods/{self.pod_name}")
+            pod = self.kube.get(api_path("v1", "pods", self.namespace, self.pod_name))
         except ApiError as exc:
-            if exc.code == 404:
+            if exc.not_found:
                 return False, workload
             log.warning("cannot read pod %s: %s", self.pod_name, exc)
             return bool(os.environ.get("POD_NAME")), workload
@@ -325,20 +326,20 @@ class Sidecar:
     # --- following the Backup (a thread) ---
 
     def _follow(self) -> None:
-        from reconciler.constants import PLURAL
-        from sidecar.kube import backup_path
+        from reconciler.constants import API_VERSION, PLURAL
+        from reconciler.kube import api_path
 
-        path = backup_path(self.namespace)
+        path = api_path(API_VERSION, PLURAL, self.namespace)
         selector = {"fieldSelector": f"metadata.name={self.s.backup}"}
         failures = 0
         while not self._stop.is_set():
             try:
-                listed = self.api.get(path, params=selector)
+                listed = self.kube.get(path, **selector)
                 items = [i for i in listed.get("items") or [] if self._is_ours(i)]
                 self.set_backup(items[0] if items else None)
                 rv = listed["metadata"]["resourceVersion"]
-                params = {**selector, "resourceVersion": rv, "timeoutSeconds": int(self.s.resync)}
-                for event in self.api.watch(path, params, self.s.resync):
+                events = self.kube.watch(path, rv, None, int(self.s.resync), params=selector)
+                for event in events:
                     failures = 0
                     kind, obj = event.get("type"), event.get("object") or {}
                     if kind == "ERROR":
@@ -476,7 +477,7 @@ class Sidecar:
             self.metrics.observe(outcome.success, outcome.duration, added)
         try:
             event = report(
-                self.api,
+                self.kube,
                 self.namespace,
                 backup.name,
                 outcome,
