@@ -388,11 +388,9 @@ def test_one_replica_backs_up_and_another_takes_over(world):
 
 
 def _api(kubeconfig):
-    import pykube
+    from reconciler.kube import Kube
 
-    from sidecar.kube import Api
-
-    return Api(pykube.KubeConfig.from_file(str(kubeconfig)))
+    return Kube.connect(str(kubeconfig))
 
 
 def _outcome(success=True):
