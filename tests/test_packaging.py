@@ -84,3 +84,21 @@ def test_installed_copy_runs_diff_on_the_examples(installed):
     assert proc.returncode == 1, proc.stderr
     assert "+      - name: restik" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_installed_copy_ships_the_crd(installed):
+    """`restik run` creates the CRD from the installed package, not from a source tree."""
+    wheel, site, outside = installed
+    assert "reconciler/kustomize/crd.yaml" in zipfile.ZipFile(wheel).namelist()
+    proc = run_installed(
+        site,
+        outside,
+        "-c",
+        "from reconciler.resources import crd_manifest, resource_dir; "
+        "print(resource_dir('reconciler.kustomize', 'kustomize', 'crd.yaml')); "
+        "print(crd_manifest()['metadata']['name'])",
+    )
+    assert proc.returncode == 0, proc.stderr
+    where, name = proc.stdout.split()
+    assert where.startswith(str(site)), where
+    assert name == "backups.backup.appscode.com"
