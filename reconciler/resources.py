@@ -5,19 +5,16 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-SOURCE_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+SOURCE_ROOT = PACKAGE_DIR.parent
 
 
 def resource_dir(package: str, source_dir: str, probe: str) -> Path:
-    """The installed package-data folder when it holds ``probe``, else the source folder."""
-    try:
-        from importlib.resources import files
-
-        installed = Path(str(files(package)))
-        if (installed / probe).is_file():
-            return installed
-    except ModuleNotFoundError:
-        pass
+    """Where ``probe`` lives: package data of an installed copy (``reconciler/<sub>/``,
+    ``package`` being ``reconciler.<sub>``), else ``source_dir`` of the source tree."""
+    installed = PACKAGE_DIR / package.rpartition(".")[2]
+    if (installed / probe).is_file():
+        return installed
     return SOURCE_ROOT / source_dir
 
 
