@@ -61,7 +61,7 @@ LEADER_ELECTION_RIGHTS = {
 }
 SIDECAR_RIGHTS = (
     {("backup.appscode.com", "backups", v, None) for v in ("get", "list", "watch")}
-    | {("backup.appscode.com", "backups/status", v, None) for v in ("get", "patch", "update")}
+    | {("backup.appscode.com", "backups/status", "patch", None)}
     | {("", "events", "create", None), ("", "pods", "get", None)}
     | {("coordination.k8s.io", "leases", v, None) for v in ("get", "create", "update")}
 )

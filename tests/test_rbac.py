@@ -16,6 +16,8 @@ from reconciler.lease import LeaderElector
 from tests.test_controller import NS, backup, containers, get, workload
 from tests.test_controller_loop import finish, restik, wait_for
 from tests.test_kustomize import _built, find, rights
+from tests.test_sidecar_support import needs_restic
+from tests.test_sidecar_watch import world  # noqa: F401 - the fixture
 
 # `bind` is not an API call: the RBAC API checks it when the controller writes a RoleBinding
 # that grants restik-sidecar's rights, which the controller does not all hold itself.
@@ -146,3 +148,33 @@ def test_controller_is_granted_nothing_it_does_not_use(controller_calls):
     )
     unused = unnamed(granted - NOT_API_CALLS) - unnamed(controller_calls)
     assert sorted(unused) == []
+
+
+@pytest.fixture
+def sidecar_calls(world):  # noqa: F811
+    """The sidecar's calls: start in a pod, follow the Backup, lease, run twice, report,
+    pick up a change, release the Lease on SIGTERM."""
+    world.emu.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "www-a", "namespace": "default"},
+            "spec": {"containers": [{"name": "app", "image": "x"}]},
+        }
+    )
+    world.backup(schedule="@every 1s")
+    world.emu.clear_requests()
+    sc = world.sidecar("--workload", "Deployment/www", "--lease-duration", "3s", pod="www-a")
+    world.wait_events(2)
+    world.patch_spec(tags=["changed"])
+    world.wait_events(3)
+    assert sc.terminate() == 0
+    return used_rights(r for r in world.emu.requests if r.user_agent.startswith("restik"))
+
+
+@needs_restic
+@pytest.mark.slow
+def test_sidecar_calls_are_exactly_the_sidecar_role(sidecar_calls):
+    granted = rights(find(_built("install"), "ClusterRole", "restik-sidecar"))
+    assert {r for r in sidecar_calls if not allowed(r, granted)} == set()
+    assert sorted(unnamed(granted) - unnamed(sidecar_calls)) == []
