@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.constants import API_VERSION
+from reconciler.resources import crd_manifest
 from sidecar.lease import lease_name
 from sidecar.watch import workload_from_pod
 from tests.test_sidecar_support import (
@@ -31,30 +32,7 @@ from tests.test_sidecar_support import (
 
 ROOT = Path(__file__).resolve().parent.parent
 NS = "default"
-CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "backups.backup.appscode.com"},
-    "spec": {
-        "group": "backup.appscode.com",
-        "scope": "Namespaced",
-        "names": {"plural": "backups", "singular": "backup", "kind": "Backup"},
-        "versions": [
-            {
-                "name": "v1beta1",
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "x-kubernetes-preserve-unknown-fields": True,
-                    }
-                },
-            }
-        ],
-    },
-}
+CRD = crd_manifest()  # the real schema: the emulator prunes and validates like the API
 
 pytestmark = [needs_restic, pytest.mark.slow]
 
