@@ -93,3 +93,21 @@ def test_no_caches_left(image):
         " && test -z \"$(find /opt/restik -name 'setuptools' -maxdepth 4)\""
     )
     build_image("--no-build", "--entrypoint", "sh", "--", "-c", script)
+
+
+def test_controller_in_the_image_reconciles_against_an_api_server(image, emulator, tmp_path):
+    """`restik run --once` from the image (host network) against the emulator on loopback:
+    the packaged CRD and templates are found, and the sidecar is injected."""
+    from tests.test_controller import NS, backup, containers, get, workload
+
+    emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    emulator.create(workload())
+    kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig").read_text()
+    script = 'printf "%s" "$0" > /tmp/kc && restik run --once --kubeconfig /tmp/kc'
+    build_image("--no-build", "--entrypoint", "sh", "--", "-c", script, kubeconfig)
+    assert emulator.get(
+        "apiextensions.k8s.io/v1", "customresourcedefinitions", "backups.backup.appscode.com"
+    )
+    emulator.create(backup())
+    build_image("--no-build", "--entrypoint", "sh", "--", "-c", script, kubeconfig)
+    assert containers(get(emulator, "Deployment")) == ["app", "restik"]
