@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
@@ -14,21 +13,6 @@ EXIT_ERROR = 2
 
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"RESTIK_{name}", default)
-
-
-def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--log-level",
-        default=_env("LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
-        help="log level (RESTIK_LOG_LEVEL, default info)",
-    )
-    parser.add_argument(
-        "--log-format",
-        default=_env("LOG_FORMAT", "text"),
-        choices=["text", "json"],
-        help="log format (RESTIK_LOG_FORMAT, default text)",
-    )
 
 
 def add_offline_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,24 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    try:
-        from reconciler.controller import add_arguments
-    except ImportError:  # pragma: no cover - the controller lands with its own issue
-        add_arguments = None
-    if add_arguments is not None:
-        add_arguments(parser)
-    add_logging_arguments(parser)
+    from reconciler.controller import add_arguments
+
+    add_arguments(parser)
 
 
 def _add_watch_arguments(parser: argparse.ArgumentParser) -> None:
-    try:
-        from sidecar.watch import add_arguments
-    except ImportError:  # pragma: no cover - the sidecar lands with its own issue
-        add_arguments = None
-    if add_arguments is not None:
-        add_arguments(parser)
-    if not any(a.dest == "log_level" for a in parser._actions):
-        add_logging_arguments(parser)
+    from sidecar.watch import add_arguments
+
+    add_arguments(parser)
 
 
 def _renderer(image: str | None):
@@ -148,33 +123,6 @@ def main(argv: list[str] | None = None) -> int:
         return watch_run(args)
     parser.print_help()
     return EXIT_ERROR
-
-
-def setup_logging(level: str, fmt: str) -> None:
-    """Text or JSON lines on stderr; JSON for log collectors in a cluster."""
-    import json
-
-    class JsonFormatter(logging.Formatter):
-        def format(self, record: logging.LogRecord) -> str:
-            entry = {
-                "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-                "level": record.levelname.lower(),
-                "logger": record.name,
-                "message": record.getMessage(),
-            }
-            entry.update(getattr(record, "fields", {}) or {})
-            if record.exc_info:
-                entry["exception"] = self.formatException(record.exc_info)
-            return json.dumps(entry, default=str)
-
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 if __name__ == "__main__":  # pragma: no cover

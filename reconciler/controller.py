@@ -53,6 +53,9 @@ def _bool_env(name: str, default: bool) -> bool:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `restik run`; each also reads a RESTIK_* environment variable."""
+    from reconciler.logs import add_logging_arguments
+
+    add_logging_arguments(parser)
     parser.add_argument("--once", action="store_true", help="run one cycle and exit")
     parser.add_argument(
         "--interval",
@@ -696,8 +699,8 @@ class Runner:
 
 def main(args: argparse.Namespace) -> int:
     """Entry point of `restik run`."""
-    from reconciler.cli import setup_logging
     from reconciler.kube import ApiError, Kube
+    from reconciler.logs import setup_logging
 
     setup_logging(args.log_level, args.log_format)
     settings = Settings.from_args(args)

@@ -7,7 +7,6 @@ Only the standard library is imported at module level: the CLI imports this modu
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -48,6 +47,9 @@ def _env(name: str, default: str | None = None) -> str | None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of `restik watch` (defaults from RESTIK_* environment variables)."""
+    from reconciler.logs import add_logging_arguments
+
+    add_logging_arguments(parser)
     parser.add_argument(
         "--backup",
         default=_env("BACKUP"),
@@ -115,14 +117,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="restic cache and scratch directory (default: $RESTIC_CACHE_DIR, "
         "else a temporary directory)",
     )
-    parser.add_argument(
-        "--log-level",
-        default=_env("LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
-    )
-    parser.add_argument(
-        "--log-format", default=_env("LOG_FORMAT", "text"), choices=["text", "json"]
-    )
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -155,53 +149,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 # --- logging -------------------------------------------------------------------------------
 
 
-class _RedactFilter(logging.Filter):
-    """Defence in depth: no secret value of the environment ever reaches a log line."""
-
-    def __init__(self, secrets: tuple[str, ...]):
-        super().__init__()
-        self.secrets = secrets
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from sidecar.runner import redact
-
-        message = record.getMessage()
-        clean = redact(message, self.secrets)
-        if record.exc_info and record.exc_text is None:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text, self.secrets)
-        record.msg, record.args = clean, ()
-        return True
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_text:
-            out["exception"] = record.exc_text
-        return json.dumps(out)
-
-
 def configure_logging(level: str, fmt: str) -> None:
-    from sidecar.runner import secret_values
+    from reconciler.logs import setup_logging
+    from sidecar.runner import redact, secret_values
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_RedactFilter(secret_values(os.environ)))
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    for noisy in ("urllib3", "requests"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    secrets = secret_values(os.environ)
+    setup_logging(level, fmt, lambda text: redact(text, secrets))
 
 
 # --- the pod -------------------------------------------------------------------------------
