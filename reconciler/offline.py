@@ -128,15 +128,23 @@ def report(messages: list[str], level: str, stream) -> None:
         print(f"restik: {level}: {message}", file=stream)
 
 
+def _load_and_plan(paths, renderer, stdin, stderr):
+    """(sources, result), or None after reporting why the input cannot be used."""
+    try:
+        sources, objects = load(paths, stdin)
+        return sources, plan_objects(objects, renderer)
+    except ManifestError as exc:
+        report([str(exc)], "error", stderr)
+        return None
+
+
 def run_diff(paths: list[str], renderer: Renderer, stdout=None, stderr=None, stdin=None) -> int:
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    try:
-        sources, objects = load(paths, stdin)
-        result = plan_objects(objects, renderer)
-    except ManifestError as exc:
-        report([str(exc)], "error", stderr)
+    loaded = _load_and_plan(paths, renderer, stdin, stderr)
+    if loaded is None:
         return EXIT_ERROR
+    sources, result = loaded
     indent = sources[0].indent if sources else (2, 0)
     stdout.write(render_diff(result, indent))
     report(result.warnings, "warning", stderr)
@@ -150,12 +158,10 @@ def run_inject(paths: list[str], renderer: Renderer, stdout=None, stderr=None, s
     """Write the manifests with sidecars added or removed; on any error write nothing."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    try:
-        sources, objects = load(paths, stdin)
-        result = plan_objects(objects, renderer)
-    except ManifestError as exc:
-        report([str(exc)], "error", stderr)
+    loaded = _load_and_plan(paths, renderer, stdin, stderr)
+    if loaded is None:
         return EXIT_ERROR
+    sources, result = loaded
     report(result.warnings, "warning", stderr)
     if result.errors:
         report(result.errors, "error", stderr)
