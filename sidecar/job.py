@@ -9,6 +9,7 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from reconciler.backup import Backup
 from sidecar import restic
@@ -81,7 +82,13 @@ class Job:
         stale_after: timedelta = timedelta(minutes=30),
         hostname: str | None = None,
         clock=lambda: datetime.now(UTC),
+        tidy_locks: bool = False,
     ):
+        """``tidy_locks``: after a successful run, remove stale locks even where none got in
+        the way (a killed run's non-exclusive lock would otherwise stay forever). For a local
+        repository this costs a directory listing and is always done; for a remote one it
+        costs a restic call, so the sidecar asks for it once per process."""
+        self.tidy_locks = tidy_locks
         self.backup = backup
         self.ctx = ctx
         self.runner = runner
@@ -96,7 +103,16 @@ class Job:
         if not result.ok and not result.interrupted:
             kind = restic.classify(result.code, result.stderr)
             if kind is Failure.NO_REPOSITORY:
-                # Only here: a missing config file. Never on a wrong password or network error.
+                # Only here: a missing config file. Never on a wrong password or network error,
+                # and never over files that are there: they belong to some repository.
+                leftovers = self._local_leftovers()
+                if leftovers:
+                    return self._refused(
+                        f"repository {self._repo} has no config but is not empty "
+                        f"({', '.join(leftovers)}): not initialising over it; restore the "
+                        "repository or clear the directory",
+                        started,
+                    )
                 log.info("repository %s does not exist yet: initialising", self._repo)
                 init = self.runner.run(restic.render_init(self.backup, self.ctx))
                 if init.ok:
@@ -122,6 +138,14 @@ class Job:
             return self._failed(result, started, "", initialised)
         if summary is None:
             return self._failed(result, started, "restic backup printed no summary: ", initialised)
+        if not self._snapshot_stored(summary.snapshot_id):
+            # restic 0.14 "saves" into a vanished local repository's re-created directories.
+            return self._refused(
+                f"repository {self._repo} disappeared during the run: snapshot "
+                f"{summary.snapshot_id[:8]} is in no repository",
+                started,
+                initialised,
+            )
 
         forget_args = restic.render_forget(self.backup, self.ctx)
         if forget_args is not None:
@@ -130,6 +154,7 @@ class Job:
                 prefix = f"snapshot {summary.snapshot_id} saved, but restic forget failed: "
                 outcome = self._failed(forget, started, prefix, initialised)
                 return dataclasses.replace(outcome, summary=summary)
+        self._tidy_locks()
         duration = time.monotonic() - started
         return Outcome(
             success=True,
@@ -142,6 +167,46 @@ class Job:
     @property
     def _repo(self) -> str:
         return restic.repository_of(self.backup)
+
+    @property
+    def _local_dir(self) -> Path | None:
+        """The repository's directory when it is on a filesystem restik can see."""
+        repo = self._repo
+        if repo.startswith("local:"):
+            repo = repo[len("local:") :]
+        return Path(repo) if repo.startswith("/") else None
+
+    def _local_leftovers(self) -> list[str]:
+        local = self._local_dir
+        if local is None or not local.is_dir():
+            return []
+        return sorted(p.name for p in local.iterdir())[:5]
+
+    def _snapshot_stored(self, snapshot_id: str) -> bool:
+        local = self._local_dir
+        if local is None:
+            return True  # remote backends answer for themselves
+        snapshots = local / "snapshots"
+        return (local / "config").is_file() and any(snapshots.glob(f"{snapshot_id}*"))
+
+    def _tidy_locks(self) -> None:
+        local = self._local_dir
+        if local is not None:
+            if not any((local / "locks").glob("*")):
+                return
+        elif not self.tidy_locks:
+            return
+        self._clear_stale_locks()
+
+    def _refused(self, message: str, started: float, initialised: bool = False) -> Outcome:
+        log.error("%s", message)
+        return Outcome(
+            success=False,
+            message=message,
+            duration=time.monotonic() - started,
+            failure=Failure.OTHER,
+            initialised=initialised,
+        )
 
     def _failed(
         self, result: Result, started: float, prefix: str = "", initialised: bool = False

@@ -189,6 +189,7 @@ class Sidecar:
         self._last_problem: str | None = None
         self.next_fire: datetime | None = None
         self._was_follower = False
+        self._locks_tidied = False  # stale locks of remote repositories: once per process
 
     # called from the follower thread
     def set_backup(self, raw: dict | None) -> None:
@@ -417,9 +418,16 @@ class Sidecar:
 
         started = datetime.now(UTC)
         log.info("run of %s/%s started (host %s)", backup.namespace, backup.name, self.host)
-        job = Job(backup, self.ctx, self.runner, stale_after=self.s.lock_stale_after)
+        job = Job(
+            backup,
+            self.ctx,
+            self.runner,
+            stale_after=self.s.lock_stale_after,
+            tidy_locks=not self._locks_tidied,
+        )
         try:
             outcome = job.run()
+            self._locks_tidied = self._locks_tidied or outcome.success
         except Exception as exc:  # e.g. restic missing: still a Failed Event, never a crash
             from sidecar.job import Outcome
 
