@@ -29,6 +29,8 @@ class ScheduleError(ValueError):
 def parse_duration(text: str) -> timedelta:
     """Parse a Go-style duration such as ``90m``, ``1h30m`` or ``45s``."""
     text = text.strip()
+    if text == "0":
+        return timedelta(0)
     pos = 0
     total = 0.0
     for match in _DURATION_PART.finditer(text):

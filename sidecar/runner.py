@@ -74,7 +74,16 @@ def restic_env(base: Mapping[str, str], cache_dir: str) -> dict[str, str]:
 class Runner:
     """Runs one restic at a time; ``stop()`` interrupts it (SIGINT, then SIGKILL)."""
 
-    def __init__(self, env: Mapping[str, str], *, stop_timeout: float = 20.0):
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        *,
+        stop_timeout: float = 20.0,
+        command_timeout: float | None = None,
+    ):
+        """``command_timeout``: a restic that runs longer is interrupted (a backend that
+        accepts connections and never answers would otherwise block every later run)."""
+        self.command_timeout = command_timeout or None
         self.env = dict(env)
         self.secrets = secret_values(self.env)
         self.stop_timeout = stop_timeout
@@ -89,6 +98,7 @@ class Runner:
     def run(self, args: list[str], *, timeout: float | None = None) -> Result:
         """Run restic to completion and capture its output (redacted)."""
         safe_args = tuple(redact(a, self.secrets) for a in args)
+        timeout = timeout if timeout is not None else self.command_timeout
         if self._stopping.is_set():
             return Result(safe_args, 130, "", "interrupted: the sidecar is stopping", 0.0, True)
         log.debug("running %s", " ".join(safe_args))

@@ -35,6 +35,7 @@ class Settings:
     lock_stale_after: timedelta
     resync: float
     stop_timeout: float
+    run_timeout: float
     lease_duration: float
     cache_dir: str | None
     log_level: str
@@ -107,6 +108,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="on SIGTERM, how long restic may take to stop (default 20s)",
     )
     parser.add_argument(
+        "--run-timeout",
+        default=_env("RUN_TIMEOUT", "24h"),
+        help="interrupt a restic command running longer than this, 0 = never (default 24h)",
+    )
+    parser.add_argument(
         "--lease-duration",
         default=_env("LEASE_DURATION", "60s"),
         help="Lease duration for multi-replica workloads (default 60s)",
@@ -139,6 +145,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         lock_stale_after=parse_duration(args.lock_stale_after),
         resync=max(1.0, parse_duration(args.resync).total_seconds()),
         stop_timeout=parse_duration(args.stop_timeout).total_seconds(),
+        run_timeout=parse_duration(args.run_timeout).total_seconds(),
         lease_duration=max(2.0, parse_duration(args.lease_duration).total_seconds()),
         cache_dir=args.cache_dir,
         log_level=args.log_level,
@@ -230,7 +237,11 @@ class Sidecar:
             cache_dir = tempfile.mkdtemp(prefix="restik-cache-")
         os.makedirs(cache_dir, exist_ok=True)
         self.ctx = restic.Context(host=host, cache_dir=cache_dir, restic=s.restic)
-        self.runner = Runner(restic_env(os.environ, cache_dir), stop_timeout=s.stop_timeout)
+        self.runner = Runner(
+            restic_env(os.environ, cache_dir),
+            stop_timeout=s.stop_timeout,
+            command_timeout=s.run_timeout,
+        )
 
         self.lease = None
         if in_pod and restic.needs_lease(kind):

@@ -31,7 +31,9 @@ import pytest
 from tests.test_sidecar_restic import job_for  # noqa: F401 (a fixture)
 from tests.test_sidecar_support import (
     PASSWORD,
+    RESTIC,
     backup_object,
+    base_env,
     copy_template,
     free_port,
     make_backup,
@@ -493,3 +495,29 @@ def test_rest_backend_killed_mid_run_and_down_at_the_next_run(tmp_path, job_for)
         again = job_for(backup).run()
         assert again.success and not again.initialised, again.message
         check_and_restore(url, src, tmp_path / "restored")
+
+
+def test_a_backend_that_never_answers_times_out_instead_of_hanging(tmp_path):
+    """A server that accepts connections and never answers: without a limit the run (and
+    every later one, skipped as overlapping) would wait forever."""
+    from sidecar.job import Job
+    from sidecar.restic import Context
+    from sidecar.runner import Runner
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts (in the kernel's backlog) and never answers
+    try:
+        port = silent.getsockname()[1]
+        src = write_tree(tmp_path / "src", {"a.txt": b"x\n"})
+        backup = make_backup(str(src), f"rest:http://127.0.0.1:{port}/repo")
+        runner = Runner(base_env(TMPDIR=str(tmp_path)), stop_timeout=5, command_timeout=3)
+        ctx = Context(host="www", cache_dir=str(tmp_path / "cache"), restic=RESTIC)
+        started = time.monotonic()
+        out = Job(backup, ctx, runner).run()
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+    assert not out.success and not out.initialised
+    assert elapsed < 30, elapsed
+    assert "did not finish within 3s" in out.message or "interrupted" in out.message, out.message
