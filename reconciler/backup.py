@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from reconciler.constants import API_VERSION, KIND, VOLUME_PREFIX
 from reconciler.schedule import Schedule, ScheduleError, parse_schedule
@@ -118,6 +120,20 @@ class Backup:
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
+
+    @cached_property
+    def render_key(self) -> str:
+        """Everything the pod template depends on, as canonical JSON (a cache key)."""
+        fields = {
+            "name": self.name,
+            "namespace": self.namespace,
+            "volume": self.source_volume,
+            "path": self.source_path,
+            "secret": self.secret_name,
+            "destination_volume": self.destination_volume,
+            "resources": self.resources,
+        }
+        return json.dumps(fields, sort_keys=True, default=str)
 
 
 class _Collector:

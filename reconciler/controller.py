@@ -197,6 +197,7 @@ class Controller:
         self.crd_ready = False
         self.own_writes: set[str] = set()
         self.last_resource_versions: dict[str, str] = {}
+        self._parsed: dict[tuple, tuple] = {}  # (namespace, name) -> (resourceVersion, parsed)
 
     # ---------------------------------------------------------------- paths
     def _list_path(self, api_version: str, plural: str) -> str:
@@ -260,7 +261,9 @@ class Controller:
         for kind, api_version, path in self.workload_paths():
             listing = self.kube.list(path, label_selector=CONFIG_LABEL)
             rvs[path] = listing.get("metadata", {}).get("resourceVersion", "")
-            workloads.extend(_with_kind(w, api_version, kind) for w in listing.get("items") or [])
+            items = listing.pop("items", None) or []
+            workloads.extend(_with_kind(_slim(w), api_version, kind) for w in items)
+            del items, listing
         rb_path = self._list_path("rbac.authorization.k8s.io/v1", "rolebindings")
         listing = self.kube.list(rb_path, label_selector=f"{MANAGED_BY}={MANAGER}")
         rolebindings = {
@@ -272,9 +275,13 @@ class Controller:
     def _orphans(self, workloads: list[dict], backups: list[dict]) -> list[dict]:
         """Workloads that had a sidecar but lost their label: one GET each, only on change."""
         from reconciler.kube import api_path
-        from reconciler.workload import WorkloadRef, workload_ref
+        from reconciler.workload import WorkloadRef
 
-        labeled = {workload_ref(w) for w in workloads}
+        # API objects are well-formed: plain tuples (equal to WorkloadRefs) are enough here
+        labeled = {
+            (w["kind"], w["metadata"].get("namespace") or "default", w["metadata"].get("name"))
+            for w in workloads
+        }
         candidates = set(self.known_injected)
         for b in backups:
             ns = b["metadata"].get("namespace")
@@ -291,7 +298,7 @@ class Controller:
             if obj is None:
                 self.known_injected.discard(ref)
                 continue
-            found.append(_with_kind(obj, api_version, ref.kind))
+            found.append(_with_kind(_slim(obj), api_version, ref.kind))
         return found
 
     # ---------------------------------------------------------------- cycle
@@ -299,7 +306,7 @@ class Controller:
         from reconciler.backup import InvalidBackup, parse_backup
         from reconciler.kube import ApiError
         from reconciler.plan import plan
-        from reconciler.workload import WorkloadError, has_sidecar, workload_ref
+        from reconciler.workload import WorkloadError, workload_ref
 
         started = time.monotonic()
         stats = CycleStats()
@@ -315,25 +322,23 @@ class Controller:
         workloads = observed.workloads + self._orphans(observed.workloads, observed.backups)
         parsed = []
         raw_by_key = {}
+        previous, self._parsed = self._parsed, {}  # forget deleted Backups
         for raw in observed.backups:
-            try:
-                item = parse_backup(raw)
-            except InvalidBackup as exc:
-                item = exc
+            item = self._parse(raw, previous, parse_backup, InvalidBackup)
             parsed.append(item)
             raw_by_key[(item.namespace, item.name)] = raw
         result = plan(parsed, workloads, self.renderer, remove_when_missing=True)
         stats.backups = len(observed.backups)
         stats.workloads = len(observed.workloads)
         stats.planned = len(result.changes)
-        for obj in workloads:
-            try:
-                if has_sidecar(obj):
-                    self.known_injected.add(workload_ref(obj))
-            except WorkloadError:
-                pass
-            if self.first_cycle and obj["kind"] in MANUAL_RESTART_KINDS:
-                self.pending_restarts.add(workload_ref(obj))
+        self.known_injected |= result.injected
+        if self.first_cycle:  # after a restart, look once for pods a crash left stale
+            for obj in workloads:
+                if obj["kind"] in MANUAL_RESTART_KINDS:
+                    try:
+                        self.pending_restarts.add(workload_ref(obj))
+                    except WorkloadError:
+                        continue
         self.first_cycle = False
 
         if self.settings.dry_run:
@@ -349,6 +354,22 @@ class Controller:
         stats.not_ready = len(parsed) - stats.ready
         stats.seconds = time.monotonic() - started
         return stats
+
+    def _parse(self, raw: dict, previous: dict, parse_backup, invalid_type):
+        """parse_backup, once per resourceVersion of each Backup."""
+        meta = raw.get("metadata") or {}
+        key = (meta.get("namespace"), meta.get("name"))
+        rv = meta.get("resourceVersion")
+        hit = previous.get(key)
+        if hit is not None and rv is not None and hit[0] == rv:
+            item = hit[1]
+        else:
+            try:
+                item = parse_backup(raw)
+            except invalid_type as exc:
+                item = exc
+        self._parsed[key] = (rv, item)
+        return item
 
     # ---------------------------------------------------------------- apply
     def _apply_changes(self, result, stats: CycleStats) -> None:
@@ -450,26 +471,13 @@ class Controller:
     def _sync_rolebindings(self, result, observed: Observed, raw_by_key, parsed, stats) -> None:
         from reconciler.backup import InvalidBackup
         from reconciler.kube import ApiError, api_path
-        from reconciler.rbac import (
-            desired_rolebinding,
-            rolebinding_in_sync,
-            rolebinding_name,
-            service_account,
-        )
-        from reconciler.workload import config_label, workload_ref
+        from reconciler.rbac import desired_rolebinding, rolebinding_in_sync, rolebinding_name
 
-        accounts: dict[tuple[str, str], set[str]] = {}
-        for obj in observed.workloads:
-            label = config_label(obj)
-            if label:
-                accounts.setdefault((workload_ref(obj).namespace, label), set()).add(
-                    service_account(obj)
-                )
         for item in parsed:
             key = (item.namespace, item.name)
             raw = raw_by_key[key]
             live = observed.rolebindings.get((item.namespace, rolebinding_name(item.name)))
-            sas = accounts.get(key)
+            sas = result.service_accounts.get(key)
             path_ns = api_path("rbac.authorization.k8s.io/v1", "rolebindings", item.namespace)
             try:
                 if isinstance(item, InvalidBackup):
@@ -542,6 +550,17 @@ class Controller:
         text = render_diff(OfflineResult(result))
         self.out.write(text)
         self.out.flush()
+
+
+def _slim(obj: dict) -> dict:
+    """Drop what the planner never reads and a patch never touches: at 10,000 workloads the
+    status, managedFields and last-applied annotations are most of the memory."""
+    obj.pop("status", None)
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+        meta.pop("annotations", None)
+    return obj
 
 
 def _with_kind(obj: dict, api_version: str, kind: str) -> dict:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from reconciler.backup import Backup, InvalidBackup
 from reconciler.constants import MANUAL_RESTART_KINDS
+from reconciler.rbac import service_account
 from reconciler.render import Renderer
 from reconciler.workload import (
     WorkloadError,
@@ -15,6 +16,7 @@ from reconciler.workload import (
     has_sidecar,
     in_sync,
     inject,
+    pod_template,
     remove,
     volume_names,
     workload_ref,
@@ -63,6 +65,10 @@ class Plan:
     problems: list[Problem] = field(default_factory=list)
     # (namespace, backup name) -> sorted "Kind/name" of the workloads labeled for it
     selected: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    # workloads that carry something of restik's as observed (before any change)
+    injected: set[WorkloadRef] = field(default_factory=set)
+    # (namespace, backup name) -> service accounts of its workloads (for its RoleBinding)
+    service_accounts: dict[tuple[str, str], set[str]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -127,19 +133,35 @@ def plan_workload(
             owned = has_sidecar(obj)
         except WorkloadError:
             return None  # not ours to judge: an unlabeled workload without a usable template
-        return _removal(obj, ref, None) if owned else None
+        if not owned:
+            return None
+        result.injected.add(ref)
+        return _removal(obj, ref, None)
+    template = pod_template(obj)  # checked once; the helpers below reuse it
     key = (ref.namespace, label)
     result.selected.setdefault(key, []).append(str(ref))
+    result.service_accounts.setdefault(key, set()).add(service_account(obj))
+    backup = valid.get(key)
+    # The steady state first: one hash comparison and done.
+    if (
+        backup is not None
+        and in_sync(obj, renderer.config_hash(backup, ref.kind, ref.name), template)
+        and backup.source_volume in volume_names(obj, template)
+    ):
+        result.injected.add(ref)
+        return None
+    owned = has_sidecar(obj, template)
+    if owned:
+        result.injected.add(ref)
     if key in invalid:
         return None
-    backup = valid.get(key)
     if backup is None:
         if remove_when_missing:
-            return _removal(obj, ref, label) if has_sidecar(obj) else None
+            return _removal(obj, ref, label) if owned else None
         message = f"Backup {ref.namespace}/{label} not found"
         result.problems.append(Problem(ref.namespace, label, ref, message, "warning"))
         return None
-    if backup.source_volume not in volume_names(obj):
+    if backup.source_volume not in volume_names(obj, template):
         result.problems.append(
             Problem(
                 ref.namespace,
@@ -149,10 +171,8 @@ def plan_workload(
             )
         )
         return None
+    action = UPDATE if owned else INJECT
     rendered = renderer.render(backup, ref.kind, ref.name)
-    if in_sync(obj, rendered):
-        return None
-    action = UPDATE if has_sidecar(obj) else INJECT
     return Change(ref, action, label, obj, inject(obj, rendered))
 
 

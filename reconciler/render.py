@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -70,16 +71,38 @@ def _join_surrogates(value):
     return value
 
 
-def config_hash(container: dict, volumes: tuple[dict, ...] | list[dict]) -> str:
-    """A stable hash of everything rendered: equal hashes mean the pod template is in sync."""
-    blob = json.dumps(
+def _canonical(container: dict, volumes: tuple[dict, ...] | list[dict]) -> str:
+    return json.dumps(
         {"container": container, "volumes": list(volumes)}, sort_keys=True, separators=(",", ":")
     )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def config_hash(container: dict, volumes: tuple[dict, ...] | list[dict]) -> str:
+    """A stable hash of everything rendered: equal hashes mean the pod template is in sync."""
+    return hashlib.sha256(_canonical(container, volumes).encode()).hexdigest()[:16]
+
+
+# Rendered once per Backup with this in place of the workload, then filled in per workload:
+# it JSON-encodes to itself, so the hash blob can be filled in by plain string replacement.
+WORKLOAD_PLACEHOLDER = "@@restik-workload@@"
+
+
+@dataclass(frozen=True)
+class _Base:
+    """One Backup's rendering, with the workload left open."""
+
+    container: dict
+    volumes: tuple[dict, ...]
+    blob: str  # the canonical JSON that config_hash() would hash, placeholder included
+    hashes: dict = field(default_factory=dict)  # (kind, name) -> hash, filled on demand
 
 
 class Renderer:
-    """Renders per (Backup, workload); results are cached since most cycles change nothing."""
+    """Renders the templates once per Backup (and image); workloads only fill in their name.
+
+    Most cycles change nothing, so the hot path is ``config_hash``: a string replacement and
+    a SHA-256 per workload, no template, no YAML.
+    """
 
     def __init__(self, image: str = DEFAULT_IMAGE, metrics_port: int = METRICS_PORT):
         self.image = image
@@ -87,24 +110,41 @@ class Renderer:
         env = _environment()
         self._sidecar = env.get_template("sidecar.yaml.j2")
         self._volumes = env.get_template("volumes.yaml.j2")
-        self._cache: dict[tuple, Rendered] = {}
+        self._bases: dict[str, _Base] = {}
 
-    def render(self, backup: Backup, workload_kind: str, workload_name: str) -> Rendered:
-        key = (_backup_key(backup), workload_kind, workload_name)
-        hit = self._cache.get(key)
+    def config_hash(self, backup: Backup, workload_kind: str, workload_name: str) -> str:
+        base = self._base(backup)
+        hit = base.hashes.get((workload_kind, workload_name))
         if hit is None:
-            hit = self._render(backup, workload_kind, workload_name)
-            if len(self._cache) > 100_000:
-                self._cache.clear()
-            self._cache[key] = hit
+            ref = json.dumps(f"{workload_kind}/{workload_name}")[1:-1]
+            blob = base.blob.replace(WORKLOAD_PLACEHOLDER, ref)
+            hit = hashlib.sha256(blob.encode()).hexdigest()[:16]
+            base.hashes[(workload_kind, workload_name)] = hit
         return hit
 
-    def _render(self, backup: Backup, workload_kind: str, workload_name: str) -> Rendered:
+    def render(self, backup: Backup, workload_kind: str, workload_name: str) -> Rendered:
+        base = self._base(backup)
+        ref = f"{workload_kind}/{workload_name}"
+        container = copy.deepcopy(base.container)
+        container["args"] = [ref if a == WORKLOAD_PLACEHOLDER else a for a in container["args"]]
+        volumes = copy.deepcopy(base.volumes)
+        return Rendered(container, volumes, self.config_hash(backup, workload_kind, workload_name))
+
+    def _base(self, backup: Backup) -> _Base:
+        key = backup.render_key
+        base = self._bases.get(key)
+        if base is None:
+            if len(self._bases) > 50_000:  # Backups come and go; never grow without bound
+                self._bases.clear()
+            base = self._bases[key] = self._render_base(backup)
+        return base
+
+    def _render_base(self, backup: Backup) -> _Base:
         values = {
             "backup": backup,
             "image": self.image,
             "container_name": SIDECAR_NAME,
-            "workload_ref": f"{workload_kind}/{workload_name}",
+            "workload_ref": WORKLOAD_PLACEHOLDER,
             "metrics_port": self.metrics_port,
             "metrics_port_name": METRICS_PORT_NAME,
             "repo_volume": REPO_VOLUME,
@@ -115,7 +155,7 @@ class Renderer:
         }
         container = _to_data(self._sidecar.render(values))
         volumes = tuple(_to_data(self._volumes.render(values)))
-        return Rendered(container, volumes, config_hash(container, volumes))
+        return _Base(container, volumes, _canonical(container, volumes))
 
 
 def _repo_volume(backup: Backup) -> dict | None:
@@ -123,17 +163,3 @@ def _repo_volume(backup: Backup) -> dict | None:
         return None
     source = {k: v for k, v in backup.destination_volume.items() if k != "name"}
     return {"name": REPO_VOLUME, **source}
-
-
-def _backup_key(backup: Backup) -> str:
-    # Backups hold dicts (resources, volume), so key the cache by their canonical JSON.
-    fields = {
-        "name": backup.name,
-        "namespace": backup.namespace,
-        "volume": backup.source_volume,
-        "path": backup.source_path,
-        "secret": backup.secret_name,
-        "destination_volume": backup.destination_volume,
-        "resources": backup.resources,
-    }
-    return json.dumps(fields, sort_keys=True, default=str)

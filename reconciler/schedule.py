@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from croniter import croniter
 
@@ -63,6 +64,12 @@ def parse_schedule(text: object) -> Schedule:
     """Turn a Backup's ``spec.schedule`` into a Schedule, or raise ScheduleError."""
     if not isinstance(text, str) or not text.strip():
         raise ScheduleError("must be a non-empty string")
+    return _parse_schedule(text)
+
+
+@lru_cache(maxsize=4096)
+def _parse_schedule(text: str) -> Schedule:
+    # Every cycle parses every Backup; a cron expression is expensive to check, not to cache.
     raw = text.strip()
     if raw.startswith("@every"):
         rest = raw[len("@every") :]
