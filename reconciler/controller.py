@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -10,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from reconciler.constants import (
@@ -172,14 +173,6 @@ class CycleStats:
         )
 
 
-@dataclass
-class Observed:
-    backups: list[dict]
-    workloads: list[dict]
-    rolebindings: dict[tuple[str, str], dict]
-    resource_versions: dict[str, str] = field(default_factory=dict)
-
-
 class Controller:
     """One instance per process; ``cycle()`` is one observe → plan → apply pass."""
 
@@ -248,40 +241,16 @@ class Controller:
         return True
 
     # ---------------------------------------------------------------- observe
-    def observe(self) -> Observed:
-        from reconciler.rbac import MANAGED_BY, MANAGER
+    def _list(self, path: str, selector: str | None, rvs: dict[str, str]) -> list[dict]:
+        listing = self.kube.list(path, label_selector=selector)
+        rvs[path] = (listing.get("metadata") or {}).get("resourceVersion", "")
+        return listing.get("items") or []
 
-        rvs: dict[str, str] = {}
-        backups = []
-        if self.crd_ready:
-            listing = self.kube.list(self.backups_path)
-            rvs[self.backups_path] = listing.get("metadata", {}).get("resourceVersion", "")
-            backups = [_with_kind(b, API_VERSION, "Backup") for b in listing.get("items") or []]
-        workloads = []
-        for kind, api_version, path in self.workload_paths():
-            listing = self.kube.list(path, label_selector=CONFIG_LABEL)
-            rvs[path] = listing.get("metadata", {}).get("resourceVersion", "")
-            items = listing.pop("items", None) or []
-            workloads.extend(_with_kind(_slim(w), api_version, kind) for w in items)
-            del items, listing
-        rb_path = self._list_path("rbac.authorization.k8s.io/v1", "rolebindings")
-        listing = self.kube.list(rb_path, label_selector=f"{MANAGED_BY}={MANAGER}")
-        rolebindings = {
-            (rb["metadata"]["namespace"], rb["metadata"]["name"]): rb
-            for rb in listing.get("items") or []
-        }
-        return Observed(backups, workloads, rolebindings, rvs)
-
-    def _orphans(self, workloads: list[dict], backups: list[dict]) -> list[dict]:
+    def _orphans(self, labeled: set, backups: list[dict]) -> list[dict]:
         """Workloads that had a sidecar but lost their label: one GET each, only on change."""
         from reconciler.kube import api_path
         from reconciler.workload import WorkloadRef
 
-        # API objects are well-formed: plain tuples (equal to WorkloadRefs) are enough here
-        labeled = {
-            (w["kind"], w["metadata"].get("namespace") or "default", w["metadata"].get("name"))
-            for w in workloads
-        }
         candidates = set(self.known_injected)
         for b in backups:
             ns = b["metadata"].get("namespace")
@@ -303,50 +272,73 @@ class Controller:
 
     # ---------------------------------------------------------------- cycle
     def cycle(self) -> CycleStats:
+        """One pass: LIST Backups, then per workload kind LIST and plan (so only one kind's
+        objects are in memory at a time), LIST RoleBindings, then apply."""
         from reconciler.backup import InvalidBackup, parse_backup
         from reconciler.kube import ApiError
-        from reconciler.plan import plan
-        from reconciler.workload import WorkloadError, workload_ref
+        from reconciler.plan import Plan, plan
+        from reconciler.rbac import MANAGED_BY, MANAGER
 
         started = time.monotonic()
         stats = CycleStats()
         if not self.crd_ready:
             self.ensure_crd()
+        rvs: dict[str, str] = {}
+        gc_was_enabled = gc.isenabled()
+        gc.disable()  # a cycle makes no reference cycles: no need to walk the heap mid-cycle
         try:
-            observed = self.observe()
-        except ApiError as exc:
-            if exc.not_found and self.crd_ready:
-                self.crd_ready = False  # the CRD was deleted under us: recreate next cycle
-            raise
-        self.last_resource_versions = observed.resource_versions
-        workloads = observed.workloads + self._orphans(observed.workloads, observed.backups)
-        parsed = []
-        raw_by_key = {}
-        previous, self._parsed = self._parsed, {}  # forget deleted Backups
-        for raw in observed.backups:
-            item = self._parse(raw, previous, parse_backup, InvalidBackup)
-            parsed.append(item)
-            raw_by_key[(item.namespace, item.name)] = raw
-        result = plan(parsed, workloads, self.renderer, remove_when_missing=True)
-        stats.backups = len(observed.backups)
-        stats.workloads = len(observed.workloads)
+            raw_backups = []
+            if self.crd_ready:
+                try:
+                    raw_backups = self._list(self.backups_path, None, rvs)
+                except ApiError as exc:
+                    if exc.not_found:
+                        self.crd_ready = False  # the CRD was deleted: recreate next cycle
+                    raise
+            parsed = []
+            raw_by_key = {}
+            previous, self._parsed = self._parsed, {}  # forget deleted Backups
+            for raw in raw_backups:
+                _with_kind(raw, API_VERSION, "Backup")
+                item = self._parse(raw, previous, parse_backup, InvalidBackup)
+                parsed.append(item)
+                raw_by_key[(item.namespace, item.name)] = raw
+            result = Plan()
+            labeled: set = set()
+            for kind, api_version, path in self.workload_paths():
+                items = [
+                    _with_kind(_slim(w), api_version, kind)
+                    for w in self._list(path, CONFIG_LABEL, rvs)
+                ]
+                stats.workloads += len(items)
+                refs = {_ref(w) for w in items}
+                labeled |= refs
+                if self.first_cycle and kind in MANUAL_RESTART_KINDS:
+                    self.pending_restarts |= refs  # after a restart: look once for stale pods
+                result.merge(plan(parsed, items, self.renderer, remove_when_missing=True))
+                del items
+            rb_path = self._list_path("rbac.authorization.k8s.io/v1", "rolebindings")
+            rolebindings = {
+                (rb["metadata"]["namespace"], rb["metadata"]["name"]): rb
+                for rb in self._list(rb_path, f"{MANAGED_BY}={MANAGER}", rvs)
+            }
+            orphans = self._orphans(labeled, raw_backups)
+            result.merge(plan(parsed, orphans, self.renderer, remove_when_missing=True))
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        self.last_resource_versions = rvs
+        self.first_cycle = False
+        stats.backups = len(raw_backups)
         stats.planned = len(result.changes)
         self.known_injected |= result.injected
-        if self.first_cycle:  # after a restart, look once for pods a crash left stale
-            for obj in workloads:
-                if obj["kind"] in MANUAL_RESTART_KINDS:
-                    try:
-                        self.pending_restarts.add(workload_ref(obj))
-                    except WorkloadError:
-                        continue
-        self.first_cycle = False
 
         if self.settings.dry_run:
-            self._print_plan(result, observed, raw_by_key)
+            self._print_plan(result)
         else:
             self._apply_changes(result, stats)
             self._restart_stale(stats)
-            self._sync_rolebindings(result, observed, raw_by_key, parsed, stats)
+            self._sync_rolebindings(result, rolebindings, raw_by_key, parsed, stats)
             self._sync_status(result, raw_by_key, parsed, stats)
         for p in result.problems:
             log.warning("%s", p)
@@ -468,7 +460,7 @@ class Controller:
                     stats.errors += 1
                     log.error("restarting pods of %s/%s failed: %s", ref.namespace, ref, exc)
 
-    def _sync_rolebindings(self, result, observed: Observed, raw_by_key, parsed, stats) -> None:
+    def _sync_rolebindings(self, result, rolebindings: dict, raw_by_key, parsed, stats) -> None:
         from reconciler.backup import InvalidBackup
         from reconciler.kube import ApiError, api_path
         from reconciler.rbac import desired_rolebinding, rolebinding_in_sync, rolebinding_name
@@ -476,7 +468,7 @@ class Controller:
         for item in parsed:
             key = (item.namespace, item.name)
             raw = raw_by_key[key]
-            live = observed.rolebindings.get((item.namespace, rolebinding_name(item.name)))
+            live = rolebindings.get((item.namespace, rolebinding_name(item.name)))
             sas = result.service_accounts.get(key)
             path_ns = api_path("rbac.authorization.k8s.io/v1", "rolebindings", item.namespace)
             try:
@@ -544,7 +536,7 @@ class Controller:
                 self.own_writes.clear()
 
     # ---------------------------------------------------------------- dry run
-    def _print_plan(self, result, observed: Observed, raw_by_key) -> None:
+    def _print_plan(self, result) -> None:
         from reconciler.offline import OfflineResult, render_diff
 
         text = render_diff(OfflineResult(result))
@@ -561,6 +553,14 @@ def _slim(obj: dict) -> dict:
         meta.pop("managedFields", None)
         meta.pop("annotations", None)
     return obj
+
+
+def _ref(obj: dict):
+    """A listed object's WorkloadRef (API objects are well-formed: no checks needed)."""
+    from reconciler.workload import WorkloadRef
+
+    meta = obj["metadata"]
+    return WorkloadRef(obj["kind"], meta.get("namespace") or "default", meta.get("name"))
 
 
 def _with_kind(obj: dict, api_version: str, kind: str) -> dict:

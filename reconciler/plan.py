@@ -74,6 +74,18 @@ class Plan:
     def empty(self) -> bool:
         return not self.changes
 
+    def merge(self, other: Plan) -> None:
+        """Add the plan of another batch of workloads (same Backups) to this one."""
+        self.changes.extend(other.changes)
+        self.problems.extend(other.problems)
+        for key, refs in other.selected.items():
+            mine = self.selected.setdefault(key, [])
+            mine.extend(refs)
+            mine.sort()
+        self.injected |= other.injected
+        for key, accounts in other.service_accounts.items():
+            self.service_accounts.setdefault(key, set()).update(accounts)
+
 
 def plan(
     backups: Iterable[Backup | InvalidBackup],
