@@ -14,7 +14,7 @@ from reconciler.workload import (
     WorkloadRef,
     config_label,
     has_sidecar,
-    in_sync,
+    in_sync_fast,
     inject,
     pod_template,
     remove,
@@ -149,19 +149,17 @@ def plan_workload(
             return None
         result.injected.add(ref)
         return _removal(obj, ref, None)
-    template = pod_template(obj)  # checked once; the helpers below reuse it
     key = (ref.namespace, label)
     result.selected.setdefault(key, []).append(str(ref))
     result.service_accounts.setdefault(key, set()).add(service_account(obj))
     backup = valid.get(key)
-    # The steady state first: one hash comparison and done.
-    if (
-        backup is not None
-        and in_sync(obj, renderer.config_hash(backup, ref.kind, ref.name), template)
-        and backup.source_volume in volume_names(obj, template)
+    # The steady state first: one hash comparison and done, before any full check.
+    if backup is not None and in_sync_fast(
+        obj, renderer.config_hash(backup, ref.kind, ref.name), backup.source_volume
     ):
         result.injected.add(ref)
         return None
+    template = pod_template(obj)  # checked once; the helpers below reuse it
     owned = has_sidecar(obj, template)
     if owned:
         result.injected.add(ref)

@@ -20,8 +20,12 @@ def rolebinding_name(backup: str) -> str:
 
 
 def service_account(workload: Mapping) -> str:
-    pod_spec = ((workload.get("spec") or {}).get("template") or {}).get("spec") or {}
-    return pod_spec.get("serviceAccountName") or pod_spec.get("serviceAccount") or "default"
+    try:
+        pod_spec = workload["spec"]["template"]["spec"]
+        name = pod_spec.get("serviceAccountName") or pod_spec.get("serviceAccount")
+    except (KeyError, TypeError, AttributeError):
+        name = None  # a broken workload: reported by the planner, bound as the default
+    return name if isinstance(name, str) and name else "default"
 
 
 def desired_rolebinding(backup_raw: Mapping, service_accounts: Iterable[str]) -> dict:
