@@ -65,6 +65,29 @@ def workload(kind="Deployment", name="www", label="www", sa=None):
     }
 
 
+def owned_pod(owner: dict, name: str) -> dict:
+    """A pod as ``owner`` (a ReplicaSet) would create it from its current template."""
+    meta = owner["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": dict(owner["spec"]["template"]["metadata"]["labels"]),
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                }
+            ],
+        },
+        "spec": copy.deepcopy(owner["spec"]["template"]["spec"]),
+    }
+
+
 @pytest.fixture
 def cluster(emulator):
     emulator.create(crd_manifest())
@@ -332,26 +355,7 @@ def test_replicaset_pods_with_a_stale_hash_are_deleted(cluster, kubeconfig):
     cluster.create(backup())
     rs = cluster.create(workload("ReplicaSet"))
     for i in range(3):
-        cluster.create(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {
-                    "name": f"www-{i}",
-                    "namespace": NS,
-                    "labels": {"app": "www"},
-                    "ownerReferences": [
-                        {
-                            "apiVersion": "apps/v1",
-                            "kind": "ReplicaSet",
-                            "name": "www",
-                            "uid": rs["metadata"]["uid"],
-                        }
-                    ],
-                },
-                "spec": copy.deepcopy(rs["spec"]["template"]["spec"]),
-            }
-        )
+        cluster.create(owned_pod(rs, f"www-{i}"))
     cluster.create(
         {
             "apiVersion": "v1",

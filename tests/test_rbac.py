@@ -3,7 +3,6 @@ scenarios is allowed by the roles in kustomize/, and nothing beyond those calls 
 
 from __future__ import annotations
 
-import copy
 import signal
 import time
 
@@ -13,7 +12,7 @@ from reconciler.constants import CONFIG_LABEL, SIDECAR_NAME
 from reconciler.controller import Controller, Settings
 from reconciler.kube import Kube
 from reconciler.lease import LeaderElector
-from tests.test_controller import NS, backup, containers, get, workload
+from tests.test_controller import NS, backup, containers, get, owned_pod, workload
 from tests.test_controller_loop import finish, restik, wait_for
 from tests.test_kustomize import _built, find, rights
 from tests.test_sidecar_support import needs_restic
@@ -54,26 +53,7 @@ def controller_scenarios(emulator, kubeconfig) -> None:
     emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
     emulator.create(backup())
     rs = emulator.create(workload("ReplicaSet", name="rs"))
-    emulator.create(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": "rs-1",
-                "namespace": NS,
-                "labels": {"app": "rs"},
-                "ownerReferences": [
-                    {
-                        "apiVersion": "apps/v1",
-                        "kind": "ReplicaSet",
-                        "name": "rs",
-                        "uid": rs["metadata"]["uid"],
-                    }
-                ],
-            },
-            "spec": copy.deepcopy(rs["spec"]["template"]["spec"]),
-        }
-    )
+    emulator.create(owned_pod(rs, "rs-1"))
     for kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicationController"):
         emulator.create(workload(kind, sa="app"))
     c.cycle()  # inject everywhere, RoleBinding created, pods restarted
