@@ -3,9 +3,9 @@
     python bench/bare_lists.py KUBECONFIG LISTS_JSON
 
 Reads one line per pass on stdin, answers with the pass's seconds on stdout. It uses the
-controller's own client (reconciler.kube.Kube: pykube-ng, requests, the retry policy) and
-keeps every answer until the pass ends, as observe() does; but it runs in its own process,
-so its garbage collections walk only its own objects, not the controller's caches.
+controller's own client (reconciler.kube.Kube: pykube-ng, requests, the retry policy),
+decodes each answer and drops it: the least any controller built on that client must do.
+It runs in its own process, so its garbage collections walk only its own objects.
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ from reconciler.kube import Kube
 
 
 def bare_pass(kube: Kube, lists: list) -> int:
-    answers = [kube.request("GET", path, params=query or None) for path, query in lists]
-    return sum(len(a.get("items") or []) for a in answers)
+    """Each LIST fetched and decoded, its items counted, the answer dropped."""
+    items = 0
+    for path, query in lists:
+        items += len(kube.request("GET", path, params=query or None).get("items") or [])
+    return items
 
 
 def main(argv: list[str]) -> int:
