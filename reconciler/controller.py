@@ -100,6 +100,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stale ReplicaSet/ReplicationController pods deleted per cycle (RESTIK_MAX_RESTARTS)",
     )
     parser.add_argument(
+        "--page-size",
+        type=int,
+        default=int(_env("PAGE_SIZE", "500")),
+        help="objects per LIST page, as client-go's pager (RESTIK_PAGE_SIZE, default 500)",
+    )
+    parser.add_argument(
         "--leader-elect",
         action=argparse.BooleanOptionalAction,
         default=_bool_env("LEADER_ELECT", bool(os.environ.get("POD_NAMESPACE"))),
@@ -123,6 +129,7 @@ class Settings:
     metrics_port: int = 0
     metrics_address: str = "0.0.0.0"  # noqa: S104
     max_restarts: int = 5
+    page_size: int = 500
     leader_elect: bool = False
     lease_namespace: str = "restik-system"
     identity: str = ""
@@ -141,6 +148,7 @@ class Settings:
             metrics_port=args.metrics_port,
             metrics_address=args.metrics_address,
             max_restarts=args.max_restarts,
+            page_size=args.page_size,
             leader_elect=args.leader_elect and not args.once and not args.dry_run,
             lease_namespace=args.lease_namespace,
             identity=os.environ.get("POD_NAME") or socket.gethostname(),
@@ -241,10 +249,15 @@ class Controller:
         return True
 
     # ---------------------------------------------------------------- observe
+    def _pages(self, path: str, selector: str | None, rvs: dict[str, str]):
+        """The LIST of ``path`` page by page; the first page's resourceVersion (the list's
+        snapshot) is where a watch of ``path`` resumes."""
+        for rv, items in self.kube.list_pages(path, selector, self.settings.page_size):
+            rvs.setdefault(path, rv)
+            yield items
+
     def _list(self, path: str, selector: str | None, rvs: dict[str, str]) -> list[dict]:
-        listing = self.kube.list(path, label_selector=selector)
-        rvs[path] = (listing.get("metadata") or {}).get("resourceVersion", "")
-        return listing.get("items") or []
+        return [item for page in self._pages(path, selector, rvs) for item in page]
 
     def _orphans(self, labeled: set, backups: list[dict]) -> list[dict]:
         """Workloads that had a sidecar but lost their label: one GET each, only on change."""
@@ -272,8 +285,8 @@ class Controller:
 
     # ---------------------------------------------------------------- cycle
     def cycle(self) -> CycleStats:
-        """One pass: LIST Backups, then per workload kind LIST and plan (so only one kind's
-        objects are in memory at a time), LIST RoleBindings, then apply."""
+        """One pass: LIST Backups, then per workload kind LIST and plan page by page (so only
+        one page of objects is in memory at a time), LIST RoleBindings, then apply."""
         from reconciler.backup import InvalidBackup, parse_backup
         from reconciler.kube import ApiError
         from reconciler.plan import Plan, plan
@@ -306,17 +319,16 @@ class Controller:
             result = Plan()
             labeled: set = set()
             for kind, api_version, path in self.workload_paths():
-                items = [
-                    _with_kind(_slim(w), api_version, kind)
-                    for w in self._list(path, CONFIG_LABEL, rvs)
-                ]
-                stats.workloads += len(items)
-                refs = {_ref(w) for w in items}
-                labeled |= refs
-                if self.first_cycle and kind in MANUAL_RESTART_KINDS:
-                    self.pending_restarts |= refs  # after a restart: look once for stale pods
-                result.merge(plan(parsed, items, self.renderer, remove_when_missing=True))
-                del items
+                for page in self._pages(path, CONFIG_LABEL, rvs):
+                    items = [_with_kind(_slim(w), api_version, kind) for w in page]
+                    del page
+                    stats.workloads += len(items)
+                    refs = {_ref(w) for w in items}
+                    labeled |= refs
+                    if self.first_cycle and kind in MANUAL_RESTART_KINDS:
+                        self.pending_restarts |= refs  # after a restart: look for stale pods
+                    result.merge(plan(parsed, items, self.renderer, remove_when_missing=True))
+                    del items
             rb_path = self._list_path("rbac.authorization.k8s.io/v1", "rolebindings")
             rolebindings = {
                 (rb["metadata"]["namespace"], rb["metadata"]["name"]): rb

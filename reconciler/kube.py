@@ -163,9 +163,35 @@ class Kube:
                 return None
             raise
 
-    def list(self, path: str, label_selector: str | None = None) -> dict:
-        params = {"labelSelector": label_selector} if label_selector else None
-        return self.request("GET", path, params=params)
+    def list(
+        self,
+        path: str,
+        label_selector: str | None = None,
+        limit: int | None = None,
+        continue_token: str | None = None,
+    ) -> dict:
+        params = {}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if limit:
+            params["limit"] = str(limit)
+        if continue_token:
+            params["continue"] = continue_token
+        return self.request("GET", path, params=params or None)
+
+    def list_pages(
+        self, path: str, label_selector: str | None = None, limit: int = 500
+    ) -> Iterator[tuple[str, list[dict]]]:
+        """(list resourceVersion, items) per page, as client-go's pager reads a LIST: the
+        server answers in pieces, and a caller can process and drop each before the next."""
+        token = None
+        while True:
+            listing = self.list(path, label_selector, limit, token)
+            meta = listing.get("metadata") or {}
+            yield meta.get("resourceVersion", ""), listing.get("items") or []
+            token = meta.get("continue")
+            if not token:
+                return
 
     def create(self, path: str, body: Mapping) -> dict:
         return self.request("POST", path, body=body)

@@ -399,3 +399,17 @@ def test_dry_run_on_a_cluster_without_the_crd_creates_nothing(emulator, kubeconf
     c = Controller(Kube.connect(str(kubeconfig)), Settings(dry_run=True))
     c.cycle()
     assert writes(emulator) == []
+
+
+def test_lists_are_read_page_by_page(cluster, kubeconfig):
+    controller = Controller(Kube.connect(str(kubeconfig)), Settings(page_size=2))
+    cluster.create(backup())
+    for i in range(5):
+        cluster.create(workload(name=f"w{i}"))
+    assert controller.cycle().patched == 5
+    pages = [r for r in cluster.requests if r.path == "/apis/apps/v1/deployments"]
+    assert [r.query.get("limit") for r in pages] == ["2", "2", "2"]
+    assert [bool(r.query.get("continue")) for r in pages] == [False, True, True]
+    cluster.clear_requests()
+    assert controller.cycle().patched == 0
+    assert writes(cluster) == []
