@@ -289,7 +289,7 @@ class Controller:
         one page of objects is in memory at a time), LIST RoleBindings, then apply."""
         from reconciler.backup import InvalidBackup, parse_backup
         from reconciler.kube import ApiError
-        from reconciler.plan import Plan, plan
+        from reconciler.plan import BackupIndex, plan_batch
         from reconciler.rbac import MANAGED_BY, MANAGER
 
         started = time.monotonic()
@@ -316,7 +316,8 @@ class Controller:
                 item = self._parse(raw, previous, parse_backup, InvalidBackup)
                 parsed.append(item)
                 raw_by_key[(item.namespace, item.name)] = raw
-            result = Plan()
+            index = BackupIndex.of(parsed)
+            result = index.new_plan()
             labeled: set = set()
             for kind, api_version, path in self.workload_paths():
                 for page in self._pages(path, CONFIG_LABEL, rvs):
@@ -327,7 +328,7 @@ class Controller:
                     labeled |= refs
                     if self.first_cycle and kind in MANUAL_RESTART_KINDS:
                         self.pending_restarts |= refs  # after a restart: look for stale pods
-                    result.merge(plan(parsed, items, self.renderer, remove_when_missing=True))
+                    plan_batch(index, items, self.renderer, result)
                     del items
             rb_path = self._list_path("rbac.authorization.k8s.io/v1", "rolebindings")
             rolebindings = {
@@ -335,7 +336,8 @@ class Controller:
                 for rb in self._list(rb_path, f"{MANAGED_BY}={MANAGER}", rvs)
             }
             orphans = self._orphans(labeled, raw_backups)
-            result.merge(plan(parsed, orphans, self.renderer, remove_when_missing=True))
+            plan_batch(index, orphans, self.renderer, result)
+            result.finish()
         finally:
             if gc_was_enabled:
                 gc.enable()

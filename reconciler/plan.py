@@ -74,17 +74,36 @@ class Plan:
     def empty(self) -> bool:
         return not self.changes
 
-    def merge(self, other: Plan) -> None:
-        """Add the plan of another batch of workloads (same Backups) to this one."""
-        self.changes.extend(other.changes)
-        self.problems.extend(other.problems)
-        for key, refs in other.selected.items():
-            mine = self.selected.setdefault(key, [])
-            mine.extend(refs)
-            mine.sort()
-        self.injected |= other.injected
-        for key, accounts in other.service_accounts.items():
-            self.service_accounts.setdefault(key, set()).update(accounts)
+    def finish(self) -> None:
+        """Sort what batches appended, so a Backup's status lists its workloads in order."""
+        for refs in self.selected.values():
+            refs.sort()
+
+
+@dataclass(frozen=True)
+class BackupIndex:
+    """The Backups of one cycle by (namespace, name): built once, used for every batch."""
+
+    valid: dict[tuple[str, str], Backup]
+    invalid: dict[tuple[str, str], InvalidBackup]
+
+    @classmethod
+    def of(cls, backups: Iterable[Backup | InvalidBackup]) -> BackupIndex:
+        valid: dict[tuple[str, str], Backup] = {}
+        invalid: dict[tuple[str, str], InvalidBackup] = {}
+        for b in backups:
+            if isinstance(b, InvalidBackup):
+                invalid[(b.namespace, b.name)] = b
+            else:
+                valid[b.key] = b
+        return cls(valid, invalid)
+
+    def new_plan(self) -> Plan:
+        """An empty Plan that lists every Backup (with no workloads yet)."""
+        result = Plan()
+        for key in (*self.valid, *self.invalid):
+            result.selected[key] = []
+        return result
 
 
 def plan(
@@ -101,16 +120,24 @@ def plan(
     another file, so the workload is left alone and the gap reported.
     An invalid Backup never removes anything: a typo must not stop running backups.
     """
-    valid: dict[tuple[str, str], Backup] = {}
-    invalid: dict[tuple[str, str], InvalidBackup] = {}
-    for b in backups:
-        if isinstance(b, InvalidBackup):
-            invalid[(b.namespace, b.name)] = b
-        else:
-            valid[b.key] = b
-    result = Plan()
-    for key in (*valid, *invalid):
-        result.selected.setdefault(key, [])
+    index = BackupIndex.of(backups)
+    result = index.new_plan()
+    plan_batch(index, workloads, renderer, result, remove_when_missing=remove_when_missing)
+    result.finish()
+    return result
+
+
+def plan_batch(
+    index: BackupIndex,
+    workloads: Iterable[Mapping],
+    renderer: Renderer,
+    result: Plan,
+    *,
+    remove_when_missing: bool = True,
+) -> None:
+    """Plan a batch of workloads (e.g. one LIST page) into ``result``; call
+    ``result.finish()`` after the last batch."""
+    valid, invalid = index.valid, index.invalid
     for obj in workloads:
         try:
             ref = workload_ref(obj)
@@ -125,9 +152,6 @@ def plan(
             continue
         if change is not None:
             result.changes.append(change)
-    for refs in result.selected.values():
-        refs.sort()
-    return result
 
 
 def plan_workload(
