@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from reconciler import __version__
+from reconciler.logs import env_default
 
 EXIT_ERROR = 2
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"RESTIK_{name}", default)
 
 
 def add_offline_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +22,7 @@ def add_offline_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--image",
-        default=_env("SIDECAR_IMAGE"),
+        default=env_default("SIDECAR_IMAGE"),
         help="sidecar image (RESTIK_SIDECAR_IMAGE); must match the controller's for no drift",
     )
 

@@ -23,14 +23,11 @@ from reconciler.constants import (
     PLURAL,
     WORKLOAD_KINDS,
 )
+from reconciler.logs import env_default
 
 log = logging.getLogger("restik.controller")
 EXIT_OK, EXIT_CHANGES, EXIT_ERROR = 0, 1, 2
 COMPONENT = "restik-controller"
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"RESTIK_{name}", default)
 
 
 def _seconds(text: str) -> float:
@@ -46,7 +43,7 @@ def _seconds(text: str) -> float:
 
 
 def _bool_env(name: str, default: bool) -> bool:
-    value = _env(name)
+    value = env_default(name)
     if value is None:
         return default
     return value.strip().lower() in ("1", "true", "yes", "on")
@@ -61,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--interval",
         type=_seconds,
-        default=_seconds(_env("INTERVAL", "30s")),
+        default=_seconds(env_default("INTERVAL", "30s")),
         help="time between cycles, e.g. 30s, 2m (RESTIK_INTERVAL, default 30s)",
     )
     parser.add_argument(
@@ -73,36 +70,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--namespace",
-        default=_env("NAMESPACE") or None,
+        default=env_default("NAMESPACE") or None,
         help="only this namespace (RESTIK_NAMESPACE, default all namespaces)",
     )
     parser.add_argument("--kubeconfig", default=None, help="kubeconfig file (default $KUBECONFIG)")
     parser.add_argument(
         "--sidecar-image",
-        default=_env("SIDECAR_IMAGE"),
+        default=env_default("SIDECAR_IMAGE"),
         help="image of the injected sidecar (RESTIK_SIDECAR_IMAGE)",
     )
     parser.add_argument(
         "--metrics-port",
         type=int,
-        default=int(_env("METRICS_PORT", "0")),
+        default=int(env_default("METRICS_PORT", "0")),
         help="serve /metrics and /healthz on this port, 0 = off (RESTIK_METRICS_PORT)",
     )
     parser.add_argument(
         "--metrics-address",
-        default=_env("METRICS_ADDRESS", "0.0.0.0"),  # noqa: S104 - probes reach the pod IP
+        default=env_default("METRICS_ADDRESS", "0.0.0.0"),  # noqa: S104 - probes reach the pod IP
         help="address for /metrics and /healthz (RESTIK_METRICS_ADDRESS, default 0.0.0.0)",
     )
     parser.add_argument(
         "--max-restarts",
         type=int,
-        default=int(_env("MAX_RESTARTS", "5")),
+        default=int(env_default("MAX_RESTARTS", "5")),
         help="stale ReplicaSet/ReplicationController pods deleted per cycle (RESTIK_MAX_RESTARTS)",
     )
     parser.add_argument(
         "--page-size",
         type=int,
-        default=int(_env("PAGE_SIZE", "500")),
+        default=int(env_default("PAGE_SIZE", "500")),
         help="objects per LIST page, as client-go's pager (RESTIK_PAGE_SIZE, default 500)",
     )
     parser.add_argument(
@@ -113,7 +110,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--lease-namespace",
-        default=_env("LEASE_NAMESPACE") or os.environ.get("POD_NAMESPACE") or "restik-system",
+        default=env_default("LEASE_NAMESPACE")
+        or os.environ.get("POD_NAMESPACE")
+        or "restik-system",
         help="namespace of the leader-election Lease (default $POD_NAMESPACE)",
     )
 

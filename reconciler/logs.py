@@ -1,4 +1,5 @@
-"""Logging for every restik command: text or JSON lines on stderr, optional redaction."""
+"""Logging and option defaults for every restik command: text or JSON lines on stderr,
+optional redaction; RESTIK_* environment variables as option defaults."""
 
 from __future__ import annotations
 
@@ -11,16 +12,21 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 
+def env_default(name: str, default: str | None = None) -> str | None:
+    """The default of an option from RESTIK_<NAME>; unset or empty means ``default``."""
+    return os.environ.get(f"RESTIK_{name}") or default
+
+
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level",
-        default=os.environ.get("RESTIK_LOG_LEVEL", "info"),
+        default=env_default("LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
         help="log level (RESTIK_LOG_LEVEL, default info)",
     )
     parser.add_argument(
         "--log-format",
-        default=os.environ.get("RESTIK_LOG_FORMAT", "text"),
+        default=env_default("LOG_FORMAT", "text"),
         choices=["text", "json"],
         help="log format (RESTIK_LOG_FORMAT, default text)",
     )

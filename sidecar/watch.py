@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from reconciler.logs import env_default
+
 log = logging.getLogger("restik.watch")
 
 HEALTH_STALE_AFTER = 120.0  # seconds without a main-loop beat before /healthz fails
@@ -42,10 +44,6 @@ class Settings:
     log_format: str
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"RESTIK_{name}") or default
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of `restik watch` (defaults from RESTIK_* environment variables)."""
     from reconciler.logs import add_logging_arguments
@@ -53,73 +51,73 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_logging_arguments(parser)
     parser.add_argument(
         "--backup",
-        default=_env("BACKUP"),
-        required=not _env("BACKUP"),
+        default=env_default("BACKUP"),
+        required=not env_default("BACKUP"),
         help="name of the Backup to follow ($RESTIK_BACKUP)",
     )
     parser.add_argument(
         "--namespace",
-        default=_env("NAMESPACE"),
+        default=env_default("NAMESPACE"),
         help="namespace of the Backup (default: $POD_NAMESPACE, the kubeconfig "
         "context's namespace, or 'default')",
     )
     parser.add_argument(
         "--workload",
-        default=_env("WORKLOAD"),
+        default=env_default("WORKLOAD"),
         metavar="KIND/NAME",
         help="the workload this pod belongs to, e.g. Deployment/www "
         "(default: $RESTIK_WORKLOAD, else from the pod's owner)",
     )
     parser.add_argument(
         "--kubeconfig",
-        default=_env("KUBECONFIG"),
+        default=env_default("KUBECONFIG"),
         help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, "
         "or the in-cluster service account)",
     )
     parser.add_argument(
         "--metrics-port",
         type=int,
-        default=int(_env("METRICS_PORT", "0")),
+        default=int(env_default("METRICS_PORT", "0")),
         help="serve /metrics and /healthz on this port (0: off)",
     )
     parser.add_argument(
         "--metrics-address",
-        default=_env("METRICS_ADDRESS", "0.0.0.0"),  # noqa: S104
+        default=env_default("METRICS_ADDRESS", "0.0.0.0"),  # noqa: S104
         help="address to bind the metrics port to (default 0.0.0.0)",
     )
     parser.add_argument(
         "--restic",
-        default=_env("RESTIC", "restic"),
+        default=env_default("RESTIC", "restic"),
         help="the restic binary (default: restic on $PATH)",
     )
     parser.add_argument(
         "--lock-stale-after",
-        default=_env("LOCK_STALE_AFTER", "30m"),
+        default=env_default("LOCK_STALE_AFTER", "30m"),
         help="a repository lock older than this is stale (default 30m)",
     )
     parser.add_argument(
         "--resync",
-        default=_env("RESYNC", "60s"),
+        default=env_default("RESYNC", "60s"),
         help="re-read the Backup at least this often (default 60s)",
     )
     parser.add_argument(
         "--stop-timeout",
-        default=_env("STOP_TIMEOUT", "20s"),
+        default=env_default("STOP_TIMEOUT", "20s"),
         help="on SIGTERM, how long restic may take to stop (default 20s)",
     )
     parser.add_argument(
         "--run-timeout",
-        default=_env("RUN_TIMEOUT", "24h"),
+        default=env_default("RUN_TIMEOUT", "24h"),
         help="interrupt a restic command running longer than this, 0 = never (default 24h)",
     )
     parser.add_argument(
         "--lease-duration",
-        default=_env("LEASE_DURATION", "60s"),
+        default=env_default("LEASE_DURATION", "60s"),
         help="Lease duration for multi-replica workloads (default 60s)",
     )
     parser.add_argument(
         "--cache-dir",
-        default=_env("CACHE_DIR"),
+        default=env_default("CACHE_DIR"),
         help="restic cache and scratch directory (default: $RESTIC_CACHE_DIR, "
         "else a temporary directory)",
     )
