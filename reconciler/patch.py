@@ -23,19 +23,6 @@ def merge_patch(before: Mapping, after: Mapping) -> dict:
     return patch
 
 
-def apply_merge_patch(target: object, patch: object) -> object:
-    """RFC 7386 applied to plain data; used to check patches and by dry runs."""
-    if not isinstance(patch, Mapping):
-        return _plain(patch)
-    result = dict(target) if isinstance(target, Mapping) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = apply_merge_patch(result.get(key), value)
-    return result
-
-
 def _plain(value: object) -> object:
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}

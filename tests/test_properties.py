@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 
 from reconciler.backup import Backup, InvalidBackup, parse_backup
 from reconciler.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME, WORKLOAD_KINDS
+from reconciler.patch import merge_patch
 from reconciler.plan import REMOVE, plan
 from reconciler.render import Renderer
 from reconciler.workload import inject, remove
+from tests.emulator.patch import merge_patch as apply_rfc7386
 from tests.factories import KINDS, hypothesis_profiles
 
 hypothesis_profiles()
@@ -195,6 +197,17 @@ def test_plan_injects_converges_and_unlabel_removes(case):
     assert change.action == REMOVE
     assert change.after == remove(unlabeled)
     assert not _has_restik(change.after)
+
+
+@given(labeled_case())
+def test_the_controllers_merge_patch_turns_before_into_after(case):
+    """What the controller sends (reconciler.patch) applied as the API server applies an
+    RFC 7386 merge patch (the emulator's own implementation) gives the planned object."""
+    obj, _, rendered = case
+    for before in (obj, inject(obj, rendered)):
+        for after in (inject(before, rendered), remove(before)):
+            applied = apply_rfc7386(before, merge_patch(before, after))
+            assert applied == after
 
 
 # ---------------------------------------------------------------- junk never raises
