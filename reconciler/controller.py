@@ -218,7 +218,7 @@ class Controller:
     # ---------------------------------------------------------------- CRD
     def ensure_crd(self) -> bool:
         """Create the Backup CRD when absent and wait until it is Established."""
-        from reconciler.kube import api_path
+        from reconciler.kube import ApiError, api_path
         from reconciler.resources import crd_manifest
 
         path = api_path("apiextensions.k8s.io/v1", "customresourcedefinitions", name=CRD_NAME)
@@ -228,14 +228,12 @@ class Controller:
                 log.info("dry run: would create CustomResourceDefinition %s", CRD_NAME)
                 return False
             log.info("creating CustomResourceDefinition %s", CRD_NAME)
-            from reconciler.kube import ApiError
-
             try:
                 crd = self.kube.create(
                     api_path("apiextensions.k8s.io/v1", "customresourcedefinitions"), crd_manifest()
                 )
             except ApiError as exc:
-                if exc.status != 409:
+                if not exc.conflict:  # another replica created it first
                     raise
                 crd = self.kube.get(path)
         deadline = time.monotonic() + 60
