@@ -68,23 +68,9 @@ def _index(container: list, token: str, allow_end: bool) -> int:
     return i
 
 
-def _parent(doc: Any, tokens: list[str], path: str) -> Any:
+def _walk(doc: Any, tokens: list[str], path: str) -> Any:
     node = doc
-    for t in tokens[:-1]:
-        if isinstance(node, dict):
-            if t not in node:
-                raise PatchError(f"doc is missing path: {path!r}")
-            node = node[t]
-        elif isinstance(node, list):
-            node = node[_index(node, t, False)]
-        else:
-            raise PatchError(f"doc is missing path: {path!r}")
-    return node
-
-
-def _get(doc: Any, path: str) -> Any:
-    node = doc
-    for t in _pointer(path):
+    for t in tokens:
         if isinstance(node, dict) and t in node:
             node = node[t]
         elif isinstance(node, list):
@@ -92,6 +78,14 @@ def _get(doc: Any, path: str) -> Any:
         else:
             raise PatchError(f"doc is missing path: {path!r}")
     return node
+
+
+def _parent(doc: Any, tokens: list[str], path: str) -> Any:
+    return _walk(doc, tokens[:-1], path)
+
+
+def _get(doc: Any, path: str) -> Any:
+    return _walk(doc, _pointer(path), path)
 
 
 def _remove(doc: Any, path: str) -> Any:
