@@ -17,7 +17,6 @@ from reconciler.backup import Backup
 from reconciler.constants import (
     CACHE_MOUNT,
     CACHE_VOLUME,
-    METRICS_PORT,
     METRICS_PORT_NAME,
     REPO_MOUNT,
     REPO_VOLUME,
@@ -26,6 +25,7 @@ from reconciler.constants import (
 from reconciler.resources import resource_dir
 
 DEFAULT_IMAGE = f"restik:{__version__}"
+DEFAULT_USER = 65532  # the image's own user and group (Dockerfile)
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,8 @@ class Renderer:
     a SHA-256 per workload, no template, no YAML.
     """
 
-    def __init__(self, image: str = DEFAULT_IMAGE, metrics_port: int = METRICS_PORT):
+    def __init__(self, image: str = DEFAULT_IMAGE):
         self.image = image
-        self.metrics_port = metrics_port
         env = _environment()
         self._sidecar = env.get_template("sidecar.yaml.j2")
         self._volumes = env.get_template("volumes.yaml.j2")
@@ -145,7 +144,9 @@ class Renderer:
             "image": self.image,
             "container_name": SIDECAR_NAME,
             "workload_ref": WORKLOAD_PLACEHOLDER,
-            "metrics_port": self.metrics_port,
+            "metrics_port": backup.metrics_port,
+            "run_as_user": DEFAULT_USER,
+            "run_as_group": DEFAULT_USER,
             "metrics_port_name": METRICS_PORT_NAME,
             "repo_volume": REPO_VOLUME,
             "repo_mount": REPO_MOUNT,

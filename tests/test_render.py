@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from reconciler.backup import InvalidBackup, parse_backup
+from reconciler.backup import DEFAULT_RESOURCES, InvalidBackup, parse_backup
 from reconciler.constants import CACHE_VOLUME, REPO_VOLUME, SIDECAR_NAME
 from reconciler.render import DEFAULT_IMAGE, Renderer, config_hash, templates_dir
 from tests.factories import REPO, backup
@@ -59,11 +59,15 @@ def expected_container(*, local: bool, image=DEFAULT_IMAGE, resources=None) -> d
             "periodSeconds": 30,
             "failureThreshold": 4,
         },
-        "resources": resources or {},
+        "resources": resources or DEFAULT_RESOURCES,
         "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
         },
         "volumeMounts": mounts,
     }
@@ -93,12 +97,12 @@ def test_named_destination_volume_is_renamed_restik_repo():
 
 
 def test_resources_image_and_workload_reach_the_container():
-    raw = backup(resources={"limits": {"cpu": "500m", "memory": 512}, "requests": {"cpu": 1}})
+    raw = backup(resources={"limits": {"cpu": "500m", "memory": 512}, "requests": {"cpu": "1m"}})
     out = render(raw, kind="StatefulSet", name="pg", image="reg.example/restik:9")
     assert out.container["image"] == "reg.example/restik:9"
     assert out.container["resources"] == {
         "limits": {"cpu": "500m", "memory": "512"},
-        "requests": {"cpu": "1"},
+        "requests": {"cpu": "1m", "memory": "512"},
     }
     assert out.container["args"][4] == "StatefulSet/pg"
 
