@@ -155,3 +155,29 @@ def test_sidecar_has_requests_and_limits_for_a_quota():
     resources = sidecar(injected(workload()))["resources"]
     for section in ("requests", "limits"):
         assert set(resources[section]) >= {"cpu", "memory"}, section
+
+
+def secret_references(node):
+    """Every secretKeyRef / secretRef / secret volume anywhere under ``node``."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("secretKeyRef", "secretRef", "secret"):
+                yield value
+            yield from secret_references(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from secret_references(item)
+
+
+@pytest.mark.parametrize("raw_backup", DESTINATIONS.values(), ids=DESTINATIONS.keys())
+def test_a_missing_secret_never_keeps_the_pod_from_starting(raw_backup):
+    """The kubelet does not start a pod whose container needs a missing Secret or key
+    (CreateContainerConfigError) unless the reference is optional."""
+    after = injected(workload(), raw_backup)
+    refs = list(secret_references(sidecar(after)))
+    assert len(refs) == 2  # RESTIC_PASSWORD and the envFrom of the other keys
+    assert all(ref["optional"] is True for ref in refs), refs
+    restik_volumes = [
+        v for v in after["spec"]["template"]["spec"]["volumes"] if v["name"].startswith("restik-")
+    ]
+    assert list(secret_references(restik_volumes)) == []

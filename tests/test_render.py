@@ -46,12 +46,14 @@ def expected_container(*, local: bool, image=DEFAULT_IMAGE, resources=None) -> d
             },
             {
                 "name": "RESTIC_PASSWORD",
-                "valueFrom": {"secretKeyRef": {"name": "www-restic", "key": "password"}},
+                "valueFrom": {
+                    "secretKeyRef": {"name": "www-restic", "key": "password", "optional": True}
+                },
             },
             {"name": "RESTIC_CACHE_DIR", "value": "/restik/cache"},
             {"name": "TMPDIR", "value": "/restik/cache"},
         ],
-        "envFrom": [{"secretRef": {"name": "www-restic"}}],
+        "envFrom": [{"secretRef": {"name": "www-restic", "optional": True}}],
         "ports": [{"name": "restik-metrics", "containerPort": 9464, "protocol": "TCP"}],
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": "restik-metrics"},
@@ -112,7 +114,9 @@ def test_password_is_only_referenced():
     for env in out.container["env"]:
         if env["name"] == "RESTIC_PASSWORD":
             assert set(env) == {"name", "valueFrom"}
-            assert env["valueFrom"] == {"secretKeyRef": {"name": "www-restic", "key": "password"}}
+            assert env["valueFrom"] == {
+                "secretKeyRef": {"name": "www-restic", "key": "password", "optional": True}
+            }
     text = json.dumps([out.container, out.volumes])
     assert PASSWORD not in text
     assert "password" not in json.dumps(out.container["args"]).lower()
