@@ -44,6 +44,7 @@ def expected_container(*, local: bool, image=DEFAULT_IMAGE, resources=None) -> d
                 "name": "POD_NAMESPACE",
                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
             },
+            {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
             {
                 "name": "RESTIC_PASSWORD",
                 "valueFrom": {
@@ -122,6 +123,19 @@ def test_password_is_only_referenced():
     assert "password" not in json.dumps(out.container["args"]).lower()
     values = [e.get("value") for e in out.container["env"] if "value" in e]
     assert values == ["/restik/cache", "/restik/cache"]
+
+
+@pytest.mark.parametrize("kind", ["DaemonSet", "StatefulSet", "Deployment"])
+def test_sidecar_knows_its_node_and_workload_kind(kind):
+    """The sidecar picks the restic host by kind: the node name for a DaemonSet's pods."""
+    out = render(backup(), kind=kind, name="agent")
+    env = {e["name"]: e for e in out.container["env"]}
+    assert env["NODE_NAME"] == {
+        "name": "NODE_NAME",
+        "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}},
+    }
+    args = out.container["args"]
+    assert args[args.index("--workload") + 1] == f"{kind}/agent"
 
 
 def test_templates_are_found_in_the_source_tree():
@@ -288,7 +302,7 @@ FIELDS = {
     "repositorySecretName": (
         lambda h: backup(secret=h),
         "spec.destination.repositorySecretName",
-        lambda out: out.container["env"][2]["valueFrom"]["secretKeyRef"]["name"],
+        lambda out: out.container["env"][3]["valueFrom"]["secretKeyRef"]["name"],
         lambda h: h,
     ),
     "destination.volume.claimName": (
