@@ -16,9 +16,12 @@ SIDECAR_NAME = "restik"
 VOLUME_PREFIX = "restik-"
 REPO_VOLUME = "restik-repo"
 CACHE_VOLUME = "restik-cache"
+TOKEN_VOLUME = "restik-token"  # noqa: S105 - a volume name, not a secret
 
 REPO_MOUNT = "/restik/repo"
 CACHE_MOUNT = "/restik/cache"
+# Where the API clients look for the in-cluster service-account token (as automount puts it).
+TOKEN_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 - a path
 METRICS_PORT = 9464
 METRICS_PORT_NAME = "restik-metrics"
 

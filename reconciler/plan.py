@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from reconciler.backup import Backup, InvalidBackup
 from reconciler.constants import MANUAL_RESTART_KINDS
+from reconciler.pod import metrics_port_clash
 from reconciler.rbac import service_account
 from reconciler.render import Renderer
 from reconciler.workload import (
@@ -177,9 +178,14 @@ def plan_workload(
     result.selected.setdefault(key, []).append(str(ref))
     result.service_accounts.setdefault(key, set()).add(service_account(obj))
     backup = valid.get(key)
+    clash = metrics_port_clash(obj, backup.metrics_port) if backup is not None else None
     # The steady state first: one hash comparison and done, before any full check.
-    if backup is not None and in_sync_fast(
-        obj, renderer.config_hash(backup, ref.kind, ref.name), backup.source_volume
+    if (
+        backup is not None
+        and clash is None
+        and in_sync_fast(
+            obj, renderer.config_hash(backup, ref.kind, ref.name), backup.source_volume
+        )
     ):
         result.injected.add(ref)
         return None
@@ -204,6 +210,13 @@ def plan_workload(
                 f"spec.backupSource.volumeName: {ref} has no volume {backup.source_volume!r}",
             )
         )
+        return None
+    if clash is not None:
+        message = (
+            f"spec.metricsPort: port {clash.port} is already used by container "
+            f"{clash.container!r} of {ref}; set spec.metricsPort to a free port"
+        )
+        result.problems.append(Problem(ref.namespace, label, ref, message))
         return None
     action = UPDATE if owned else INJECT
     rendered = renderer.render(backup, ref.kind, ref.name)

@@ -21,6 +21,8 @@ from reconciler.constants import (
     REPO_MOUNT,
     REPO_VOLUME,
     SIDECAR_NAME,
+    TOKEN_MOUNT,
+    TOKEN_VOLUME,
 )
 from reconciler.resources import resource_dir
 
@@ -152,6 +154,8 @@ class Renderer:
             "repo_mount": REPO_MOUNT,
             "cache_volume": CACHE_VOLUME,
             "cache_mount": CACHE_MOUNT,
+            "token_volume": TOKEN_VOLUME,
+            "token_mount": TOKEN_MOUNT,
             "repo_volume_source": _repo_volume(backup),
         }
         container = _to_data(self._sidecar.render(values))

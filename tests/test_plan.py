@@ -64,7 +64,7 @@ def test_inject(kind):
     assert change.restart is (kind in ("ReplicaSet", "ReplicationController"))
     spec = pod_spec(change.after)
     assert names(spec["containers"]) == ["app", SIDECAR_NAME]
-    assert names(spec["volumes"]) == ["data", "restik-cache", "restik-repo"]
+    assert names(spec["volumes"]) == ["data", "restik-cache", "restik-repo", "restik-token"]
     assert HASH_ANNOTATION in change.after["spec"]["template"]["metadata"]["annotations"]
     assert w == workload(kind), "the planner must not mutate its input"
 
@@ -146,7 +146,7 @@ def test_statefulset_source_may_be_a_volume_claim_template():
         "mountPath": "/data",
         "readOnly": True,
     }
-    assert names(spec["volumes"]) == ["restik-cache", "restik-repo"]
+    assert names(spec["volumes"]) == ["restik-cache", "restik-repo", "restik-token"]
     assert remove(change.after) == w
 
 
@@ -284,7 +284,7 @@ def test_existing_restik_container_and_volumes_are_replaced_in_place():
     assert names(spec["containers"]) == ["app", SIDECAR_NAME, "last"]
     rendered = RENDERER.render(parse_backup(backup()), "Deployment", "app")
     assert spec["containers"][1] == rendered.container
-    assert names(spec["volumes"]) == ["restik-cache", "data", "restik-repo"]
+    assert names(spec["volumes"]) == ["restik-cache", "data", "restik-repo", "restik-token"]
     assert spec["volumes"][0] == {"name": "restik-cache", "emptyDir": {}}
     assert change.after["spec"]["template"]["metadata"]["annotations"] == {
         HASH_ANNOTATION: rendered.config_hash

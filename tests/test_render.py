@@ -9,7 +9,7 @@ import json
 import pytest
 
 from reconciler.backup import DEFAULT_RESOURCES, InvalidBackup, parse_backup
-from reconciler.constants import CACHE_VOLUME, REPO_VOLUME, SIDECAR_NAME
+from reconciler.constants import CACHE_VOLUME, REPO_VOLUME, SIDECAR_NAME, TOKEN_MOUNT
 from reconciler.render import DEFAULT_IMAGE, Renderer, config_hash, templates_dir
 from tests.factories import REPO, backup
 
@@ -20,11 +20,40 @@ def render(raw: dict, kind="Deployment", name="app", image=DEFAULT_IMAGE):
     return Renderer(image=image).render(parse_backup(raw), kind, name)
 
 
+# The sidecar's own service-account token, projected exactly as automount does it.
+TOKEN_VOLUME = {
+    "name": "restik-token",
+    "projected": {
+        "defaultMode": 420,
+        "sources": [
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+            {
+                "configMap": {
+                    "name": "kube-root-ca.crt",
+                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                }
+            },
+            {
+                "downwardAPI": {
+                    "items": [
+                        {
+                            "path": "namespace",
+                            "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"},
+                        }
+                    ]
+                }
+            },
+        ],
+    },
+}
+
+
 def expected_container(*, local: bool, image=DEFAULT_IMAGE, resources=None) -> dict:
     mounts = [{"name": "data", "mountPath": "/data", "readOnly": True}]
     if local:
         mounts.append({"name": "restik-repo", "mountPath": "/restik/repo"})
     mounts.append({"name": "restik-cache", "mountPath": "/restik/cache"})
+    mounts.append({"name": "restik-token", "mountPath": TOKEN_MOUNT, "readOnly": True})
     return {
         "name": "restik",
         "image": image,
@@ -82,6 +111,7 @@ def test_local_backup_renders_container_and_volumes():
     assert out.volumes == (
         {"name": "restik-cache", "emptyDir": {}},
         {"name": "restik-repo", "persistentVolumeClaim": {"claimName": "backups"}},
+        TOKEN_VOLUME,
     )
     assert out.config_hash == config_hash(out.container, out.volumes)
     assert len(out.config_hash) == 16
@@ -90,7 +120,7 @@ def test_local_backup_renders_container_and_volumes():
 def test_remote_backup_renders_no_repo_volume():
     out = render(backup(repository="s3:http://minio:9000/b"))
     assert out.container == expected_container(local=False)
-    assert out.volumes == ({"name": "restik-cache", "emptyDir": {}},)
+    assert out.volumes == ({"name": "restik-cache", "emptyDir": {}}, TOKEN_VOLUME)
     assert REPO_VOLUME not in json.dumps(out.container)
 
 
