@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from reconciler.backup import Backup, InvalidBackup
 from reconciler.constants import MANUAL_RESTART_KINDS
-from reconciler.pod import metrics_port_clash
+from reconciler.pod import UNKNOWN_USER, app_user, metrics_port_clash
 from reconciler.rbac import service_account
 from reconciler.render import Renderer
 from reconciler.workload import (
@@ -179,12 +179,13 @@ def plan_workload(
     result.service_accounts.setdefault(key, set()).add(service_account(obj))
     backup = valid.get(key)
     clash = metrics_port_clash(obj, backup.metrics_port) if backup is not None else None
+    app = app_user(obj, backup.source_volume) if backup is not None else UNKNOWN_USER
     # The steady state first: one hash comparison and done, before any full check.
     if (
         backup is not None
         and clash is None
         and in_sync_fast(
-            obj, renderer.config_hash(backup, ref.kind, ref.name), backup.source_volume
+            obj, renderer.config_hash(backup, ref.kind, ref.name, app), backup.source_volume
         )
     ):
         result.injected.add(ref)
@@ -219,7 +220,7 @@ def plan_workload(
         result.problems.append(Problem(ref.namespace, label, ref, message))
         return None
     action = UPDATE if owned else INJECT
-    rendered = renderer.render(backup, ref.kind, ref.name)
+    rendered = renderer.render(backup, ref.kind, ref.name, app)
     return Change(ref, action, label, obj, inject(obj, rendered))
 
 

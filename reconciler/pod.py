@@ -4,7 +4,7 @@ known" here, and the planner's full checks report it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import NamedTuple
 
 from reconciler.constants import SIDECAR_NAME
@@ -25,38 +25,37 @@ class PortClash(NamedTuple):
     port: int
 
 
-def _containers(pod_spec: Mapping, *, running: bool = False) -> Iterator[Mapping]:
-    """The application's containers, then its init containers (``running``: only those that
-    run alongside the sidecar, i.e. restartable ones); never restik's sidecar."""
-    for key in ("containers", "initContainers"):
-        for container in pod_spec.get(key) or ():
-            if not isinstance(container, Mapping) or container.get("name") == SIDECAR_NAME:
-                continue
-            if running and key == "initContainers" and container.get("restartPolicy") != "Always":
-                continue
-            yield container
-
-
 def _id(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
+# Both functions below run for every labeled workload in every cycle (the in-sync fast path
+# needs their answers), so they are plain loops over the pod spec.
+
+
 def app_user(obj: Mapping, source_volume: str) -> AppUser:
-    """Who the first container mounting ``source_volume`` runs as: its own securityContext,
-    else the pod's. Its files are the ones to back up, so the sidecar runs as the same user."""
+    """Who the first container mounting ``source_volume`` runs as (containers first, then
+    init containers; never restik's sidecar): its own securityContext, else the pod's. Its
+    files are the ones to back up, so the sidecar runs as the same user."""
     try:
         pod_spec = obj["spec"]["template"]["spec"]
-        pod_sc = pod_spec.get("securityContext") or {}
-        for container in _containers(pod_spec):
-            mounts = container.get("volumeMounts") or ()
-            if not any(isinstance(m, Mapping) and m.get("name") == source_volume for m in mounts):
-                continue
-            sc = container.get("securityContext") or {}
-            user, group = (
-                sc.get(key) if sc.get(key) is not None else pod_sc.get(key)
-                for key in ("runAsUser", "runAsGroup")
-            )
-            return AppUser(_id(user), _id(group))
+        for key in ("containers", "initContainers"):
+            for container in pod_spec.get(key) or ():
+                for mount in container.get("volumeMounts") or ():
+                    if mount.get("name") == source_volume:
+                        break
+                else:
+                    continue
+                if container.get("name") == SIDECAR_NAME:
+                    continue
+                sc = container.get("securityContext") or {}
+                pod_sc = pod_spec.get("securityContext") or {}
+                user, group = sc.get("runAsUser"), sc.get("runAsGroup")
+                if user is None:
+                    user = pod_sc.get("runAsUser")
+                if group is None:
+                    group = pod_sc.get("runAsGroup")
+                return AppUser(_id(user), _id(group))
     except (KeyError, TypeError, AttributeError):
         pass
     return UNKNOWN_USER
@@ -69,10 +68,16 @@ def metrics_port_clash(obj: Mapping, port: int) -> PortClash | None:
     starts; restartable ones (native sidecars) run alongside it."""
     try:
         pod_spec = obj["spec"]["template"]["spec"]
-        for container in _containers(pod_spec, running=True):
-            for entry in container.get("ports") or ():
-                if isinstance(entry, Mapping) and entry.get("containerPort") == port:
-                    return PortClash(str(container.get("name")), port)
+        for key in ("containers", "initContainers"):
+            for container in pod_spec.get(key) or ():
+                ports = container.get("ports")
+                if not ports or container.get("name") == SIDECAR_NAME:
+                    continue
+                if key == "initContainers" and container.get("restartPolicy") != "Always":
+                    continue
+                for entry in ports:
+                    if entry.get("containerPort") == port:
+                        return PortClash(str(container.get("name")), port)
     except (KeyError, TypeError, AttributeError):
         pass
     return None

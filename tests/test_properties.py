@@ -14,6 +14,7 @@ from reconciler.backup import Backup, InvalidBackup, parse_backup
 from reconciler.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME, WORKLOAD_KINDS
 from reconciler.patch import merge_patch
 from reconciler.plan import REMOVE, plan
+from reconciler.pod import app_user
 from reconciler.render import Renderer
 from reconciler.workload import inject, remove
 from tests.emulator.patch import merge_patch as apply_rfc7386
@@ -27,6 +28,10 @@ NAMES = st.sampled_from(["a", "data", "www", "x-1"])
 WORKLOAD_NAMES = st.sampled_from(["app", "db"])
 TEXT = st.sampled_from(["", "x", "restik", "restik-cache", "{{ x }}", "é", "': #", "1"])
 PATHS = st.sampled_from(["/data", "/a/{{b}}: 'x'"])
+# Who a container or pod runs as: decides the sidecar's user, so it is in the hash.
+SECURITY_CONTEXTS = st.sampled_from(
+    [{}, {"runAsUser": 999}, {"runAsUser": 0, "runAsGroup": 0}, {"runAsGroup": 1000}]
+)
 VOLUME_SOURCES = st.sampled_from(
     [
         {"emptyDir": {}},
@@ -45,6 +50,10 @@ def containers(draw):
         c = {"name": n, "image": draw(st.sampled_from(["nginx", "busybox:1", "pg:17"]))}
         if draw(st.booleans()):
             c["args"] = draw(st.lists(TEXT, max_size=2))
+        if draw(st.booleans()):
+            c["volumeMounts"] = [{"name": draw(NAMES), "mountPath": "/m"}]
+        if draw(st.booleans()):
+            c["securityContext"] = draw(SECURITY_CONTEXTS)
         out.append(c)
     return out
 
@@ -61,6 +70,8 @@ def workloads(draw, with_sidecar=None):
         for n in draw(st.lists(NAMES, min_size=1, max_size=3, unique=True))
     ]
     pod_spec = {"containers": draw(containers())}
+    if draw(st.booleans()):
+        pod_spec["securityContext"] = draw(SECURITY_CONTEXTS)
     if draw(st.booleans()):
         pod_spec["restartPolicy"] = "Always"
     claims = []
@@ -146,7 +157,8 @@ def labeled_case(draw):
     obj = draw(workloads())
     obj["metadata"].setdefault("labels", {})[CONFIG_LABEL] = "www"
     b = draw(backup_for(obj))
-    return obj, b, RENDERER.render(b, obj["kind"], obj["metadata"]["name"])
+    app = app_user(obj, b.source_volume)
+    return obj, b, RENDERER.render(b, obj["kind"], obj["metadata"]["name"], app)
 
 
 def _has_restik(obj) -> bool:

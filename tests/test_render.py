@@ -10,6 +10,7 @@ import pytest
 
 from reconciler.backup import DEFAULT_RESOURCES, InvalidBackup, parse_backup
 from reconciler.constants import CACHE_VOLUME, REPO_VOLUME, SIDECAR_NAME, TOKEN_MOUNT
+from reconciler.pod import AppUser
 from reconciler.render import DEFAULT_IMAGE, Renderer, config_hash, templates_dir
 from tests.factories import REPO, backup
 
@@ -237,6 +238,34 @@ def test_remote_repository_change_is_read_live():
     a = render(backup(repository="s3:host/a"))
     b = render(backup(repository="rest:http://host/b"))
     assert a.config_hash == b.config_hash
+
+
+def test_hash_changes_with_the_sidecar_user():
+    b = parse_backup(backup())
+    r = Renderer()
+    hashes = {
+        r.config_hash(b, "Deployment", "app", app)
+        for app in (AppUser(), AppUser(999, None), AppUser(999, 999), AppUser(None, 0))
+    }
+    assert len(hashes) == 4
+    # an app running as root gives the default user: the same rendering as nothing known
+    assert r.config_hash(b, "Deployment", "app", AppUser(0, None)) == r.config_hash(
+        b, "Deployment", "app"
+    )
+
+
+def test_backup_security_context_overrides_the_app_per_field():
+    b = parse_backup(backup(securityContext={"runAsUser": 5}))
+    out = Renderer().render(b, "Deployment", "app", AppUser(999, 998))
+    assert (
+        out.container["securityContext"]["runAsUser"],
+        out.container["securityContext"]["runAsGroup"],
+    ) == (5, 998)
+    both = parse_backup(backup(securityContext={"runAsUser": 5, "runAsGroup": 6}))
+    r = Renderer()
+    assert r.config_hash(both, "Deployment", "app", AppUser(999, 998)) == r.config_hash(
+        both, "Deployment", "app"
+    )
 
 
 def test_renderer_cache_never_returns_a_stale_render():
