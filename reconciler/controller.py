@@ -513,7 +513,7 @@ class Controller:
 
     def _sync_status(self, result, raw_by_key, parsed, stats) -> None:
         from reconciler.kube import ApiError, api_path
-        from reconciler.status import is_new_problem, status_patch, warning_event
+        from reconciler.status import is_new_problem, new_warnings, status_patch, warning_event
 
         now = now_rfc3339()
         for item in parsed:
@@ -521,6 +521,7 @@ class Controller:
             patch = status_patch(raw, item, result, now)
             if patch is None:
                 continue
+            noted = new_warnings(raw, result, (item.namespace, item.name))
             path = api_path(API_VERSION, PLURAL, item.namespace, item.name, "status")
             try:
                 self._note_write(self.kube.merge_patch(path, patch))
@@ -528,6 +529,10 @@ class Controller:
                 if is_new_problem(raw, patch):
                     ready = next(c for c in patch["status"]["conditions"] if c["type"] == "Ready")
                     event = warning_event(raw, ready["reason"], ready["message"], now, COMPONENT)
+                    self.kube.create(api_path("v1", "events", item.namespace), event)
+                for problem in noted:
+                    message = f"{problem.ref}: {problem.message}"
+                    event = warning_event(raw, problem.reason or "Warning", message, now, COMPONENT)
                     self.kube.create(api_path("v1", "events", item.namespace), event)
             except ApiError as exc:
                 if exc.not_found:

@@ -13,6 +13,7 @@ from reconciler.workload import (
     WorkloadError,
     WorkloadRef,
     config_label,
+    controller_owner,
     has_sidecar,
     in_sync_fast,
     inject,
@@ -52,6 +53,7 @@ class Problem:
     ref: WorkloadRef | None
     message: str
     severity: str = "error"
+    reason: str = ""  # the Event reason of a warning
 
     def __str__(self) -> str:
         where = f"{self.ref.kind}/{self.ref.namespace}/{self.ref.name}" if self.ref else ""
@@ -164,6 +166,19 @@ def plan_workload(
     remove_when_missing: bool,
 ) -> Change | None:
     label = config_label(obj)
+    owner = controller_owner(obj)
+    if owner is not None:
+        # Its controller (a Deployment, an Argo Rollout) owns the pod template and would undo
+        # any change, making a new ReplicaSet each time: restik never touches it.
+        if label is not None:
+            kind, name = owner
+            message = (
+                f"owned by {kind}/{name}, left unchanged: label the {kind}, not its {ref.kind}"
+            )
+            result.problems.append(
+                Problem(ref.namespace, label, ref, message, "warning", reason="OwnedWorkload")
+            )
+        return None
     if label is None:
         try:
             owned = has_sidecar(obj)

@@ -26,9 +26,25 @@ def ready_condition(
         text = "; ".join(f"{p.ref}: {p.message}" if p.ref else p.message for p in problems)
         return ("False", "WorkloadMisconfigured", _clip(text))
     selected = plan.selected.get(key, [])
+    notes = "".join(f"; {p.ref}: {p.message}" for p in warnings(plan, key))
     if not selected:
-        return ("True", "NoWorkloads", f"no workload is labeled {CONFIG_LABEL}={key[1]}")
-    return ("True", "Ready", f"{len(selected)} workload(s) backed up")
+        return (
+            "True",
+            "NoWorkloads",
+            _clip(f"no workload is labeled {CONFIG_LABEL}={key[1]}{notes}"),
+        )
+    return ("True", "Ready", _clip(f"{len(selected)} workload(s) backed up{notes}"))
+
+
+def warnings(plan: Plan, key: tuple[str, str]) -> list:
+    """The Backup's warning problems (e.g. a labeled ReplicaSet owned by a Deployment)."""
+    return [p for p in plan.problems if (p.namespace, p.backup) == key and p.severity == "warning"]
+
+
+def new_warnings(raw: Mapping, plan: Plan, key: tuple[str, str]) -> list:
+    """Warnings not yet in the Backup's Ready message: each gets one Warning Event."""
+    old = (_condition(raw.get("status") or {}, READY) or {}).get("message") or ""
+    return [p for p in warnings(plan, key) if f"{p.ref}: {p.message}" not in old]
 
 
 def status_patch(raw: Mapping, parsed: Backup | InvalidBackup, plan: Plan, now: str) -> dict | None:

@@ -413,3 +413,37 @@ def test_lists_are_read_page_by_page(cluster, kubeconfig):
     cluster.clear_requests()
     assert controller.cycle().patched == 0
     assert writes(cluster) == []
+
+
+def test_owned_replicaset_is_never_patched_and_reported_once(cluster, controller):
+    """Issue 12 item 1: the Deployment's ReplicaSet inherits the template's opt-in label."""
+    cluster.create(backup())
+    dep = cluster.create(workload())
+    rs = workload("ReplicaSet", name="www-5d8f")
+    rs["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": "www",
+            "uid": dep["metadata"]["uid"],
+            "controller": True,
+        }
+    ]
+    cluster.create(rs)
+    cluster.clear_requests()
+    controller.cycle()
+    patched = [p for m, p in writes(cluster) if m == "PATCH" and "/replicasets/" in p]
+    assert patched == []
+    assert containers(get(cluster, "ReplicaSet", "www-5d8f")) == ["app"]
+    assert containers(get(cluster, "Deployment")) == ["app", SIDECAR_NAME]
+    status = get(cluster, "Backup")["status"]
+    assert status["workloads"] == ["Deployment/www"]
+    [ready] = status["conditions"]
+    assert ready["status"] == "True"
+    assert "ReplicaSet/www-5d8f: owned by Deployment/www" in ready["message"]
+    assert "label the Deployment, not its ReplicaSet" in ready["message"]
+    events = cluster.list("v1", "events", NS)
+    assert [(e["type"], e["reason"]) for e in events] == [("Warning", "OwnedWorkload")]
+    assert "label the Deployment, not its ReplicaSet" in events[0]["message"]
+    controller.cycle()  # reported once, not every cycle
+    assert len(cluster.list("v1", "events", NS)) == 1
