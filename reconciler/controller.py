@@ -316,12 +316,19 @@ class Controller:
             index = BackupIndex.of(parsed)
             result = index.new_plan()
             labeled: set = set()
+            # The first cycle after a start lists every workload, unselected and paged, to find
+            # sidecars orphaned while no controller ran (label and Backup both gone by then):
+            # restik's hash annotation marks them. Later cycles list labeled ones only and
+            # follow unlabeling through known_injected and the Backups' status.workloads.
+            selector = None if self.first_cycle else CONFIG_LABEL
             for kind, api_version, path in self.workload_paths():
-                for page in self._pages(path, CONFIG_LABEL, rvs):
+                for page in self._pages(path, selector, rvs):
                     items = [_with_kind(_slim(w), api_version, kind) for w in page]
                     del page
-                    stats.workloads += len(items)
-                    refs = {_ref(w) for w in items}
+                    if selector is None:
+                        items = [w for w in items if _labeled_or_injected(w)]
+                    refs = {_ref(w) for w in items if _labeled(w)}
+                    stats.workloads += len(refs)
                     labeled |= refs
                     if self.first_cycle and kind in MANUAL_RESTART_KINDS:
                         self.pending_restarts |= refs  # after a restart: look for stale pods
@@ -569,6 +576,22 @@ def _slim(obj: dict) -> dict:
         meta.pop("managedFields", None)
         meta.pop("annotations", None)
     return obj
+
+
+def _labeled(obj: dict) -> bool:
+    return CONFIG_LABEL in (obj["metadata"].get("labels") or {})
+
+
+def _labeled_or_injected(obj: dict) -> bool:
+    """What the unselected first LIST keeps: labeled workloads and any that carry restik's
+    hash annotation (a possible orphan); the rest is dropped at once."""
+    if _labeled(obj):
+        return True
+    try:
+        annotations = obj["spec"]["template"]["metadata"]["annotations"]
+    except (KeyError, TypeError):
+        return False
+    return isinstance(annotations, dict) and HASH_ANNOTATION in annotations
 
 
 def _ref(obj: dict):

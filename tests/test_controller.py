@@ -447,3 +447,31 @@ def test_owned_replicaset_is_never_patched_and_reported_once(cluster, controller
     assert "label the Deployment, not its ReplicaSet" in events[0]["message"]
     controller.cycle()  # reported once, not every cycle
     assert len(cluster.list("v1", "events", NS)) == 1
+
+
+def test_sidecars_orphaned_while_no_controller_ran_are_removed_at_start(cluster, kubeconfig):
+    """Issue 12 item 12: label and Backup both gone while the controller was down; nothing
+    (no status.workloads, no memory) points at the workloads but restik's hash annotation."""
+    cluster.create(backup())
+    originals = [cluster.create(workload(name=f"w{i}")) for i in range(3)]
+    cluster.create(workload(name="plain", label=None))
+    Controller(Kube.connect(str(kubeconfig)), Settings()).cycle()
+    cluster.delete(BACKUP_API, "Backup", "www", NS)
+    for i in range(3):
+        obj = get(cluster, "Deployment", f"w{i}")
+        del obj["metadata"]["labels"][CONFIG_LABEL]
+        cluster.update(obj)
+    cluster.clear_requests()
+    fresh = Controller(Kube.connect(str(kubeconfig)), Settings(page_size=2))
+    stats = fresh.cycle()
+    assert stats.patched == 3
+    for i, original in enumerate(originals):
+        assert (
+            get(cluster, "Deployment", f"w{i}")["spec"]["template"] == original["spec"]["template"]
+        )
+    first = [r for r in cluster.requests if r.path == "/apis/apps/v1/deployments"]
+    assert [r.query.get("labelSelector") for r in first] == [None, None]  # 4 objects, 2 pages
+    cluster.clear_requests()
+    assert fresh.cycle().patched == 0
+    later = [r for r in cluster.requests if r.path == "/apis/apps/v1/deployments"]
+    assert [r.query.get("labelSelector") for r in later] == [CONFIG_LABEL]
