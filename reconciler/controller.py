@@ -170,6 +170,7 @@ class CycleStats:
     planned: int = 0
     ready: int = 0
     not_ready: int = 0
+    lost_leadership: bool = False
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -197,6 +198,9 @@ class Controller:
         self.crd_ready = False
         self.own_writes: set[str] = set()
         self.last_resource_versions: dict[str, str] = {}
+        # Asked before every write: with leader election, whether the Lease is still ours
+        # (renewed within its deadline). A long cycle stops writing as soon as it is not.
+        self.leading = lambda: True
         self._parsed: dict[tuple, tuple] = {}  # (namespace, name) -> (resourceVersion, parsed)
 
     # ---------------------------------------------------------------- paths
@@ -358,6 +362,8 @@ class Controller:
             self._restart_stale(stats)
             self._sync_rolebindings(result, rolebindings, raw_by_key, parsed, stats)
             self._sync_status(result, raw_by_key, parsed, stats)
+        if stats.lost_leadership:
+            log.warning("leadership lost during the cycle: stopped writing")
         for p in result.problems:
             log.warning("%s", p)
         stats.ready = sum(1 for p in parsed if not isinstance(p, InvalidBackup))
@@ -387,6 +393,8 @@ class Controller:
         from reconciler.patch import merge_patch
 
         for change in result.changes:
+            if not self._may_write(stats):
+                return
             ref = change.ref
             api_version, plural = WORKLOAD_KINDS[ref.kind]
             patch = merge_patch(change.before, change.after)
@@ -433,7 +441,7 @@ class Controller:
 
         budget = self.settings.max_restarts
         for ref in sorted(self.pending_restarts):
-            if budget <= 0:
+            if budget <= 0 or not self._may_write(stats):
                 break
             api_version, plural = WORKLOAD_KINDS[ref.kind]
             try:
@@ -484,6 +492,8 @@ class Controller:
         from reconciler.rbac import desired_rolebinding, rolebinding_in_sync, rolebinding_name
 
         for item in parsed:
+            if not self._may_write(stats):
+                return
             key = (item.namespace, item.name)
             raw = raw_by_key[key]
             live = rolebindings.get((item.namespace, rolebinding_name(item.name)))
@@ -524,6 +534,8 @@ class Controller:
 
         now = now_rfc3339()
         for item in parsed:
+            if not self._may_write(stats):
+                return
             raw = raw_by_key[(item.namespace, item.name)]
             patch = status_patch(raw, item, result, now)
             if patch is None:
@@ -546,6 +558,12 @@ class Controller:
                     continue
                 stats.errors += 1
                 log.error("status of Backup %s/%s: %s", item.namespace, item.name, exc)
+
+    def _may_write(self, stats: CycleStats) -> bool:
+        """False once leadership is lost: the rest of the cycle writes nothing."""
+        if not stats.lost_leadership and not self.leading():
+            stats.lost_leadership = True
+        return not stats.lost_leadership
 
     def _note_write(self, answer: Mapping) -> None:
         rv = (
@@ -676,10 +694,11 @@ class Runner:
                 self.settings.identity,
                 on_change=self._leadership,
             )
+            self.controller.leading = self.elector.is_leader
             self._start(self.elector.run, self.stop)
         watches_started = False
         while not self.stop.is_set():
-            if self.leader:
+            if self.leader and self.controller.leading():
                 self._one_cycle()
                 if not watches_started and self.controller.last_resource_versions:
                     self._start_watches()

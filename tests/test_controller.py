@@ -475,3 +475,19 @@ def test_sidecars_orphaned_while_no_controller_ran_are_removed_at_start(cluster,
     assert fresh.cycle().patched == 0
     later = [r for r in cluster.requests if r.path == "/apis/apps/v1/deployments"]
     assert [r.query.get("labelSelector") for r in later] == [CONFIG_LABEL]
+
+
+def test_a_cycle_stops_writing_when_leadership_is_lost(cluster, controller):
+    """Issue 12 item 13: leadership is checked between the steps of a cycle."""
+    cluster.create(backup())
+    for i in range(3):
+        cluster.create(workload(name=f"w{i}"))
+    answers = iter([True, True])  # two writes, then the Lease is no longer ours
+    controller.leading = lambda: next(answers, False)
+    cluster.clear_requests()
+    stats = controller.cycle()
+    assert stats.lost_leadership
+    assert writes(cluster) == [
+        ("PATCH", "/apis/apps/v1/namespaces/web/deployments/w0"),
+        ("PATCH", "/apis/apps/v1/namespaces/web/deployments/w1"),
+    ]

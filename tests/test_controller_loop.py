@@ -146,18 +146,37 @@ def test_label_change_is_acted_on_within_a_second_and_sigterm_exits_0(cluster, k
     assert "stopping after the current cycle" in err
 
 
+def electors(kube, *names, duration=15):
+    """Electors sharing one fake time ``t[0]`` (seconds); each node's wall clock runs with it,
+    off by ``skew[name]`` seconds."""
+    t = [1000.0]
+    skew = dict.fromkeys(names, 0.0)
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    out = [
+        LeaderElector(
+            kube,
+            NS,
+            "restik-controller",
+            n,
+            duration=duration,
+            clock=lambda n=n: base + timedelta(seconds=t[0] + skew[n]),
+            monotonic=lambda: t[0],
+        )
+        for n in names
+    ]
+    return t, skew, out
+
+
 def test_lease_has_one_holder_and_a_standby_takes_over(cluster, kubeconfig):
     kube = Kube.connect(str(kubeconfig))
-    now = [datetime(2026, 1, 1, tzinfo=UTC)]
-    a = LeaderElector(kube, NS, "restik-controller", "a", duration=15, clock=lambda: now[0])
-    b = LeaderElector(kube, NS, "restik-controller", "b", duration=15, clock=lambda: now[0])
+    t, _, (a, b) = electors(kube, "a", "b")
     assert a.try_acquire() is True
     assert b.try_acquire() is False
-    now[0] += timedelta(seconds=10)
+    t[0] += 10
     assert a.try_acquire() is True  # renewed
-    now[0] += timedelta(seconds=10)
-    assert b.try_acquire() is False  # a renewed 10 s ago, still valid
-    now[0] += timedelta(seconds=16)
+    t[0] += 10
+    assert b.try_acquire() is False  # b saw the renewal 10 s ago (its own clock)
+    t[0] += 16
     assert b.try_acquire() is True  # a stopped renewing: b takes over
     assert a.try_acquire() is False
     lease = cluster.get("coordination.k8s.io/v1", "leases", "restik-controller", NS)
@@ -165,6 +184,41 @@ def test_lease_has_one_holder_and_a_standby_takes_over(cluster, kubeconfig):
     assert lease["spec"]["leaseTransitions"] == 1
     b.release()
     assert a.try_acquire() is True  # released: no need to wait for expiry
+
+
+def test_lease_expiry_never_compares_the_holders_clock_with_ours(cluster, kubeconfig):
+    """Issue 12 item 13: a holder whose clock runs an hour behind keeps renewing; a standby
+    must not take over. A holder an hour ahead that stops renewing still loses the Lease
+    after leaseDurationSeconds of the standby's own time."""
+    kube = Kube.connect(str(kubeconfig))
+    t, skew, (a, b) = electors(kube, "a", "b")
+    skew["a"] = -3600
+    assert a.try_acquire() is True
+    for _ in range(5):
+        t[0] += 5
+        assert a.try_acquire() is True
+        assert b.try_acquire() is False  # renewTime is an hour old, but it keeps changing
+    b.release()
+    a.release()
+    t, skew, (c, d) = electors(kube, "c", "d")
+    skew["c"] = 3600
+    assert c.try_acquire() is True
+    assert d.try_acquire() is False  # first sight of c's record
+    t[0] += 14
+    assert d.try_acquire() is False
+    t[0] += 2
+    assert d.try_acquire() is True  # 16 s unchanged, though renewTime is in our future
+
+
+def test_the_leader_steps_down_when_it_cannot_renew_in_time(cluster, kubeconfig):
+    kube = Kube.connect(str(kubeconfig))
+    t, _, (a,) = electors(kube, "a")
+    assert a.try_acquire() is True and a.is_leader()
+    t[0] += 9
+    assert a.is_leader()  # within renew_deadline (2/3 of 15 s)
+    t[0] += 2
+    assert not a.is_leader()  # no renewal for 11 s: stop writing before a standby may start
+    assert a.try_acquire() is True and a.is_leader()
 
 
 def test_two_replicas_only_the_leader_patches(cluster, kubeconfig):
