@@ -1,0 +1,483 @@
+"""The emulator as a cluster (Emulator(cluster=True)): workload controllers, kubelets,
+admission, the Eviction API, the bounded watch cache and the Table format, over real HTTP."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.emulator import Emulator
+from tests.emulator.cluster import is_ready
+
+ROOT = Path(__file__).resolve().parent.parent
+OPT_IN = "backup.appscode.com/config"
+HASH = "backup.appscode.com/config-hash"
+
+
+@pytest.fixture
+def emu():
+    with Emulator(cluster=True) as emulator:
+        yield emulator
+
+
+def get(emu, path, **params):
+    resp = requests.get(emu.url + path, params=params, timeout=5)
+    resp.raise_for_status()
+    return resp.json()
+
+
+def template(app, image="nginx:1.25", **spec):
+    return {
+        "metadata": {"labels": {"app": app}},
+        "spec": {"containers": [{"name": "app", "image": image}], **spec},
+    }
+
+
+def workload(kind, name="www", replicas=3, ns="default", **spec):
+    obj = {
+        "apiVersion": "v1" if kind == "ReplicationController" else "apps/v1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"template": template(name), **spec},
+    }
+    if kind == "ReplicationController":
+        obj["spec"]["selector"] = {"app": name}
+    else:
+        obj["spec"]["selector"] = {"matchLabels": {"app": name}}
+    if kind != "DaemonSet":
+        obj["spec"]["replicas"] = replicas
+    return obj
+
+
+def pods(emu, ns="default", **labels):
+    selector = ",".join(f"{k}={v}" for k, v in labels.items())
+    return get(emu, f"/api/v1/namespaces/{ns}/pods", labelSelector=selector)["items"]
+
+
+def set_image(emu, kind, name, image, ns="default"):
+    api = "v1" if kind == "ReplicationController" else "apps/v1"
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}}
+    emu.patch(api, kind, name, patch, ns, content_type="application/strategic-merge-patch+json")
+
+
+def snapshot(emu, selector):
+    """(resourceVersion, pods matching selector): where pod_timeline starts."""
+    body = get(emu, "/api/v1/pods", labelSelector=",".join(f"{k}={v}" for k, v in selector.items()))
+    return int(body["metadata"]["resourceVersion"]), body["items"]
+
+
+def pod_timeline(emu, start, selector):
+    """Replays the store's pod events after a snapshot: one (pods, ready pods) pair per
+    change of the pods matching selector (a dict of labels), each pod as (name, image)."""
+    since_rv, initial = start
+    live = {p["metadata"]["name"]: p for p in initial}
+    out = []
+    with emu.store.lock:
+        events = emu.store.events_after(since_rv)
+    for event in events:
+        if event.key != ("", "pods"):
+            continue
+        obj = event.entry.obj
+        labels = obj["metadata"].get("labels") or {}
+        if any(labels.get(k) != v for k, v in selector.items()):
+            continue
+        if event.type == "DELETED":
+            live.pop(obj["metadata"]["name"], None)
+        else:
+            live[obj["metadata"]["name"]] = obj
+        out.append(
+            (
+                {(n, p["spec"]["containers"][0]["image"]) for n, p in live.items()},
+                {(n, p["spec"]["containers"][0]["image"]) for n, p in live.items() if is_ready(p)},
+            )
+        )
+    return out
+
+
+def images(emu, app):
+    return sorted(p["spec"]["containers"][0]["image"] for p in pods(emu, app=app))
+
+
+# -- Deployments ---------------------------------------------------------------------------------
+
+
+def test_deployment_makes_a_replicaset_that_copies_the_template_labels(emu):
+    dep = workload("Deployment", replicas=2)
+    dep["spec"]["template"]["metadata"]["labels"][OPT_IN] = "www"  # e.g. kustomize commonLabels
+    dep["spec"]["template"]["metadata"]["annotations"] = {HASH: "abc"}
+    emu.create(dep)
+    emu.settle()
+    uid = emu.get("apps/v1", "Deployment", "www")["metadata"]["uid"]
+    [rs] = get(emu, "/apis/apps/v1/namespaces/default/replicasets")["items"]
+    pod_hash = rs["metadata"]["labels"]["pod-template-hash"]
+    assert rs["metadata"]["name"] == f"www-{pod_hash}"
+    assert rs["metadata"]["labels"] == {"app": "www", OPT_IN: "www", "pod-template-hash": pod_hash}
+    assert rs["spec"]["selector"]["matchLabels"] == {"app": "www", "pod-template-hash": pod_hash}
+    assert rs["spec"]["template"]["metadata"]["labels"]["pod-template-hash"] == pod_hash
+    assert rs["metadata"]["ownerReferences"] == [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "name": "www", "uid": uid,
+         "controller": True, "blockOwnerDeletion": True}
+    ]  # fmt: skip
+    assert rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
+    assert rs["status"] == {"replicas": 2, "fullyLabeledReplicas": 2, "readyReplicas": 2,
+                            "availableReplicas": 2, "observedGeneration": 1}  # fmt: skip
+    running = pods(emu, app="www")
+    assert len(running) == 2
+    for pod in running:
+        assert pod["metadata"]["name"].startswith(f"www-{pod_hash}-")
+        assert len(pod["metadata"]["name"]) == len(f"www-{pod_hash}-") + 5
+        assert pod["metadata"]["ownerReferences"][0]["uid"] == rs["metadata"]["uid"]
+        assert pod["metadata"]["labels"][OPT_IN] == "www"
+        assert pod["metadata"]["annotations"] == {HASH: "abc"}
+        assert pod["spec"]["nodeName"] in ("node-1", "node-2")
+        assert pod["status"]["phase"] == "Running"
+    dep = get(emu, "/apis/apps/v1/namespaces/default/deployments/www")
+    status = dep["status"]
+    assert dep["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
+    assert {k: status[k] for k in ("observedGeneration", "replicas", "updatedReplicas",
+            "readyReplicas", "availableReplicas")} == {"observedGeneration": 1, "replicas": 2,
+            "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2}  # fmt: skip
+    assert "unavailableReplicas" not in status  # omitempty, as the real status
+    conds = {c["type"]: c["reason"] for c in status["conditions"]}
+    assert conds == {
+        "Available": "MinimumReplicasAvailable",
+        "Progressing": "NewReplicaSetAvailable",
+    }
+
+
+@pytest.mark.parametrize(
+    ("replicas", "surge", "unavailable", "max_pods", "min_ready"),
+    [(4, None, None, 5, 3), (4, 0, 1, 4, 3), (3, 2, 0, 5, 3), (5, "40%", "40%", 7, 3)],
+)
+def test_rolling_update_honours_max_surge_and_max_unavailable(
+    emu, replicas, surge, unavailable, max_pods, min_ready
+):
+    rolling = {
+        k: v for k, v in (("maxSurge", surge), ("maxUnavailable", unavailable)) if v is not None
+    }
+    strategy = {"type": "RollingUpdate", "rollingUpdate": rolling}
+    emu.create(workload("Deployment", replicas=replicas, strategy=strategy))
+    emu.settle()
+    since = snapshot(emu, {"app": "www"})
+    set_image(emu, "Deployment", "www", "nginx:2")
+    emu.settle()
+    assert images(emu, "www") == ["nginx:2"] * replicas
+    timeline = pod_timeline(emu, since, {"app": "www"})
+    most = max(len(all_pods) for all_pods, _ in timeline)
+    assert replicas <= most <= max_pods  # maxSurge
+    assert min(len(ready) for _, ready in timeline) >= min_ready  # maxUnavailable
+    if unavailable == 0:
+        assert most > replicas  # could only go on by surging
+    rss = {rs["metadata"]["name"]: rs for rs in emu.list("apps/v1", "ReplicaSet")}
+    assert sorted(rs["spec"]["replicas"] for rs in rss.values()) == [0, replicas]
+    status = emu.get("apps/v1", "Deployment", "www")["status"]
+    assert (status["observedGeneration"], status["updatedReplicas"]) == (2, replicas)
+
+
+def test_recreate_stops_every_old_pod_before_starting_new_ones(emu):
+    emu.create(workload("Deployment", replicas=3, strategy={"type": "Recreate"}))
+    emu.settle()
+    since = snapshot(emu, {"app": "www"})
+    set_image(emu, "Deployment", "www", "nginx:2")
+    emu.settle()
+    assert images(emu, "www") == ["nginx:2"] * 3
+    for all_pods, _ in pod_timeline(emu, since, {"app": "www"}):
+        assert len({image for _, image in all_pods}) <= 1  # never old and new together
+
+
+def test_paused_deployment_does_not_roll_until_resumed(emu):
+    emu.create(workload("Deployment", replicas=2))
+    emu.settle()
+    emu.patch("apps/v1", "Deployment", "www", {"spec": {"paused": True}})
+    set_image(emu, "Deployment", "www", "nginx:2")
+    emu.settle()
+    assert images(emu, "www") == ["nginx:1.25"] * 2
+    assert len(emu.list("apps/v1", "ReplicaSet")) == 1
+    status = emu.get("apps/v1", "Deployment", "www")["status"]
+    assert status["observedGeneration"] == 3 and "updatedReplicas" not in status
+    progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("Unknown", "DeploymentPaused")
+    emu.patch("apps/v1", "Deployment", "www", {"spec": {"paused": False}})
+    emu.settle()
+    assert images(emu, "www") == ["nginx:2"] * 2
+    assert emu.get("apps/v1", "Deployment", "www")["status"]["updatedReplicas"] == 2
+
+
+def test_old_replicasets_are_kept_up_to_the_revision_history_limit(emu):
+    emu.create(workload("Deployment", replicas=1, revisionHistoryLimit=1))
+    for image in ("nginx:2", "nginx:3", "nginx:4"):
+        emu.settle()
+        set_image(emu, "Deployment", "www", image)
+    emu.settle()
+    rss = emu.list("apps/v1", "ReplicaSet")
+    revisions = sorted(
+        (int(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]),
+         rs["spec"]["replicas"]) for rs in rss
+    )  # fmt: skip
+    assert revisions == [(3, 0), (4, 1)]
+    dep = emu.get("apps/v1", "Deployment", "www")
+    assert dep["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "4"
+
+
+def test_deleting_a_deployment_collects_its_replicasets_and_pods(emu):
+    emu.create(workload("Deployment", replicas=2))
+    emu.settle()
+    assert requests.delete(emu.url + "/apis/apps/v1/namespaces/default/deployments/www",
+                           timeout=5).status_code == 200  # fmt: skip
+    emu.settle()
+    assert emu.list("apps/v1", "ReplicaSet") == [] and pods(emu) == []
+
+
+# -- ReplicaSets and ReplicationControllers --------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["ReplicaSet", "ReplicationController"])
+def test_replicas_are_kept_and_a_template_change_leaves_running_pods_alone(emu, kind):
+    obj = workload(kind, replicas=3)
+    obj["spec"]["template"]["metadata"]["annotations"] = {HASH: "one"}
+    emu.create(obj)
+    emu.settle()
+    api = "v1" if kind == "ReplicationController" else "apps/v1"
+    owner = emu.get(api, kind, "www")
+    first = {p["metadata"]["name"] for p in pods(emu, app="www")}
+    assert len(first) == 3
+    for pod in pods(emu, app="www"):
+        ref = pod["metadata"]["ownerReferences"][0]
+        assert (ref["kind"], ref["uid"], ref["controller"]) == (
+            kind,
+            owner["metadata"]["uid"],
+            True,
+        )
+        assert pod["metadata"]["annotations"] == {HASH: "one"}
+    status = owner["status"]
+    assert status == {"replicas": 3, "fullyLabeledReplicas": 3, "readyReplicas": 3,
+                      "availableReplicas": 3, "observedGeneration": 1}  # fmt: skip
+    emu.patch(
+        api, kind, "www", {"spec": {"template": {"metadata": {"annotations": {HASH: "two"}}}}}
+    )
+    emu.settle()
+    assert {p["metadata"]["name"] for p in pods(emu, app="www")} == first  # as in real life
+    assert emu.get(api, kind, "www")["status"]["observedGeneration"] == 2
+    victim = sorted(first)[0]
+    emu.delete("v1", "Pod", victim)
+    emu.settle()
+    now_running = pods(emu, app="www")
+    names = {p["metadata"]["name"] for p in now_running}
+    assert len(names) == 3 and victim not in names
+    [fresh] = [p for p in now_running if p["metadata"]["name"] not in first]
+    assert fresh["metadata"]["annotations"] == {HASH: "two"}  # the new template
+    assert is_ready(fresh)
+    emu.patch(api, kind, "www", {"spec": {"replicas": 1}})
+    emu.settle()
+    assert len(pods(emu, app="www")) == 1
+    assert emu.get(api, kind, "www")["status"]["replicas"] == 1
+
+
+def test_a_pod_relabeled_out_of_the_selector_is_released_and_replaced(emu):
+    emu.create(workload("ReplicaSet", replicas=1))
+    emu.settle()
+    [pod] = pods(emu, app="www")
+    emu.patch("v1", "Pod", pod["metadata"]["name"], {"metadata": {"labels": {"app": "debug"}}})
+    emu.settle()
+    released = emu.get("v1", "Pod", pod["metadata"]["name"])
+    assert "ownerReferences" not in released["metadata"]
+    assert len(pods(emu, app="www")) == 1
+
+
+# -- kubelet -------------------------------------------------------------------------------------
+
+
+def test_pods_become_ready_after_the_ready_delay():
+    with Emulator(cluster=True, ready_delay=0.3) as emu:
+        started = time.monotonic()
+        emu.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                    "spec": {"containers": [{"name": "c", "image": "busybox:1"}]}})  # fmt: skip
+        pending = emu.wait_for(lambda: (emu.get("v1", "Pod", "p").get("status") or {}).get(
+            "containerStatuses"))  # fmt: skip
+        assert pending[0]["state"] == {"waiting": {"reason": "ContainerCreating"}}
+        emu.wait_for(lambda: is_ready(emu.get("v1", "Pod", "p")))
+        assert time.monotonic() - started >= 0.3
+        status = get(emu, "/api/v1/namespaces/default/pods/p")["status"]
+        assert status["phase"] == "Running"
+        assert status["containerStatuses"][0]["ready"] is True
+        assert "running" in status["containerStatuses"][0]["state"]
+        assert {c["type"]: c["status"] for c in status["conditions"]} == {
+            "PodReadyToStartContainers": "True", "Initialized": "True", "Ready": "True",
+            "ContainersReady": "True", "PodScheduled": "True"}  # fmt: skip
+
+
+def test_a_broken_image_never_becomes_ready():
+    with Emulator(cluster=True, broken_images={"restik:broken"}) as emu:
+        emu.create(
+            workload(
+                "Deployment",
+                replicas=2,
+                strategy={
+                    "type": "RollingUpdate",
+                    "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+                },
+            )
+        )
+        emu.settle()
+        set_image(emu, "Deployment", "www", "restik:broken")
+        emu.settle()
+        running = pods(emu, app="www")
+        broken = [p for p in running if p["spec"]["containers"][0]["image"] == "restik:broken"]
+        assert len(running) == 3 and len(broken) == 1  # the rollout is stuck, as it would be
+        state = broken[0]["status"]["containerStatuses"][0]
+        assert state["ready"] is False and state["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+        assert not is_ready(broken[0])
+        status = emu.get("apps/v1", "Deployment", "www")["status"]
+        assert (status["availableReplicas"], status["unavailableReplicas"]) == (2, 1)
+
+
+def _secret_pod(name, env=None, env_from=None):
+    container = {"name": "app", "image": "nginx:1"}
+    if env:
+        container["env"] = env
+    if env_from:
+        container["envFrom"] = env_from
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [container]}}  # fmt: skip
+
+
+def _waiting(emu, name):
+    def check():
+        statuses = (emu.get("v1", "Pod", name).get("status") or {}).get("containerStatuses")
+        if not statuses or "ContainerCreating" in json.dumps(statuses):
+            return None
+        return statuses[0]["state"].get("waiting") or "running"
+
+    return emu.wait_for(check)
+
+
+def test_a_missing_secret_or_key_is_create_container_config_error(emu):
+    ref = {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "repo", "key": "password"}}}
+    emu.create(_secret_pod("no-secret", env=[ref]))
+    emu.create(_secret_pod("no-secret-from", env_from=[{"secretRef": {"name": "repo"}}]))
+    optional = copy.deepcopy(ref)
+    optional["valueFrom"]["secretKeyRef"]["optional"] = True
+    emu.create(
+        _secret_pod(
+            "optional", env=[optional], env_from=[{"secretRef": {"name": "repo", "optional": True}}]
+        )
+    )
+    assert _waiting(emu, "no-secret") == {"reason": "CreateContainerConfigError",
+                                          "message": 'secret "repo" not found'}  # fmt: skip
+    assert _waiting(emu, "no-secret-from")["reason"] == "CreateContainerConfigError"
+    assert _waiting(emu, "optional") == "running"
+    pod = get(emu, "/api/v1/namespaces/default/pods/no-secret")
+    assert pod["status"]["phase"] == "Pending" and not is_ready(pod)
+    emu.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "repo"},
+                "stringData": {"other": "x"}})  # fmt: skip
+    emu.wait_for(lambda: is_ready(emu.get("v1", "Pod", "no-secret-from")))
+    assert _waiting(emu, "no-secret") == {
+        "reason": "CreateContainerConfigError",
+        "message": "couldn't find key password in Secret default/repo"}  # fmt: skip
+    emu.patch("v1", "Secret", "repo", {"stringData": {"password": "s3cr3t"}})
+    emu.wait_for(lambda: is_ready(emu.get("v1", "Pod", "no-secret")))
+
+
+# -- the Eviction API ------------------------------------------------------------------------------
+
+
+def evict(emu, name, ns="default"):
+    body = {"apiVersion": "policy/v1", "kind": "Eviction",
+            "metadata": {"name": name, "namespace": ns}}  # fmt: skip
+    return requests.post(f"{emu.url}/api/v1/namespaces/{ns}/pods/{name}/eviction", json=body,
+                         timeout=5)  # fmt: skip
+
+
+def pdb(name="www", app="www", **spec):
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": app}}, **spec}}  # fmt: skip
+
+
+def test_eviction_deletes_the_pod_and_the_replicaset_replaces_it(emu):
+    emu.create(workload("ReplicaSet", replicas=2))
+    emu.settle()
+    victim = pods(emu, app="www")[0]["metadata"]["name"]
+    resp = evict(emu, victim)
+    assert resp.status_code == 201
+    assert resp.json() == {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                           "status": "Success", "code": 201}  # fmt: skip
+    assert emu.get("v1", "Pod", victim) is None
+    emu.settle()
+    assert len(pods(emu, app="www")) == 2
+    missing = evict(emu, "nope")
+    assert (missing.status_code, missing.json()["reason"]) == (404, "NotFound")
+    discovery = {r["name"]: r for r in get(emu, "/api/v1")["resources"]}
+    assert discovery["pods/eviction"]["verbs"] == ["create"]
+    assert discovery["pods/eviction"]["group"] == "policy"
+    wrong = requests.post(f"{emu.url}/api/v1/namespaces/default/pods/{victim}/eviction",
+                          json={"apiVersion": "policy/v1", "kind": "Eviction",
+                                "metadata": {"name": "other"}}, timeout=5)  # fmt: skip
+    assert wrong.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("spec", "allowed"),
+    [({"minAvailable": 2}, 1), ({"minAvailable": "100%"}, 0), ({"maxUnavailable": 1}, 1),
+     ({"maxUnavailable": "50%"}, 2), ({"maxUnavailable": 0}, 0)],
+)  # fmt: skip
+def test_eviction_honours_the_disruption_budget(emu, spec, allowed):
+    emu.create(workload("Deployment", replicas=3))
+    emu.create(pdb(**spec))
+    emu.settle()
+    status = emu.get("policy/v1", "PodDisruptionBudget", "www")["status"]
+    assert (status["currentHealthy"], status["expectedPods"], status["disruptionsAllowed"]) == (
+        3, 3, allowed)  # fmt: skip
+    names = [p["metadata"]["name"] for p in pods(emu, app="www")]
+    codes = []
+    for name in names:  # back to back: the replacements are not Ready yet
+        codes.append(evict(emu, name).status_code)
+    assert codes.count(201) == allowed and codes.count(429) == 3 - allowed
+    refused = evict(emu, next(n for n, c in zip(names, codes, strict=True) if c == 429)) if (
+        allowed < 3) else None  # fmt: skip
+    if refused is not None:
+        body = refused.json()
+        assert body["reason"] == "TooManyRequests"
+        assert (
+            body["message"] == "Cannot evict pod as it would violate the pod's disruption budget."
+        )
+        assert body["details"]["causes"][0]["reason"] == "DisruptionBudget"
+    emu.settle()
+    assert len([p for p in pods(emu, app="www") if is_ready(p)]) == 3
+
+
+def test_a_pending_pod_can_be_evicted_whatever_the_budget():
+    with Emulator(cluster=True, ready_delay=30) as emu:
+        emu.create(pdb(minAvailable=1))
+        emu.create({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": "p", "labels": {"app": "www"}},
+                    "spec": {"containers": [{"name": "c", "image": "x"}]}})  # fmt: skip
+        assert evict(emu, "p").status_code == 201
+
+
+def test_two_budgets_on_one_pod_are_refused(emu):
+    emu.create(workload("ReplicaSet", replicas=1))
+    emu.create(pdb("a", maxUnavailable=1))
+    emu.create(pdb("b", maxUnavailable=1))
+    emu.settle()
+    resp = evict(emu, pods(emu, app="www")[0]["metadata"]["name"])
+    assert resp.status_code == 500 and "more than one PodDisruptionBudget" in resp.json()["message"]
+
+
+def test_stop_stops_the_controller_thread():
+    emu = Emulator(cluster=True).start()
+    thread = emu.cluster._thread
+    assert thread is not None and thread.is_alive()
+    emu.stop()
+    assert not thread.is_alive()
+
+
+def test_off_by_default(emulator):
+    emulator.create(workload("Deployment", replicas=1))
+    assert emulator.cluster is None  # no thread: nothing will ever make a ReplicaSet
+    assert emulator.list("apps/v1", "ReplicaSet") == []
