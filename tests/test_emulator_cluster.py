@@ -481,3 +481,305 @@ def test_off_by_default(emulator):
     emulator.create(workload("Deployment", replicas=1))
     assert emulator.cluster is None  # no thread: nothing will ever make a ReplicaSet
     assert emulator.list("apps/v1", "ReplicaSet") == []
+
+
+# -- StatefulSets ------------------------------------------------------------------------------
+
+
+def _events(emu, since_rv, prefix):
+    """(type, pod) of the pod events after since_rv whose pod name starts with prefix."""
+    with emu.store.lock:
+        events = emu.store.events_after(since_rv)
+    return [
+        (e.type, e.entry.obj)
+        for e in events
+        if e.key == ("", "pods") and e.entry.obj["metadata"]["name"].startswith(prefix)
+    ]
+
+
+def _revision(pod):
+    return pod["metadata"]["labels"]["controller-revision-hash"]
+
+
+def test_statefulset_starts_ordinals_in_order_each_after_the_previous_is_ready(emu):
+    claim = {"metadata": {"name": "data"},
+             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}  # fmt: skip
+    sts = workload("StatefulSet", name="db", serviceName="db", volumeClaimTemplates=[claim])
+    sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] = [
+        {"name": "data", "mountPath": "/data"}]  # fmt: skip
+    emu.create(sts)
+    emu.settle()
+    running = {p["metadata"]["name"]: p for p in pods(emu, app="db")}
+    assert sorted(running) == ["db-0", "db-1", "db-2"]
+    status = get(emu, "/apis/apps/v1/namespaces/default/statefulsets/db")["status"]
+    rev = status["updateRevision"]
+    assert rev.startswith("db-") and status["currentRevision"] == rev
+    assert {k: status[k] for k in ("observedGeneration", "replicas", "readyReplicas",
+            "currentReplicas", "updatedReplicas")} == {"observedGeneration": 1, "replicas": 3,
+            "readyReplicas": 3, "currentReplicas": 3, "updatedReplicas": 3}  # fmt: skip
+    for i, (name, pod) in enumerate(sorted(running.items())):
+        assert _revision(pod) == rev
+        assert pod["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] == name
+        assert pod["spec"]["hostname"] == name and pod["spec"]["subdomain"] == "db"
+        [volume] = pod["spec"]["volumes"]
+        assert volume == {"name": "data", "persistentVolumeClaim": {"claimName": f"data-db-{i}"}}
+    assert sorted(c["metadata"]["name"] for c in emu.list("v1", "PersistentVolumeClaim")) == [
+        "data-db-0", "data-db-1", "data-db-2"]  # fmt: skip
+    live: dict[str, dict] = {}
+    for kind, pod in _events(emu, 1, "db-"):
+        name = pod["metadata"]["name"]
+        if kind == "ADDED":
+            ordinal = int(name.rsplit("-", 1)[1])
+            assert all(is_ready(live[f"db-{i}"]) for i in range(ordinal))
+        live[name] = pod
+
+
+def test_statefulset_rolls_from_the_highest_ordinal_one_ready_pod_at_a_time(emu):
+    emu.create(workload("StatefulSet", name="db", replicas=3))
+    emu.settle()
+    old = emu.get("apps/v1", "StatefulSet", "db")["status"]["currentRevision"]
+    start = snapshot(emu, {"app": "db"})
+    set_image(emu, "StatefulSet", "db", "nginx:2")
+    emu.settle()
+    live = {p["metadata"]["name"]: p for p in start[1]}
+    deleted = []
+    for kind, pod in _events(emu, start[0], "db-"):
+        name = pod["metadata"]["name"]
+        if kind == "DELETED":
+            assert len(live) == 3 and all(is_ready(p) for p in live.values())
+            deleted.append(name)
+            del live[name]
+        else:
+            live[name] = pod
+    assert deleted == ["db-2", "db-1", "db-0"]
+    status = emu.get("apps/v1", "StatefulSet", "db")["status"]
+    assert status["currentRevision"] == status["updateRevision"] != old
+    assert (status["currentReplicas"], status["updatedReplicas"]) == (3, 3)
+    assert images(emu, "db") == ["nginx:2"] * 3
+
+
+def test_statefulset_partition_keeps_the_lower_ordinals(emu):
+    strategy = {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}
+    emu.create(workload("StatefulSet", name="db", replicas=3, updateStrategy=strategy))
+    emu.settle()
+    set_image(emu, "StatefulSet", "db", "nginx:2")
+    emu.settle()
+    by_name = {p["metadata"]["name"]: p["spec"]["containers"][0]["image"] for p in pods(emu)}
+    assert by_name == {"db-0": "nginx:1.25", "db-1": "nginx:1.25", "db-2": "nginx:2"}
+    status = emu.get("apps/v1", "StatefulSet", "db")["status"]
+    assert status["currentRevision"] != status["updateRevision"]
+    assert (status["currentReplicas"], status["updatedReplicas"]) == (2, 1)
+    emu.delete("v1", "Pod", "db-0")  # below the partition: recreated at the current revision
+    emu.settle()
+    assert emu.get("v1", "Pod", "db-0")["spec"]["containers"][0]["image"] == "nginx:1.25"
+
+
+def test_statefulset_on_delete_replaces_pods_only_when_deleted(emu):
+    emu.create(workload("StatefulSet", name="db", replicas=2, updateStrategy={"type": "OnDelete"}))
+    emu.settle()
+    before = {p["metadata"]["uid"] for p in pods(emu)}
+    set_image(emu, "StatefulSet", "db", "nginx:2")
+    emu.settle()
+    assert {p["metadata"]["uid"] for p in pods(emu)} == before
+    status = emu.get("apps/v1", "StatefulSet", "db")["status"]
+    assert status["observedGeneration"] == 2 and "updatedReplicas" not in status
+    assert status["currentReplicas"] == 2
+    emu.delete("v1", "Pod", "db-1")
+    emu.settle()
+    assert emu.get("v1", "Pod", "db-1")["spec"]["containers"][0]["image"] == "nginx:2"
+    status = emu.get("apps/v1", "StatefulSet", "db")["status"]
+    assert (status["currentReplicas"], status["updatedReplicas"]) == (1, 1)
+    emu.patch("apps/v1", "StatefulSet", "db", {"spec": {"replicas": 1}})
+    emu.settle()
+    assert [p["metadata"]["name"] for p in pods(emu)] == ["db-0"]  # the highest goes first
+
+
+# -- DaemonSets -------------------------------------------------------------------------------
+
+
+def test_daemonset_runs_one_pod_per_node_and_rolls_one_node_at_a_time():
+    with Emulator(cluster=True, nodes=("a", "b", "c")) as emu:
+        emu.create(workload("DaemonSet", name="agent"))
+        emu.settle()
+        running = pods(emu, app="agent")
+        assert sorted(p["spec"]["nodeName"] for p in running) == ["a", "b", "c"]
+        assert all(p["metadata"]["name"].startswith("agent-") for p in running)
+        assert all(p["metadata"]["labels"]["controller-revision-hash"] for p in running)
+        status = get(emu, "/apis/apps/v1/namespaces/default/daemonsets/agent")["status"]
+        assert status == {"currentNumberScheduled": 3, "numberMisscheduled": 0,
+                          "desiredNumberScheduled": 3, "numberReady": 3, "observedGeneration": 1,
+                          "updatedNumberScheduled": 3, "numberAvailable": 3}  # fmt: skip
+        start = snapshot(emu, {"app": "agent"})
+        set_image(emu, "DaemonSet", "agent", "nginx:2")
+        emu.settle()
+        assert images(emu, "agent") == ["nginx:2"] * 3
+        for _, ready in pod_timeline(emu, start, {"app": "agent"}):
+            assert len(ready) >= 2  # maxUnavailable 1
+        assert emu.get("apps/v1", "DaemonSet", "agent")["status"]["updatedNumberScheduled"] == 3
+
+
+def test_daemonset_on_delete_replaces_pods_only_when_deleted(emu):
+    emu.create(workload("DaemonSet", name="agent", updateStrategy={"type": "OnDelete"}))
+    emu.settle()
+    set_image(emu, "DaemonSet", "agent", "nginx:2")
+    emu.settle()
+    assert images(emu, "agent") == ["nginx:1.25"] * 2
+    status = emu.get("apps/v1", "DaemonSet", "agent")["status"]
+    assert status["observedGeneration"] == 2 and "updatedNumberScheduled" not in status
+    emu.delete("v1", "Pod", pods(emu, app="agent")[0]["metadata"]["name"])
+    emu.settle()
+    assert images(emu, "agent") == ["nginx:1.25", "nginx:2"]
+    assert emu.get("apps/v1", "DaemonSet", "agent")["status"]["updatedNumberScheduled"] == 1
+
+
+# -- admission -------------------------------------------------------------------------------
+
+
+def namespace(emu, name, **labels):
+    emu.create({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": name, "labels": labels}})  # fmt: skip
+
+
+def post_pod(emu, ns, spec, name="p"):
+    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+    return requests.post(f"{emu.url}/api/v1/namespaces/{ns}/pods", json=body, timeout=5)
+
+
+RESTRICTED_CONTAINER = {
+    "name": "app",
+    "image": "nginx:1",
+    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+}
+ENFORCE = "pod-security.kubernetes.io/enforce"
+
+
+def test_pod_security_restricted_refuses_as_the_api_server_does(emu):
+    namespace(emu, "hard", **{ENFORCE: "restricted"})
+    resp = post_pod(emu, "hard", {"containers": [{"name": "app", "image": "nginx:1"},
+                                                 {"name": "side", "image": "x:1"}]})  # fmt: skip
+    assert resp.status_code == 403
+    body = resp.json()
+    assert body["reason"] == "Forbidden"
+    assert body["message"] == (
+        'pods "p" is forbidden: violates PodSecurity "restricted:latest": '
+        'allowPrivilegeEscalation != false (containers "app", "side" must set '
+        "securityContext.allowPrivilegeEscalation=false), unrestricted capabilities "
+        '(containers "app", "side" must set securityContext.capabilities.drop=["ALL"]), '
+        'runAsNonRoot != true (pod or containers "app", "side" must set '
+        'securityContext.runAsNonRoot=true), seccompProfile (pod or containers "app", '
+        '"side" must set securityContext.seccompProfile.type to "RuntimeDefault" or '
+        '"Localhost")'
+    )
+    pod_level = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    ok = post_pod(emu, "hard", {"securityContext": pod_level,
+                                "containers": [RESTRICTED_CONTAINER]})  # fmt: skip
+    assert ok.status_code == 201
+    container_level = copy.deepcopy(RESTRICTED_CONTAINER)
+    container_level["securityContext"].update(
+        runAsNonRoot=True, seccompProfile={"type": "Localhost", "localhostProfile": "x.json"},
+        capabilities={"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]})  # fmt: skip
+    assert post_pod(emu, "hard", {"containers": [container_level]}, "q").status_code == 201
+    bad = copy.deepcopy(container_level)
+    bad["securityContext"]["capabilities"]["add"] = ["SYS_ADMIN"]
+    bad["securityContext"]["runAsUser"] = 0
+    resp = post_pod(
+        emu,
+        "hard",
+        {"containers": [bad], "volumes": [{"name": "h", "hostPath": {"path": "/"}}]},
+        "r",
+    )
+    message = resp.json()["message"]
+    assert resp.status_code == 403
+    for finding in ('non-default capabilities (container "app" must not include "SYS_ADMIN"',
+                    'hostPath volumes (volume "h")',
+                    'restricted volume types (volume "h" uses restricted volume type "hostPath")',
+                    'container "app" must not include "SYS_ADMIN" in securityContext.capabilities',
+                    'runAsUser=0 (container "app" must not set runAsUser=0)'):  # fmt: skip
+        assert finding in message
+
+
+def test_pod_security_baseline_allows_root_but_not_host_access(emu):
+    namespace(emu, "base", **{ENFORCE: "baseline", "pod-security.kubernetes.io/enforce-version":
+                              "v1.30"})  # fmt: skip
+    assert post_pod(emu, "base", {"containers": [{"name": "a", "image": "x"}]}).status_code == 201
+    priv = {"name": "a", "image": "x", "securityContext": {"privileged": True},
+            "ports": [{"containerPort": 80, "hostPort": 80}]}  # fmt: skip
+    resp = post_pod(emu, "base", {"hostNetwork": True, "containers": [priv]}, "q")
+    assert resp.status_code == 403
+    assert resp.json()["message"] == (
+        'pods "q" is forbidden: violates PodSecurity "baseline:v1.30": host namespaces '
+        '(hostNetwork=true), hostPort (container "a" uses hostPort 80), privileged (container '
+        '"a" must not set securityContext.privileged=true)'
+    )
+
+
+def test_a_refused_pod_is_a_failed_create_on_the_workload_and_retried(emu):
+    namespace(emu, "hard", **{ENFORCE: "restricted"})
+    emu.create(workload("Deployment", ns="hard", replicas=2))
+
+    def failed():
+        rs = emu.list("apps/v1", "ReplicaSet", "hard")
+        conds = (rs[0].get("status") or {}).get("conditions") if rs else None
+        return rs[0] if conds else None
+
+    rs = emu.wait_for(failed)
+    [cond] = rs["status"]["conditions"]
+    assert (cond["type"], cond["status"], cond["reason"]) == (
+        "ReplicaFailure",
+        "True",
+        "FailedCreate",
+    )
+    assert 'violates PodSecurity "restricted:latest"' in cond["message"]
+    events = emu.wait_for(lambda: get(emu, "/api/v1/namespaces/hard/events")["items"])
+    event = events[0]
+    assert (event["type"], event["reason"], event["involvedObject"]["kind"]) == (
+        "Warning", "FailedCreate", "ReplicaSet")  # fmt: skip
+    assert event["source"]["component"] == "replicaset-controller"
+    assert event["message"].startswith(f'Error creating: pods "{rs["metadata"]["name"]}-')
+    assert "is forbidden: violates PodSecurity" in event["message"]
+    emu.wait_for(lambda: any(c["type"] == "ReplicaFailure" for c in (emu.get(
+        "apps/v1", "Deployment", "www", "hard").get("status") or {}).get("conditions", [])))  # fmt: skip
+    assert pods(emu, "hard") == []
+    emu.patch("v1", "Namespace", "hard", {"metadata": {"labels": {ENFORCE: "baseline"}}})
+    emu.wait_for(lambda: len([p for p in pods(emu, "hard") if is_ready(p)]) == 2, timeout=10)
+    emu.settle()
+    rs = emu.get("apps/v1", "ReplicaSet", rs["metadata"]["name"], "hard")
+    assert "conditions" not in rs["status"]
+
+
+def test_statefulset_failed_create_names_the_pod(emu):
+    namespace(emu, "hard", **{ENFORCE: "restricted"})
+    emu.create(workload("StatefulSet", name="db", ns="hard", replicas=1))
+    event = emu.wait_for(lambda: get(emu, "/api/v1/namespaces/hard/events")["items"])[0]
+    assert event["message"].startswith(
+        'create Pod db-0 in StatefulSet db failed error: pods "db-0" is forbidden: violates'
+    )
+
+
+def test_resource_quota_requires_what_it_limits_and_counts_pods(emu):
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "q", "namespace": "default"},
+             "spec": {"hard": {"limits.cpu": "1", "limits.memory": "1Gi", "pods": "2"}}}  # fmt: skip
+    emu.create(quota)
+    resp = post_pod(emu, "default", {"containers": [{"name": "app", "image": "x"},
+                                                    {"name": "side", "image": "y"}]})  # fmt: skip
+    assert resp.status_code == 403
+    assert resp.json()["message"] == (
+        'pods "p" is forbidden: failed quota: q: must specify limits.cpu for: app, side; '
+        "limits.memory for: app, side"
+    )
+    limited = {"name": "app", "image": "x",
+               "resources": {"limits": {"cpu": "400m", "memory": "256Mi"}}}  # fmt: skip
+    assert post_pod(emu, "default", {"containers": [limited]}, "a").status_code == 201
+    assert post_pod(emu, "default", {"containers": [limited]}, "b").status_code == 201
+    resp = post_pod(emu, "default", {"containers": [limited]}, "c")
+    assert resp.status_code == 403
+    assert resp.json()["message"].startswith(
+        'pods "c" is forbidden: exceeded quota: q, requested: '
+    )
+    assert "limits.cpu=1200m" not in resp.json()["message"]  # 800m used + 400m: over the cpu too
+
+
+def test_admission_is_off_without_the_switch(emulator):
+    namespace(emulator, "hard", **{ENFORCE: "restricted"})
+    resp = post_pod(emulator, "hard", {"containers": [{"name": "a", "image": "x"}]})
+    assert resp.status_code == 201
