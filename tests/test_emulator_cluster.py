@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -795,3 +797,161 @@ def test_admission_is_off_without_the_switch(emulator):
     namespace(emulator, "hard", **{ENFORCE: "restricted"})
     resp = post_pod(emulator, "hard", {"containers": [{"name": "a", "image": "x"}]})
     assert resp.status_code == 201
+
+
+# -- the Table format ---------------------------------------------------------------------------
+
+TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"  # noqa: E501
+
+
+def _backup(emu, name, **status):
+    obj = {
+        "apiVersion": "backup.appscode.com/v1beta1",
+        "kind": "Backup",
+        "metadata": {"name": name, "namespace": "web"},
+        "spec": {
+            "schedule": "@hourly",
+            "paused": name == "paused",
+            "backupSource": {"volumeName": "data", "path": "/data"},
+            "destination": {"repositorySecretName": "s", "repository": "/repo"},
+        },
+    }
+    if status:
+        obj["status"] = status
+    emu.create(obj)
+
+
+def test_table_of_a_crd_uses_its_printer_columns(emu):
+    emu.load(ROOT / "kustomize" / "crd.yaml")
+    namespace(emu, "web")
+    two_hours_ago = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 7260))
+    ready = {"type": "Ready", "status": "True", "reason": "BackedUp", "message": "ok",
+             "lastTransitionTime": two_hours_ago}  # fmt: skip
+    other = {**ready, "type": "Other", "status": "False"}
+    _backup(emu, "www", backupCount=7, lastSuccessfulBackupTime=two_hours_ago,
+            conditions=[other, ready])  # fmt: skip
+    _backup(emu, "paused")
+    path = "/apis/backup.appscode.com/v1beta1/namespaces/web/backups"
+    resp = requests.get(emu.url + path, headers={"Accept": TABLE}, timeout=5)
+    table = resp.json()
+    assert (table["kind"], table["apiVersion"]) == ("Table", "meta.k8s.io/v1")
+    assert [c["name"] for c in table["columnDefinitions"]] == [
+        "Name", "Schedule", "Paused", "Last Success", "Count", "Ready", "Age"]  # fmt: skip
+    assert [c["type"] for c in table["columnDefinitions"]] == [
+        "string", "string", "boolean", "date", "integer", "string", "date"]  # fmt: skip
+    rows = {r["cells"][0]: r for r in table["rows"]}
+    assert rows["www"]["cells"][1:6] == ["@hourly", False, "121m", 7, "True"]
+    assert rows["www"]["cells"][6].endswith("s")  # just created
+    assert rows["paused"]["cells"][1:6] == ["@hourly", True, None, None, None]
+    assert rows["www"]["object"]["kind"] == "PartialObjectMetadata"
+    assert rows["www"]["object"]["metadata"]["name"] == "www"
+    assert table["metadata"]["resourceVersion"]
+    one = requests.get(emu.url + path + "/www", params={"includeObject": "Object"},
+                       headers={"Accept": "application/json;as=Table;v=v1beta1;g=meta.k8s.io"},
+                       timeout=5).json()  # fmt: skip
+    assert one["apiVersion"] == "meta.k8s.io/v1beta1" and len(one["rows"]) == 1
+    assert one["rows"][0]["object"]["spec"]["schedule"] == "@hourly"
+    plain = requests.get(emu.url + path, headers={"Accept": "application/json"}, timeout=5)
+    assert plain.json()["kind"] == "BackupList"
+
+
+def test_kubectl_get_shows_the_printer_columns(emu, tmp_path):
+    emu.load(ROOT / "kustomize" / "crd.yaml")
+    namespace(emu, "web")
+    ready = {"type": "Ready", "status": "False", "reason": "SecretMissing", "message": "x",
+             "lastTransitionTime": "2026-01-01T00:00:00Z"}  # fmt: skip
+    _backup(emu, "www", backupCount=3, conditions=[ready],
+            lastSuccessfulBackupTime=time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                   time.gmtime(time.time() - 300)))  # fmt: skip
+    emu.create(workload("Deployment", ns="web", replicas=2))
+    emu.settle()
+    config = emu.write_kubeconfig(tmp_path / "kubeconfig")
+
+    def kubectl(*args):
+        out = subprocess.run(["kubectl", "--kubeconfig", str(config), *args], capture_output=True,
+                             text=True, timeout=30, check=True)  # fmt: skip
+        return [line.split() for line in out.stdout.splitlines()]
+
+    header, row = kubectl("get", "bk", "-n", "web")
+    assert header == ["NAME", "SCHEDULE", "PAUSED", "LAST", "SUCCESS", "COUNT", "READY", "AGE"]
+    assert row[:6] == ["www", "@hourly", "false", "5m", "3", "False"]
+    header, row = kubectl("get", "deploy", "-n", "web")
+    assert header == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    assert row[:4] == ["www", "2/2", "2", "2"]
+    header, *rows = kubectl("get", "pods", "-n", "web", "-o", "wide")
+    assert header[:7] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]
+    assert [r[1:4] for r in rows] == [["1/1", "Running", "0"]] * 2
+    assert {r[6] for r in rows} <= {"node-1", "node-2"}
+
+
+def test_human_durations_as_kubectl_shows_them():
+    from tests.emulator.table import human_duration
+
+    cases = {0: "0s", 119: "119s", 125: "2m5s", 600: "10m", 7260: "121m", 3 * 3600 + 60: "3h1m"}
+    cases.update({9 * 3600: "9h", 50 * 3600: "2d2h", 30 * 86400: "30d", 800 * 86400: "2y70d"})
+    assert {s: human_duration(s) for s in cases} == cases
+
+
+# -- the bounded watch cache -----------------------------------------------------------------------
+
+
+def test_a_watch_older_than_the_window_gets_410_on_the_open_stream():
+    with Emulator(watch_window=5) as emu:
+        start = int(
+            get(emu, "/api/v1/namespaces/default/configmaps")["metadata"]["resourceVersion"]
+        )
+        for i in range(8):
+            emu.create({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": f"c{i}", "namespace": "default"}})  # fmt: skip
+        resp = requests.get(
+            emu.url + "/api/v1/namespaces/default/configmaps",
+            timeout=5,
+            params={"watch": "1", "resourceVersion": str(start)},
+            stream=True,
+        )
+        assert resp.status_code == 200  # the stream opens, then says why it ends
+        events = [json.loads(line) for line in resp.iter_lines() if line]
+        assert len(events) == 1 and events[0]["type"] == "ERROR"
+        status = events[0]["object"]
+        assert (status["kind"], status["code"], status["reason"]) == ("Status", 410, "Expired")
+        assert status["message"].startswith("too old resource version:")
+        recent = emu.store.rv - 3  # inside the window: answered as usual
+        resp = requests.get(emu.url + "/api/v1/namespaces/default/configmaps", timeout=5,
+                            params={"watch": "1", "resourceVersion": str(recent),
+                                    "timeoutSeconds": "1"}, stream=True)  # fmt: skip
+        names = [json.loads(line)["object"]["metadata"]["name"] for line in resp.iter_lines()
+                 if line]  # fmt: skip
+        assert names == ["c5", "c6", "c7"]
+        listed = get(emu, "/api/v1/namespaces/default/configmaps", limit="3")
+        assert len(listed["items"]) == 3 and listed["metadata"]["continue"]
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+def test_command_line_cluster(tmp_path):
+    manifest = tmp_path / "app.yaml"
+    manifest.write_text(json.dumps(workload("Deployment", ns="web", replicas=2)))
+    config = tmp_path / "kubeconfig"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.emulator", "--port", "0", "--kubeconfig", str(config),
+         "--cluster", "--nodes", "n1", "--broken-image", "bad:1", "--load", str(manifest)],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while not config.exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        url = json.loads(config.read_text())["clusters"][0]["cluster"]["server"]
+        while True:
+            items = requests.get(url + "/api/v1/namespaces/web/pods", timeout=5).json()["items"]
+            if len(items) == 2 and all(is_ready(p) for p in items):
+                break
+            assert time.monotonic() < deadline, items
+            time.sleep(0.05)
+        assert {p["spec"]["nodeName"] for p in items} == {"n1"}
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+        proc.stderr.close()

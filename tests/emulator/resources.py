@@ -53,6 +53,7 @@ class ResourceType:
     # POST-only subresources served by a handler (pods/eviction): name -> kind answered
     actions: tuple[tuple[str, str, str], ...] = ()  # (subresource, group, kind)
     schema: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    printer_columns: tuple[dict[str, Any], ...] = field(default=(), compare=False, hash=False)
 
     @property
     def api_version(self) -> str:
@@ -146,6 +147,7 @@ def crd_resource_types(crd: dict[str, Any]) -> list[ResourceType]:
                 builtin=False,
                 return_deleted=True,
                 schema=schema,
+                printer_columns=tuple(v.get("additionalPrinterColumns") or ()),
             )
         )
     return out

@@ -24,6 +24,7 @@ from .errors import ApiError
 from .resources import ResourceType, api_group, resource_list
 from .selectors import parse_field_selector, parse_label_selector
 from .store import MERGE_PATCH, Entry, Store, _dumps
+from .table import to_table, wants_table
 
 log = logging.getLogger("tests.emulator")
 
@@ -657,8 +658,13 @@ class _Handler(BaseHTTPRequestHandler):
         ns = route.namespace
         dry_run = query.get("dryRun") == "All"
         sub = route.subresource or None
+        table = wants_table(self.headers.get("Accept"))
         if route.verb == "get":
-            return 200, store.get(rt, ns, route.name).json(rt)
+            entry = store.get(rt, ns, route.name)
+            if table:
+                rv = entry.obj["metadata"]["resourceVersion"]
+                return 200, self._table(rt, [entry], table, rv, query)
+            return 200, entry.json(rt)
         if route.verb == "list":
             match = _matcher(rt, query.get("labelSelector"), query.get("fieldSelector"))
             try:
@@ -668,6 +674,8 @@ class _Handler(BaseHTTPRequestHandler):
             items, rv, token, remaining = store.list(
                 rt, ns or None, match, limit, query.get("continue")
             )
+            if table:
+                return 200, self._table(rt, items, table, str(rv), query, token)
             meta: dict[str, Any] = {"resourceVersion": str(rv)}
             if token:
                 meta["continue"] = token
@@ -721,6 +729,21 @@ class _Handler(BaseHTTPRequestHandler):
         head = _dumps({"kind": rt.list_kind, "apiVersion": rt.api_version,
                        "metadata": {"resourceVersion": str(rv)}})  # fmt: skip
         return 200, head[:-1] + ',"items":[' + ",".join(deleted) + "]}"
+
+    @staticmethod
+    def _table(
+        rt: ResourceType,
+        entries: list[Entry],
+        version: str,
+        rv: str,
+        query: dict[str, str],
+        token: str | None = None,
+    ) -> str:
+        include = query.get("includeObject") or "Metadata"
+        if include not in ("None", "Metadata", "Object"):
+            raise errors.bad_request(f"invalid includeObject {include!r}")
+        objects = [json.loads(e.json(rt)) for e in entries]
+        return _dumps(to_table(rt, objects, version, rv, include, time.time(), token))
 
     # -- watch -----------------------------------------------------------------------------------
 
