@@ -88,6 +88,9 @@ class Store:
         self.owners: dict[str, set[tuple[tuple[str, str], str, str]]] = {}
         self.names = random.Random()  # generateName suffixes: not part of the fault seed
         self.stopped = False
+        # Validating admission on create (Pod Security, ResourceQuota): each hook gets
+        # (type, namespace, object) after defaulting and raises an ApiError to refuse.
+        self.admission: list[Callable[[ResourceType, str, dict[str, Any]], None]] = []
         for rt in BUILTINS:
             self.types[(rt.group, rt.version, rt.plural)] = rt
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
@@ -294,6 +297,8 @@ class Store:
             ):
                 rules.initial_status(rt, obj)
             self._prepare(rt, obj)
+            for admit in self.admission:
+                admit(rt, ns, obj)
             if dry_run:
                 obj["metadata"]["resourceVersion"] = ""
                 del obj["metadata"]["resourceVersion"]
@@ -537,6 +542,29 @@ class Store:
                 entry = self.lookup(rt, ns if rt.namespaced else "", ref.get("name", ""))
                 return {entry.obj["metadata"]["uid"]} if entry else set()
         return set()
+
+    # -- writes by the emulated cluster (controllers, kubelet) ---------------------------------
+
+    def mutate(self, rt: ResourceType, ns: str, name: str, change: Callable[[dict], Any]) -> bool:
+        """Apply ``change`` to a copy of the object and store it as is (no validation, no
+        generation bump: what a controller's status write or the scheduler's binding does).
+        False when the object is gone or nothing changed."""
+        with self.lock:
+            old = self.lookup(rt, ns, name)
+            if old is None:
+                return False
+            obj = old.copy()
+            change(obj)
+            if obj == old.obj:
+                return False
+            self._commit(rt, obj, old)
+            return True
+
+    def write_status(self, rt: ResourceType, ns: str, name: str, status: dict[str, Any]) -> bool:
+        def change(obj: dict[str, Any]) -> None:
+            obj["status"] = status
+
+        return self.mutate(rt, ns, name, change)
 
     # -- watching --------------------------------------------------------------------------
 
