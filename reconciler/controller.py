@@ -6,6 +6,7 @@ import argparse
 import gc
 import logging
 import os
+import random
 import signal
 import sys
 import threading
@@ -670,7 +671,8 @@ class Runner:
         self.settings = settings
         self.stop = threading.Event()
         self.wake = threading.Event()
-        self.last_cycle_end = time.monotonic()
+        self.last_cycle_end = time.monotonic()  # of the last successful cycle (health)
+        self.last_attempt_end = 0.0  # of the last cycle, failed or not (rate limit)
         self.leader = not settings.leader_elect
         self.threads: list[threading.Thread] = []
 
@@ -700,12 +702,17 @@ class Runner:
         while not self.stop.is_set():
             if self.leader and self.controller.leading():
                 self._one_cycle()
+                self.last_attempt_end = time.monotonic()
                 if not watches_started and self.controller.last_resource_versions:
                     self._start_watches()
                     watches_started = True
             woke = self.wake.wait(self.settings.interval)
             if woke and not self.stop.is_set():
-                time.sleep(0.1)  # let a burst of events settle into one cycle
+                # Let a burst of events settle into one cycle, and never run cycles closer
+                # than MIN_CYCLE_GAP: a storm of events (or of 410s asking for a relist)
+                # costs at most one cycle of LISTs per gap.
+                gap = MIN_CYCLE_GAP - (time.monotonic() - self.last_attempt_end)
+                self.stop.wait(max(0.1, gap))
             self.wake.clear()
         if self.settings.leader_elect:
             self.elector.release()
@@ -748,30 +755,85 @@ class Runner:
             self._start(self._watch, path, selector)
 
     def _watch(self, path: str, selector: str | None) -> None:
-        """Wake the loop on any change not made by this controller; resume after errors."""
+        """Wake the loop on any change not made by this controller; resume after errors.
+
+        A failed watch (an ERROR event, an error answer, a dropped connection) is retried
+        after an exponential, capped, jittered backoff, never at once. A 410 Gone means the
+        resourceVersion left the server's watch cache: the loop is woken to relist, and the
+        watch resumes from that LIST's resourceVersion (or from "" if none is newer). While
+        this replica is not the leader it does not watch at all.
+        """
         from reconciler.kube import ApiError
 
         kube = self.controller.kube
         rv = self.controller.last_resource_versions.get(path, "")
+        failures = 0
+        timeout = WATCH_TIMEOUT_LEADER_ELECT if self.settings.leader_elect else WATCH_TIMEOUT
         while not self.stop.is_set():
+            if not self._leading():
+                self.stop.wait(1.0)
+                rv = None  # resume from the next cycle's LIST once leader again
+                continue
+            if rv is None:
+                rv = self.controller.last_resource_versions.get(path, "")
+            gone = failed = False
+            started = time.monotonic()
+            events = 0
             try:
-                for event in kube.watch(path, rv, selector, timeout_s=300):
-                    if self.stop.is_set():
-                        return
-                    obj = event.get("object") or {}
-                    new_rv = (obj.get("metadata") or {}).get("resourceVersion")
-                    if event.get("type") == "ERROR":
-                        rv = self.controller.last_resource_versions.get(path, "")
+                for event in kube.watch(path, rv, selector, timeout_s=timeout):
+                    if self.stop.is_set() or not self._leading():
                         break
+                    obj = event.get("object") or {}
+                    if event.get("type") == "ERROR":
+                        failed = True
+                        gone = obj.get("code") == 410
+                        log.info("watch %s: %s", path, obj.get("message") or obj.get("reason"))
+                        break
+                    events += 1
+                    failures = 0
+                    new_rv = (obj.get("metadata") or {}).get("resourceVersion")
                     if new_rv:
                         rv = new_rv
                     if event.get("type") == "BOOKMARK" or new_rv in self.controller.own_writes:
                         continue
                     self.wake.set()
+                else:
+                    # the server ended the watch: normal at its timeout, a fault when at once
+                    failed = events == 0 and time.monotonic() - started < 1.0
             except ApiError as exc:
                 log.debug("watch %s: %s", path, exc)
-                rv = self.controller.last_resource_versions.get(path, "")
-                self.stop.wait(1.0)
+                failed = True
+                gone = exc.status == 410
+            if not failed:
+                continue
+            failures += 1
+            stale = rv
+            if gone:
+                self.wake.set()  # relist: events may have been missed
+            self.stop.wait(watch_backoff(failures))
+            if gone:
+                listed = self.controller.last_resource_versions.get(path, "")
+                rv = listed if listed != stale else ""
+
+    def _leading(self) -> bool:
+        return self.leader and self.controller.leading()
+
+
+MIN_CYCLE_GAP = 1.0
+WATCH_TIMEOUT = 300
+# With leader election a watch is at most this long, so a replica that lost the Lease stops
+# watching within it (a blocked read cannot be interrupted from another thread).
+WATCH_TIMEOUT_LEADER_ELECT = 60
+WATCH_BACKOFF_BASE = 0.5
+WATCH_BACKOFF_CAP = 30.0
+
+
+def watch_backoff(failures: int, rand=random.random) -> float:
+    """Seconds before watching again after ``failures`` failures in a row: exponential from
+    WATCH_BACKOFF_BASE, capped at WATCH_BACKOFF_CAP, with jitter (50-100 %) so that the
+    watches of many replicas and kinds do not come back in step."""
+    ceiling = min(WATCH_BACKOFF_CAP, WATCH_BACKOFF_BASE * 2 ** max(0, failures - 1))
+    return ceiling * (0.5 + rand() / 2)
 
 
 def main(args: argparse.Namespace) -> int:

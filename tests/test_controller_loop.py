@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -261,3 +264,63 @@ def test_two_replicas_only_the_leader_patches(cluster, kubeconfig):
         for p in procs:
             finish(p)
     assert all(p.returncode == 0 for p in procs)
+
+
+def test_a_410_storm_costs_a_bounded_number_of_requests(cluster, kubeconfig, monkeypatch):
+    """Issue 12 item 9: every watch is answered 410 Gone (as an ERROR event on the open
+    watch, as the watch cache does; every other one as a 410 answer). The controller backs
+    off (exponential, jittered), relists, and never re-watches at once."""
+    from reconciler.controller import Controller, Runner, Settings
+    from tests.emulator import server
+    from tests.emulator.errors import gone
+
+    answered = []
+
+    def always_gone(self, route, query, record):
+        answered.append(query.get("resourceVersion"))
+        if len(answered) % 2:
+            raise gone("too old resource version")
+        record(200)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        event = {"type": "ERROR", "object": gone("too old resource version").status()}
+        self._chunk((json.dumps(event) + "\n").encode())
+        self.wfile.write(b"0\r\n\r\n")
+
+    monkeypatch.setattr(server._Handler, "_watch", always_gone)
+    cluster.create(backup())
+    cluster.create(workload())
+    settings = Settings(interval=300.0)
+    runner = Runner(Controller(Kube.connect(str(kubeconfig)), settings), settings)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        time.sleep(4.0)
+    finally:
+        runner.request_stop()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+    watches = [r for r in cluster.requests if r.verb == "watch"]
+    lists = [r for r in cluster.requests if r.verb == "list"]
+    # 6 watched paths; backoffs 0.25-0.5 s, 0.5-1 s, 1-2 s, 2-4 s: at most 5 tries each in 4 s
+    # (24 measured; re-watching at once made hundreds)
+    assert len(watches) <= 6 * 5, len(watches)
+    assert len(watches) >= 6 * 2  # it does keep trying
+    # each 410 asks for a relist; cycles are at least 1 s apart (7 LISTs each; 28 measured)
+    assert len(lists) <= 7 * 6, len(lists)
+    # after a 410 the watch never resumes from the resourceVersion that was gone
+    by_path: dict[str, list] = {}
+    for r in watches:
+        by_path.setdefault(r.path, []).append(r.query.get("resourceVersion"))
+    for versions in by_path.values():
+        assert all(a != b or a == "" for a, b in itertools.pairwise(versions)), versions
+
+
+def test_watch_backoff_is_exponential_capped_and_jittered():
+    from reconciler.controller import WATCH_BACKOFF_CAP, watch_backoff
+
+    assert [watch_backoff(n, rand=lambda: 1.0) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
+    assert [watch_backoff(n, rand=lambda: 0.0) for n in (1, 2)] == [0.25, 0.5]
+    assert watch_backoff(40, rand=lambda: 1.0) == WATCH_BACKOFF_CAP
