@@ -98,6 +98,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stale ReplicaSet/ReplicationController pods deleted per cycle (RESTIK_MAX_RESTARTS)",
     )
     parser.add_argument(
+        "--max-rollouts",
+        type=int,
+        default=int(env_default("MAX_ROLLOUTS", "10")),
+        help="workloads whose sidecar is updated per cycle (an image upgrade rolls them in "
+        "batches; new injections and removals are not limited; 0 = no limit) "
+        "(RESTIK_MAX_ROLLOUTS, default 10)",
+    )
+    parser.add_argument(
         "--page-size",
         type=int,
         default=int(env_default("PAGE_SIZE", "500")),
@@ -129,6 +137,7 @@ class Settings:
     metrics_port: int = 0
     metrics_address: str = "0.0.0.0"  # noqa: S104
     max_restarts: int = 5
+    max_rollouts: int = 10
     page_size: int = 500
     leader_elect: bool = False
     lease_namespace: str = "restik-system"
@@ -148,6 +157,7 @@ class Settings:
             metrics_port=args.metrics_port,
             metrics_address=args.metrics_address,
             max_restarts=args.max_restarts,
+            max_rollouts=args.max_rollouts,
             page_size=args.page_size,
             leader_elect=args.leader_elect and not args.once and not args.dry_run,
             lease_namespace=args.lease_namespace,
@@ -165,6 +175,7 @@ class CycleStats:
     workloads: int = 0
     patched: int = 0
     restarted: int = 0
+    deferred: int = 0
     conflicts: int = 0
     errors: int = 0
     status_writes: int = 0
@@ -177,7 +188,8 @@ class CycleStats:
     def summary(self) -> str:
         return (
             f"backups={self.backups} workloads={self.workloads} patched={self.patched} "
-            f"restarted={self.restarted} conflicts={self.conflicts} errors={self.errors} "
+            f"restarted={self.restarted} deferred={self.deferred} conflicts={self.conflicts} "
+            f"errors={self.errors} "
             f"in {self.seconds:.2f}s"
         )
 
@@ -195,6 +207,7 @@ class Controller:
         self.renderer = Renderer(image=settings.sidecar_image or DEFAULT_IMAGE)
         self.known_injected: set = set()
         self.pending_restarts: set = set()
+        self.deferred: set = set()  # workloads whose update waits for --max-rollouts
         self.first_cycle = True
         self.crd_ready = False
         self.own_writes: set[str] = set()
@@ -393,10 +406,21 @@ class Controller:
         from reconciler.kube import ApiError, api_path
         from reconciler.patch import merge_patch
 
+        updates = 0
+        self.deferred = set()
         for change in result.changes:
             if not self._may_write(stats):
                 return
             ref = change.ref
+            if change.action == "update":
+                # An image upgrade changes every sidecar at once: roll at most max_rollouts
+                # workloads per cycle, the rest in later cycles (they stay planned).
+                limit = self.settings.max_rollouts
+                if limit and updates >= limit:
+                    stats.deferred += 1
+                    self.deferred.add(ref)
+                    continue
+                updates += 1
             api_version, plural = WORKLOAD_KINDS[ref.kind]
             patch = merge_patch(change.before, change.after)
             patch.setdefault("metadata", {})["resourceVersion"] = change.before["metadata"].get(

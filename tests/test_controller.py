@@ -491,3 +491,29 @@ def test_a_cycle_stops_writing_when_leadership_is_lost(cluster, controller):
         ("PATCH", "/apis/apps/v1/namespaces/web/deployments/w0"),
         ("PATCH", "/apis/apps/v1/namespaces/web/deployments/w1"),
     ]
+
+
+def test_an_image_upgrade_rolls_at_most_max_rollouts_workloads_per_cycle(cluster, kubeconfig):
+    """Issue 12 item 10: updates are limited per cycle; new injections are not."""
+    cluster.create(backup())
+    for i in range(5):
+        cluster.create(workload(name=f"w{i}"))
+    kube = Kube.connect(str(kubeconfig))
+    assert Controller(kube, Settings(max_rollouts=2)).cycle().patched == 5  # injections
+    cluster.create(workload(name="new"))
+    upgraded = Controller(kube, Settings(max_rollouts=2, sidecar_image="restik:9.9"))
+    images = lambda: {  # noqa: E731
+        o["metadata"]["name"]: o["spec"]["template"]["spec"]["containers"][-1]["image"]
+        for o in cluster.list("apps/v1", "deployments", NS)
+    }
+    stats = upgraded.cycle()
+    assert (stats.patched, stats.deferred) == (3, 3)  # "new" injected + 2 updated
+    assert sorted(images().values()).count("restik:9.9") == 3
+    assert upgraded.cycle().deferred == 1
+    stats = upgraded.cycle()
+    assert (stats.patched, stats.deferred) == (1, 0)
+    assert set(images().values()) == {"restik:9.9"}
+    # --dry-run still shows every planned change
+    cluster.clear_requests()
+    dry = Controller(kube, Settings(dry_run=True, max_rollouts=1, sidecar_image="restik:10"))
+    assert dry.cycle().planned == 6
