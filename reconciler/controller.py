@@ -20,7 +20,6 @@ from reconciler.constants import (
     CONFIG_LABEL,
     CRD_NAME,
     HASH_ANNOTATION,
-    MANUAL_RESTART_KINDS,
     PLURAL,
     WORKLOAD_KINDS,
 )
@@ -208,6 +207,7 @@ class Controller:
         self.known_injected: set = set()
         self.pending_restarts: set = set()
         self.deferred: set = set()  # workloads whose update waits for --max-rollouts
+        self.patched_now: set = set()  # workloads patched in this cycle
         self.first_cycle = True
         self.crd_ready = False
         self.own_writes: set[str] = set()
@@ -306,6 +306,8 @@ class Controller:
         from reconciler.kube import ApiError
         from reconciler.plan import BackupIndex, plan_batch
         from reconciler.rbac import MANAGED_BY, MANAGER
+        from reconciler.rollout import needs_manual_restart, observe_rollout
+        from reconciler.workload import controller_owner
 
         started = time.monotonic()
         stats = CycleStats()
@@ -334,6 +336,7 @@ class Controller:
             index = BackupIndex.of(parsed)
             result = index.new_plan()
             labeled: set = set()
+            rollouts: dict = {}  # WorkloadRef -> Rollout of the labeled workloads
             # The first cycle after a start lists every workload, unselected and paged, to find
             # sidecars orphaned while no controller ran (label and Backup both gone by then):
             # restik's hash annotation marks them. Later cycles list labeled ones only and
@@ -341,15 +344,22 @@ class Controller:
             selector = None if self.first_cycle else CONFIG_LABEL
             for kind, api_version, path in self.workload_paths():
                 for page in self._pages(path, selector, rvs):
-                    items = [_with_kind(_slim(w), api_version, kind) for w in page]
+                    items = [_with_kind(w, api_version, kind) for w in page]
                     del page
                     if selector is None:
                         items = [w for w in items if _labeled_or_injected(w)]
-                    refs = {_ref(w) for w in items if _labeled(w)}
-                    stats.workloads += len(refs)
-                    labeled |= refs
-                    if self.first_cycle and kind in MANUAL_RESTART_KINDS:
-                        self.pending_restarts |= refs  # after a restart: look for stale pods
+                    for w in items:
+                        if not _labeled(w):
+                            continue
+                        ref = _ref(w)
+                        labeled.add(ref)
+                        if controller_owner(w) is not None:
+                            continue  # never changed, never restarted (plan reports it)
+                        rollouts[ref] = observe_rollout(w)  # from its status, before _slim
+                        if self.first_cycle and needs_manual_restart(w):
+                            self.pending_restarts.add(ref)  # after a start: look for stale pods
+                    stats.workloads += sum(1 for w in items if _labeled(w))
+                    items = [_slim(w) for w in items]
                     plan_batch(index, items, self.renderer, result)
                     del items
             rb_path = self._list_path("rbac.authorization.k8s.io/v1", "rolebindings")
@@ -373,9 +383,10 @@ class Controller:
             self._print_plan(result)
         else:
             self._apply_changes(result, stats)
-            self._restart_stale(stats)
+            restarts = self._restart_stale(stats)
             self._sync_rolebindings(result, rolebindings, raw_by_key, parsed, stats)
-            self._sync_status(result, raw_by_key, parsed, stats)
+            current = self._rollouts(result, rollouts, restarts)
+            self._sync_status(result, raw_by_key, parsed, stats, current)
         if stats.lost_leadership:
             log.warning("leadership lost during the cycle: stopped writing")
         for p in result.problems:
@@ -408,6 +419,7 @@ class Controller:
 
         updates = 0
         self.deferred = set()
+        self.patched_now = set()
         for change in result.changes:
             if not self._may_write(stats):
                 return
@@ -447,6 +459,7 @@ class Controller:
                     )
                 continue
             self._note_write(answer)
+            self.patched_now.add(ref)
             stats.patched += 1
             if self.metrics:
                 self.metrics.patches.labels(change.action).inc()
@@ -460,10 +473,16 @@ class Controller:
             if change.restart:
                 self.pending_restarts.add(ref)
 
-    def _restart_stale(self, stats: CycleStats) -> None:
-        """Delete pods of ReplicaSets/ReplicationControllers whose template hash is stale."""
+    def _restart_stale(self, stats: CycleStats) -> dict:
+        """Restart, through the Eviction API, stale pods of the workloads that do not roll
+        by themselves (ReplicaSets, ReplicationControllers, OnDelete StatefulSets and
+        DaemonSets): at most one pod per workload and cycle, only while every other pod is
+        Ready (rollout.plan_restart decides). Returns WorkloadRef -> Rollout of each one looked
+        at. A 429 (a PodDisruptionBudget says wait) is not an error: next cycle."""
         from reconciler.kube import ApiError, api_path
+        from reconciler.rollout import plan_restart
 
+        views: dict = {}
         budget = self.settings.max_restarts
         for ref in sorted(self.pending_restarts):
             if budget <= 0 or not self._may_write(stats):
@@ -473,43 +492,65 @@ class Controller:
                 owner = self.kube.get_or_none(
                     api_path(api_version, plural, ref.namespace, ref.name)
                 )
-                if owner is None:
-                    self.pending_restarts.discard(ref)
-                    continue
-                selector = _selector_string(owner, ref.kind)
+                selector = _selector_string(owner, ref.kind) if owner is not None else None
                 if selector is None:
                     self.pending_restarts.discard(ref)
                     continue
+                owner.setdefault("kind", ref.kind)
                 pods = self.kube.list(
                     api_path("v1", "pods", ref.namespace), label_selector=selector
                 )
-                uid = owner["metadata"].get("uid")
-                want = (
-                    (owner["spec"]["template"].get("metadata") or {}).get("annotations") or {}
-                ).get(HASH_ANNOTATION)
-                stale = [
-                    p
-                    for p in pods.get("items") or []
-                    if _owned_by(p, uid)
-                    and not p["metadata"].get("deletionTimestamp")
-                    and ((p["metadata"].get("annotations") or {}).get(HASH_ANNOTATION)) != want
-                ]
-                if not stale:
+                decision = plan_restart(owner, pods.get("items") or [])
+                views[ref] = decision.rollout()
+                if decision.done:
                     self.pending_restarts.discard(ref)
                     continue
-                pod = sorted(stale, key=lambda p: p["metadata"]["name"])[0]
-                self.kube.delete(api_path("v1", "pods", ref.namespace, pod["metadata"]["name"]))
+                if decision.evict is None:
+                    log.info("restart of %s/%s waits: %s", ref.namespace, ref, decision.reason)
+                    continue
+                if not self.kube.evict(ref.namespace, decision.evict):
+                    log.info(
+                        "restart of %s/%s waits: a PodDisruptionBudget does not allow evicting "
+                        "pod %s now",
+                        ref.namespace,
+                        ref,
+                        decision.evict,
+                    )
+                    continue
                 budget -= 1
                 stats.restarted += 1
                 if self.metrics:
                     self.metrics.restarts.inc()
-                log.info("restarted pod %s/%s of %s", ref.namespace, pod["metadata"]["name"], ref)
-                if len(stale) == 1:
-                    self.pending_restarts.discard(ref)
+                log.info("restarted (evicted) pod %s/%s of %s", ref.namespace, decision.evict, ref)
             except ApiError as exc:
                 if not exc.not_found:
                     stats.errors += 1
                     log.error("restarting pods of %s/%s failed: %s", ref.namespace, ref, exc)
+        return views
+
+    def _rollouts(self, result, observed: dict, restarts: dict) -> dict:
+        """WorkloadRef -> Rollout for every labeled workload with restik's sidecar: what its
+        status said at LIST time, unless this cycle knows better (patched now, deferred by
+        --max-rollouts, or restarted by restik)."""
+        from reconciler.rollout import ROLLING_OUT, Rollout
+
+        patched = {c.ref for c in result.changes if c.action != "remove"}
+        out = {}
+        for ref, rollout in observed.items():
+            if ref not in result.injected and ref not in patched:
+                continue  # no sidecar (yet): a problem on the Backup says why
+            if ref in self.deferred:
+                rollout = Rollout(ROLLING_OUT, None, None, None, "queued by --max-rollouts")
+            elif ref in restarts:
+                rollout = restarts[ref]
+            elif ref in self.patched_now:
+                # what the next LIST will say until the workload's controller catches up
+                message = f"waiting for the {ref.kind} controller to observe it"
+                rollout = Rollout(ROLLING_OUT, rollout.pods, None, rollout.ready, message)
+            elif ref in self.pending_restarts:
+                rollout = Rollout(ROLLING_OUT, rollout.pods, None, rollout.ready, "restart pending")
+            out[ref] = rollout
+        return out
 
     def _sync_rolebindings(self, result, rolebindings: dict, raw_by_key, parsed, stats) -> None:
         from reconciler.backup import InvalidBackup
@@ -553,7 +594,7 @@ class Controller:
                     stats.errors += 1
                     log.error("RoleBinding for Backup %s/%s: %s", item.namespace, item.name, exc)
 
-    def _sync_status(self, result, raw_by_key, parsed, stats) -> None:
+    def _sync_status(self, result, raw_by_key, parsed, stats, rollouts=None) -> None:
         from reconciler.kube import ApiError, api_path
         from reconciler.status import is_new_problem, new_warnings, status_patch, warning_event
 
@@ -562,7 +603,7 @@ class Controller:
             if not self._may_write(stats):
                 return
             raw = raw_by_key[(item.namespace, item.name)]
-            patch = status_patch(raw, item, result, now)
+            patch = status_patch(raw, item, result, now, rollouts)
             if patch is None:
                 continue
             noted = new_warnings(raw, result, (item.namespace, item.name))
@@ -730,7 +771,12 @@ class Runner:
                 if not watches_started and self.controller.last_resource_versions:
                     self._start_watches()
                     watches_started = True
-            woke = self.wake.wait(self.settings.interval)
+            # While restik restarts pods itself, look again soon: each step waits for the
+            # previous pod's replacement to become Ready.
+            wait = self.settings.interval
+            if self.controller.pending_restarts:
+                wait = min(wait, RESTART_POLL)
+            woke = self.wake.wait(wait)
             if woke and not self.stop.is_set():
                 # Let a burst of events settle into one cycle, and never run cycles closer
                 # than MIN_CYCLE_GAP: a storm of events (or of 410s asking for a relist)
@@ -844,6 +890,7 @@ class Runner:
 
 
 MIN_CYCLE_GAP = 1.0
+RESTART_POLL = 5.0
 WATCH_TIMEOUT = 300
 # With leader election a watch is at most this long, so a replica that lost the Lease stops
 # watching within it (a blocked read cannot be interrupted from another thread).

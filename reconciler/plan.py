@@ -6,9 +6,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from reconciler.backup import Backup, InvalidBackup
-from reconciler.constants import MANUAL_RESTART_KINDS
 from reconciler.rbac import service_account
 from reconciler.render import Renderer
+from reconciler.rollout import needs_manual_restart
 from reconciler.workload import (
     WorkloadError,
     WorkloadRef,
@@ -41,7 +41,7 @@ class Change:
     @property
     def restart(self) -> bool:
         """Kinds whose pods do not roll on a template change need the controller's help."""
-        return self.ref.kind in MANUAL_RESTART_KINDS
+        return needs_manual_restart(self.after)
 
 
 @dataclass(frozen=True)

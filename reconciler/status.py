@@ -8,15 +8,21 @@ from collections.abc import Mapping
 from reconciler.backup import Backup, InvalidBackup
 from reconciler.constants import API_VERSION, CONFIG_LABEL, KIND
 from reconciler.plan import Plan
+from reconciler.rollout import PENDING
+from reconciler.workload import WorkloadRef
 
 READY = "Ready"
 MAX_MESSAGE = 1024
 
 
 def ready_condition(
-    parsed: Backup | InvalidBackup, plan: Plan, key: tuple[str, str]
+    parsed: Backup | InvalidBackup,
+    plan: Plan,
+    key: tuple[str, str],
+    rollout: list[dict] | None = None,
 ) -> tuple[str, str, str]:
-    """(status, reason, message) of the Ready condition."""
+    """(status, reason, message) of the Ready condition. ``rollout``: the Backup's
+    status.rollout entries; Ready is True only when every workload runs the current sidecar."""
     if isinstance(parsed, InvalidBackup):
         return ("False", "InvalidSpec", _clip("; ".join(map(str, parsed.errors))))
     problems = [
@@ -27,6 +33,13 @@ def ready_condition(
         return ("False", "WorkloadMisconfigured", _clip(text))
     selected = plan.selected.get(key, [])
     notes = "".join(f"; {p.ref}: {p.message}" for p in warnings(plan, key))
+    behind = [e for e in rollout or () if not e["current"]]
+    if behind:
+        reason = "Pending" if any(e["state"] == PENDING for e in behind) else "RollingOut"
+        done = len(rollout) - len(behind)
+        text = "; ".join(f"{e['workload']}: {e.get('message') or e['state']}" for e in behind)
+        message = f"{done}/{len(rollout)} workload(s) run the current sidecar; {text}{notes}"
+        return ("False", reason, _clip(message))
     if not selected:
         return (
             "True",
@@ -47,12 +60,31 @@ def new_warnings(raw: Mapping, plan: Plan, key: tuple[str, str]) -> list:
     return [p for p in warnings(plan, key) if f"{p.ref}: {p.message}" not in old]
 
 
-def status_patch(raw: Mapping, parsed: Backup | InvalidBackup, plan: Plan, now: str) -> dict | None:
-    """The merge patch for the fields the controller owns, or None when they are current."""
+def rollout_entries(plan: Plan, key: tuple[str, str], rollouts: Mapping) -> list[dict]:
+    """status.rollout: one entry per workload of the Backup that has restik's sidecar."""
+    out = []
+    for name in plan.selected.get(key, []):
+        kind, _, workload = name.partition("/")
+        rollout = rollouts.get(WorkloadRef(kind, key[0], workload))
+        if rollout is not None:
+            out.append(rollout.entry(name))
+    return out
+
+
+def status_patch(
+    raw: Mapping,
+    parsed: Backup | InvalidBackup,
+    plan: Plan,
+    now: str,
+    rollouts: Mapping | None = None,
+) -> dict | None:
+    """The merge patch for the fields the controller owns, or None when they are current.
+    ``rollouts``: WorkloadRef -> rollout.Rollout; None leaves status.rollout out."""
     meta = raw.get("metadata") or {}
     key = (meta.get("namespace") or "default", meta.get("name"))
     status = raw.get("status") if isinstance(raw.get("status"), Mapping) else {}
-    cond_status, reason, message = ready_condition(parsed, plan, key)
+    rollout = None if rollouts is None else rollout_entries(plan, key, rollouts)
+    cond_status, reason, message = ready_condition(parsed, plan, key, rollout)
     old = _condition(status, READY) or {}
     unchanged = (old.get("status"), old.get("reason"), old.get("message")) == (
         cond_status,
@@ -73,6 +105,8 @@ def status_patch(raw: Mapping, parsed: Backup | InvalidBackup, plan: Plan, now: 
         condition["observedGeneration"] = generation
     workloads = list(plan.selected.get(key, []))
     desired = {"conditions": [condition], "workloads": workloads}
+    if rollout is not None:
+        desired["rollout"] = rollout
     if generation is not None:
         desired["observedGeneration"] = generation
     current = {k: status.get(k) for k in desired}
@@ -88,8 +122,8 @@ def is_new_problem(raw: Mapping, patch: Mapping | None) -> bool:
     if not patch:
         return False
     new = _condition(patch["status"], READY)
-    if new is None or new["status"] != "False":
-        return False
+    if new is None or new["status"] != "False" or new["reason"] == "RollingOut":
+        return False  # a rollout in progress is normal, not a problem to announce
     old = _condition(raw.get("status") or {}, READY) or {}
     return (old.get("status"), old.get("reason"), old.get("message")) != (
         new["status"],

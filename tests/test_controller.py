@@ -65,9 +65,12 @@ def workload(kind="Deployment", name="www", label="www", sa=None):
     }
 
 
-def owned_pod(owner: dict, name: str) -> dict:
-    """A pod as ``owner`` (a ReplicaSet) would create it from its current template."""
+def owned_pod(owner: dict, name: str, ready: bool = True) -> dict:
+    """A pod as ``owner`` (a ReplicaSet) would create it from its current template, Running
+    and (by default) Ready, as a kubelet would report it."""
     meta = owner["metadata"]
+    annotations = (owner["spec"]["template"]["metadata"]).get("annotations")
+    condition = {"type": "Ready", "status": "True" if ready else "False"}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -81,10 +84,13 @@ def owned_pod(owner: dict, name: str) -> dict:
                     "kind": "ReplicaSet",
                     "name": meta["name"],
                     "uid": meta["uid"],
+                    "controller": True,
                 }
             ],
+            **({"annotations": dict(annotations)} if annotations else {}),
         },
         "spec": copy.deepcopy(owner["spec"]["template"]["spec"]),
+        "status": {"phase": "Running", "conditions": [condition]},
     }
 
 
@@ -98,6 +104,20 @@ def cluster(emulator):
 @pytest.fixture
 def controller(cluster, kubeconfig):
     return Controller(Kube.connect(str(kubeconfig)), Settings())
+
+
+def rolled_out(emu, kind, name="www", replicas=1):
+    """The status a workload controller writes once every pod runs the current template (the
+    emulator without cluster=True has no controllers)."""
+    obj = get(emu, kind, name)
+    generation = obj["metadata"].get("generation", 1)
+    if kind == "DaemonSet":
+        counts = ("desiredNumberScheduled", "currentNumberScheduled", "updatedNumberScheduled",
+                  "numberReady", "numberAvailable")  # fmt: skip
+    else:
+        counts = ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
+    obj["status"] = {"observedGeneration": generation, **dict.fromkeys(counts, replicas)}
+    emu.update(obj, subresource="status")
 
 
 def calls(emu):
@@ -158,7 +178,20 @@ def test_injects_then_does_nothing(cluster, controller, kind):
     assert containers(get(cluster, kind, "other")) == ["app"]
     status = get(cluster, "Backup")["status"]
     assert status["workloads"] == [f"{kind}/www"]
+    # Ready only once the pods run the sidecar: the workload's status says so (ReplicaSets'
+    # and ReplicationControllers' pods are restik's to restart: they have none here)
+    manual = kind in ("ReplicaSet", "ReplicationController")
+    ready = status["conditions"][0]
+    assert (ready["status"], ready["reason"]) == (
+        ("True", "Ready") if manual else ("False", "RollingOut")
+    )
+    [entry] = status["rollout"]
+    assert (entry["workload"], entry["current"]) == (f"{kind}/www", manual)
+    rolled_out(cluster, kind)
+    controller.cycle()
+    status = get(cluster, "Backup")["status"]
     assert status["conditions"][0]["status"] == "True"
+    assert status["rollout"][0]["current"] is True
     rb = cluster.get("rbac.authorization.k8s.io/v1", "rolebindings", "restik-sidecar-www", NS)
     assert rb["roleRef"]["name"] == "restik-sidecar"
     assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "default", "namespace": NS}]
@@ -177,6 +210,9 @@ def test_steady_state_cycle_is_lists_only(cluster, controller):
     cluster.create(backup())
     for i in range(5):
         cluster.create(workload(name=f"w{i}"))
+    controller.cycle()
+    for i in range(5):
+        rolled_out(cluster, "Deployment", f"w{i}")
     controller.cycle()
     cluster.clear_requests()
     controller.cycle()
@@ -273,6 +309,9 @@ def test_invalid_backup_is_reported_once_and_keeps_the_sidecar(cluster, controll
     cluster.create(workload())
     cluster.create(workload(name="second", label="ok"))
     controller.cycle()
+    rolled_out(cluster, "Deployment")
+    rolled_out(cluster, "Deployment", "second")
+    controller.cycle()
     b = get(cluster, "Backup")
     b["spec"]["schedule"] = "61 * * * *"
     cluster.update(b)
@@ -350,10 +389,15 @@ def test_conflict_means_replan_next_cycle(cluster, controller, monkeypatch):
     assert obj["metadata"]["annotations"] == {"someone": "else"}
 
 
-def test_replicaset_pods_with_a_stale_hash_are_deleted(cluster, kubeconfig):
+def test_stale_replicaset_pods_are_evicted_one_at_a_time_while_the_others_are_ready(
+    cluster, kubeconfig
+):
+    """Issue 12 item 2: through the Eviction API, never below replicas - 1 Ready pods."""
     controller = Controller(Kube.connect(str(kubeconfig)), Settings(max_restarts=5))
     cluster.create(backup())
-    rs = cluster.create(workload("ReplicaSet"))
+    spec = workload("ReplicaSet")
+    spec["spec"]["replicas"] = 3
+    rs = cluster.create(spec)
     for i in range(3):
         cluster.create(owned_pod(rs, f"www-{i}"))
     cluster.create(
@@ -364,14 +408,41 @@ def test_replicaset_pods_with_a_stale_hash_are_deleted(cluster, kubeconfig):
             "spec": {"containers": [{"name": "x", "image": "x"}]},
         }
     )
-    deleted = []
-    for _ in range(4):
+    evictions = []
+    cluster.clear_requests()
+    controller.cycle()  # inject, then evict the first stale pod
+    for round_ in range(3):
+        evicted = [r for r in cluster.writes() if r.subresource == "eviction"]
+        assert [r.method for r in cluster.writes() if r.resource == "pods"] == ["POST"] * len(
+            evicted
+        )  # evictions only, never a DELETE
+        evictions += [r.name for r in evicted]
+        assert len(evictions) == round_ + 1
+        body = evicted[0].body
+        assert body == {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": evictions[-1], "namespace": NS},
+        }
+        # the ReplicaSet would now create a replacement: not Ready yet, so restik waits
+        rs = get(cluster, "ReplicaSet")
+        cluster.create(owned_pod(rs, f"new-{round_}", ready=False))
         cluster.clear_requests()
-        stats = controller.cycle()
-        deleted += [p for m, p in writes(cluster) if m == "DELETE"]
-        assert stats.restarted <= 1  # one pod per workload per cycle
-    assert deleted == [f"/api/v1/namespaces/web/pods/www-{i}" for i in range(3)]
-    assert [p["metadata"]["name"] for p in cluster.list("v1", "pods", NS)] == ["unrelated"]
+        controller.cycle()
+        assert [r for r in cluster.writes() if r.resource == "pods"] == []
+        ready = cluster.get("v1", "Pod", f"new-{round_}", NS)
+        ready["status"]["conditions"][0]["status"] = "True"
+        cluster.update(ready, subresource="status")
+        cluster.clear_requests()
+        controller.cycle()
+    assert evictions == ["www-0", "www-1", "www-2"]
+    names = sorted(p["metadata"]["name"] for p in cluster.list("v1", "pods", NS))
+    assert names == ["new-0", "new-1", "new-2", "unrelated"]
+    rolled_out(cluster, "ReplicaSet", replicas=3)  # what the ReplicaSet controller reports
+    controller.cycle()
+    status = get(cluster, "Backup")["status"]
+    assert status["rollout"][0]["current"] is True, status
+    assert status["conditions"][0]["status"] == "True"
     cluster.clear_requests()
     controller.cycle()
     assert calls(cluster) == LISTS
@@ -431,6 +502,8 @@ def test_owned_replicaset_is_never_patched_and_reported_once(cluster, controller
     ]
     cluster.create(rs)
     cluster.clear_requests()
+    controller.cycle()
+    rolled_out(cluster, "Deployment")
     controller.cycle()
     patched = [p for m, p in writes(cluster) if m == "PATCH" and "/replicasets/" in p]
     assert patched == []
