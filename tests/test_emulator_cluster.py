@@ -884,6 +884,29 @@ def test_kubectl_get_shows_the_printer_columns(emu, tmp_path):
     assert {r[6] for r in rows} <= {"node-1", "node-2"}
 
 
+def test_watch_in_table_form_sends_the_columns_once(emu):
+    namespace(emu, "web")
+    path = "/api/v1/namespaces/web/configmaps"
+    rv = get(emu, path)["metadata"]["resourceVersion"]
+    for name in ("a", "b"):
+        emu.create(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": "web"},
+            }
+        )
+    resp = requests.get(emu.url + path, params={"watch": "1", "resourceVersion": rv},
+                        headers={"Accept": TABLE}, stream=True, timeout=5)  # fmt: skip
+    lines = resp.iter_lines()
+    first, second = (json.loads(next(lines)) for _ in range(2))
+    resp.close()
+    assert (first["type"], first["object"]["kind"]) == ("ADDED", "Table")
+    assert [c["name"] for c in first["object"]["columnDefinitions"]] == ["Name", "Age"]
+    assert second["object"]["columnDefinitions"] == []
+    assert [e["object"]["rows"][0]["cells"][0] for e in (first, second)] == ["a", "b"]
+
+
 def test_human_durations_as_kubectl_shows_them():
     from tests.emulator.table import human_duration
 

@@ -778,12 +778,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache, private")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        table = wants_table(self.headers.get("Accept"))
+        first = True
         try:
             for kind, item in stream:
                 if kind == "ERROR":
                     self._chunk(_dumps({"type": "ERROR", "object": item.status()}).encode() + b"\n")
                 elif kind == "BOOKMARK":
                     self._chunk(self._bookmark(rt, item))
+                elif table:  # a one-row Table per event, the columns only in the first one
+                    rv = item.obj["metadata"]["resourceVersion"]
+                    obj = json.loads(self._table(rt, [item], table, rv, query))
+                    if not first:
+                        obj["columnDefinitions"] = []
+                    first = False
+                    self._chunk((_dumps({"type": kind, "object": obj}) + "\n").encode())
                 else:
                     self._chunk(self._event(kind, item, rt))
             self.wfile.write(b"0\r\n\r\n")
