@@ -264,6 +264,32 @@ class Emulator:
         items, *_ = self.store.list(rt, namespace if rt.namespaced else None, match)
         return [json.loads(e.json(rt)) for e in items]
 
+    @property
+    def resource_version(self) -> int:
+        """The store's current resourceVersion: a starting point for history()."""
+        with self.store.lock:
+            return self.store.rv
+
+    def history(
+        self,
+        api_version: str,
+        kind_or_plural: str,
+        since: int,
+        namespace: str | None = None,
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Every change of a kind after resourceVersion ``since``, oldest first, as
+        (ADDED|MODIFIED|DELETED, object): to check what held at every step (e.g. how many
+        pods were Ready throughout a rollout), not only at the end. Raises 410 (ApiError)
+        when the history no longer reaches back that far."""
+        rt = self._type(api_version, kind_or_plural)
+        with self.store.lock:
+            events = self.store.events_after(since)
+        return [
+            (e.type, json.loads(e.entry.json(rt)))
+            for e in events
+            if e.key == rt.key and (namespace is None or e.entry.namespace == namespace)
+        ]
+
     def update(self, obj: dict[str, Any], subresource: str | None = None) -> dict[str, Any]:
         """Update like PUT; without metadata.resourceVersion, unconditionally."""
         rt = self._type(obj["apiVersion"], obj["kind"])
