@@ -69,29 +69,28 @@ def set_image(emu, kind, name, image, ns="default"):
 
 def snapshot(emu, selector):
     """(resourceVersion, pods matching selector): where pod_timeline starts."""
-    body = get(emu, "/api/v1/pods", labelSelector=",".join(f"{k}={v}" for k, v in selector.items()))
-    return int(body["metadata"]["resourceVersion"]), body["items"]
+    rv = emu.resource_version
+    return rv, [p for p in emu.list("v1", "Pod") if _selected(p, selector)]
+
+
+def _selected(pod, selector):
+    labels = pod["metadata"].get("labels") or {}
+    return all(labels.get(k) == v for k, v in selector.items())
 
 
 def pod_timeline(emu, start, selector):
-    """Replays the store's pod events after a snapshot: one (pods, ready pods) pair per
-    change of the pods matching selector (a dict of labels), each pod as (name, image)."""
+    """Replays the pod changes after a snapshot: one (pods, ready pods) pair per change of
+    the pods matching selector (a dict of labels), each pod as (name, image)."""
     since_rv, initial = start
     live = {p["metadata"]["name"]: p for p in initial}
     out = []
-    with emu.store.lock:
-        events = emu.store.events_after(since_rv)
-    for event in events:
-        if event.key != ("", "pods"):
+    for kind, pod in emu.history("v1", "Pod", since_rv):
+        if not _selected(pod, selector):
             continue
-        obj = event.entry.obj
-        labels = obj["metadata"].get("labels") or {}
-        if any(labels.get(k) != v for k, v in selector.items()):
-            continue
-        if event.type == "DELETED":
-            live.pop(obj["metadata"]["name"], None)
+        if kind == "DELETED":
+            live.pop(pod["metadata"]["name"], None)
         else:
-            live[obj["metadata"]["name"]] = obj
+            live[pod["metadata"]["name"]] = pod
         out.append(
             (
                 {(n, p["spec"]["containers"][0]["image"]) for n, p in live.items()},
@@ -489,13 +488,11 @@ def test_off_by_default(emulator):
 
 
 def _events(emu, since_rv, prefix):
-    """(type, pod) of the pod events after since_rv whose pod name starts with prefix."""
-    with emu.store.lock:
-        events = emu.store.events_after(since_rv)
+    """(type, pod) of the pod changes after since_rv whose pod name starts with prefix."""
     return [
-        (e.type, e.entry.obj)
-        for e in events
-        if e.key == ("", "pods") and e.entry.obj["metadata"]["name"].startswith(prefix)
+        (kind, pod)
+        for kind, pod in emu.history("v1", "Pod", since_rv)
+        if pod["metadata"]["name"].startswith(prefix)
     ]
 
 
@@ -882,6 +879,29 @@ def test_kubectl_get_shows_the_printer_columns(emu, tmp_path):
     assert header[:7] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]
     assert [r[1:4] for r in rows] == [["1/1", "Running", "0"]] * 2
     assert {r[6] for r in rows} <= {"node-1", "node-2"}
+
+
+def test_watch_in_table_form_sends_the_columns_once(emu):
+    namespace(emu, "web")
+    path = "/api/v1/namespaces/web/configmaps"
+    rv = get(emu, path)["metadata"]["resourceVersion"]
+    for name in ("a", "b"):
+        emu.create(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": "web"},
+            }
+        )
+    resp = requests.get(emu.url + path, params={"watch": "1", "resourceVersion": rv},
+                        headers={"Accept": TABLE}, stream=True, timeout=5)  # fmt: skip
+    lines = resp.iter_lines()
+    first, second = (json.loads(next(lines)) for _ in range(2))
+    resp.close()
+    assert (first["type"], first["object"]["kind"]) == ("ADDED", "Table")
+    assert [c["name"] for c in first["object"]["columnDefinitions"]] == ["Name", "Age"]
+    assert second["object"]["columnDefinitions"] == []
+    assert [e["object"]["rows"][0]["cells"][0] for e in (first, second)] == ["a", "b"]
 
 
 def test_human_durations_as_kubectl_shows_them():

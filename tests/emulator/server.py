@@ -264,6 +264,32 @@ class Emulator:
         items, *_ = self.store.list(rt, namespace if rt.namespaced else None, match)
         return [json.loads(e.json(rt)) for e in items]
 
+    @property
+    def resource_version(self) -> int:
+        """The store's current resourceVersion: a starting point for history()."""
+        with self.store.lock:
+            return self.store.rv
+
+    def history(
+        self,
+        api_version: str,
+        kind_or_plural: str,
+        since: int,
+        namespace: str | None = None,
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Every change of a kind after resourceVersion ``since``, oldest first, as
+        (ADDED|MODIFIED|DELETED, object): to check what held at every step (e.g. how many
+        pods were Ready throughout a rollout), not only at the end. Raises 410 (ApiError)
+        when the history no longer reaches back that far."""
+        rt = self._type(api_version, kind_or_plural)
+        with self.store.lock:
+            events = self.store.events_after(since)
+        return [
+            (e.type, json.loads(e.entry.json(rt)))
+            for e in events
+            if e.key == rt.key and (namespace is None or e.entry.namespace == namespace)
+        ]
+
     def update(self, obj: dict[str, Any], subresource: str | None = None) -> dict[str, Any]:
         """Update like PUT; without metadata.resourceVersion, unconditionally."""
         rt = self._type(obj["apiVersion"], obj["kind"])
@@ -751,103 +777,55 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def _watch(self, route: Route, query: dict[str, str], record) -> None:
+        """A chunked stream of the store's watch: the handler only encodes what it yields."""
         emu = self.emulator
-        store = emu.store
         rt = route.rt
         assert rt is not None
         match = _matcher(rt, query.get("labelSelector"), query.get("fieldSelector"))
-        if route.name:
-            by_name = match
-
-            def match(obj, _n=route.name, _m=by_name):
-                return obj["metadata"]["name"] == _n and (_m is None or _m(obj))
-
-        ns = route.namespace if rt.namespaced else ""
-
-        def visible(entry: Entry | None) -> bool:
-            if entry is None or (ns and entry.namespace != ns):
-                return False
-            return match is None or match(entry.obj)
-
         try:
             timeout = float(query["timeoutSeconds"]) if "timeoutSeconds" in query else None
         except ValueError:
             raise errors.bad_request("invalid timeoutSeconds") from None
         if timeout is None:
             timeout = random.uniform(*emu.watch_timeout)
-        deadline = time.monotonic() + timeout
         bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
-        rv_param = query.get("resourceVersion") or ""
-        initial: list[bytes] = []
-        error: ApiError | None = None
-        with store.lock:
-            if rv_param in ("", "0"):
-                last = store.rv
-                for entry in store._bucket(rt.key, ns or None if rt.namespaced else None):
-                    if visible(entry):
-                        initial.append(self._event("ADDED", entry, rt))
-            else:
-                try:
-                    last = int(rv_param)
-                except ValueError:
-                    raise errors.bad_request(f"invalid resource version: {rv_param}") from None
-                if last < store.floor:
-                    error = errors.gone(f"too old resource version: {last} ({store.floor + 1})")
+        stream = emu.store.watch(
+            rt,
+            route.namespace if rt.namespaced else "",
+            match,
+            query.get("resourceVersion") or "",
+            deadline=time.monotonic() + timeout,
+            name=route.name,
+            bookmark_interval=emu.bookmark_interval if bookmarks else None,
+        )
         record(200)
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Cache-Control", "no-cache, private")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        table = wants_table(self.headers.get("Accept"))
+        first = True
         try:
-            for data in initial:
-                self._chunk(data)
-            next_bookmark = time.monotonic() + emu.bookmark_interval
-            while error is None:
-                with store.cond:
-                    while (
-                        not store.stopped
-                        and (not store.history or store.history[-1].rv <= last)
-                        and time.monotonic()
-                        < min(deadline, next_bookmark if bookmarks else deadline)
-                    ):
-                        wait_until = min(deadline, next_bookmark) if bookmarks else deadline
-                        store.cond.wait(max(0.0, wait_until - time.monotonic()))
-                    if store.stopped:
-                        break
-                    try:
-                        events = store.events_after(last)
-                    except ApiError as exc:
-                        error = exc
-                        break
-                    last = max(last, store.rv)
-                out = []
-                for event in events:
-                    if event.key != rt.key:
-                        continue
-                    now_in, was_in = visible(event.entry), visible(event.prev)
-                    if event.type == "DELETED":
-                        kind = "DELETED" if was_in else None
-                    elif event.type == "ADDED" or not was_in:
-                        kind = "ADDED" if now_in else None
-                    else:
-                        kind = "MODIFIED" if now_in else "DELETED"
-                    if kind:
-                        out.append(self._event(kind, event.entry, rt))
-                for data in out:
-                    self._chunk(data)
-                if bookmarks and time.monotonic() >= next_bookmark:
-                    self._chunk(self._bookmark(rt, last))
-                    next_bookmark = time.monotonic() + emu.bookmark_interval
-                if time.monotonic() >= deadline:
-                    break
-            if error is not None:
-                self._chunk(_dumps({"type": "ERROR", "object": error.status()}).encode() + b"\n")
+            for kind, item in stream:
+                if kind == "ERROR":
+                    self._chunk(_dumps({"type": "ERROR", "object": item.status()}).encode() + b"\n")
+                elif kind == "BOOKMARK":
+                    self._chunk(self._bookmark(rt, item))
+                elif table:  # a one-row Table per event, the columns only in the first one
+                    rv = item.obj["metadata"]["resourceVersion"]
+                    obj = json.loads(self._table(rt, [item], table, rv, query))
+                    if not first:
+                        obj["columnDefinitions"] = []
+                    first = False
+                    self._chunk((_dumps({"type": kind, "object": obj}) + "\n").encode())
+                else:
+                    self._chunk(self._event(kind, item, rt))
             self.wfile.write(b"0\r\n\r\n")
         except OSError:
             self.close_connection = True
             return
-        if store.stopped:
+        if emu.store.stopped:
             self.close_connection = True
 
     @staticmethod

@@ -7,9 +7,10 @@ import copy
 import json
 import random
 import threading
+import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -566,7 +567,80 @@ class Store:
 
         return self.mutate(rt, ns, name, change)
 
-    # -- watching --------------------------------------------------------------------------
+    # -- watching ----------------------------------------------------------------------------
+
+    def watch(
+        self,
+        rt: ResourceType,
+        ns: str,
+        match: Matcher | None,
+        resource_version: str,
+        deadline: float,
+        name: str = "",
+        bookmark_interval: float | None = None,
+    ) -> Iterator[tuple[str, Any]]:
+        """A watch as the watch cache serves it. Yields (ADDED|MODIFIED|DELETED, Entry),
+        (BOOKMARK, resourceVersion) and, when the history no longer reaches back far enough,
+        one (ERROR, ApiError 410 Expired) that ends it; ends at ``deadline`` or on stop.
+        A bad resourceVersion raises at once (before the stream starts)."""
+
+        def visible(entry: Entry | None) -> bool:
+            if entry is None or (ns and entry.namespace != ns):
+                return False
+            if name and entry.name != name:
+                return False
+            return match is None or match(entry.obj)
+
+        initial: list[Entry] = []
+        with self.lock:
+            if resource_version in ("", "0"):
+                last = self.rv
+                initial = [e for e in self._bucket(rt.key, ns or None) if visible(e)]
+            else:
+                try:
+                    last = int(resource_version)
+                except ValueError:
+                    raise errors.bad_request(
+                        f"invalid resource version: {resource_version}"
+                    ) from None
+        return self._stream(rt, visible, initial, last, deadline, bookmark_interval)
+
+    def _stream(self, rt, visible, initial, last, deadline, bookmark_interval):
+        for entry in initial:
+            yield "ADDED", entry
+        next_bookmark = time.monotonic() + (bookmark_interval or 0)
+        while True:
+            with self.cond:
+                while not self.stopped and (not self.history or self.history[-1].rv <= last):
+                    until = deadline if bookmark_interval is None else min(deadline, next_bookmark)
+                    if time.monotonic() >= until:
+                        break
+                    self.cond.wait(max(0.0, until - time.monotonic()))
+                if self.stopped:
+                    return
+                try:
+                    events = self.events_after(last)
+                except errors.ApiError as exc:
+                    yield "ERROR", exc
+                    return
+                last = max(last, self.rv)
+            for event in events:
+                if event.key != rt.key:
+                    continue
+                now_in, was_in = visible(event.entry), visible(event.prev)
+                if event.type == "DELETED":
+                    kind = "DELETED" if was_in else None
+                elif event.type == "ADDED" or not was_in:
+                    kind = "ADDED" if now_in else None
+                else:
+                    kind = "MODIFIED" if now_in else "DELETED"
+                if kind:
+                    yield kind, event.entry
+            if bookmark_interval is not None and time.monotonic() >= next_bookmark:
+                yield "BOOKMARK", last
+                next_bookmark = time.monotonic() + bookmark_interval
+            if time.monotonic() >= deadline:
+                return
 
     def events_after(self, rv: int) -> list[Event]:
         """Events newer than rv (caller holds the lock); raises 410 when they are gone."""
