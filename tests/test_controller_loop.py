@@ -324,3 +324,38 @@ def test_watch_backoff_is_exponential_capped_and_jittered():
     assert [watch_backoff(n, rand=lambda: 1.0) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
     assert [watch_backoff(n, rand=lambda: 0.0) for n in (1, 2)] == [0.25, 0.5]
     assert watch_backoff(40, rand=lambda: 1.0) == WATCH_BACKOFF_CAP
+
+
+def test_a_replica_that_is_not_the_leader_does_not_watch(cluster, kubeconfig):
+    """Issue 12 item 9: watches stop while not leader (at their next event at the latest)."""
+    from reconciler.controller import Controller, Runner, Settings
+
+    cluster.create(backup())
+    cluster.create(workload())
+    settings = Settings(interval=300.0)
+    runner = Runner(Controller(Kube.connect(str(kubeconfig)), settings), settings)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: len([r for r in cluster.requests if r.verb == "watch"]) == 6)
+        runner._leadership(False)
+        time.sleep(0.3)
+        woken = []
+
+        class Counting(threading.Event):
+            def set(self):
+                woken.append(time.monotonic())
+                super().set()
+
+        runner.wake = Counting()
+        cluster.clear_requests()
+        for n in range(2):
+            obj = get(cluster, "Deployment")
+            obj["metadata"]["labels"]["touch"] = str(n)
+            cluster.update(obj)  # the open watch sees it: it must stop, not wake the loop
+            time.sleep(1.5)
+        assert woken == []
+        assert [r for r in cluster.requests if r.resource == "deployments"] == []
+    finally:
+        runner.request_stop()
+        thread.join(timeout=10)
