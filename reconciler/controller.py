@@ -542,13 +542,14 @@ class Controller:
             if ref in self.deferred:
                 rollout = Rollout(ROLLING_OUT, None, None, None, "queued by --max-rollouts")
             elif ref in restarts:
-                rollout = restarts[ref]
+                if not restarts[ref].current:  # else: the same counts as the status has
+                    rollout = restarts[ref]
+            elif ref in self.pending_restarts:
+                rollout = Rollout(ROLLING_OUT, rollout.pods, None, rollout.ready, "restart pending")
             elif ref in self.patched_now:
                 # what the next LIST will say until the workload's controller catches up
                 message = f"waiting for the {ref.kind} controller to observe it"
                 rollout = Rollout(ROLLING_OUT, rollout.pods, None, rollout.ready, message)
-            elif ref in self.pending_restarts:
-                rollout = Rollout(ROLLING_OUT, rollout.pods, None, rollout.ready, "restart pending")
             out[ref] = rollout
         return out
 

@@ -55,8 +55,8 @@ class Rollout:
 
 def observe_rollout(obj: Mapping) -> Rollout:
     """The rollout of a Deployment, StatefulSet or DaemonSet from its status, the way
-    ``kubectl rollout status`` reads it; for restarted kinds (see needs_manual_restart) only
-    whether the controller observed the template (their pods tell the rest)."""
+    ``kubectl rollout status`` reads it. Kinds restik restarts (see needs_manual_restart)
+    are Current here, with their counts: their pods tell the rest (plan_restart)."""
     kind = obj.get("kind")
     spec = obj.get("spec") if isinstance(obj.get("spec"), Mapping) else {}
     status = obj.get("status") if isinstance(obj.get("status"), Mapping) else {}
@@ -72,12 +72,14 @@ def observe_rollout(obj: Mapping) -> Rollout:
         updated = _int(status.get("updatedReplicas"))
         ready = _int(status.get("readyReplicas"))
         pods = _int(status.get("replicas"))
+    if needs_manual_restart(obj):
+        # Their controller never replaces pods for a template change: restik restarts them
+        # and knows from their pods (plan_restart) whether they are current.
+        return Rollout(CURRENT, pods, pods, ready)
     if generation is not None and (not isinstance(observed, int) or observed < generation):
         return Rollout(
             ROLLING_OUT, pods, None, ready, f"waiting for the {kind} controller to observe it"
         )
-    if needs_manual_restart(obj):
-        return Rollout(CURRENT, pods, None, ready)
     if kind == "Deployment":
         if updated < desired or pods > updated:
             if spec.get("paused") is True:

@@ -165,7 +165,8 @@ ROLLOUTS = [
     ("daemonset done", workload("DaemonSet", **DS_DONE), CURRENT, ""),
     ("daemonset rolling", workload("DaemonSet", **{**DS_DONE, "updatedNumberScheduled": 1}),
      ROLLING_OUT, "1/2 updated"),
-    ("replicaset observed: its pods tell the rest", workload("ReplicaSet", **DONE), CURRENT, ""),
+    ("replicaset: its pods tell the rest", workload("ReplicaSet", **DONE), CURRENT, ""),
+    ("replicaset, generation not observed: still its pods", workload("ReplicaSet"), CURRENT, ""),
 ]  # fmt: skip
 
 
