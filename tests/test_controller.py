@@ -590,3 +590,16 @@ def test_an_image_upgrade_rolls_at_most_max_rollouts_workloads_per_cycle(cluster
     cluster.clear_requests()
     dry = Controller(kube, Settings(dry_run=True, max_rollouts=1, sidecar_image="restik:10"))
     assert dry.cycle().planned == 6
+
+
+def test_max_rollouts_option_and_environment(monkeypatch):
+    from reconciler.cli import build_parser
+
+    args = build_parser().parse_args(["run"])
+    assert Settings.from_args(args).max_rollouts == 10
+    assert (
+        Settings.from_args(build_parser().parse_args(["run", "--max-rollouts", "3"])).max_rollouts
+        == 3
+    )
+    monkeypatch.setenv("RESTIK_MAX_ROLLOUTS", "25")
+    assert Settings.from_args(build_parser().parse_args(["run"])).max_rollouts == 25
