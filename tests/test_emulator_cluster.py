@@ -975,3 +975,18 @@ def test_command_line_cluster(tmp_path):
         proc.terminate()
         assert proc.wait(timeout=10) == 0
         proc.stderr.close()
+
+
+def test_the_watch_window_is_kept_per_resource():
+    with Emulator(watch_window=3) as emu:
+        rv = get(emu, "/api/v1/namespaces/default/configmaps")["metadata"]["resourceVersion"]
+        emu.create({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": "kept", "namespace": "default"}})  # fmt: skip
+        for i in range(10):  # another kind is busy: the ConfigMap watchers keep their window
+            emu.create({"apiVersion": "v1", "kind": "Secret",
+                        "metadata": {"name": f"s{i}", "namespace": "default"}})  # fmt: skip
+        resp = requests.get(emu.url + "/api/v1/namespaces/default/configmaps", timeout=5,
+                            params={"watch": "1", "resourceVersion": rv}, stream=True)  # fmt: skip
+        event = json.loads(next(resp.iter_lines()))
+        resp.close()
+        assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "kept")

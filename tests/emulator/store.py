@@ -84,8 +84,11 @@ class Store:
         self.rv = 1
         self.types: dict[tuple[str, str, str], ResourceType] = {}
         self.objects: dict[tuple[str, str], dict[str, dict[str, Entry]]] = {}
-        self.history: deque[Event] = deque(maxlen=history_size)
-        self.floor = self.rv  # every event with rv > floor is still in history
+        # One window of events per resource, as the API server keeps a watch cache per
+        # resource: a busy kind (pods) does not push another kind's watchers out of theirs.
+        self.history_size = history_size
+        self.histories: dict[tuple[str, str], deque[Event]] = {}
+        self.floors: dict[tuple[str, str], int] = {}  # events with rv > floor are kept
         self.owners: dict[str, set[tuple[tuple[str, str], str, str]]] = {}
         self.names = random.Random()  # generateName suffixes: not part of the fault seed
         self.stopped = False
@@ -190,9 +193,12 @@ class Store:
         return entry
 
     def _record(self, event: Event) -> None:
-        if len(self.history) == self.history.maxlen:
-            self.floor = self.history[0].rv
-        self.history.append(event)
+        history = self.histories.get(event.key)
+        if history is None:
+            history = self.histories[event.key] = deque(maxlen=self.history_size)
+        if len(history) == history.maxlen:
+            self.floors[event.key] = history[0].rv
+        history.append(event)
         self.cond.notify_all()
 
     def _index_owners(self, rt: ResourceType, prev: Entry | None, entry: Entry | None) -> None:
@@ -590,7 +596,7 @@ class Store:
         next_bookmark = time.monotonic() + (bookmark_interval or 0)
         while True:
             with self.cond:
-                while not self.stopped and (not self.history or self.history[-1].rv <= last):
+                while not self.stopped and self._latest(rt.key) <= last:
                     until = deadline if bookmark_interval is None else min(deadline, next_bookmark)
                     if time.monotonic() >= until:
                         break
@@ -598,7 +604,7 @@ class Store:
                 if self.stopped:
                     return
                 try:
-                    events = self.events_after(last)
+                    events = self.events_after(last, rt.key)
                 except errors.ApiError as exc:
                     yield "ERROR", exc
                     return
@@ -621,12 +627,18 @@ class Store:
             if time.monotonic() >= deadline:
                 return
 
-    def events_after(self, rv: int) -> list[Event]:
-        """Events newer than rv (caller holds the lock); raises 410 when they are gone."""
-        if rv < self.floor:
-            raise errors.gone(f"too old resource version: {rv} ({self.floor + 1})")
+    def _latest(self, key: tuple[str, str]) -> int:
+        history = self.histories.get(key)
+        return history[-1].rv if history else 0
+
+    def events_after(self, rv: int, key: tuple[str, str]) -> list[Event]:
+        """A resource's events newer than rv (caller holds the lock); raises 410 Expired
+        when its window no longer reaches back that far."""
+        floor = self.floors.get(key, 1)
+        if rv < floor:
+            raise errors.gone(f"too old resource version: {rv} ({floor + 1})")
         out = []
-        for event in reversed(self.history):
+        for event in reversed(self.histories.get(key) or ()):
             if event.rv <= rv:
                 break
             out.append(event)
