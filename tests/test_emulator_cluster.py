@@ -788,6 +788,10 @@ def test_resource_quota_requires_what_it_limits_and_counts_pods(emu):
         'pods "c" is forbidden: exceeded quota: q, requested: limits.cpu=400m,pods=1, used: '
         "limits.cpu=800m,pods=2, limited: limits.cpu=1,pods=2"
     )
+    emu.settle()  # the quota controller's view
+    status = emu.get("v1", "ResourceQuota", "q")["status"]
+    assert status["hard"] == {"limits.cpu": "1", "limits.memory": "1Gi", "pods": "2"}
+    assert status["used"] == {"limits.cpu": "800m", "limits.memory": "512Mi", "pods": "2"}
 
 
 def test_admission_is_off_without_the_switch(emulator):

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import errors
+from .admission import quota_status
 from .disruption import budget_status
 from .errors import ApiError
 from .resources import ResourceType
@@ -258,6 +259,10 @@ class Cluster:
                 old = entry.obj.get("status") or {}
                 status["conditions"] = _conditions(old.get("conditions"), status["conditions"],
                                                    now())  # fmt: skip
+                self.store.write_status(rt, entry.namespace, entry.name, status)
+            rt = self._type("", "resourcequotas")
+            for entry in self._entries("", "resourcequotas"):
+                status = quota_status(entry.obj, self._pods(entry.namespace))
                 self.store.write_status(rt, entry.namespace, entry.name, status)
 
     def _entries(self, group: str, plural: str, ns: str | None = None) -> list[Entry]:
