@@ -994,3 +994,25 @@ def test_the_watch_window_is_kept_per_resource():
         event = json.loads(next(resp.iter_lines()))
         resp.close()
         assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "kept")
+
+
+def test_daemonset_max_surge_starts_the_new_pod_before_stopping_the_old():
+    with Emulator(cluster=True, nodes=("a", "b", "c")) as emu:
+        rolling = {"maxSurge": 1, "maxUnavailable": 0}
+        emu.create(
+            workload(
+                "DaemonSet",
+                name="agent",
+                updateStrategy={"type": "RollingUpdate", "rollingUpdate": rolling},
+            )
+        )
+        emu.settle()
+        start = snapshot(emu, {"app": "agent"})
+        set_image(emu, "DaemonSet", "agent", "nginx:2")
+        emu.settle()
+        assert images(emu, "agent") == ["nginx:2"] * 3
+        timeline = pod_timeline(emu, start, {"app": "agent"})
+        assert max(len(all_pods) for all_pods, _ in timeline) == 4  # one surge pod at a time
+        assert min(len(ready) for _, ready in timeline) == 3  # every node kept a Ready pod
+        status = emu.get("apps/v1", "DaemonSet", "agent")["status"]
+        assert (status["numberReady"], status["updatedNumberScheduled"]) == (3, 3)
