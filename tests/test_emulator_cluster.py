@@ -1016,3 +1016,11 @@ def test_daemonset_max_surge_starts_the_new_pod_before_stopping_the_old():
         assert min(len(ready) for _, ready in timeline) == 3  # every node kept a Ready pod
         status = emu.get("apps/v1", "DaemonSet", "agent")["status"]
         assert (status["numberReady"], status["updatedNumberScheduled"]) == (3, 3)
+
+
+def test_statefulset_parallel_starts_and_stops_pods_together():
+    with Emulator(cluster=True, ready_delay=30) as emu:  # nothing gets Ready meanwhile
+        emu.create(workload("StatefulSet", name="db", replicas=3, podManagementPolicy="Parallel"))
+        emu.wait_for(lambda: len(pods(emu, app="db")) == 3)
+        emu.patch("apps/v1", "StatefulSet", "db", {"spec": {"replicas": 1}})
+        emu.wait_for(lambda: [p["metadata"]["name"] for p in pods(emu, app="db")] == ["db-0"])

@@ -792,10 +792,10 @@ class Cluster:
             if ordered:
                 return None  # the next ordinal waits for this one to be Ready
         excess = sorted((o for o in pods if o >= replicas), reverse=True)
-        if excess and (not ordered or all(is_ready(p) for p in pods.values())):
-            self._delete_pod(pods[excess[0]])
-            for o in excess[:1]:
-                del pods[o]
+        if ordered:  # the highest first, one at a time, while all are Ready
+            excess = excess[:1] if all(is_ready(p) for p in pods.values()) else []
+        for ordinal in excess:
+            self._delete_pod(pods.pop(ordinal))
         return None
 
     def _ensure_claim(self, sts: dict[str, Any], claim: dict[str, Any], claim_name: str) -> None:
