@@ -203,10 +203,13 @@ def test_paused_deployment_does_not_roll_until_resumed(emu):
     assert status["observedGeneration"] == 3 and "updatedReplicas" not in status
     progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
     assert (progressing["status"], progressing["reason"]) == ("Unknown", "DeploymentPaused")
+    emu.patch("apps/v1", "Deployment", "www", {"spec": {"replicas": 3}})  # scaling still works
+    emu.settle()
+    assert images(emu, "www") == ["nginx:1.25"] * 3
     emu.patch("apps/v1", "Deployment", "www", {"spec": {"paused": False}})
     emu.settle()
-    assert images(emu, "www") == ["nginx:2"] * 2
-    assert emu.get("apps/v1", "Deployment", "www")["status"]["updatedReplicas"] == 2
+    assert images(emu, "www") == ["nginx:2"] * 3
+    assert emu.get("apps/v1", "Deployment", "www")["status"]["updatedReplicas"] == 3
 
 
 def test_old_replicasets_are_kept_up_to_the_revision_history_limit(emu):

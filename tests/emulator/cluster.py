@@ -411,6 +411,8 @@ class Cluster:
         elif len(pods) > want:
             for pod in sorted(pods, key=_deletion_rank)[: len(pods) - want]:
                 self._delete_pod(pod)
+        if len(pods) >= want:
+            self._retry.pop(meta["uid"], None)  # nothing to create: no failure stands
         pods = [p for p in self._owned(rs, self._pods(ns)) if not p["metadata"].get(
             "deletionTimestamp")]  # fmt: skip
         wall = time.time()
@@ -486,8 +488,11 @@ class Cluster:
             self.store.mutate(rs_rt, ns, new["metadata"]["name"],
                               _annotate(REVISION_ANNOTATION, str(revision + 1)))  # fmt: skip
             new = self.store.lookup(rs_rt, ns, new["metadata"]["name"]).obj
-        if paused:
-            if new is not None and not any(_rs_active(rs) for rs in olds):
+        if paused:  # no rollout, but a scale change reaches the one active ReplicaSet
+            active = [rs for rs in rss if rs["spec"].get("replicas")]
+            if len(active) == 1:
+                self._scale(rs_rt, active[0], replicas)
+            elif not active and new is not None:
                 self._scale(rs_rt, new, replicas)
         elif strategy.get("type") == "Recreate":
             if any(rs["spec"].get("replicas", 0) for rs in olds):
