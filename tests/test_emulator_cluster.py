@@ -1027,3 +1027,19 @@ def test_statefulset_parallel_starts_and_stops_pods_together():
         emu.wait_for(lambda: len(pods(emu, app="db")) == 3)
         emu.patch("apps/v1", "StatefulSet", "db", {"spec": {"replicas": 1}})
         emu.wait_for(lambda: [p["metadata"]["name"] for p in pods(emu, app="db")] == ["db-0"])
+
+
+def test_a_pod_spec_is_immutable_but_for_its_images(emulator):
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+           "spec": {"containers": [{"name": "c", "image": "x:1"}]}}  # fmt: skip
+    emulator.create(pod)
+    url = emulator.url + "/api/v1/namespaces/default/pods/p"
+    merge = {"Content-Type": "application/strategic-merge-patch+json"}
+    image = {"spec": {"containers": [{"name": "c", "image": "x:2"}]}}
+    assert requests.patch(url, json=image, headers=merge, timeout=5).status_code == 200
+    env = {"spec": {"containers": [{"name": "c", "env": [{"name": "A", "value": "1"}]}]}}
+    resp = requests.patch(url, json=env, headers=merge, timeout=5)
+    assert (resp.status_code, resp.json()["reason"]) == (422, "Invalid")
+    assert "pod updates may not change fields other than" in resp.json()["message"]
+    labels = {"metadata": {"labels": {"a": "b"}}}
+    assert requests.patch(url, json=labels, headers=merge, timeout=5).status_code == 200

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-from . import rules, schema
+from . import errors, rules, schema
 from .rules import Cause, _invalid, _required
 
 if TYPE_CHECKING:
@@ -109,6 +109,38 @@ class Pod(Kind):
     def initial_status(self, rt: ResourceType, obj: dict[str, Any], keep: bool) -> None:
         if not (keep and "status" in obj):
             obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
+
+    def on_update(
+        self, obj: dict[str, Any], current: dict[str, Any], subresource: str | None, stamp: str
+    ) -> None:
+        """A pod's spec is immutable but for images and a few scheduling fields."""
+        if subresource == "status" or _mutable_view(obj) == _mutable_view(current):
+            return
+        cause = ("FieldValueForbidden", "spec", POD_UPDATE_FORBIDDEN)
+        raise errors.invalid("", "Pod", obj["metadata"]["name"], [cause])
+
+
+POD_UPDATE_FORBIDDEN = (
+    "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,"
+    "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only "
+    "additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be "
+    "set to 1 if it was previously negative)"
+)
+
+
+def _mutable_view(pod: dict[str, Any]) -> Any:
+    """The pod spec without what an update may change."""
+    spec = copy.deepcopy(pod.get("spec") or {})
+    if not isinstance(spec, dict):
+        return spec
+    for key in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds",
+                "schedulingGates"):  # fmt: skip
+        spec.pop(key, None)
+    for key in ("containers", "initContainers"):
+        for container in spec.get(key) or []:
+            if isinstance(container, dict):
+                container.pop("image", None)
+    return spec
 
 
 class Workload(Kind):
