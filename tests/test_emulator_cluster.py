@@ -298,14 +298,18 @@ def test_a_pod_relabeled_out_of_the_selector_is_released_and_replaced(emu):
 
 def test_pods_become_ready_after_the_ready_delay():
     with Emulator(cluster=True, ready_delay=0.3) as emu:
+        since = emu.resource_version
         started = time.monotonic()
         emu.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
                     "spec": {"containers": [{"name": "c", "image": "busybox:1"}]}})  # fmt: skip
-        pending = emu.wait_for(lambda: (emu.get("v1", "Pod", "p").get("status") or {}).get(
-            "containerStatuses"))  # fmt: skip
-        assert pending[0]["state"] == {"waiting": {"reason": "ContainerCreating"}}
         emu.wait_for(lambda: is_ready(emu.get("v1", "Pod", "p")))
         assert time.monotonic() - started >= 0.3
+        states = [
+            [s["state"] for s in (pod.get("status") or {}).get("containerStatuses") or []]
+            for _, pod in emu.history("v1", "Pod", since)
+        ]
+        waiting = [{"waiting": {"reason": "ContainerCreating"}}]
+        assert states[:2] == [[], waiting]  # created, bound to a node, then started
         status = get(emu, "/api/v1/namespaces/default/pods/p")["status"]
         assert status["phase"] == "Running"
         assert status["containerStatuses"][0]["ready"] is True
@@ -438,19 +442,17 @@ def test_eviction_honours_the_disruption_budget(emu, spec, allowed):
     assert (status["currentHealthy"], status["expectedPods"], status["disruptionsAllowed"]) == (
         3, 3, allowed)  # fmt: skip
     names = [p["metadata"]["name"] for p in pods(emu, app="www")]
-    codes = []
-    for name in names:  # back to back: the replacements are not Ready yet
-        codes.append(evict(emu, name).status_code)
+    emu.cluster.ready_delay = 60  # no replacement gets Ready while the evictions go on
+    codes = [evict(emu, name).status_code for name in names]
     assert codes.count(201) == allowed and codes.count(429) == 3 - allowed
-    refused = evict(emu, next(n for n, c in zip(names, codes, strict=True) if c == 429)) if (
-        allowed < 3) else None  # fmt: skip
-    if refused is not None:
-        body = refused.json()
-        assert body["reason"] == "TooManyRequests"
-        assert (
-            body["message"] == "Cannot evict pod as it would violate the pod's disruption budget."
+    if allowed < 3:
+        refused = evict(emu, names[codes.index(429)]).json()
+        assert refused["reason"] == "TooManyRequests"
+        assert refused["message"] == (
+            "Cannot evict pod as it would violate the pod's disruption budget."
         )
-        assert body["details"]["causes"][0]["reason"] == "DisruptionBudget"
+        assert refused["details"]["causes"][0]["reason"] == "DisruptionBudget"
+    emu.cluster.ready_delay = 0.05
     emu.settle()
     assert len([p for p in pods(emu, app="www") if is_ready(p)]) == 3
 
@@ -864,9 +866,8 @@ def test_kubectl_get_shows_the_printer_columns(emu, tmp_path):
     namespace(emu, "web")
     ready = {"type": "Ready", "status": "False", "reason": "SecretMissing", "message": "x",
              "lastTransitionTime": "2026-01-01T00:00:00Z"}  # fmt: skip
-    _backup(emu, "www", backupCount=3, conditions=[ready],
-            lastSuccessfulBackupTime=time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                   time.gmtime(time.time() - 300)))  # fmt: skip
+    three_days_ago = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3 * 86400))
+    _backup(emu, "www", backupCount=3, conditions=[ready], lastSuccessfulBackupTime=three_days_ago)
     emu.create(workload("Deployment", ns="web", replicas=2))
     emu.settle()
     config = emu.write_kubeconfig(tmp_path / "kubeconfig")
@@ -878,7 +879,7 @@ def test_kubectl_get_shows_the_printer_columns(emu, tmp_path):
 
     header, row = kubectl("get", "bk", "-n", "web")
     assert header == ["NAME", "SCHEDULE", "PAUSED", "LAST", "SUCCESS", "COUNT", "READY", "AGE"]
-    assert row[:6] == ["www", "@hourly", "false", "5m", "3", "False"]
+    assert row[:6] == ["www", "@hourly", "false", "3d", "3", "False"]
     header, row = kubectl("get", "deploy", "-n", "web")
     assert header == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
     assert row[:4] == ["www", "2/2", "2", "2"]

@@ -150,7 +150,7 @@ class Cluster:
         self.controllers = controllers
         self.kubelet = kubelet
         self.nodes = list(nodes)
-        self.ready_delay = ready_delay
+        self._ready_delay = ready_delay
         self.broken_images = set(broken_images)
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -161,6 +161,18 @@ class Cluster:
         self.idle_rv = -1  # store.rv at the end of the last pass that changed nothing
         self.passes = 0
         self.error: BaseException | None = None
+
+    @property
+    def ready_delay(self) -> float:
+        """Seconds from a pod's binding to its containers' start (changeable while running)."""
+        return self._ready_delay
+
+    @ready_delay.setter
+    def ready_delay(self, seconds: float) -> None:
+        with self.store.cond:
+            self._ready_delay = seconds
+            self._due = time.monotonic()  # re-plan the waiting pods now
+            self.store.cond.notify_all()
 
     def _type(self, group: str, plural: str) -> ResourceType:
         version = "v1"
