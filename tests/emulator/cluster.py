@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from . import errors
 from .admission import quota_status
 from .disruption import budget_status
 from .errors import ApiError
@@ -1260,4 +1259,4 @@ def _qos_class(spec: dict[str, Any]) -> str:
     return "Guaranteed"
 
 
-__all__ = ["Cluster", "errors", "is_ready", "template_hash"]
+__all__ = ["Cluster", "is_ready", "template_hash"]
