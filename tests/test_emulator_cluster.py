@@ -203,10 +203,13 @@ def test_paused_deployment_does_not_roll_until_resumed(emu):
     assert status["observedGeneration"] == 3 and "updatedReplicas" not in status
     progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
     assert (progressing["status"], progressing["reason"]) == ("Unknown", "DeploymentPaused")
+    emu.patch("apps/v1", "Deployment", "www", {"spec": {"replicas": 3}})  # scaling still works
+    emu.settle()
+    assert images(emu, "www") == ["nginx:1.25"] * 3
     emu.patch("apps/v1", "Deployment", "www", {"spec": {"paused": False}})
     emu.settle()
-    assert images(emu, "www") == ["nginx:2"] * 2
-    assert emu.get("apps/v1", "Deployment", "www")["status"]["updatedReplicas"] == 2
+    assert images(emu, "www") == ["nginx:2"] * 3
+    assert emu.get("apps/v1", "Deployment", "www")["status"]["updatedReplicas"] == 3
 
 
 def test_old_replicasets_are_kept_up_to_the_revision_history_limit(emu):
@@ -295,14 +298,18 @@ def test_a_pod_relabeled_out_of_the_selector_is_released_and_replaced(emu):
 
 def test_pods_become_ready_after_the_ready_delay():
     with Emulator(cluster=True, ready_delay=0.3) as emu:
+        since = emu.resource_version
         started = time.monotonic()
         emu.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
                     "spec": {"containers": [{"name": "c", "image": "busybox:1"}]}})  # fmt: skip
-        pending = emu.wait_for(lambda: (emu.get("v1", "Pod", "p").get("status") or {}).get(
-            "containerStatuses"))  # fmt: skip
-        assert pending[0]["state"] == {"waiting": {"reason": "ContainerCreating"}}
         emu.wait_for(lambda: is_ready(emu.get("v1", "Pod", "p")))
         assert time.monotonic() - started >= 0.3
+        states = [
+            [s["state"] for s in (pod.get("status") or {}).get("containerStatuses") or []]
+            for _, pod in emu.history("v1", "Pod", since)
+        ]
+        waiting = [{"waiting": {"reason": "ContainerCreating"}}]
+        assert states[:2] == [[], waiting]  # created, bound to a node, then started
         status = get(emu, "/api/v1/namespaces/default/pods/p")["status"]
         assert status["phase"] == "Running"
         assert status["containerStatuses"][0]["ready"] is True
@@ -435,19 +442,17 @@ def test_eviction_honours_the_disruption_budget(emu, spec, allowed):
     assert (status["currentHealthy"], status["expectedPods"], status["disruptionsAllowed"]) == (
         3, 3, allowed)  # fmt: skip
     names = [p["metadata"]["name"] for p in pods(emu, app="www")]
-    codes = []
-    for name in names:  # back to back: the replacements are not Ready yet
-        codes.append(evict(emu, name).status_code)
+    emu.cluster.ready_delay = 60  # no replacement gets Ready while the evictions go on
+    codes = [evict(emu, name).status_code for name in names]
     assert codes.count(201) == allowed and codes.count(429) == 3 - allowed
-    refused = evict(emu, next(n for n, c in zip(names, codes, strict=True) if c == 429)) if (
-        allowed < 3) else None  # fmt: skip
-    if refused is not None:
-        body = refused.json()
-        assert body["reason"] == "TooManyRequests"
-        assert (
-            body["message"] == "Cannot evict pod as it would violate the pod's disruption budget."
+    if allowed < 3:
+        refused = evict(emu, names[codes.index(429)]).json()
+        assert refused["reason"] == "TooManyRequests"
+        assert refused["message"] == (
+            "Cannot evict pod as it would violate the pod's disruption budget."
         )
-        assert body["details"]["causes"][0]["reason"] == "DisruptionBudget"
+        assert refused["details"]["causes"][0]["reason"] == "DisruptionBudget"
+    emu.cluster.ready_delay = 0.05
     emu.settle()
     assert len([p for p in pods(emu, app="www") if is_ready(p)]) == 3
 
@@ -788,6 +793,10 @@ def test_resource_quota_requires_what_it_limits_and_counts_pods(emu):
         'pods "c" is forbidden: exceeded quota: q, requested: limits.cpu=400m,pods=1, used: '
         "limits.cpu=800m,pods=2, limited: limits.cpu=1,pods=2"
     )
+    emu.settle()  # the quota controller's view
+    status = emu.get("v1", "ResourceQuota", "q")["status"]
+    assert status["hard"] == {"limits.cpu": "1", "limits.memory": "1Gi", "pods": "2"}
+    assert status["used"] == {"limits.cpu": "800m", "limits.memory": "512Mi", "pods": "2"}
 
 
 def test_admission_is_off_without_the_switch(emulator):
@@ -857,9 +866,8 @@ def test_kubectl_get_shows_the_printer_columns(emu, tmp_path):
     namespace(emu, "web")
     ready = {"type": "Ready", "status": "False", "reason": "SecretMissing", "message": "x",
              "lastTransitionTime": "2026-01-01T00:00:00Z"}  # fmt: skip
-    _backup(emu, "www", backupCount=3, conditions=[ready],
-            lastSuccessfulBackupTime=time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                   time.gmtime(time.time() - 300)))  # fmt: skip
+    three_days_ago = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3 * 86400))
+    _backup(emu, "www", backupCount=3, conditions=[ready], lastSuccessfulBackupTime=three_days_ago)
     emu.create(workload("Deployment", ns="web", replicas=2))
     emu.settle()
     config = emu.write_kubeconfig(tmp_path / "kubeconfig")
@@ -871,7 +879,7 @@ def test_kubectl_get_shows_the_printer_columns(emu, tmp_path):
 
     header, row = kubectl("get", "bk", "-n", "web")
     assert header == ["NAME", "SCHEDULE", "PAUSED", "LAST", "SUCCESS", "COUNT", "READY", "AGE"]
-    assert row[:6] == ["www", "@hourly", "false", "5m", "3", "False"]
+    assert row[:6] == ["www", "@hourly", "false", "3d", "3", "False"]
     header, row = kubectl("get", "deploy", "-n", "web")
     assert header == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
     assert row[:4] == ["www", "2/2", "2", "2"]
@@ -975,3 +983,64 @@ def test_command_line_cluster(tmp_path):
         proc.terminate()
         assert proc.wait(timeout=10) == 0
         proc.stderr.close()
+
+
+def test_the_watch_window_is_kept_per_resource():
+    with Emulator(watch_window=3) as emu:
+        rv = get(emu, "/api/v1/namespaces/default/configmaps")["metadata"]["resourceVersion"]
+        emu.create({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": "kept", "namespace": "default"}})  # fmt: skip
+        for i in range(10):  # another kind is busy: the ConfigMap watchers keep their window
+            emu.create({"apiVersion": "v1", "kind": "Secret",
+                        "metadata": {"name": f"s{i}", "namespace": "default"}})  # fmt: skip
+        resp = requests.get(emu.url + "/api/v1/namespaces/default/configmaps", timeout=5,
+                            params={"watch": "1", "resourceVersion": rv}, stream=True)  # fmt: skip
+        event = json.loads(next(resp.iter_lines()))
+        resp.close()
+        assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "kept")
+
+
+def test_daemonset_max_surge_starts_the_new_pod_before_stopping_the_old():
+    with Emulator(cluster=True, nodes=("a", "b", "c")) as emu:
+        rolling = {"maxSurge": 1, "maxUnavailable": 0}
+        emu.create(
+            workload(
+                "DaemonSet",
+                name="agent",
+                updateStrategy={"type": "RollingUpdate", "rollingUpdate": rolling},
+            )
+        )
+        emu.settle()
+        start = snapshot(emu, {"app": "agent"})
+        set_image(emu, "DaemonSet", "agent", "nginx:2")
+        emu.settle()
+        assert images(emu, "agent") == ["nginx:2"] * 3
+        timeline = pod_timeline(emu, start, {"app": "agent"})
+        assert max(len(all_pods) for all_pods, _ in timeline) == 4  # one surge pod at a time
+        assert min(len(ready) for _, ready in timeline) == 3  # every node kept a Ready pod
+        status = emu.get("apps/v1", "DaemonSet", "agent")["status"]
+        assert (status["numberReady"], status["updatedNumberScheduled"]) == (3, 3)
+
+
+def test_statefulset_parallel_starts_and_stops_pods_together():
+    with Emulator(cluster=True, ready_delay=30) as emu:  # nothing gets Ready meanwhile
+        emu.create(workload("StatefulSet", name="db", replicas=3, podManagementPolicy="Parallel"))
+        emu.wait_for(lambda: len(pods(emu, app="db")) == 3)
+        emu.patch("apps/v1", "StatefulSet", "db", {"spec": {"replicas": 1}})
+        emu.wait_for(lambda: [p["metadata"]["name"] for p in pods(emu, app="db")] == ["db-0"])
+
+
+def test_a_pod_spec_is_immutable_but_for_its_images(emulator):
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+           "spec": {"containers": [{"name": "c", "image": "x:1"}]}}  # fmt: skip
+    emulator.create(pod)
+    url = emulator.url + "/api/v1/namespaces/default/pods/p"
+    merge = {"Content-Type": "application/strategic-merge-patch+json"}
+    image = {"spec": {"containers": [{"name": "c", "image": "x:2"}]}}
+    assert requests.patch(url, json=image, headers=merge, timeout=5).status_code == 200
+    env = {"spec": {"containers": [{"name": "c", "env": [{"name": "A", "value": "1"}]}]}}
+    resp = requests.patch(url, json=env, headers=merge, timeout=5)
+    assert (resp.status_code, resp.json()["reason"]) == (422, "Invalid")
+    assert "pod updates may not change fields other than" in resp.json()["message"]
+    labels = {"metadata": {"labels": {"a": "b"}}}
+    assert requests.patch(url, json=labels, headers=merge, timeout=5).status_code == 200

@@ -251,9 +251,42 @@ def _pod_resources(spec: dict[str, Any]) -> dict[str, Decimal]:
 
 
 def _fmt(value: Decimal, key: str) -> str:
+    """A quantity in the canonical form kubectl shows: 400m, 2, 256Mi."""
     if key.endswith("cpu") and value != value.to_integral_value():
         return f"{int(value * 1000)}m"
-    return str(int(value)) if value == value.to_integral_value() else str(value)
+    if value != value.to_integral_value():
+        return str(value)
+    number = int(value)
+    if key.endswith(("memory", "storage")) and number:
+        for suffix in ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"):
+            if number % _SUFFIX[suffix] == 0:
+                return f"{number // _SUFFIX[suffix]}{suffix}"
+    return str(number)
+
+
+def _usage(pods: list[dict[str, Any]]) -> dict[str, Decimal]:
+    """What the pods that still run use: their count and requests/limits sums."""
+    running = [
+        p for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+    ]
+    used: dict[str, Decimal] = {"pods": Decimal(len(running))}
+    for pod in running:
+        for key, value in _pod_resources(pod.get("spec") or {}).items():
+            used[key] = used.get(key, Decimal(0)) + value
+    return used
+
+
+def quota_status(quota: dict[str, Any], pods: list[dict[str, Any]]) -> dict[str, Any]:
+    """The status the resource quota controller keeps: hard, and what the pods use of it."""
+    hard = dict((quota.get("spec") or {}).get("hard") or {})
+    used = _usage(pods)
+    alias = {"cpu": "requests.cpu", "memory": "requests.memory"}
+    shown = {}
+    for key in hard:
+        name = alias.get(key, key)
+        if name in used or name.startswith(("limits.", "requests.")):
+            shown[key] = _fmt(used.get(name, Decimal(0)), name)
+    return {"hard": hard, "used": shown}
 
 
 def quota_violation(
@@ -277,13 +310,7 @@ def quota_violation(
             missing.append(f"{resource} for: {', '.join(lacking)}")
     if missing:
         return f"failed quota: {name}: must specify {'; '.join(missing)}"
-    running = [
-        p for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-    ]
-    used: dict[str, Decimal] = {"pods": Decimal(len(running))}
-    for pod in running:
-        for key, value in _pod_resources(pod.get("spec") or {}).items():
-            used[key] = used.get(key, Decimal(0)) + value
+    used = _usage(pods)
     requested = {"pods": Decimal(1), **_pod_resources(spec)}
     over = [k for k in sorted(hard) if k in requested
             and used.get(k, Decimal(0)) + requested[k] > quantity(hard[k])]  # fmt: skip

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from . import errors
+from .admission import quota_status
 from .disruption import budget_status
 from .errors import ApiError
 from .resources import ResourceType
@@ -149,7 +149,7 @@ class Cluster:
         self.controllers = controllers
         self.kubelet = kubelet
         self.nodes = list(nodes)
-        self.ready_delay = ready_delay
+        self._ready_delay = ready_delay
         self.broken_images = set(broken_images)
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -160,6 +160,18 @@ class Cluster:
         self.idle_rv = -1  # store.rv at the end of the last pass that changed nothing
         self.passes = 0
         self.error: BaseException | None = None
+
+    @property
+    def ready_delay(self) -> float:
+        """Seconds from a pod's binding to its containers' start (changeable while running)."""
+        return self._ready_delay
+
+    @ready_delay.setter
+    def ready_delay(self, seconds: float) -> None:
+        with self.store.cond:
+            self._ready_delay = seconds
+            self._due = time.monotonic()  # re-plan the waiting pods now
+            self.store.cond.notify_all()
 
     def _type(self, group: str, plural: str) -> ResourceType:
         version = "v1"
@@ -258,6 +270,10 @@ class Cluster:
                 old = entry.obj.get("status") or {}
                 status["conditions"] = _conditions(old.get("conditions"), status["conditions"],
                                                    now())  # fmt: skip
+                self.store.write_status(rt, entry.namespace, entry.name, status)
+            rt = self._type("", "resourcequotas")
+            for entry in self._entries("", "resourcequotas"):
+                status = quota_status(entry.obj, self._pods(entry.namespace))
                 self.store.write_status(rt, entry.namespace, entry.name, status)
 
     def _entries(self, group: str, plural: str, ns: str | None = None) -> list[Entry]:
@@ -406,6 +422,8 @@ class Cluster:
         elif len(pods) > want:
             for pod in sorted(pods, key=_deletion_rank)[: len(pods) - want]:
                 self._delete_pod(pod)
+        if len(pods) >= want:
+            self._retry.pop(meta["uid"], None)  # nothing to create: no failure stands
         pods = [p for p in self._owned(rs, self._pods(ns)) if not p["metadata"].get(
             "deletionTimestamp")]  # fmt: skip
         wall = time.time()
@@ -481,8 +499,11 @@ class Cluster:
             self.store.mutate(rs_rt, ns, new["metadata"]["name"],
                               _annotate(REVISION_ANNOTATION, str(revision + 1)))  # fmt: skip
             new = self.store.lookup(rs_rt, ns, new["metadata"]["name"]).obj
-        if paused:
-            if new is not None and not any(_rs_active(rs) for rs in olds):
+        if paused:  # no rollout, but a scale change reaches the one active ReplicaSet
+            active = [rs for rs in rss if rs["spec"].get("replicas")]
+            if len(active) == 1:
+                self._scale(rs_rt, active[0], replicas)
+            elif not active and new is not None:
                 self._scale(rs_rt, new, replicas)
         elif strategy.get("type") == "Recreate":
             if any(rs["spec"].get("replicas", 0) for rs in olds):
@@ -787,10 +808,10 @@ class Cluster:
             if ordered:
                 return None  # the next ordinal waits for this one to be Ready
         excess = sorted((o for o in pods if o >= replicas), reverse=True)
-        if excess and (not ordered or all(is_ready(p) for p in pods.values())):
-            self._delete_pod(pods[excess[0]])
-            for o in excess[:1]:
-                del pods[o]
+        if ordered:  # the highest first, one at a time, while all are Ready
+            excess = excess[:1] if all(is_ready(p) for p in pods.values()) else []
+        for ordinal in excess:
+            self._delete_pod(pods.pop(ordinal))
         return None
 
     def _ensure_claim(self, sts: dict[str, Any], claim: dict[str, Any], claim_name: str) -> None:
@@ -835,73 +856,113 @@ class Cluster:
         template = spec.get("template") or {}
         rev = template_hash(template)
         strategy = spec.get("updateStrategy") or {}
+        wall = time.time()
+        min_ready = spec.get("minReadySeconds", 0)
         by_node: dict[str, list[dict[str, Any]]] = {}
         for pod in self._owned(ds, self._pods(ns)):
-            if pod["metadata"].get("deletionTimestamp"):
-                continue
-            by_node.setdefault(pod["spec"].get("nodeName", ""), []).append(pod)
-        for node, pods in list(by_node.items()):
+            if not pod["metadata"].get("deletionTimestamp"):
+                by_node.setdefault(pod["spec"].get("nodeName", ""), []).append(pod)
+        nodes: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]] = {}
+        for node, pods in by_node.items():
             if node not in self.nodes:
                 for pod in pods:
                     self._delete_pod(pod)
-                del by_node[node]
-            elif len(pods) > 1:
-                pods.sort(key=lambda p: p["metadata"]["creationTimestamp"])
-                for pod in pods[1:]:
-                    self._delete_pod(pod)
-                by_node[node] = pods[:1]
-        labels = {REVISION_LABEL: rev, "pod-template-generation": str(meta.get("generation", 1))}
-        for node in self.nodes:
-            if node in by_node or not self._may_create(ds):
                 continue
+            pods.sort(key=lambda p: (p["metadata"]["creationTimestamp"], p["metadata"]["name"]))
+            new = [p for p in pods if _label(p, REVISION_LABEL) == rev]
+            old = [p for p in pods if _label(p, REVISION_LABEL) != rev]
+            for extra in new[1:] + old[1:]:  # one pod per node (and revision, while surging)
+                self._delete_pod(extra)
+            nodes[node] = (new[0] if new else None, old[0] if old else None)
+        labels = {REVISION_LABEL: rev, "pod-template-generation": str(meta.get("generation", 1))}
+
+        def create(node: str) -> bool:
+            if not self._may_create(ds):
+                return False
             pod_spec = copy.deepcopy(template.get("spec") or {})
             pod_spec["nodeName"] = node
-            if self._create_pod(ds, template, "daemonset-controller", labels=labels,
-                                spec=pod_spec) is not None:  # fmt: skip
+            return self._create_pod(ds, template, "daemonset-controller", labels=labels,
+                                    spec=pod_spec) is None  # fmt: skip
+
+        for node in self.nodes:
+            if node not in nodes and not create(node):
                 break
-        wall = time.time()
-        min_ready = spec.get("minReadySeconds", 0)
         if strategy.get("type", "RollingUpdate") == "RollingUpdate":
-            max_unavailable = scaled_value(
-                (strategy.get("rollingUpdate") or {}).get("maxUnavailable", 1),
-                len(self.nodes), round_up=True,
-            ) or 1  # fmt: skip
-            current = {n: ps[0] for n, ps in by_node.items()}
-            unavailable = sum(
-                1 for n in self.nodes
-                if n not in current or not is_available(current[n], min_ready, wall)
-            )  # fmt: skip
-            budget = max_unavailable - unavailable
-            for node in self.nodes:
-                pod = current.get(node)
-                if pod is None or (pod["metadata"].get("labels") or {}).get(REVISION_LABEL) == rev:
-                    continue
-                if not is_available(pod, min_ready, wall):
-                    self._delete_pod(pod)  # an unavailable old pod costs nothing to replace
-                elif budget > 0:
-                    self._delete_pod(pod)
-                    budget -= 1
-        pods = [p for p in self._owned(ds, self._pods(ns)) if not p["metadata"].get(
-            "deletionTimestamp") and p["spec"].get("nodeName") in self.nodes]  # fmt: skip
-        scheduled = {p["spec"].get("nodeName") for p in pods}
-        available = sum(1 for p in pods if is_available(p, min_ready, wall))
+            self._roll_daemonset(strategy, nodes, min_ready, wall, create)
+        on_node: dict[str, list[dict[str, Any]]] = {}
+        for pod in self._owned(ds, self._pods(ns)):
+            if not pod["metadata"].get("deletionTimestamp"):
+                on_node.setdefault(pod["spec"].get("nodeName", ""), []).append(pod)
+
+        def nodes_with(test: Callable[[dict[str, Any]], bool]) -> int:
+            return sum(1 for n in self.nodes if any(test(p) for p in on_node.get(n, [])))
+
+        available = nodes_with(lambda p: is_available(p, min_ready, wall))
         status = _omit_zero(
             {
-                "currentNumberScheduled": len(scheduled),
+                "currentNumberScheduled": nodes_with(lambda p: True),
                 "numberMisscheduled": 0,
                 "desiredNumberScheduled": len(self.nodes),
-                "numberReady": sum(1 for p in pods if is_ready(p)),
+                "numberReady": nodes_with(is_ready),
                 "observedGeneration": meta.get("generation", 1),
-                "updatedNumberScheduled": sum(
-                    1 for p in pods if _label(p, REVISION_LABEL) == rev
-                ),
+                "updatedNumberScheduled": nodes_with(lambda p: _label(p, REVISION_LABEL) == rev),
                 "numberAvailable": available,
-                "numberUnavailable": max(0, len(self.nodes) - available),
+                "numberUnavailable": len(self.nodes) - available,
             },
             keep=("currentNumberScheduled", "numberMisscheduled", "desiredNumberScheduled",
                   "numberReady"),
         )  # fmt: skip
         self.store.write_status(rt, ns, name, status)
+
+    def _roll_daemonset(
+        self,
+        strategy: dict[str, Any],
+        nodes: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]],
+        min_ready: int,
+        wall: float,
+        create: Callable[[str], bool],
+    ) -> None:
+        """RollingUpdate: with maxSurge, start the new pod next to the old one and remove the
+        old one once the new is available; else replace within maxUnavailable nodes."""
+        rolling = strategy.get("rollingUpdate") or {}
+        count = len(self.nodes)
+        surge = scaled_value(rolling.get("maxSurge", 0), count, round_up=True)
+        max_unavailable = scaled_value(rolling.get("maxUnavailable", 1), count, round_up=True)
+        if not surge and not max_unavailable:
+            max_unavailable = 1
+
+        def up(pod: dict[str, Any] | None) -> bool:
+            return pod is not None and is_available(pod, min_ready, wall)
+
+        if surge:
+            surging = sum(1 for new, old in nodes.values() if new and old)
+            for node, (new, old) in nodes.items():
+                if old is None:
+                    continue
+                if new is not None:
+                    if up(new):
+                        self._delete_pod(old)
+                elif not up(old):
+                    self._delete_pod(old)  # an unavailable old pod costs nothing to replace
+                elif surging < surge and create(node):
+                    surging += 1
+            return
+        unavailable = sum(
+            1 for n in self.nodes if not (up(nodes.get(n, (None, None))[0])
+                                         or up(nodes.get(n, (None, None))[1]))
+        )  # fmt: skip
+        budget = max_unavailable - unavailable
+        for new, old in nodes.values():
+            if old is None:
+                continue
+            if new is not None:  # left over from a surge
+                if up(new):
+                    self._delete_pod(old)
+            elif not up(old):
+                self._delete_pod(old)
+            elif budget > 0:
+                self._delete_pod(old)
+                budget -= 1
 
     # -- scheduler and kubelets ----------------------------------------------------------------
 
@@ -1198,4 +1259,4 @@ def _qos_class(spec: dict[str, Any]) -> str:
     return "Guaranteed"
 
 
-__all__ = ["Cluster", "errors", "is_ready", "template_hash"]
+__all__ = ["Cluster", "is_ready", "template_hash"]

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import kinds
+from .kinds import Kind
+
 ALL_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
 # Fields a fieldSelector may use, beyond metadata.name and metadata.namespace.
@@ -54,6 +57,8 @@ class ResourceType:
     actions: tuple[tuple[str, str, str], ...] = ()  # (subresource, group, kind)
     schema: dict[str, Any] | None = field(default=None, compare=False, hash=False)
     printer_columns: tuple[dict[str, Any], ...] = field(default=(), compare=False, hash=False)
+    # what the server does for this resource beyond storing it (kinds.py)
+    hooks: Kind = field(default=kinds.DEFAULT, compare=False, hash=False, repr=False)
 
     @property
     def api_version(self) -> str:
@@ -75,6 +80,7 @@ class ResourceType:
 
 def _rt(group, version, plural, kind, namespaced=True, **kw) -> ResourceType:
     kw.setdefault("singular", kind.lower())
+    kw.setdefault("hooks", kinds.for_builtin(group, plural))
     return ResourceType(group, version, plural, kind, namespaced, **kw)
 
 
@@ -148,6 +154,7 @@ def crd_resource_types(crd: dict[str, Any]) -> list[ResourceType]:
                 return_deleted=True,
                 schema=schema,
                 printer_columns=tuple(v.get("additionalPrinterColumns") or ()),
+                hooks=kinds.CUSTOM,
             )
         )
     return out

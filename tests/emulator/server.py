@@ -94,13 +94,15 @@ class Emulator:
         broken_images: Iterable[str] = (),
         watch_window: int | None = None,
     ):
-        """``cluster=True`` turns on what a cluster adds to an API server (each one can be
-        switched on its own): ``controllers`` (Deployment, ReplicaSet, ReplicationController,
+        """``watch_window`` (or ``history_size``): watch events kept per resource; a watch
+        from an older resourceVersion gets 410 Gone.
+
+        ``cluster=True`` turns on what a cluster adds to an API server, each part also
+        switchable on its own: ``controllers`` (Deployment, ReplicaSet, ReplicationController,
         StatefulSet, DaemonSet, disruption budgets), ``kubelet`` (pods bound to ``nodes``,
         Ready after ``ready_delay`` seconds unless their image is in ``broken_images`` or
         they reference a missing Secret/ConfigMap), ``admission`` (Pod Security ``enforce``
-        labels, ResourceQuota). ``watch_window``: watch events kept (older resourceVersions
-        get 410 Gone); None keeps ``history_size``."""
+        labels, ResourceQuota)."""
         self.store = Store(watch_window if watch_window is not None else history_size)
         self.fail_rate = fail_rate
         self.seed = seed
@@ -283,11 +285,11 @@ class Emulator:
         when the history no longer reaches back that far."""
         rt = self._type(api_version, kind_or_plural)
         with self.store.lock:
-            events = self.store.events_after(since)
+            events = self.store.events_after(since, rt.key)
         return [
             (e.type, json.loads(e.entry.json(rt)))
             for e in events
-            if e.key == rt.key and (namespace is None or e.entry.namespace == namespace)
+            if namespace is None or e.entry.namespace == namespace
         ]
 
     def update(self, obj: dict[str, Any], subresource: str | None = None) -> dict[str, Any]:
