@@ -616,9 +616,8 @@ class Controller:
                     ready = next(c for c in patch["status"]["conditions"] if c["type"] == "Ready")
                     event = warning_event(raw, ready["reason"], ready["message"], now, COMPONENT)
                     self.kube.create(api_path("v1", "events", item.namespace), event)
-                for problem in noted:
-                    message = f"{problem.ref}: {problem.message}"
-                    event = warning_event(raw, problem.reason or "Warning", message, now, COMPONENT)
+                for reason, message in noted:
+                    event = warning_event(raw, reason, message, now, COMPONENT)
                     self.kube.create(api_path("v1", "events", item.namespace), event)
             except ApiError as exc:
                 if exc.not_found:

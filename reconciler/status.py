@@ -32,7 +32,7 @@ def ready_condition(
         text = "; ".join(f"{p.ref}: {p.message}" if p.ref else p.message for p in problems)
         return ("False", "WorkloadMisconfigured", _clip(text))
     selected = plan.selected.get(key, [])
-    notes = "".join(f"; {p.ref}: {p.message}" for p in warnings(plan, key))
+    notes = "".join(f"; {text}" for _, text in warnings(plan, key))
     behind = [e for e in rollout or () if not e["current"]]
     if behind:
         reason = "Pending" if any(e["state"] == PENDING for e in behind) else "RollingOut"
@@ -49,15 +49,24 @@ def ready_condition(
     return ("True", "Ready", _clip(f"{len(selected)} workload(s) backed up{notes}"))
 
 
-def warnings(plan: Plan, key: tuple[str, str]) -> list:
-    """The Backup's warning problems (e.g. a labeled ReplicaSet owned by a Deployment)."""
-    return [p for p in plan.problems if (p.namespace, p.backup) == key and p.severity == "warning"]
+def warnings(plan: Plan, key: tuple[str, str]) -> list[tuple[str, str]]:
+    """The Backup's warnings as (reason, text), one per distinct message with the workloads
+    it concerns: every old ReplicaSet of a Deployment that carries the label makes one
+    "ReplicaSet/a, ReplicaSet/b: owned by Deployment/www, ..." rather than one each."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for p in plan.problems:
+        if (p.namespace, p.backup) == key and p.severity == "warning":
+            groups.setdefault((p.reason or "Warning", p.message), []).append(str(p.ref))
+    return [
+        (reason, f"{', '.join(sorted(refs))}: {message}")
+        for (reason, message), refs in sorted(groups.items(), key=lambda g: g[0][1])
+    ]
 
 
-def new_warnings(raw: Mapping, plan: Plan, key: tuple[str, str]) -> list:
+def new_warnings(raw: Mapping, plan: Plan, key: tuple[str, str]) -> list[tuple[str, str]]:
     """Warnings not yet in the Backup's Ready message: each gets one Warning Event."""
     old = (_condition(raw.get("status") or {}, READY) or {}).get("message") or ""
-    return [p for p in warnings(plan, key) if f"{p.ref}: {p.message}" not in old]
+    return [(reason, text) for reason, text in warnings(plan, key) if text not in old]
 
 
 def rollout_entries(plan: Plan, key: tuple[str, str], rollouts: Mapping) -> list[dict]:

@@ -603,3 +603,23 @@ def test_max_rollouts_option_and_environment(monkeypatch):
     )
     monkeypatch.setenv("RESTIK_MAX_ROLLOUTS", "25")
     assert Settings.from_args(build_parser().parse_args(["run"])).max_rollouts == 25
+
+
+def test_owned_replicasets_of_one_deployment_make_one_warning(cluster, controller):
+    cluster.create(backup())
+    dep = cluster.create(workload())
+    for name in ("www-b", "www-a"):
+        rs = workload("ReplicaSet", name=name)
+        rs["metadata"]["ownerReferences"] = [
+            {"apiVersion": "apps/v1", "kind": "Deployment", "name": "www",
+             "uid": dep["metadata"]["uid"], "controller": True}
+        ]  # fmt: skip
+        cluster.create(rs)
+    controller.cycle()
+    [event] = cluster.list("v1", "events", NS)
+    assert event["message"] == (
+        "ReplicaSet/www-a, ReplicaSet/www-b: owned by Deployment/www, left unchanged: "
+        "label the Deployment, not its ReplicaSet"
+    )
+    message = get(cluster, "Backup")["status"]["conditions"][0]["message"]
+    assert message.endswith("; " + event["message"])
