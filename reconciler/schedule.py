@@ -59,6 +59,15 @@ class Schedule:
         it = croniter(self.cron, after, second_at_beginning=self.seconds_first)
         return it.get_next(datetime)
 
+    def interval_before(self, fire: datetime) -> timedelta:
+        """The gap between the fire time ``fire`` and the scheduled time before it: the
+        ``@every`` duration, or for cron the length of the period that ``fire`` ends (on a
+        weekdays-only schedule, 3 days before a Monday run and 1 day before the others)."""
+        if self.every is not None:
+            return self.every
+        it = croniter(self.cron, fire, second_at_beginning=self.seconds_first)
+        return fire - it.get_prev(datetime)
+
 
 def parse_schedule(text: object) -> Schedule:
     """Turn a Backup's ``spec.schedule`` into a Schedule, or raise ScheduleError."""

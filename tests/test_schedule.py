@@ -140,3 +140,24 @@ def test_invalid_schedules_raise_with_a_useful_message(text, fragment):
 
 def test_schedule_error_is_a_value_error():
     assert issubclass(ScheduleError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("text", "fire", "expected"),
+    [
+        ("@every 90m", dt(2024, 1, 1, 10, 7, 12, 345), timedelta(minutes=90)),
+        ("*/15 * * * *", dt(2024, 1, 1, 10, 15), timedelta(minutes=15)),
+        ("0 */30 * * * *", dt(2024, 1, 1, 11, 0), timedelta(minutes=30)),
+        ("*/2 * * * * *", dt(2024, 1, 1, 11, 0, 4), timedelta(seconds=2)),
+        ("@daily", dt(2024, 1, 2), timedelta(days=1)),
+        ("@monthly", dt(2024, 3, 1), timedelta(days=29)),  # 2024 is a leap year
+        # weekdays at 9: the Monday run ends a 3-day period, the Tuesday run a 1-day one
+        ("0 9 * * 1-5", dt(2024, 1, 8, 9), timedelta(days=3)),
+        ("0 9 * * 1-5", dt(2024, 1, 9, 9), timedelta(days=1)),
+    ],
+)
+def test_interval_before_a_fire_time(text, fire, expected):
+    schedule = parse_schedule(text)
+    assert schedule.interval_before(fire) == expected
+    if schedule.every is None:  # fire is a real fire time: the period ends exactly there
+        assert schedule.next_after(fire - expected) == fire
