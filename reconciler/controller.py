@@ -679,7 +679,7 @@ class Runner:
         log.info("leadership %s", "acquired" if leader else "lost")
         self.leader = leader
         if self.controller.metrics:
-            self.controller.metrics.leader.set(1 if leader else 0)
+            self.controller.metrics.set_leader(leader)
         self.wake.set()
 
     def _one_cycle(self) -> CycleStats | None:

@@ -51,6 +51,13 @@ class ControllerMetrics:
             self.interval.set(interval)
         self._ready_keys: set[tuple[str, str]] = set()
 
+    def set_leader(self, leader: bool) -> None:
+        self.leader.set(1 if leader else 0)
+        if not leader:  # the new leader reports readiness; ours would go stale
+            for key in self._ready_keys:
+                self.backup_ready.remove(*key)
+            self._ready_keys = set()
+
     def observe(self, stats) -> None:
         self.last_cycle.set(time.time())
         self.leader.set(1)  # only the leader (or the only replica) completes cycles

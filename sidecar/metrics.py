@@ -48,6 +48,13 @@ class Metrics:
             "run to the next run (absent while paused or invalid)",
             **kw,
         )
+        self.scheduled_since = Gauge(
+            "restik_backup_scheduled_since_timestamp_seconds",
+            "When this sidecar began scheduling the Backup (or resumed it after a pause): "
+            "a success is due within two schedule periods of the later of this and the last "
+            "success",
+            **kw,
+        )
         self.heartbeat = time.monotonic()
         self._own_run_at = 0.0  # start of this process's last run (epoch seconds)
         self._success_at = 0.0
@@ -98,14 +105,17 @@ class Metrics:
         key = (schedule, next_fire)
         if key == self._scheduled:
             return
+        was_scheduled = self._scheduled is not None and self._scheduled[1] is not None
         self._scheduled = key
         if next_fire is None or schedule is None:
-            for gauge in (self.next_run, self.interval):
+            for gauge in (self.next_run, self.interval, self.scheduled_since):
                 try:
                     gauge.remove(self.labels["namespace"], self.labels["backup"])
                 except KeyError:
                     pass
             return
+        if not was_scheduled:
+            self.scheduled_since.labels(**self.labels).set(time.time())
         self.next_run.labels(**self.labels).set(next_fire.timestamp())
         period = schedule.interval_before(next_fire).total_seconds()
         self.interval.labels(**self.labels).set(period)

@@ -46,7 +46,10 @@ def test_schedule_exports_next_run_and_period_and_drops_them_when_unscheduled():
     m, reg = metrics()
     daily = parse_schedule("0 9 * * 1-5")
     monday = datetime(2024, 1, 8, 9, tzinfo=UTC)
+    before = datetime.now(UTC).timestamp()
     m.schedule(daily, monday)
+    since = value(reg, "restik_backup_scheduled_since_timestamp_seconds")
+    assert since >= before
     assert value(reg, "restik_backup_next_run_timestamp_seconds") == monday.timestamp()
     assert value(reg, "restik_backup_schedule_interval_seconds") == 3 * 86400
     m.schedule(daily, monday + timedelta(days=1))
@@ -54,12 +57,16 @@ def test_schedule_exports_next_run_and_period_and_drops_them_when_unscheduled():
     every = parse_schedule("@every 90m")
     m.schedule(every, monday)
     assert value(reg, "restik_backup_schedule_interval_seconds") == 5400
+    # rescheduling is not a new start: the clock of "success due" keeps running
+    assert value(reg, "restik_backup_scheduled_since_timestamp_seconds") == since
     m.schedule(every, None)  # paused / invalid / deleted: nothing to compare against
     assert value(reg, "restik_backup_next_run_timestamp_seconds") is None
     assert value(reg, "restik_backup_schedule_interval_seconds") is None
+    assert value(reg, "restik_backup_scheduled_since_timestamp_seconds") is None
     m.schedule(None, None)  # twice is fine
-    m.schedule(every, monday)
+    m.schedule(every, monday)  # resumed: a new start
     assert value(reg, "restik_backup_schedule_interval_seconds") == 5400
+    assert value(reg, "restik_backup_scheduled_since_timestamp_seconds") >= since
 
 
 def test_own_runs_set_result_success_time_duration_and_bytes():
@@ -134,6 +141,11 @@ def test_controller_exports_readiness_per_backup_and_its_cycles(cluster, kubecon
     cluster.delete(BACKUP_API, "backups", "bad", NS)
     reg_metrics.observe(controller.cycle())
     assert f"restik_backup_ready{{backup=bad,namespace={NS}}}" not in samples(reg)
+    # leadership lost: the new leader reports readiness, this replica's would go stale
+    reg_metrics.set_leader(False)
+    assert samples(reg)["restik_leader{}"] == 0
+    assert not [k for k in samples(reg) if k.startswith("restik_backup_ready")]
+    reg_metrics.observe(controller.cycle())
     dry = Controller(Kube.connect(str(kubeconfig)), Settings(dry_run=True), out=io.StringIO())
     reg_metrics.observe(dry.cycle())
     assert samples(reg)[f"restik_backup_ready{{backup=www,namespace={NS}}}"] == 1
