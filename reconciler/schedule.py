@@ -59,14 +59,18 @@ class Schedule:
         it = croniter(self.cron, after, second_at_beginning=self.seconds_first)
         return it.get_next(datetime)
 
-    def interval_before(self, fire: datetime) -> timedelta:
-        """The gap between the fire time ``fire`` and the scheduled time before it: the
-        ``@every`` duration, or for cron the length of the period that ``fire`` ends (on a
-        weekdays-only schedule, 3 days before a Monday run and 1 day before the others)."""
+    def interval_at(self, t: datetime) -> timedelta:
+        """The schedule interval that applies at ``t``: the ``@every`` duration; for cron,
+        half the time from the scheduled run at or before ``t`` to the second run after it.
+        That is the interval for cron expressions with equal periods (``*/15``, ``@daily``)
+        and, for unequal ones (weekdays only), makes "no success for twice the interval
+        after a success at ``t``" mean exactly "the second scheduled run after it is due
+        and no success since"."""
         if self.every is not None:
             return self.every
-        it = croniter(self.cron, fire, second_at_beginning=self.seconds_first)
-        return fire - it.get_prev(datetime)
+        it = croniter(self.cron, t + timedelta(seconds=1), second_at_beginning=self.seconds_first)
+        start = it.get_prev(datetime)
+        return (self.next_after(self.next_after(start)) - start) / 2
 
 
 def parse_schedule(text: object) -> Schedule:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from http.server import ThreadingHTTPServer
 
 from prometheus_client import REGISTRY, Counter, Gauge
@@ -16,8 +16,9 @@ LABELS = ("namespace", "backup")
 
 
 class Metrics:
-    def __init__(self, namespace: str, backup: str, registry=REGISTRY):
+    def __init__(self, namespace: str, backup: str, registry=REGISTRY, clock=time.time):
         self.registry = registry
+        self._clock = clock
         self.labels = {"namespace": namespace, "backup": backup}
         kw = {"labelnames": LABELS, "registry": registry}
         self.runs = Counter(
@@ -44,8 +45,10 @@ class Metrics:
         )
         self.interval = Gauge(
             "restik_backup_schedule_interval_seconds",
-            "Length of the current schedule period: from the scheduled time before the next "
-            "run to the next run (absent while paused or invalid)",
+            "The schedule interval that applies to the last success (or the start of "
+            "scheduling): for @every and evenly spaced cron the interval; for uneven cron "
+            "(weekdays only) half the time from that run's scheduled time to the second run "
+            "after it. Absent while paused or invalid",
             **kw,
         )
         self.scheduled_since = Gauge(
@@ -58,7 +61,9 @@ class Metrics:
         self.heartbeat = time.monotonic()
         self._own_run_at = 0.0  # start of this process's last run (epoch seconds)
         self._success_at = 0.0
+        self._since_at = 0.0
         self._scheduled: tuple | None = None
+        self._schedule = None
         self._lock = threading.Lock()  # runs report from a worker thread
 
     def observe(
@@ -74,10 +79,11 @@ class Metrics:
             self.bytes_added.labels(**self.labels).set(bytes_added)
         with self._lock:
             self.last_run_success.labels(**self.labels).set(1 if success else 0)
-            self._own_run_at = started.timestamp() if started else time.time() - duration
+            self._own_run_at = started.timestamp() if started else self._clock() - duration
             if success:
-                self._success_at = time.time()
+                self._success_at = self._clock()
                 self.last_success.labels(**self.labels).set(self._success_at)
+                self._export_interval()
 
     def status_seen(self, status: Mapping | None) -> None:
         """Take what the Backup's status says about runs, which outlives this process: the
@@ -95,30 +101,42 @@ class Metrics:
         if success_at is not None and success_at > self._success_at:
             self._success_at = success_at
             self.last_success.labels(**self.labels).set(success_at)
+            self._export_interval()
         if run_at is not None and run_at > self._own_run_at:
             ok = success_at is not None and success_at >= run_at
             self.last_run_success.labels(**self.labels).set(1 if ok else 0)
 
     def schedule(self, schedule, next_fire: datetime | None) -> None:
-        """Export the next run and the schedule period it ends; both go away while nothing
-        is scheduled (paused, invalid or deleted Backup), so no alert compares against them."""
+        """Export the next run, the start of scheduling and the interval; all go away while
+        nothing is scheduled (paused, invalid or deleted Backup), so no alert compares
+        against them."""
         key = (schedule, next_fire)
         if key == self._scheduled:
             return
         was_scheduled = self._scheduled is not None and self._scheduled[1] is not None
         self._scheduled = key
-        if next_fire is None or schedule is None:
-            for gauge in (self.next_run, self.interval, self.scheduled_since):
-                try:
-                    gauge.remove(self.labels["namespace"], self.labels["backup"])
-                except KeyError:
-                    pass
+        with self._lock:
+            if next_fire is None or schedule is None:
+                self._schedule = None
+                for gauge in (self.next_run, self.interval, self.scheduled_since):
+                    try:
+                        gauge.remove(self.labels["namespace"], self.labels["backup"])
+                    except KeyError:
+                        pass
+                return
+            if not was_scheduled:
+                self._since_at = self._clock()
+                self.scheduled_since.labels(**self.labels).set(self._since_at)
+            self.next_run.labels(**self.labels).set(next_fire.timestamp())
+            self._schedule = schedule
+            self._export_interval()
+
+    def _export_interval(self) -> None:
+        if self._schedule is None:
             return
-        if not was_scheduled:
-            self.scheduled_since.labels(**self.labels).set(time.time())
-        self.next_run.labels(**self.labels).set(next_fire.timestamp())
-        period = schedule.interval_before(next_fire).total_seconds()
-        self.interval.labels(**self.labels).set(period)
+        base = datetime.fromtimestamp(max(self._success_at, self._since_at), UTC)
+        seconds = self._schedule.interval_at(base).total_seconds()
+        self.interval.labels(**self.labels).set(seconds)
 
     def skipped(self) -> None:
         self.runs.labels(**self.labels, result="skipped").inc()

@@ -33,40 +33,64 @@ def value(registry, name: str, **extra) -> float | None:
     return samples(registry).get(f"{name}{{{labels}}}")
 
 
-def metrics() -> tuple[Metrics, CollectorRegistry]:
+def metrics(**kw) -> tuple[Metrics, CollectorRegistry]:
     registry = CollectorRegistry()
-    return Metrics("web", "www", registry=registry), registry
+    return Metrics("web", "www", registry=registry, **kw), registry
 
 
 def ts(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def test_schedule_exports_next_run_and_period_and_drops_them_when_unscheduled():
+def test_schedule_exports_next_run_start_and_interval_and_drops_them_when_unscheduled():
     m, reg = metrics()
-    daily = parse_schedule("0 9 * * 1-5")
-    monday = datetime(2024, 1, 8, 9, tzinfo=UTC)
     before = datetime.now(UTC).timestamp()
-    m.schedule(daily, monday)
+    every = parse_schedule("@every 90m")
+    fire = datetime(2024, 1, 8, 9, tzinfo=UTC)
+    m.schedule(every, fire)
     since = value(reg, "restik_backup_scheduled_since_timestamp_seconds")
     assert since >= before
-    assert value(reg, "restik_backup_next_run_timestamp_seconds") == monday.timestamp()
-    assert value(reg, "restik_backup_schedule_interval_seconds") == 3 * 86400
-    m.schedule(daily, monday + timedelta(days=1))
-    assert value(reg, "restik_backup_schedule_interval_seconds") == 86400
-    every = parse_schedule("@every 90m")
-    m.schedule(every, monday)
+    assert value(reg, "restik_backup_next_run_timestamp_seconds") == fire.timestamp()
     assert value(reg, "restik_backup_schedule_interval_seconds") == 5400
+    m.schedule(every, fire + timedelta(minutes=90))
+    assert value(reg, "restik_backup_next_run_timestamp_seconds") == fire.timestamp() + 5400
     # rescheduling is not a new start: the clock of "success due" keeps running
     assert value(reg, "restik_backup_scheduled_since_timestamp_seconds") == since
     m.schedule(every, None)  # paused / invalid / deleted: nothing to compare against
-    assert value(reg, "restik_backup_next_run_timestamp_seconds") is None
-    assert value(reg, "restik_backup_schedule_interval_seconds") is None
-    assert value(reg, "restik_backup_scheduled_since_timestamp_seconds") is None
+    for name in (
+        "restik_backup_next_run_timestamp_seconds",
+        "restik_backup_schedule_interval_seconds",
+        "restik_backup_scheduled_since_timestamp_seconds",
+    ):
+        assert value(reg, name) is None, name
     m.schedule(None, None)  # twice is fine
-    m.schedule(every, monday)  # resumed: a new start
+    m.schedule(every, fire)  # resumed: a new start
     assert value(reg, "restik_backup_schedule_interval_seconds") == 5400
     assert value(reg, "restik_backup_scheduled_since_timestamp_seconds") >= since
+
+
+def test_interval_follows_the_last_success_on_an_uneven_cron():
+    weekdays = parse_schedule("0 9 * * 1-5")
+    friday = {
+        "lastBackupTime": "2024-01-05T09:00:00Z",
+        "lastSuccessfulBackupTime": "2024-01-05T09:00:00Z",
+    }
+    thursday = {
+        "lastBackupTime": "2024-01-04T09:00:00Z",
+        "lastSuccessfulBackupTime": "2024-01-04T09:00:00Z",
+    }
+    tuesday = {
+        "lastBackupTime": "2024-01-02T09:00:00Z",
+        "lastSuccessfulBackupTime": "2024-01-02T09:00:00Z",
+    }
+    # scheduling started before all these successes: the last success decides
+    m, reg = metrics(clock=lambda: datetime(2024, 1, 1, tzinfo=UTC).timestamp())
+    m.schedule(weekdays, datetime(2024, 1, 1, 9, tzinfo=UTC))
+    # started on Monday at 0:00, after Friday's run: due two runs later, Tuesday at 9
+    assert value(reg, "restik_backup_schedule_interval_seconds") == 2 * 86400
+    for status, days in ((tuesday, 1), (thursday, 2), (friday, 2)):
+        m.status_seen(status)
+        assert value(reg, "restik_backup_schedule_interval_seconds") == days * 86400, status
 
 
 def test_own_runs_set_result_success_time_duration_and_bytes():

@@ -143,21 +143,22 @@ def test_schedule_error_is_a_value_error():
 
 
 @pytest.mark.parametrize(
-    ("text", "fire", "expected"),
+    ("text", "t", "expected"),
     [
         ("@every 90m", dt(2024, 1, 1, 10, 7, 12, 345), timedelta(minutes=90)),
         ("*/15 * * * *", dt(2024, 1, 1, 10, 15), timedelta(minutes=15)),
-        ("0 */30 * * * *", dt(2024, 1, 1, 11, 0), timedelta(minutes=30)),
+        ("*/15 * * * *", dt(2024, 1, 1, 10, 29, 59), timedelta(minutes=15)),
+        ("0 */30 * * * *", dt(2024, 1, 1, 11, 0, 0, 900), timedelta(minutes=30)),
         ("*/2 * * * * *", dt(2024, 1, 1, 11, 0, 4), timedelta(seconds=2)),
-        ("@daily", dt(2024, 1, 2), timedelta(days=1)),
-        ("@monthly", dt(2024, 3, 1), timedelta(days=29)),  # 2024 is a leap year
-        # weekdays at 9: the Monday run ends a 3-day period, the Tuesday run a 1-day one
-        ("0 9 * * 1-5", dt(2024, 1, 8, 9), timedelta(days=3)),
-        ("0 9 * * 1-5", dt(2024, 1, 9, 9), timedelta(days=1)),
+        ("@daily", dt(2024, 1, 2, 0, 3), timedelta(days=1)),
+        # weekdays at 9: a success on Friday is two runs old on Tuesday at 9 (4 days),
+        # one on Thursday on Monday at 9 (4 days), one on Tuesday on Thursday at 9 (2 days)
+        ("0 9 * * 1-5", dt(2024, 1, 5, 9, 0), timedelta(days=2)),
+        ("0 9 * * 1-5", dt(2024, 1, 5, 9, 4, 30), timedelta(days=2)),
+        ("0 9 * * 1-5", dt(2024, 1, 4, 9, 5), timedelta(days=2)),
+        ("0 9 * * 1-5", dt(2024, 1, 2, 9, 5), timedelta(days=1)),
+        ("0 9 * * 1-5", dt(2024, 1, 6, 12), timedelta(days=2)),  # Saturday: Friday's run
     ],
 )
-def test_interval_before_a_fire_time(text, fire, expected):
-    schedule = parse_schedule(text)
-    assert schedule.interval_before(fire) == expected
-    if schedule.every is None:  # fire is a real fire time: the period ends exactly there
-        assert schedule.next_after(fire - expected) == fire
+def test_interval_at(text, t, expected):
+    assert parse_schedule(text).interval_at(t) == expected
