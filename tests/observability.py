@@ -17,12 +17,14 @@ _MATCHERS = re.compile(r"\{[^{}]*\}")
 _GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
 _RANGES = re.compile(r"\[[^\]]*\]")
 _STRINGS = re.compile(r'"[^"]*"')
-_IDENT = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_IDENT = re.compile(r"(?<![\w.])[a-zA-Z_:][a-zA-Z0-9_:]*")  # not the unit of 5m
+_LABEL_VALUES = re.compile(r"label_values\((.*),\s*\w+\s*\)")  # Grafana: (query, label)
 
 
 def metric_names(expr: str) -> set[str]:
     """The metric names a PromQL expression reads (by name or by a __name__ matcher)."""
     names: set[str] = set()
+    expr = _LABEL_VALUES.sub(r"(\1)", expr)
     for alternatives in _NAME_REGEX.findall(expr):
         names |= set(alternatives.split("|"))
     text = _MATCHERS.sub(" ", expr)
