@@ -70,7 +70,8 @@ class Schedule:
             return self.every
         it = croniter(self.cron, t + timedelta(seconds=1), second_at_beginning=self.seconds_first)
         start = it.get_prev(datetime)
-        return (self.next_after(self.next_after(start)) - start) / 2
+        it.get_next(datetime)  # one iterator: each croniter() costs as much as a step
+        return (it.get_next(datetime) - start) / 2
 
 
 def parse_schedule(text: object) -> Schedule:
