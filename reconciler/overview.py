@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
+from croniter import croniter
+
 from reconciler.logs import env_default
 from reconciler.schedule import Schedule, ScheduleError, parse_schedule
 
@@ -108,6 +110,11 @@ class Row:
 def parse_time(value: object) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
+    return _parse_time(value)
+
+
+@lru_cache(maxsize=65536)  # Backups on one schedule run at the same times
+def _parse_time(value: str) -> datetime | None:
     try:
         t = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -151,20 +158,24 @@ def _workloads(status: Mapping) -> list[Workload]:
     return [Workload(n, current.get(n)) for n in names]
 
 
-def _runs(status: Mapping) -> list[Mapping]:
+def _runs(status: Mapping) -> list[tuple[datetime, Mapping]]:
+    """status.recentRuns as (time, run), newest first; entries without a time are skipped."""
     runs = status.get("recentRuns")
     if not isinstance(runs, list):
         return []
-    return [r for r in runs if isinstance(r, Mapping) and parse_time(r.get("time"))]
+    timed = [(parse_time(r.get("time")), r) for r in runs if isinstance(r, Mapping)]
+    return sorted(((t, r) for t, r in timed if t is not None), key=lambda tr: tr[0], reverse=True)
 
 
-def _last_result(status: Mapping, runs: list[Mapping]) -> tuple[str | None, datetime | None]:
+def _last_result(
+    status: Mapping, runs: list[tuple[datetime, Mapping]]
+) -> tuple[str | None, datetime | None]:
     """("Success"|"Failed", time) of the last run: recentRuns, else the times in status."""
     if runs:
-        newest = max(runs, key=lambda r: parse_time(r.get("time")))
+        when, newest = runs[0]
         result = newest.get("result")
         if result in ("Success", "Failed"):
-            return result, parse_time(newest.get("time"))
+            return result, when
     last = parse_time(status.get("lastBackupTime"))
     if last is None:
         return None, None
@@ -172,24 +183,34 @@ def _last_result(status: Mapping, runs: list[Mapping]) -> tuple[str | None, date
     return ("Success" if success is not None and success >= last else "Failed"), last
 
 
-def _snapshots(runs: list[Mapping], last_snapshot: object) -> list[Snapshot]:
+def _snapshots(runs: list[tuple[datetime, Mapping]], last_snapshot: object) -> list[Snapshot]:
     newest: dict[str, Snapshot] = {}
-    for run in sorted(runs, key=lambda r: parse_time(r.get("time"))):
+    for _, run in runs:
         snap = run.get("snapshotID")
         if not isinstance(snap, str) or not snap or run.get("result") != "Success":
             continue
         host = str(run.get("host") or "")
-        newest[host] = Snapshot(host, snap, run["time"])
+        newest.setdefault(host, Snapshot(host, snap, run["time"]))
     if not newest and isinstance(last_snapshot, str) and last_snapshot:
         newest[""] = Snapshot("", last_snapshot, "")
     return sorted(newest.values(), key=lambda s: s.host)
 
 
-# croniter takes about 0.3 ms a step: Backups that share a schedule (and so their run
-# times) share the answers.
+# croniter takes about 0.5 ms to parse an expression and as much for each step: one parsed
+# iterator per schedule, moved to each time asked about, and Backups that share a schedule
+# (and so their run times) share the answers.
 @lru_cache(maxsize=4096)
-def _next_fire(schedule: Schedule, now: datetime) -> datetime:
-    return schedule.next_after(now)
+def _iterator(schedule: Schedule) -> croniter:
+    return croniter(schedule.cron, datetime(2000, 1, 1), second_at_beginning=schedule.seconds_first)
+
+
+@lru_cache(maxsize=4096)
+def _fires_around(schedule: Schedule, now: datetime) -> tuple[datetime, datetime]:
+    """(the latest fire time at or before ``now``, the first one after it) of a cron."""
+    it = _iterator(schedule)
+    it.set_current(now, force=True)
+    following = it.get_next(datetime)
+    return it.get_prev(datetime), following
 
 
 @lru_cache(maxsize=65536)
@@ -197,9 +218,16 @@ def _interval(schedule: Schedule, base: datetime) -> timedelta:
     return schedule.interval_at(base)
 
 
+def _overdue(schedule: Schedule, base: datetime, now: datetime) -> bool:
+    """No success for twice the interval after ``base``: the alert RestikBackupTooOld."""
+    if schedule.every is None and base >= _fires_around(schedule, now)[0]:
+        return False  # nothing was due since: the common case, without the full reckoning
+    return now - base > 2 * _interval(schedule, base)
+
+
 def _next_run(schedule: Schedule, last_run: datetime | None, now: datetime) -> datetime | None:
     if schedule.every is None:
-        return _next_fire(schedule, now)
+        return _fires_around(schedule, now)[1]
     # @every counts from when the sidecar started: after a run, the next is one period on
     if last_run is None:
         return None
@@ -236,14 +264,14 @@ def summarize(raw: Mapping, now: datetime) -> Row:
         snapshots=_snapshots(runs, status.get("lastSnapshotID")),
     )
     if runs:
-        recent = [r for r in runs if now - parse_time(r["time"]) <= DAY]
+        recent = [r for t, r in runs if now - t <= DAY]
         row.runs24h = len(recent)
         row.failures24h = sum(1 for r in recent if r.get("result") == "Failed")
-        oldest = min(runs, key=lambda r: parse_time(r["time"]))
+        oldest_time, oldest = runs[-1]
         number = oldest.get("number")
         # the oldest run kept is within 24 h and was not the first: some may have fallen off
         row.runs24hComplete = not (
-            now - parse_time(oldest["time"]) <= DAY and isinstance(number, int) and number > 1
+            now - oldest_time <= DAY and isinstance(number, int) and number > 1
         )
     elif last_run is None:
         row.runs24h, row.failures24h = 0, 0
@@ -268,7 +296,7 @@ def summarize(raw: Mapping, now: datetime) -> Row:
     else:
         created = parse_time(meta.get("creationTimestamp"))
         base = last_success or created
-        if base is not None and now - base > 2 * _interval(schedule, base):
+        if base is not None and _overdue(schedule, base, now):
             row.health = OVERDUE
             row.reason = (
                 f"no successful run since {rfc3339(base)}"
@@ -281,9 +309,9 @@ def summarize(raw: Mapping, now: datetime) -> Row:
     return row
 
 
-def _failed_message(runs: list[Mapping], status: Mapping) -> str:
+def _failed_message(runs: list[tuple[datetime, Mapping]], status: Mapping) -> str:
     if runs:
-        newest = max(runs, key=lambda r: parse_time(r.get("time")))
+        newest = runs[0][1]
         if newest.get("message"):
             return str(newest["message"])
     cond = _condition(status, "LastRunSucceeded") or {}
