@@ -105,3 +105,20 @@ def test_metric_names_of_the_rules():
     assert "restik_backup_last_run_success" in names
     assert "restik_restore_phase" in names
     assert "time" not in names and "max" not in names and "namespace" not in names
+
+
+def test_monitors_scrape_the_controller_and_every_sidecar_keeping_their_labels():
+    from reconciler.constants import METRICS_PORT_NAME
+    from tests.observability import prometheus_objects
+
+    objs = {(o["kind"], o["metadata"]["name"]): o for o in prometheus_objects()}
+    pods = objs[("PodMonitor", "restik-sidecars")]["spec"]
+    assert pods["namespaceSelector"] == {"any": True} and pods["selector"] == {}
+    (endpoint,) = pods["podMetricsEndpoints"]
+    assert endpoint["port"] == METRICS_PORT_NAME and endpoint["path"] == "/metrics"
+    assert endpoint["honorLabels"] is True
+    (endpoint,) = objs[("ServiceMonitor", "restik-controller")]["spec"]["endpoints"]
+    assert endpoint["honorLabels"] is True
+    dashboard = objs[("ConfigMap", "restik-dashboard")]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert ("PrometheusRule", "restik") in objs
