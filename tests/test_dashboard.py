@@ -125,3 +125,32 @@ def test_dashboard_and_rules_read_only_metrics_restik_exports(world):  # noqa: F
         for rule in group["rules"]:
             rule_names |= metric_names(rule["expr"])
     assert rule_names - exported == NOT_YET_EXPORTED
+
+
+@needs_restic
+@pytest.mark.slow
+def test_a_fresh_sidecar_reports_the_last_success_and_result_from_status(world):  # noqa: F811
+    from tests.test_sidecar_support import backup_object
+
+    obj = backup_object(str(world.src), str(world.repo), name="www", schedule="@every 1h")
+    obj["status"] = {
+        "backupCount": 5,
+        "lastSuccessfulBackupTime": "2026-01-01T09:00:00Z",
+        "lastBackupTime": "2026-01-02T09:00:00Z",  # a later run failed
+    }
+    world.emu.create(obj)
+    sidecar = world.sidecar("--workload", "Deployment/www")
+    labels = '{backup="www",namespace="default"}'
+
+    def scraped() -> str:
+        return sidecar.get("/metrics")[1]
+
+    wait_for(lambda: f"restik_backup_last_run_success{labels}" in scraped(), 30, [sidecar])
+    text = scraped()
+    assert f"restik_backup_last_run_success{labels} 0.0" in text
+    assert f"restik_backup_last_success_timestamp_seconds{labels} 1.767258e+09" in text
+    assert f"restik_backup_schedule_interval_seconds{labels} 3600.0" in text
+    # paused: the schedule series go away, so RestikBackupTooOld cannot fire
+    world.patch_spec(paused=True)
+    wait_for(lambda: "restik_backup_next_run_timestamp_seconds{" not in scraped(), 30, [sidecar])
+    assert "restik_backup_schedule_interval_seconds{" not in scraped()
