@@ -16,7 +16,7 @@ from functools import lru_cache
 from croniter import croniter
 
 from reconciler.logs import env_default
-from reconciler.schedule import Schedule, ScheduleError, parse_schedule
+from reconciler.schedule import Schedule, ScheduleError, parse_duration, parse_schedule
 
 EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1
@@ -99,6 +99,7 @@ class Row:
     lastSuccessfulBackupTime: str | None = None
     lastResult: str | None = None
     lastRunTime: str | None = None
+    lastDurationSeconds: float | None = None
     nextRunTime: str | None = None
     runs24h: int | None = None
     failures24h: int | None = None
@@ -183,6 +184,20 @@ def _last_result(
     return ("Success" if success is not None and success >= last else "Failed"), last
 
 
+def parse_duration_seconds(value: object) -> float | None:
+    """A run's duration as status carries it: seconds as a number, or a string "12.3s"."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return parse_duration(value).total_seconds()
+        except ScheduleError:
+            return None
+    return None
+
+
 def _snapshots(runs: list[tuple[datetime, Mapping]], last_snapshot: object) -> list[Snapshot]:
     newest: dict[str, Snapshot] = {}
     for _, run in runs:
@@ -258,6 +273,9 @@ def summarize(raw: Mapping, now: datetime) -> Row:
         lastSuccessfulBackupTime=rfc3339(last_success),
         lastResult=last_result,
         lastRunTime=rfc3339(last_run),
+        lastDurationSeconds=parse_duration_seconds(
+            runs[0][1].get("duration") if runs else status.get("lastBackupDuration")
+        ),
         backupCount=status.get("backupCount")
         if isinstance(status.get("backupCount"), int)
         else None,

@@ -107,7 +107,24 @@ def test_healthy_backup_with_recent_runs_and_snapshots_per_host():
         ("db-1", "b" * 64),
     ]
     assert row.nextRunTime == "2024-01-10T13:00:00Z"
+    assert row.lastDurationSeconds == 1.5  # "1.5s" in run 41, 1.5 in run 42: both read
     assert [(w.workload, w.current) for w in row.workloads] == [("StatefulSet/db", None)]
+
+
+def test_durations_in_both_forms():
+    from reconciler.overview import parse_duration_seconds
+
+    assert [parse_duration_seconds(v) for v in (12, 12.5, "12.3s", "1m30s", "x", True, None)] == [
+        12.0,
+        12.5,
+        12.3,
+        90.0,
+        None,
+        None,
+        None,
+    ]
+    row = summarize(bk(status=healthy_status(lastBackupDuration="7.5s")), NOW)
+    assert row.lastDurationSeconds == 7.5
 
 
 def test_last_run_failed():
