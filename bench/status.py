@@ -143,7 +143,7 @@ def bare(kube: Kube) -> int:
 def status(kube: Kube) -> int:
     for cache in (
         overview._iterator,
-        overview._fires_around,
+        overview._cron_next,
         overview._interval,
         overview._parse_time,
     ):

@@ -212,20 +212,21 @@ def _snapshots(runs: list[tuple[datetime, Mapping]], last_snapshot: object) -> l
 
 
 # croniter takes about 0.5 ms to parse an expression and as much for each step: one parsed
-# iterator per schedule, moved to each time asked about, and Backups that share a schedule
-# (and so their run times) share the answers.
+# iterator per schedule, moved to each time asked about; Backups that share a schedule
+# (and so their run times) share the answers; and a healthy Backup costs one step, from
+# its last run (the first fire time after it, when still ahead, is the next run, and
+# nothing was due since).
 @lru_cache(maxsize=4096)
 def _iterator(schedule: Schedule) -> croniter:
     return croniter(schedule.cron, datetime(2000, 1, 1), second_at_beginning=schedule.seconds_first)
 
 
-@lru_cache(maxsize=4096)
-def _fires_around(schedule: Schedule, now: datetime) -> tuple[datetime, datetime]:
-    """(the latest fire time at or before ``now``, the first one after it) of a cron."""
+@lru_cache(maxsize=65536)
+def _cron_next(schedule: Schedule, t: datetime) -> datetime:
+    """The first fire time after ``t`` of a cron schedule."""
     it = _iterator(schedule)
-    it.set_current(now, force=True)
-    following = it.get_next(datetime)
-    return it.get_prev(datetime), following
+    it.set_current(t, force=True)
+    return it.get_next(datetime)
 
 
 @lru_cache(maxsize=65536)
@@ -235,14 +236,18 @@ def _interval(schedule: Schedule, base: datetime) -> timedelta:
 
 def _overdue(schedule: Schedule, base: datetime, now: datetime) -> bool:
     """No success for twice the interval after ``base``: the alert RestikBackupTooOld."""
-    if schedule.every is None and base >= _fires_around(schedule, now)[0]:
+    if schedule.every is None and _cron_next(schedule, base) > now:
         return False  # nothing was due since: the common case, without the full reckoning
     return now - base > 2 * _interval(schedule, base)
 
 
 def _next_run(schedule: Schedule, last_run: datetime | None, now: datetime) -> datetime | None:
     if schedule.every is None:
-        return _fires_around(schedule, now)[1]
+        if last_run is not None and last_run <= now:
+            following = _cron_next(schedule, last_run)
+            if following > now:
+                return following
+        return _cron_next(schedule, now)
     # @every counts from when the sidecar started: after a run, the next is one period on
     if last_run is None:
         return None

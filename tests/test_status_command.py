@@ -149,6 +149,15 @@ def test_overdue_is_twice_the_interval_after_the_last_success():
     # weekdays at 9, now Wednesday 12:00: Monday 9:00's success is due by Wednesday 9:00
     assert health("0 9 * * 1-5", timedelta(days=2, hours=3)) == OVERDUE
     assert health("0 9 * * 1-5", timedelta(days=1, hours=3)) == OK
+    # the next run comes from the schedule and now, however long ago the last run was
+    status = {
+        "lastSuccessfulBackupTime": at(timedelta(days=3)),
+        "lastBackupTime": at(timedelta(days=3)),
+    }
+    row = summarize(bk(schedule="0 9 * * 1-5", status=status), NOW)
+    assert row.nextRunTime == "2024-01-11T09:00:00Z"
+    row = summarize(bk(schedule="@every 10m", status=status), NOW)
+    assert row.nextRunTime == at(timedelta(days=3) - timedelta(minutes=10))  # due long ago
     # never succeeded: counted from the Backup's creation
     never = bk(schedule="@every 10m", created=at(timedelta(minutes=5)))
     assert summarize(never, NOW).health == PENDING
