@@ -372,3 +372,24 @@ def test_status_colours_a_terminal(backups, kubeconfig):
     out = Tty()
     assert run(args, out=out, err=io.StringIO()) == 0
     assert "\033[32mOK" in out.getvalue()
+
+
+@pytest.mark.slow
+def test_many_backups_are_one_paged_list(emulator, kubeconfig):
+    emulator.create(crd_with_status_fields())
+    emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web"}})
+    for i in range(501):
+        emulator.create(bk(f"b{i:03}", "web", status=healthy_status()))
+    emulator.clear_requests()
+    args = argparse.Namespace(
+        kubeconfig=str(kubeconfig), namespace="web", all_namespaces=False, output="json"
+    )
+    out = io.StringIO()
+    assert run(args, out=out, err=io.StringIO(), now=NOW) == 0
+    assert len(json.loads(out.getvalue())["items"]) == 501
+    queries = [(r.method, r.path, dict(r.query)) for r in emulator.requests]
+    assert [q[:2] for q in queries] == [
+        ("GET", "/apis/backup.appscode.com/v1beta1/namespaces/web/backups")
+    ] * 2
+    assert queries[0][2] == {"limit": "500"}
+    assert queries[1][2]["continue"]
