@@ -72,6 +72,20 @@ class Schedule:
         it = croniter(self.cron, after, second_at_beginning=self.seconds_first)
         return it.get_next(datetime)
 
+    def interval_at(self, t: datetime) -> timedelta:
+        """The schedule interval that applies at ``t``: the ``@every`` duration; for cron,
+        half the time from the scheduled run at or before ``t`` to the second run after it.
+        That is the interval for cron expressions with equal periods (``*/15``, ``@daily``)
+        and, for unequal ones (weekdays only), makes "no success for twice the interval
+        after a success at ``t``" mean exactly "the second scheduled run after it is due
+        and no success since"."""
+        if self.every is not None:
+            return self.every
+        it = croniter(self.cron, t + timedelta(seconds=1), second_at_beginning=self.seconds_first)
+        start = it.get_prev(datetime)
+        it.get_next(datetime)  # one iterator: each croniter() costs as much as a step
+        return (it.get_next(datetime) - start) / 2
+
 
 def parse_schedule(text: object) -> Schedule:
     """Turn a Backup's ``spec.schedule`` into a Schedule, or raise ScheduleError."""

@@ -19,7 +19,10 @@ TARGETS = {
 }
 K8S_VERSIONS = ["1.30", "1.37"]
 # Custom resources kubernetes-validate has no schema for; anything else must validate.
-CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+CUSTOM_KINDS = {
+    ("monitoring.coreos.com/v1", kind)
+    for kind in ("ServiceMonitor", "PodMonitor", "PrometheusRule")
+}
 
 NAMESPACE = "restik-system"
 SERVICE_ACCOUNT = "restik"

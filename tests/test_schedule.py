@@ -148,3 +148,25 @@ def test_invalid_schedules_raise_with_a_useful_message(text, fragment):
 
 def test_schedule_error_is_a_value_error():
     assert issubclass(ScheduleError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("text", "t", "expected"),
+    [
+        ("@every 90m", dt(2024, 1, 1, 10, 7, 12, 345), timedelta(minutes=90)),
+        ("*/15 * * * *", dt(2024, 1, 1, 10, 15), timedelta(minutes=15)),
+        ("*/15 * * * *", dt(2024, 1, 1, 10, 29, 59), timedelta(minutes=15)),
+        ("0 */30 * * * *", dt(2024, 1, 1, 11, 0, 0, 900), timedelta(minutes=30)),
+        ("*/2 * * * * *", dt(2024, 1, 1, 11, 0, 4), timedelta(seconds=2)),
+        ("@daily", dt(2024, 1, 2, 0, 3), timedelta(days=1)),
+        # weekdays at 9: a success on Friday is two runs old on Tuesday at 9 (4 days),
+        # one on Thursday on Monday at 9 (4 days), one on Tuesday on Thursday at 9 (2 days)
+        ("0 9 * * 1-5", dt(2024, 1, 5, 9, 0), timedelta(days=2)),
+        ("0 9 * * 1-5", dt(2024, 1, 5, 9, 4, 30), timedelta(days=2)),
+        ("0 9 * * 1-5", dt(2024, 1, 4, 9, 5), timedelta(days=2)),
+        ("0 9 * * 1-5", dt(2024, 1, 2, 9, 5), timedelta(days=1)),
+        ("0 9 * * 1-5", dt(2024, 1, 6, 12), timedelta(days=2)),  # Saturday: Friday's run
+    ],
+)
+def test_interval_at(text, t, expected):
+    assert parse_schedule(text).interval_at(t) == expected
