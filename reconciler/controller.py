@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from reconciler.constants import (
@@ -183,6 +183,8 @@ class CycleStats:
     not_ready: int = 0
     lost_leadership: bool = False
     seconds: float = 0.0
+    # (namespace, name) -> the Ready condition's status ("True"/"False") after this cycle
+    readiness: dict = field(default_factory=dict)
 
     def summary(self) -> str:
         return (
@@ -605,6 +607,7 @@ class Controller:
                 return
             raw = raw_by_key[(item.namespace, item.name)]
             patch = status_patch(raw, item, result, now, rollouts)
+            stats.readiness[(item.namespace, item.name)] = _ready_status(patch or raw)
             if patch is None:
                 continue
             noted = new_warnings(raw, result, (item.namespace, item.name))
@@ -649,6 +652,14 @@ class Controller:
         text = render_diff(OfflineResult(result))
         self.out.write(text)
         self.out.flush()
+
+
+def _ready_status(obj: Mapping) -> str | None:
+    """The Ready condition's status in a Backup or a status patch."""
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if isinstance(cond, Mapping) and cond.get("type") == "Ready":
+            return cond.get("status")
+    return None
 
 
 def _slim(obj: dict) -> dict:
@@ -792,7 +803,7 @@ class Runner:
         log.info("leadership %s", "acquired" if leader else "lost")
         self.leader = leader
         if self.controller.metrics:
-            self.controller.metrics.leader.set(1 if leader else 0)
+            self.controller.metrics.set_leader(leader)
         self.wake.set()
 
     def _one_cycle(self) -> CycleStats | None:
@@ -923,7 +934,7 @@ def main(args: argparse.Namespace) -> int:
     if settings.metrics_port and not settings.once:
         from reconciler.metrics import ControllerMetrics
 
-        metrics = ControllerMetrics()
+        metrics = ControllerMetrics(interval=settings.interval)
     controller = Controller(kube, settings, metrics=metrics)
     if settings.once:
         try:

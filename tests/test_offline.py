@@ -346,7 +346,12 @@ BROKEN = {
     ),
     "duplicate-keys": (
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  name: y\n",
-        ["name"],
+        ["duplicate key 'name'", "line 5"],
+    ),
+    "duplicate-secret-key-hides-values": (
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n"
+        "stringData:\n  password: hunter2\n  password: hunter3\n",
+        ["duplicate key 'password'", "line 7"],
     ),
     "non-string-key": (CONFIGMAP + "data:\n  1: a\n", ["data", "keys must be strings"]),
     "invalid-backup": (
@@ -381,6 +386,7 @@ def test_broken_input_exits_2_naming_file_and_object(tmp_path, command, text, ex
     assert str(path) in proc.stderr
     for fragment in expected:
         assert fragment in proc.stderr, proc.stderr
+    assert "hunter" not in proc.stderr, "a value of the manifest was printed"
     assert not marker.exists(), "a YAML tag executed a command"
 
 
