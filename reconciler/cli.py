@@ -1,4 +1,4 @@
-"""The `restik` command line: run, watch, diff, inject."""
+"""The `restik` command line: run, watch, diff, inject, status."""
 
 from __future__ import annotations
 
@@ -51,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
         "also a kustomize KRM function (ResourceList on stdin)",
     )
     add_offline_arguments(inject)
+
+    status = sub.add_parser(
+        "status",
+        help="every Backup's health in one table (exit 0 all healthy, 1 some not, 2 error)",
+    )
+    from reconciler.overview import add_arguments as add_status_arguments
+
+    add_status_arguments(status)
     return parser
 
 
@@ -113,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         from reconciler.controller import main as run_main
 
         return run_main(args)
+    if args.command == "status":
+        from reconciler.overview import run as status_run
+
+        return status_run(args)
     if args.command == "watch":
         from sidecar.watch import run as watch_run
 

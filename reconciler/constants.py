@@ -37,7 +37,8 @@ WORKLOAD_KINDS = {
 }
 # Kinds whose pods are backed up under the pod's own name (each pod has its own data).
 PER_POD_HOST_KINDS = frozenset({"StatefulSet", "DaemonSet"})
-# Kinds that do not roll their pods when the template changes: the controller deletes them.
+# Kinds that never roll their pods on a template change: the controller evicts stale pods
+# (StatefulSets and DaemonSets with updateStrategy OnDelete too: see rollout.py).
 MANUAL_RESTART_KINDS = frozenset({"ReplicaSet", "ReplicationController"})
 
 DEFAULT_IMAGE = "restik:0.1.0"

@@ -92,4 +92,7 @@ def run_function(text: str, renderer_for, stdout, stderr) -> int:
         rl["items"] = [outcome.replacements.get(id(item), item) for item in items]
     rl["results"] = results
     stdout.write(dump(rl, source.indent))
+    # kustomize drops a failed function's stdout (and its results): say it on stderr too
+    for message in outcome.errors:
+        print(f"restik: error: {message}", file=stderr)
     return EXIT_ERROR if outcome.errors else EXIT_OK

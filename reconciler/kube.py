@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import random
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,8 @@ class ApiError(Exception):
         self.reason = reason
         self.message = message
         self.retry_after = retry_after
-        super().__init__(f"{status} {reason}: {message}")
+        # status 0: no answer at all, so no HTTP status to show
+        super().__init__(f"{status} {reason}: {message}" if status else f"{reason}: {message}")
 
     @property
     def retryable(self) -> bool:
@@ -71,6 +73,14 @@ RETRY = tenacity.Retrying(
 )
 
 
+# Evictions: a 429 is a PodDisruptionBudget saying "not now", an answer, not a fault to retry.
+EVICT_RETRY = RETRY.copy(
+    retry=tenacity.retry_if_exception(
+        lambda e: isinstance(e, ApiError) and e.retryable and e.status != 429
+    )
+)
+
+
 def api_path(
     api_version: str,
     plural: str,
@@ -90,15 +100,44 @@ def api_path(
     return "/".join(parts)
 
 
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+class ConfigError(Exception):
+    """No usable Kubernetes configuration; the message says where restik looked."""
+
+
 def load_config(kubeconfig: str | None) -> pykube.KubeConfig:
     """--kubeconfig, then $KUBECONFIG, then ~/.kube/config, then the in-cluster account."""
     path = kubeconfig or os.environ.get("KUBECONFIG")
     if path:
-        return pykube.KubeConfig.from_file(path)
+        origin = "--kubeconfig" if kubeconfig else "$KUBECONFIG"
+        if not Path(path).expanduser().is_file():
+            raise ConfigError(f"{origin} names {path}, which does not exist")
+        return pykube.KubeConfig.from_file(str(Path(path).expanduser()))
     default = Path("~/.kube/config").expanduser()
     if default.is_file():
         return pykube.KubeConfig.from_file(str(default))
+    if not (SERVICE_ACCOUNT_DIR / "token").is_file():
+        raise ConfigError(
+            "no Kubernetes configuration found: no --kubeconfig, $KUBECONFIG is not set, "
+            f"{default} does not exist, and there is no in-cluster service account "
+            f"({SERVICE_ACCOUNT_DIR}/token)"
+        )
     return pykube.KubeConfig.from_service_account()
+
+
+def unreachable(url: str, exc: Exception) -> ApiError:
+    """A connection failure as an ApiError that names the server and the cause."""
+    text = str(exc)
+    errno = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+    if errno:
+        cause = errno.group(1).strip()
+    elif isinstance(exc, requests.Timeout) or "timed out" in text:
+        cause = "timed out"
+    else:
+        cause = text.splitlines()[0][:200] if text else type(exc).__name__
+    return ApiError(0, "ConnectionError", f"cannot reach the API server at {url}: {cause}")
 
 
 @dataclass
@@ -149,7 +188,7 @@ class Kube:
                 timeout=self.timeout,
             )
         except requests.RequestException as exc:
-            raise ApiError(0, "ConnectionError", str(exc).splitlines()[0][:300]) from None
+            raise unreachable(self.client.url, exc) from None
         return _decode(resp)
 
     def get(self, path: str, **params) -> dict:
@@ -193,6 +232,23 @@ class Kube:
             if not token:
                 return
 
+    def evict(self, namespace: str, name: str) -> bool:
+        """Evict a pod through the Eviction API (policy/v1), so PodDisruptionBudgets hold:
+        True when evicted (201), False when a budget says wait (429). Other errors raise."""
+        body = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace},
+        }
+        path = api_path("v1", "pods", namespace, name, "eviction")
+        try:
+            EVICT_RETRY(self._request_once, "POST", path, None, body, "application/json")
+        except ApiError as exc:
+            if exc.status == 429:
+                return False
+            raise
+        return True
+
     def create(self, path: str, body: Mapping) -> dict:
         return self.request("POST", path, body=body)
 
@@ -230,7 +286,7 @@ class Kube:
                 self.client.url + path, params=params, stream=True, timeout=(10, timeout_s + 10)
             )
         except requests.RequestException as exc:
-            raise ApiError(0, "ConnectionError", str(exc).splitlines()[0][:300]) from None
+            raise unreachable(self.client.url, exc) from None
         if resp.status_code >= 400:
             _decode(resp)
         try:
@@ -238,7 +294,7 @@ class Kube:
                 if line:
                     yield json.loads(line)
         except (requests.RequestException, ValueError) as exc:
-            raise ApiError(0, "ConnectionError", str(exc).splitlines()[0][:300]) from None
+            raise unreachable(self.client.url, exc) from None
         finally:
             resp.close()
 

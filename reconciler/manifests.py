@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -109,7 +110,7 @@ def parse_source(name: str, text: str) -> Source:
     try:
         docs = list(_yaml(indent).load_all(text))
     except YAMLError as exc:
-        raise ManifestError(f"{name}: not valid YAML: {_first_line(exc)}") from None
+        raise ManifestError(f"{name}: not valid YAML: {_yaml_problem(exc)}") from None
     except Exception as exc:  # ruamel raises a few non-YAMLError types on odd input
         raise ManifestError(f"{name}: not valid YAML: {_first_line(exc)}") from None
     documents = []
@@ -145,6 +146,22 @@ def _check_plain(node: object, where: str, path: str) -> None:
 
 def _kind_of(data: object) -> str:
     return "a list" if isinstance(data, list) else type(data).__name__
+
+
+def _yaml_problem(exc: YAMLError) -> str:
+    """What is wrong and where, from a marked YAML error; never the values (a Secret's data)."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if not problem or mark is None:
+        return _first_line(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}"
+    if problem.startswith("found duplicate key"):
+        key = re.match(r'found duplicate key "(.*?)" with value', problem)
+        first = getattr(exc, "context_mark", None)
+        name = key.group(1) if key else "?"
+        seen = f" (the mapping starts at line {first.line + 1})" if first is not None else ""
+        return f"duplicate key {name!r} at {where}{seen}"
+    return f"{problem} at {where}"
 
 
 def _first_line(exc: Exception) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -11,7 +12,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 
 class ControllerMetrics:
-    def __init__(self) -> None:
+    def __init__(self, interval: float | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.cycle_seconds = Histogram(
@@ -29,14 +30,53 @@ class ControllerMetrics:
         self.backups = Gauge("restik_backups", "Backups by readiness", ["ready"], registry=r)
         self.workloads = Gauge("restik_workloads", "Labeled workloads", registry=r)
         self.leader = Gauge("restik_leader", "1 while this replica holds the Lease", registry=r)
+        self.backup_ready = Gauge(
+            "restik_backup_ready",
+            "1 if the Backup's Ready condition is True, 0 if it is not",
+            ["namespace", "backup"],
+            registry=r,
+        )
+        self.last_cycle = Gauge(
+            "restik_last_cycle_timestamp_seconds",
+            "End of the last completed reconcile cycle (the process start before the first)",
+            registry=r,
+        )
+        self.last_cycle.set(time.time())
+        self.interval = Gauge(
+            "restik_cycle_interval_seconds",
+            "The --interval between full reconcile cycles",
+            registry=r,
+        )
+        if interval is not None:
+            self.interval.set(interval)
+        self._ready_keys: set[tuple[str, str]] = set()
+
+    def set_leader(self, leader: bool) -> None:
+        self.leader.set(1 if leader else 0)
+        if not leader:  # the new leader reports readiness; ours would go stale
+            for key in self._ready_keys:
+                self.backup_ready.remove(*key)
+            self._ready_keys = set()
 
     def observe(self, stats) -> None:
+        self.last_cycle.set(time.time())
+        self.leader.set(1)  # only the leader (or the only replica) completes cycles
         self.cycle_seconds.observe(stats.seconds)
         self.errors.inc(stats.errors)
         self.conflicts.inc(stats.conflicts)
         self.backups.labels("true").set(stats.ready)
         self.backups.labels("false").set(stats.not_ready)
         self.workloads.set(stats.workloads)
+        # A dry run writes no status: its readiness is unknown, not "no Backups".
+        if stats.readiness or not stats.backups:
+            self._set_readiness(stats.readiness)
+
+    def _set_readiness(self, readiness: dict) -> None:
+        for key, status in readiness.items():
+            self.backup_ready.labels(*key).set(1 if status == "True" else 0)
+        for key in self._ready_keys - readiness.keys():  # deleted Backups
+            self.backup_ready.remove(*key)
+        self._ready_keys = set(readiness)
 
     def serve(self, address: str, port: int, healthy: Callable[[], bool]) -> ThreadingHTTPServer:
         return serve_http(address, port, self.registry, healthy)

@@ -6,14 +6,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from reconciler.backup import Backup, InvalidBackup
-from reconciler.constants import MANUAL_RESTART_KINDS
 from reconciler.pod import UNKNOWN_USER, app_user, metrics_port_clash
 from reconciler.rbac import service_account
 from reconciler.render import Renderer
+from reconciler.rollout import needs_manual_restart
 from reconciler.workload import (
     WorkloadError,
     WorkloadRef,
     config_label,
+    controller_owner,
     has_sidecar,
     in_sync_fast,
     inject,
@@ -41,7 +42,7 @@ class Change:
     @property
     def restart(self) -> bool:
         """Kinds whose pods do not roll on a template change need the controller's help."""
-        return self.ref.kind in MANUAL_RESTART_KINDS
+        return needs_manual_restart(self.after)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Problem:
     ref: WorkloadRef | None
     message: str
     severity: str = "error"
+    reason: str = ""  # the Event reason of a warning
 
     def __str__(self) -> str:
         where = f"{self.ref.kind}/{self.ref.namespace}/{self.ref.name}" if self.ref else ""
@@ -165,6 +167,19 @@ def plan_workload(
     remove_when_missing: bool,
 ) -> Change | None:
     label = config_label(obj)
+    owner = controller_owner(obj)
+    if owner is not None:
+        # Its controller (a Deployment, an Argo Rollout) owns the pod template and would undo
+        # any change, making a new ReplicaSet each time: restik never touches it.
+        if label is not None:
+            kind, name = owner
+            message = (
+                f"owned by {kind}/{name}, left unchanged: label the {kind}, not its {ref.kind}"
+            )
+            result.problems.append(
+                Problem(ref.namespace, label, ref, message, "warning", reason="OwnedWorkload")
+            )
+        return None
     if label is None:
         try:
             owned = has_sidecar(obj)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from http.server import ThreadingHTTPServer
 
 from prometheus_client import REGISTRY, Counter, Gauge
@@ -13,8 +16,9 @@ LABELS = ("namespace", "backup")
 
 
 class Metrics:
-    def __init__(self, namespace: str, backup: str, registry=REGISTRY):
+    def __init__(self, namespace: str, backup: str, registry=REGISTRY, clock=time.time):
         self.registry = registry
+        self._clock = clock
         self.labels = {"namespace": namespace, "backup": backup}
         kw = {"labelnames": LABELS, "registry": registry}
         self.runs = Counter(
@@ -29,15 +33,110 @@ class Metrics:
         self.bytes_added = Gauge(
             "restik_backup_last_bytes_added", "Bytes added to the repository by the last run", **kw
         )
+        self.last_run_success = Gauge(
+            "restik_backup_last_run_success",
+            "1 if the Backup's last run succeeded, 0 if it failed",
+            **kw,
+        )
+        self.next_run = Gauge(
+            "restik_backup_next_run_timestamp_seconds",
+            "When the next run is scheduled (absent while paused or invalid)",
+            **kw,
+        )
+        self.interval = Gauge(
+            "restik_backup_schedule_interval_seconds",
+            "The schedule interval that applies to the last success (or the start of "
+            "scheduling): for @every and evenly spaced cron the interval; for uneven cron "
+            "(weekdays only) half the time from that run's scheduled time to the second run "
+            "after it. Absent while paused or invalid",
+            **kw,
+        )
+        self.scheduled_since = Gauge(
+            "restik_backup_scheduled_since_timestamp_seconds",
+            "When this sidecar began scheduling the Backup (or resumed it after a pause): "
+            "a success is due within two schedule periods of the later of this and the last "
+            "success",
+            **kw,
+        )
         self.heartbeat = time.monotonic()
+        self._own_run_at = 0.0  # start of this process's last run (epoch seconds)
+        self._success_at = 0.0
+        self._since_at = 0.0
+        self._scheduled: tuple | None = None
+        self._schedule = None
+        self._lock = threading.Lock()  # runs report from a worker thread
 
-    def observe(self, success: bool, duration: float, bytes_added: int | None) -> None:
+    def observe(
+        self,
+        success: bool,
+        duration: float,
+        bytes_added: int | None,
+        started: datetime | None = None,
+    ) -> None:
         self.runs.labels(**self.labels, result="success" if success else "failed").inc()
         self.last_duration.labels(**self.labels).set(duration)
         if bytes_added is not None:
             self.bytes_added.labels(**self.labels).set(bytes_added)
-        if success:
-            self.last_success.labels(**self.labels).set(time.time())
+        with self._lock:
+            self.last_run_success.labels(**self.labels).set(1 if success else 0)
+            self._own_run_at = started.timestamp() if started else self._clock() - duration
+            if success:
+                self._success_at = self._clock()
+                self.last_success.labels(**self.labels).set(self._success_at)
+                self._export_interval()
+
+    def status_seen(self, status: Mapping | None) -> None:
+        """Take what the Backup's status says about runs, which outlives this process: the
+        last success (so a restarted sidecar does not look as if it never succeeded) and,
+        when the status is newer than this process's own last run (another replica holds
+        the Lease, or this pod just started), the last run's result."""
+        if not isinstance(status, Mapping):
+            return
+        success_at = _epoch(status.get("lastSuccessfulBackupTime"))
+        run_at = _epoch(status.get("lastBackupTime"))
+        with self._lock:
+            self._take_status(success_at, run_at)
+
+    def _take_status(self, success_at: float | None, run_at: float | None) -> None:
+        if success_at is not None and success_at > self._success_at:
+            self._success_at = success_at
+            self.last_success.labels(**self.labels).set(success_at)
+            self._export_interval()
+        if run_at is not None and run_at > self._own_run_at:
+            ok = success_at is not None and success_at >= run_at
+            self.last_run_success.labels(**self.labels).set(1 if ok else 0)
+
+    def schedule(self, schedule, next_fire: datetime | None) -> None:
+        """Export the next run, the start of scheduling and the interval; all go away while
+        nothing is scheduled (paused, invalid or deleted Backup), so no alert compares
+        against them."""
+        key = (schedule, next_fire)
+        if key == self._scheduled:
+            return
+        was_scheduled = self._scheduled is not None and self._scheduled[1] is not None
+        self._scheduled = key
+        with self._lock:
+            if next_fire is None or schedule is None:
+                self._schedule = None
+                for gauge in (self.next_run, self.interval, self.scheduled_since):
+                    try:
+                        gauge.remove(self.labels["namespace"], self.labels["backup"])
+                    except KeyError:
+                        pass
+                return
+            if not was_scheduled:
+                self._since_at = self._clock()
+                self.scheduled_since.labels(**self.labels).set(self._since_at)
+            self.next_run.labels(**self.labels).set(next_fire.timestamp())
+            self._schedule = schedule
+            self._export_interval()
+
+    def _export_interval(self) -> None:
+        if self._schedule is None:
+            return
+        base = datetime.fromtimestamp(max(self._success_at, self._since_at), UTC)
+        seconds = self._schedule.interval_at(base).total_seconds()
+        self.interval.labels(**self.labels).set(seconds)
 
     def skipped(self) -> None:
         self.runs.labels(**self.labels, result="skipped").inc()
@@ -53,3 +152,13 @@ class Metrics:
             self.registry,
             lambda: time.monotonic() - self.heartbeat < stale_after,
         )
+
+
+def _epoch(value: object) -> float | None:
+    """Seconds since the epoch of an RFC 3339 status time, or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

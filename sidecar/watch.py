@@ -343,12 +343,16 @@ class Sidecar:
                 break
             if changed and seen:
                 self._apply(raw)
+                if self.metrics:
+                    self.metrics.status_seen((raw or {}).get("status"))
             self._tick_lease()
             now = datetime.now(UTC)
             if self.next_fire is not None and now >= self.next_fire:
                 fire_at = self.next_fire
                 self.next_fire = self.backup.schedule.next_after(now)
                 self._fire(fire_at)
+            if self.metrics:
+                self.metrics.schedule(self.backup and self.backup.schedule, self.next_fire)
 
     def _apply(self, raw: dict | None) -> None:
         from reconciler.backup import InvalidBackup, parse_backup
@@ -444,7 +448,7 @@ class Sidecar:
             outcome = Outcome(success=False, message=f"{type(exc).__name__}: {exc}", duration=0.0)
         if self.metrics:
             added = outcome.summary.data_added if outcome.summary else None
-            self.metrics.observe(outcome.success, outcome.duration, added)
+            self.metrics.observe(outcome.success, outcome.duration, added, started)
         try:
             event = report(
                 self.kube,

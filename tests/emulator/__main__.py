@@ -1,4 +1,4 @@
-"""Run the emulator on its own: python -m tests.emulator --port 0 --kubeconfig FILE."""
+"""Run the emulator on its own: python -m tests.emulator --port 0 --kubeconfig FILE [--cluster]."""
 
 from __future__ import annotations
 
@@ -24,6 +24,30 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE",
         help="manifests to create at start (their namespaces are created when missing)",
     )
+    cluster = parser.add_argument_group("a cluster, not only an API server")
+    cluster.add_argument(
+        "--cluster",
+        action="store_true",
+        help="workload controllers, kubelets and admission (each also on its own below)",
+    )
+    for flag, what in (
+        ("controllers", "Deployment/ReplicaSet/RC/StatefulSet/DaemonSet controllers"),
+        ("kubelet", "bind pods to nodes and make them Ready"),
+        ("admission", "Pod Security enforce labels and ResourceQuota on pod creation"),
+    ):
+        cluster.add_argument(
+            f"--{flag}", action=argparse.BooleanOptionalAction, default=None, help=what
+        )
+    cluster.add_argument("--nodes", default="node-1,node-2", help="comma-separated node names")
+    cluster.add_argument("--ready-delay", type=float, default=0.05, help="seconds until Ready")
+    cluster.add_argument(
+        "--broken-image", action="append", default=[], metavar="IMAGE",
+        help="an image whose containers never become Ready (repeatable)",
+    )  # fmt: skip
+    cluster.add_argument(
+        "--watch-window", type=int, default=None,
+        help="watch events kept; a watch from an older resourceVersion gets 410 Gone",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
@@ -32,7 +56,19 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    emu = Emulator(fail_rate=args.fail_rate, seed=args.seed, port=args.port).start()
+    emu = Emulator(
+        fail_rate=args.fail_rate,
+        seed=args.seed,
+        port=args.port,
+        cluster=args.cluster,
+        controllers=args.controllers,
+        kubelet=args.kubelet,
+        admission=args.admission,
+        nodes=[n for n in args.nodes.split(",") if n],
+        ready_delay=args.ready_delay,
+        broken_images=args.broken_image,
+        watch_window=args.watch_window,
+    ).start()
     try:
         for path in args.load:
             for obj in emu.load(path, create_namespaces=True):

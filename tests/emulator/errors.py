@@ -114,12 +114,18 @@ def method_not_allowed(method: str) -> ApiError:
 
 
 def unsupported_media_type(content_type: str, accepted: list[str]) -> ApiError:
-    return ApiError(
-        415,
-        "UnsupportedMediaType",
+    message = (
         f"the body of the request was in an unknown format - accepted media types include: "
-        f"{', '.join(accepted)}",
+        f"{', '.join(accepted)}"
     )
+    if "protobuf" in content_type:
+        # A real API server accepts protobuf; this emulator does not decode it (no maintained
+        # package publishes Kubernetes' generated messages for Python), so say what to do.
+        message += (
+            " (this emulator does not decode protobuf, which `kubectl create` sends: use "
+            "`kubectl create ... --dry-run=client -o json | kubectl apply --validate=false -f -`)"
+        )
+    return ApiError(415, "UnsupportedMediaType", message)
 
 
 def gone(message: str) -> ApiError:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import kinds
+from .kinds import Kind
+
 ALL_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
 # Fields a fieldSelector may use, beyond metadata.name and metadata.namespace.
@@ -50,7 +53,12 @@ class ResourceType:
     builtin: bool = True  # strategic merge patch supported
     return_deleted: bool = False  # DELETE answers the object, not a Status
     fields: tuple[str, ...] = ()
+    # POST-only subresources served by a handler (pods/eviction): name -> kind answered
+    actions: tuple[tuple[str, str, str], ...] = ()  # (subresource, group, kind)
     schema: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    printer_columns: tuple[dict[str, Any], ...] = field(default=(), compare=False, hash=False)
+    # what the server does for this resource beyond storing it (kinds.py)
+    hooks: Kind = field(default=kinds.DEFAULT, compare=False, hash=False, repr=False)
 
     @property
     def api_version(self) -> str:
@@ -72,6 +80,7 @@ class ResourceType:
 
 def _rt(group, version, plural, kind, namespaced=True, **kw) -> ResourceType:
     kw.setdefault("singular", kind.lower())
+    kw.setdefault("hooks", kinds.for_builtin(group, plural))
     return ResourceType(group, version, plural, kind, namespaced, **kw)
 
 
@@ -79,7 +88,10 @@ BUILTINS: list[ResourceType] = [
     _rt("", "v1", "namespaces", "Namespace", False, short_names=("ns",), status=True,
         return_deleted=True, fields=("status.phase",)),
     _rt("", "v1", "pods", "Pod", short_names=("po",), categories=("all",), status=True,
-        generation=True, return_deleted=True, fields=POD_FIELDS),
+        generation=True, return_deleted=True, fields=POD_FIELDS,
+        actions=(("eviction", "policy", "Eviction"),)),
+    _rt("", "v1", "nodes", "Node", False, short_names=("no",), status=True),
+    _rt("", "v1", "resourcequotas", "ResourceQuota", short_names=("quota",), status=True),
     _rt("", "v1", "secrets", "Secret", fields=("type",)),
     _rt("", "v1", "events", "Event", short_names=("ev",), fields=EVENT_FIELDS),
     _rt("", "v1", "serviceaccounts", "ServiceAccount", short_names=("sa",)),
@@ -102,6 +114,8 @@ BUILTINS: list[ResourceType] = [
         categories=("all",), status=True, scale=True, generation=True,
         fields=("status.replicas",)),
     _rt("coordination.k8s.io", "v1", "leases", "Lease"),
+    _rt("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", short_names=("pdb",),
+        status=True, generation=True),
     _rt("rbac.authorization.k8s.io", "v1", "roles", "Role"),
     _rt("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
     _rt("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),
@@ -139,6 +153,8 @@ def crd_resource_types(crd: dict[str, Any]) -> list[ResourceType]:
                 builtin=False,
                 return_deleted=True,
                 schema=schema,
+                printer_columns=tuple(v.get("additionalPrinterColumns") or ()),
+                hooks=kinds.CUSTOM,
             )
         )
     return out
@@ -167,6 +183,18 @@ def resource_list(group_version: str, rts: list[ResourceType]) -> dict[str, Any]
                     "namespaced": rt.namespaced,
                     "kind": rt.kind,
                     "verbs": ["get", "patch", "update"],
+                }
+            )
+        for sub, group, kind in rt.actions:
+            resources.append(
+                {
+                    "name": f"{rt.plural}/{sub}",
+                    "singularName": "",
+                    "namespaced": rt.namespaced,
+                    "group": group,
+                    "version": "v1",
+                    "kind": kind,
+                    "verbs": ["create"],
                 }
             )
     return {

@@ -1,4 +1,4 @@
-"""Per-kind server-side behaviour: defaulting, validation, status on create, CRD status."""
+"""Server-side rules the kinds (kinds.py) share: names, labels, pod specs, selectors, CRDs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import re
 from typing import Any
 
 from .errors import bad_request
-from .resources import ResourceType
 
 Cause = tuple[str, str, str]  # (reason, field, message)
 
@@ -16,7 +15,6 @@ DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-WORKLOADS = {"deployments", "statefulsets", "daemonsets", "replicasets", "replicationcontrollers"}
 
 
 def _invalid(field: str, value: Any, msg: str) -> Cause:
@@ -55,35 +53,7 @@ def check_types(obj: dict[str, Any]) -> None:
             )
 
 
-# -- names ------------------------------------------------------------------------------------
-
-
-def validate_name(rt: ResourceType, name: str) -> list[Cause]:
-    if rt.group == "rbac.authorization.k8s.io":
-        if name in (".", "..") or "/" in name or "%" in name:
-            return [_invalid("metadata.name", name, "may not contain '/' or '%'")]
-        return []
-    if rt.plural == "namespaces":
-        if len(name) > 63 or not DNS_LABEL.match(name):
-            return [
-                _invalid(
-                    "metadata.name",
-                    name,
-                    "a lowercase RFC 1123 label must consist of lower case alphanumeric "
-                    "characters or '-', and must start and end with an alphanumeric character",
-                )
-            ]
-        return []
-    if len(name) > 253 or not DNS_SUBDOMAIN.match(name):
-        return [
-            _invalid(
-                "metadata.name",
-                name,
-                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
-                "characters, '-' or '.', and must start and end with an alphanumeric character",
-            )
-        ]
-    return []
+# -- labels ------------------------------------------------------------------------------------
 
 
 def _validate_labels(labels: dict[str, str], path: str) -> list[Cause]:
@@ -203,48 +173,7 @@ def validate_pod_spec(
     return causes
 
 
-# -- per kind ---------------------------------------------------------------------------------
-
-
-def apply_defaults(rt: ResourceType, obj: dict[str, Any]) -> None:
-    if not rt.builtin:
-        return
-    spec = obj.get("spec")
-    if rt.plural == "pods" and isinstance(spec, dict):
-        default_pod_spec(spec)
-    elif rt.plural in WORKLOADS and isinstance(spec, dict):
-        template = spec.get("template")
-        if isinstance(template, dict) and isinstance(template.get("spec"), dict):
-            default_pod_spec(template["spec"])
-        if rt.plural != "daemonsets":
-            spec.setdefault("replicas", 1)
-        if rt.plural == "replicationcontrollers":
-            # an RC without a selector selects its template's labels
-            labels = ((template or {}).get("metadata") or {}).get("labels")
-            if not spec.get("selector") and labels:
-                spec["selector"] = dict(labels)
-            return
-        if rt.plural in ("deployments", "statefulsets", "daemonsets"):
-            spec.setdefault("revisionHistoryLimit", 10)
-        if rt.plural == "deployments":
-            spec.setdefault("progressDeadlineSeconds", 600)
-            spec.setdefault(
-                "strategy",
-                {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%",
-                                                            "maxSurge": "25%"}},
-            )  # fmt: skip
-        elif rt.plural == "statefulsets":
-            spec.setdefault("podManagementPolicy", "OrderedReady")
-            spec.setdefault(
-                "updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}
-            )
-        elif rt.plural == "daemonsets":
-            spec.setdefault(
-                "updateStrategy",
-                {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}},
-            )
-    elif rt.plural == "secrets":
-        obj.setdefault("type", "Opaque")
+# -- selectors and CRDs ----------------------------------------------------------------------
 
 
 def _selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
@@ -262,45 +191,6 @@ def _selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
         if op == "DoesNotExist" and key in labels:
             return False
     return True
-
-
-def validate(rt: ResourceType, obj: dict[str, Any]) -> list[Cause]:
-    meta = obj.get("metadata") or {}
-    causes = _validate_labels(meta.get("labels") or {}, "metadata.labels")
-    spec = obj.get("spec")
-    if rt.builtin and rt.plural == "pods":
-        causes += validate_pod_spec(spec, "spec")
-    elif rt.builtin and rt.plural in WORKLOADS:
-        if not isinstance(spec, dict):
-            return [*causes, _required("spec")]
-        template = spec.get("template") or {}
-        tlabels = (template.get("metadata") or {}).get("labels") or {}
-        causes += _validate_labels(tlabels, "spec.template.metadata.labels")
-        selector = spec.get("selector")
-        if rt.plural == "replicationcontrollers":
-            if selector and not all(tlabels.get(k) == v for k, v in selector.items()):
-                causes.append(_invalid("spec.template.metadata.labels", tlabels,
-                                       "`selector` does not match template `labels`"))  # fmt: skip
-        elif not selector:
-            causes.append(_required("spec.selector"))
-        elif not (selector.get("matchLabels") or selector.get("matchExpressions")):
-            causes.append(_invalid("spec.selector", selector, "empty selector is invalid for "
-                                   "deployment"))  # fmt: skip
-        elif not _selector_matches(selector, tlabels):
-            causes.append(_invalid("spec.template.metadata.labels", tlabels,
-                                   "`selector` does not match template `labels`"))  # fmt: skip
-        claims = frozenset(
-            (c.get("metadata") or {}).get("name")
-            for c in spec.get("volumeClaimTemplates") or []
-            if isinstance(c, dict)
-        )
-        causes += validate_pod_spec(template.get("spec"), "spec.template.spec", claims)
-        replicas = spec.get("replicas")
-        if replicas is not None and (not isinstance(replicas, int) or replicas < 0):
-            causes.append(_invalid("spec.replicas", replicas, "must be greater than or equal to 0"))
-    elif rt.plural == "customresourcedefinitions":
-        causes += _validate_crd(obj)
-    return causes
 
 
 def _validate_crd(obj: dict[str, Any]) -> list[Cause]:
@@ -348,21 +238,6 @@ def encode_string_data(obj: dict[str, Any]) -> None:
         for key, value in string_data.items():
             data[key] = base64.b64encode(str(value).encode()).decode()
         obj["data"] = data
-
-
-def initial_status(rt: ResourceType, obj: dict[str, Any]) -> None:
-    """What the server puts in .status on create (it ignores the client's status)."""
-    if rt.plural == "customresourcedefinitions":
-        obj["status"] = crd_status(obj)
-    elif not rt.builtin:
-        obj.pop("status", None)
-    elif rt.plural == "pods":
-        obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
-    elif rt.plural == "namespaces":
-        obj["status"] = {"phase": "Active"}
-        obj["spec"] = {"finalizers": ["kubernetes"]}
-    else:
-        obj["status"] = {}
 
 
 def crd_defaults(obj: dict[str, Any]) -> None:

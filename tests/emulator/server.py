@@ -9,6 +9,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,14 +17,20 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from . import errors
+from .admission import pod_admission
+from .cluster import Cluster
+from .disruption import evict
 from .errors import ApiError
 from .resources import ResourceType, api_group, resource_list
 from .selectors import parse_field_selector, parse_label_selector
 from .store import MERGE_PATCH, Entry, Store, _dumps
+from .table import to_table, wants_table
 
 log = logging.getLogger("tests.emulator")
 
 READ_VERBS = {"get", "list", "watch"}
+# POST-only subresources (ResourceType.actions): handler(store, ns, name, body, dry_run)
+ACTIONS = {(("", "pods"), "eviction"): evict}
 FAULTS = ("500", "503", "429", "drop", "slow")
 
 
@@ -78,8 +85,25 @@ class Emulator:
         history_size: int = 10000,
         bookmark_interval: float = 10.0,
         watch_timeout: tuple[float, float] = (300.0, 600.0),
+        cluster: bool = False,
+        controllers: bool | None = None,
+        kubelet: bool | None = None,
+        admission: bool | None = None,
+        nodes: Sequence[str] = ("node-1", "node-2"),
+        ready_delay: float = 0.05,
+        broken_images: Iterable[str] = (),
+        watch_window: int | None = None,
     ):
-        self.store = Store(history_size)
+        """``watch_window`` (or ``history_size``): watch events kept per resource; a watch
+        from an older resourceVersion gets 410 Gone.
+
+        ``cluster=True`` turns on what a cluster adds to an API server, each part also
+        switchable on its own: ``controllers`` (Deployment, ReplicaSet, ReplicationController,
+        StatefulSet, DaemonSet, disruption budgets), ``kubelet`` (pods bound to ``nodes``,
+        Ready after ``ready_delay`` seconds unless their image is in ``broken_images`` or
+        they reference a missing Secret/ConfigMap), ``admission`` (Pod Security ``enforce``
+        labels, ResourceQuota)."""
+        self.store = Store(watch_window if watch_window is not None else history_size)
         self.fail_rate = fail_rate
         self.seed = seed
         self.rng = random.Random(seed)
@@ -94,6 +118,14 @@ class Emulator:
         self._port = port
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        pick = lambda flag: cluster if flag is None else flag  # noqa: E731
+        if pick(admission):
+            self.store.admission.append(pod_admission(self.store))
+        self.cluster: Cluster | None = None
+        if pick(controllers) or pick(kubelet):
+            self.cluster = Cluster(self.store, controllers=pick(controllers),
+                                   kubelet=pick(kubelet), nodes=nodes, ready_delay=ready_delay,
+                                   broken_images=broken_images)  # fmt: skip
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -110,11 +142,15 @@ class Emulator:
             target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
         self._thread.start()
+        if self.cluster is not None:
+            self.cluster.start()
         return self
 
     def stop(self) -> None:
         if self._httpd is None:
             return
+        if self.cluster is not None:
+            self.cluster.stop()
         with self.store.cond:
             self.store.stopped = True
             self.store.cond.notify_all()
@@ -167,6 +203,33 @@ class Emulator:
         tmp.replace(path)
         return path
 
+    # -- waiting for the emulated cluster ------------------------------------------------------
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
+        """Poll ``predicate`` (each time the store changes, at least every 20 ms) until it
+        returns something truthy, and return that; TimeoutError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.store.cond:
+                rv = self.store.rv
+            value = predicate()
+            if value:
+                return value
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"condition not met within {timeout}s")
+            if self.cluster is not None and self.cluster.error is not None:
+                raise RuntimeError("emulated cluster failed") from self.cluster.error
+            with self.store.cond:
+                if self.store.rv == rv:
+                    self.store.cond.wait(min(left, 0.02))
+
+    def settle(self, timeout: float = 5.0) -> None:
+        """Wait until the emulated cluster has nothing left to do for the current state:
+        a controller pass changes nothing and no pod is still starting."""
+        if self.cluster is not None:
+            self.cluster.settle(timeout)
+
     # -- direct store access for tests (no faults, not logged) -----------------------------
 
     def _type(self, api_version: str, kind_or_plural: str) -> ResourceType:
@@ -202,6 +265,32 @@ class Emulator:
         match = _matcher(rt, label_selector, field_selector)
         items, *_ = self.store.list(rt, namespace if rt.namespaced else None, match)
         return [json.loads(e.json(rt)) for e in items]
+
+    @property
+    def resource_version(self) -> int:
+        """The store's current resourceVersion: a starting point for history()."""
+        with self.store.lock:
+            return self.store.rv
+
+    def history(
+        self,
+        api_version: str,
+        kind_or_plural: str,
+        since: int,
+        namespace: str | None = None,
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Every change of a kind after resourceVersion ``since``, oldest first, as
+        (ADDED|MODIFIED|DELETED, object): to check what held at every step (e.g. how many
+        pods were Ready throughout a rollout), not only at the end. Raises 410 (ApiError)
+        when the history no longer reaches back that far."""
+        rt = self._type(api_version, kind_or_plural)
+        with self.store.lock:
+            events = self.store.events_after(since, rt.key)
+        return [
+            (e.type, json.loads(e.entry.json(rt)))
+            for e in events
+            if namespace is None or e.entry.namespace == namespace
+        ]
 
     def update(self, obj: dict[str, Any], subresource: str | None = None) -> dict[str, Any]:
         """Update like PUT; without metadata.resourceVersion, unconditionally."""
@@ -532,16 +621,23 @@ class _Handler(BaseHTTPRequestHandler):
             route.name = rest[1] if len(rest) > 1 else ""
             route.subresource = rest[2] if len(rest) > 2 else ""
             rt = store.resolve(group, version, route.resource)
+        action = rt is not None and route.subresource in {a[0] for a in rt.actions}
         if (
             rt is None
             or (route.namespace and not rt.namespaced)
-            or (route.subresource and not (route.subresource == "status" and rt.status))
+            or (
+                route.subresource
+                and not (route.subresource == "status" and rt.status)
+                and not action
+            )
         ):
             route.error = errors.no_route()
             return route
         route.rt = rt
         method = self.command
-        if route.name:
+        if action:
+            verb = "create" if method == "POST" and not watch else None
+        elif route.name:
             verb = {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method)
             if watch or query.get("watch") in ("true", "1"):
                 verb = "watch"
@@ -549,7 +645,9 @@ class _Handler(BaseHTTPRequestHandler):
             verb = {"POST": "create", "DELETE": "deletecollection"}.get(method)
             if method == "GET":
                 verb = "watch" if watch or query.get("watch") in ("true", "1") else "list"
-        if verb is None or (route.subresource and verb not in ("get", "update", "patch")):
+        if verb is None or (
+            route.subresource and not action and verb not in ("get", "update", "patch")
+        ):
             route.error = errors.method_not_allowed(method)
         elif rt.namespaced and not route.namespace and verb not in ("list", "watch"):
             route.error = errors.no_route() if route.name else errors.method_not_allowed(method)
@@ -588,8 +686,13 @@ class _Handler(BaseHTTPRequestHandler):
         ns = route.namespace
         dry_run = query.get("dryRun") == "All"
         sub = route.subresource or None
+        table = wants_table(self.headers.get("Accept"))
         if route.verb == "get":
-            return 200, store.get(rt, ns, route.name).json(rt)
+            entry = store.get(rt, ns, route.name)
+            if table:
+                rv = entry.obj["metadata"]["resourceVersion"]
+                return 200, self._table(rt, [entry], table, rv, query)
+            return 200, entry.json(rt)
         if route.verb == "list":
             match = _matcher(rt, query.get("labelSelector"), query.get("fieldSelector"))
             try:
@@ -599,12 +702,17 @@ class _Handler(BaseHTTPRequestHandler):
             items, rv, token, remaining = store.list(
                 rt, ns or None, match, limit, query.get("continue")
             )
+            if table:
+                return 200, self._table(rt, items, table, str(rv), query, token)
             meta: dict[str, Any] = {"resourceVersion": str(rv)}
             if token:
                 meta["continue"] = token
                 meta["remainingItemCount"] = remaining
             head = _dumps({"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta})
             return 200, head[:-1] + ',"items":[' + ",".join(e.item_json(rt) for e in items) + "]}"
+        if route.subresource and route.verb == "create":
+            handler = ACTIONS[(rt.key, route.subresource)]
+            return handler(store, ns, route.name, self._decode(raw, content_type), dry_run)
         if route.verb == "create":
             obj = store.create(rt, ns, self._decode(raw, content_type), dry_run)
             return 201, _dumps(obj)
@@ -650,109 +758,76 @@ class _Handler(BaseHTTPRequestHandler):
                        "metadata": {"resourceVersion": str(rv)}})  # fmt: skip
         return 200, head[:-1] + ',"items":[' + ",".join(deleted) + "]}"
 
+    @staticmethod
+    def _table(
+        rt: ResourceType,
+        entries: list[Entry],
+        version: str,
+        rv: str,
+        query: dict[str, str],
+        token: str | None = None,
+    ) -> str:
+        include = query.get("includeObject") or "Metadata"
+        if include not in ("None", "Metadata", "Object"):
+            raise errors.bad_request(f"invalid includeObject {include!r}")
+        objects = [json.loads(e.json(rt)) for e in entries]
+        return _dumps(to_table(rt, objects, version, rv, include, time.time(), token))
+
     # -- watch -----------------------------------------------------------------------------------
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def _watch(self, route: Route, query: dict[str, str], record) -> None:
+        """A chunked stream of the store's watch: the handler only encodes what it yields."""
         emu = self.emulator
-        store = emu.store
         rt = route.rt
         assert rt is not None
         match = _matcher(rt, query.get("labelSelector"), query.get("fieldSelector"))
-        if route.name:
-            by_name = match
-
-            def match(obj, _n=route.name, _m=by_name):
-                return obj["metadata"]["name"] == _n and (_m is None or _m(obj))
-
-        ns = route.namespace if rt.namespaced else ""
-
-        def visible(entry: Entry | None) -> bool:
-            if entry is None or (ns and entry.namespace != ns):
-                return False
-            return match is None or match(entry.obj)
-
         try:
             timeout = float(query["timeoutSeconds"]) if "timeoutSeconds" in query else None
         except ValueError:
             raise errors.bad_request("invalid timeoutSeconds") from None
         if timeout is None:
             timeout = random.uniform(*emu.watch_timeout)
-        deadline = time.monotonic() + timeout
         bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
-        rv_param = query.get("resourceVersion") or ""
-        initial: list[bytes] = []
-        error: ApiError | None = None
-        with store.lock:
-            if rv_param in ("", "0"):
-                last = store.rv
-                for entry in store._bucket(rt.key, ns or None if rt.namespaced else None):
-                    if visible(entry):
-                        initial.append(self._event("ADDED", entry, rt))
-            else:
-                try:
-                    last = int(rv_param)
-                except ValueError:
-                    raise errors.bad_request(f"invalid resource version: {rv_param}") from None
-                if last < store.floor:
-                    error = errors.gone(f"too old resource version: {last} ({store.floor + 1})")
+        stream = emu.store.watch(
+            rt,
+            route.namespace if rt.namespaced else "",
+            match,
+            query.get("resourceVersion") or "",
+            deadline=time.monotonic() + timeout,
+            name=route.name,
+            bookmark_interval=emu.bookmark_interval if bookmarks else None,
+        )
         record(200)
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Cache-Control", "no-cache, private")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        table = wants_table(self.headers.get("Accept"))
+        first = True
         try:
-            for data in initial:
-                self._chunk(data)
-            next_bookmark = time.monotonic() + emu.bookmark_interval
-            while error is None:
-                with store.cond:
-                    while (
-                        not store.stopped
-                        and (not store.history or store.history[-1].rv <= last)
-                        and time.monotonic()
-                        < min(deadline, next_bookmark if bookmarks else deadline)
-                    ):
-                        wait_until = min(deadline, next_bookmark) if bookmarks else deadline
-                        store.cond.wait(max(0.0, wait_until - time.monotonic()))
-                    if store.stopped:
-                        break
-                    try:
-                        events = store.events_after(last)
-                    except ApiError as exc:
-                        error = exc
-                        break
-                    last = max(last, store.rv)
-                out = []
-                for event in events:
-                    if event.key != rt.key:
-                        continue
-                    now_in, was_in = visible(event.entry), visible(event.prev)
-                    if event.type == "DELETED":
-                        kind = "DELETED" if was_in else None
-                    elif event.type == "ADDED" or not was_in:
-                        kind = "ADDED" if now_in else None
-                    else:
-                        kind = "MODIFIED" if now_in else "DELETED"
-                    if kind:
-                        out.append(self._event(kind, event.entry, rt))
-                for data in out:
-                    self._chunk(data)
-                if bookmarks and time.monotonic() >= next_bookmark:
-                    self._chunk(self._bookmark(rt, last))
-                    next_bookmark = time.monotonic() + emu.bookmark_interval
-                if time.monotonic() >= deadline:
-                    break
-            if error is not None:
-                self._chunk(_dumps({"type": "ERROR", "object": error.status()}).encode() + b"\n")
+            for kind, item in stream:
+                if kind == "ERROR":
+                    self._chunk(_dumps({"type": "ERROR", "object": item.status()}).encode() + b"\n")
+                elif kind == "BOOKMARK":
+                    self._chunk(self._bookmark(rt, item))
+                elif table:  # a one-row Table per event, the columns only in the first one
+                    rv = item.obj["metadata"]["resourceVersion"]
+                    obj = json.loads(self._table(rt, [item], table, rv, query))
+                    if not first:
+                        obj["columnDefinitions"] = []
+                    first = False
+                    self._chunk((_dumps({"type": kind, "object": obj}) + "\n").encode())
+                else:
+                    self._chunk(self._event(kind, item, rt))
             self.wfile.write(b"0\r\n\r\n")
         except OSError:
             self.close_connection = True
             return
-        if store.stopped:
+        if emu.store.stopped:
             self.close_connection = True
 
     @staticmethod

@@ -7,14 +7,15 @@ import copy
 import json
 import random
 import threading
+import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import errors, rules, schema
+from . import errors, rules
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from .resources import BUILTINS, ResourceType, crd_resource_types
 
@@ -83,11 +84,17 @@ class Store:
         self.rv = 1
         self.types: dict[tuple[str, str, str], ResourceType] = {}
         self.objects: dict[tuple[str, str], dict[str, dict[str, Entry]]] = {}
-        self.history: deque[Event] = deque(maxlen=history_size)
-        self.floor = self.rv  # every event with rv > floor is still in history
+        # One window of events per resource, as the API server keeps a watch cache per
+        # resource: a busy kind (pods) does not push another kind's watchers out of theirs.
+        self.history_size = history_size
+        self.histories: dict[tuple[str, str], deque[Event]] = {}
+        self.floors: dict[tuple[str, str], int] = {}  # events with rv > floor are kept
         self.owners: dict[str, set[tuple[tuple[str, str], str, str]]] = {}
         self.names = random.Random()  # generateName suffixes: not part of the fault seed
         self.stopped = False
+        # Validating admission on create (Pod Security, ResourceQuota): each hook gets
+        # (type, namespace, object) after defaulting and raises an ApiError to refuse.
+        self.admission: list[Callable[[ResourceType, str, dict[str, Any]], None]] = []
         for rt in BUILTINS:
             self.types[(rt.group, rt.version, rt.plural)] = rt
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
@@ -115,7 +122,7 @@ class Store:
                 out[rt.group].append(rt.version)
         return out
 
-    def _refresh_crd_types(self) -> None:
+    def refresh_crd_types(self) -> None:
         self.types = {k: v for k, v in self.types.items() if v.builtin}
         for entry in self._bucket(("apiextensions.k8s.io", "customresourcedefinitions")):
             for rt in crd_resource_types(entry.obj):
@@ -182,14 +189,16 @@ class Store:
         self.objects.setdefault(rt.key, {}).setdefault(ns, {})[name] = entry
         self._index_owners(rt, prev, entry)
         self._record(Event(self.rv, rt.key, "MODIFIED" if prev else "ADDED", entry, prev))
-        if rt.plural == "customresourcedefinitions":
-            self._refresh_crd_types()
+        rt.hooks.after_commit(self)
         return entry
 
     def _record(self, event: Event) -> None:
-        if len(self.history) == self.history.maxlen:
-            self.floor = self.history[0].rv
-        self.history.append(event)
+        history = self.histories.get(event.key)
+        if history is None:
+            history = self.histories[event.key] = deque(maxlen=self.history_size)
+        if len(history) == history.maxlen:
+            self.floors[event.key] = history[0].rv
+        history.append(event)
         self.cond.notify_all()
 
     def _index_owners(self, rt: ResourceType, prev: Entry | None, entry: Entry | None) -> None:
@@ -206,15 +215,8 @@ class Store:
 
     def _prepare(self, rt: ResourceType, obj: dict[str, Any]) -> None:
         """Defaulting and validation shared by create and update."""
-        rules.apply_defaults(rt, obj)
-        if rt.plural == "secrets":
-            rules.encode_string_data(obj)
-        if rt.plural == "customresourcedefinitions":
-            rules.crd_defaults(obj)
-        causes = rules.validate(rt, obj)
-        if not rt.builtin and rt.schema is not None:
-            schema.prune(obj, rt.schema)
-            causes += schema.validate(obj, rt.schema)
+        rt.hooks.defaults(obj)
+        causes = rt.hooks.validate(rt, obj)
         if causes:
             raise errors.invalid(rt.group, rt.kind, obj["metadata"].get("name", ""), causes)
 
@@ -273,7 +275,7 @@ class Store:
                     if self.lookup(rt, ns, name) is None:
                         break
                 meta["name"] = name
-            causes = rules.validate_name(rt, meta["name"])
+            causes = rt.hooks.validate_name(meta["name"])
             if causes:
                 raise errors.invalid(rt.group, rt.kind, meta["name"], causes)
             if self.lookup(rt, ns, meta["name"]) is not None:
@@ -286,14 +288,11 @@ class Store:
                 meta["generation"] = 1
             else:
                 meta.pop("generation", None)
-            if rt.plural == "namespaces":
-                meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta["name"]
-            if (rt.status and not (keep_status and "status" in obj)) or rt.plural in (
-                "customresourcedefinitions",
-                "namespaces",
-            ):
-                rules.initial_status(rt, obj)
+            rt.hooks.on_create(obj)
+            rt.hooks.initial_status(rt, obj, keep_status)
             self._prepare(rt, obj)
+            for admit in self.admission:
+                admit(rt, ns, obj)
             if dry_run:
                 obj["metadata"]["resourceVersion"] = ""
                 del obj["metadata"]["resourceVersion"]
@@ -363,20 +362,11 @@ class Store:
                     obj.pop("status", None)
                     if "status" in current:
                         obj["status"] = current["status"]
-                if rt.plural == "namespaces":
-                    obj["spec"] = current.get("spec", {})
-                    meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = name
             obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
             if "generation" in current["metadata"]:
                 obj["metadata"]["generation"] = current["metadata"]["generation"]
             self._prepare(rt, obj)
-            if rt.plural == "customresourcedefinitions" and subresource != "status":
-                obj["status"] = rules.crd_status(obj, now())
-                if obj["status"]["conditions"] and current.get("status"):
-                    old_conds = {c["type"]: c for c in current["status"].get("conditions", [])}
-                    obj["status"]["conditions"] = [
-                        old_conds.get(c["type"], c) for c in obj["status"]["conditions"]
-                    ]
+            rt.hooks.on_update(obj, current, subresource, now())
             if rt.generation and self._spec_changed(rt, current, obj):
                 obj["metadata"]["generation"] = current["metadata"].get("generation", 0) + 1
             if obj == current:
@@ -480,23 +470,24 @@ class Store:
         entry = Entry(obj)
         self._index_owners(rt, old, None)
         self._record(Event(self.rv, rt.key, "DELETED", entry, old))
-        uid = obj["metadata"]["uid"]
-        if rt.plural == "namespaces":
-            for key, by_ns in list(self.objects.items()):
-                for child in list((by_ns.get(name) or {}).values()):
-                    child_rt = self._type_for_key(key)
-                    if self.lookup(child_rt, name, child.name) is child:
-                        self._delete_now(child_rt, name, child.name)
-        elif rt.plural == "customresourcedefinitions":
-            spec = obj.get("spec") or {}
-            key = (spec.get("group", ""), (spec.get("names") or {}).get("plural", ""))
-            for child in list(self._bucket(key)):
-                child_rt = self._type_for_key(key)
-                self._delete_now(child_rt, child.namespace, child.name)
-            self.objects.pop(key, None)
-            self._refresh_crd_types()
-        self._collect_garbage(uid, orphan=propagation == "Orphan")
+        rt.hooks.after_delete(self, obj)
+        self._collect_garbage(obj["metadata"]["uid"], orphan=propagation == "Orphan")
         return entry.copy()
+
+    def delete_namespace_contents(self, ns: str) -> None:
+        """What the namespace controller does once a namespace is deleted (at once here)."""
+        for key, by_ns in list(self.objects.items()):
+            for child in list((by_ns.get(ns) or {}).values()):
+                child_rt = self._type_for_key(key)
+                if self.lookup(child_rt, ns, child.name) is child:
+                    self._delete_now(child_rt, ns, child.name)
+
+    def delete_custom_resources(self, key: tuple[str, str]) -> None:
+        """A deleted CRD takes its objects and its served types with it."""
+        for child in list(self._bucket(key)):
+            self._delete_now(self._type_for_key(key), child.namespace, child.name)
+        self.objects.pop(key, None)
+        self.refresh_crd_types()
 
     def _type_for_key(self, key: tuple[str, str]) -> ResourceType:
         for rt in self.types.values():
@@ -538,14 +529,116 @@ class Store:
                 return {entry.obj["metadata"]["uid"]} if entry else set()
         return set()
 
-    # -- watching --------------------------------------------------------------------------
+    # -- writes by the emulated cluster (controllers, kubelet) ---------------------------------
 
-    def events_after(self, rv: int) -> list[Event]:
-        """Events newer than rv (caller holds the lock); raises 410 when they are gone."""
-        if rv < self.floor:
-            raise errors.gone(f"too old resource version: {rv} ({self.floor + 1})")
+    def mutate(self, rt: ResourceType, ns: str, name: str, change: Callable[[dict], Any]) -> bool:
+        """Apply ``change`` to a copy of the object and store it as is (no validation, no
+        generation bump: what a controller's status write or the scheduler's binding does).
+        False when the object is gone or nothing changed."""
+        with self.lock:
+            old = self.lookup(rt, ns, name)
+            if old is None:
+                return False
+            obj = old.copy()
+            change(obj)
+            if obj == old.obj:
+                return False
+            self._commit(rt, obj, old)
+            return True
+
+    def write_status(self, rt: ResourceType, ns: str, name: str, status: dict[str, Any]) -> bool:
+        def change(obj: dict[str, Any]) -> None:
+            obj["status"] = status
+
+        return self.mutate(rt, ns, name, change)
+
+    # -- watching ----------------------------------------------------------------------------
+
+    def watch(
+        self,
+        rt: ResourceType,
+        ns: str,
+        match: Matcher | None,
+        resource_version: str,
+        deadline: float,
+        name: str = "",
+        bookmark_interval: float | None = None,
+    ) -> Iterator[tuple[str, Any]]:
+        """A watch as the watch cache serves it. Yields (ADDED|MODIFIED|DELETED, Entry),
+        (BOOKMARK, resourceVersion) and, when the history no longer reaches back far enough,
+        one (ERROR, ApiError 410 Expired) that ends it; ends at ``deadline`` or on stop.
+        A bad resourceVersion raises at once (before the stream starts)."""
+
+        def visible(entry: Entry | None) -> bool:
+            if entry is None or (ns and entry.namespace != ns):
+                return False
+            if name and entry.name != name:
+                return False
+            return match is None or match(entry.obj)
+
+        initial: list[Entry] = []
+        with self.lock:
+            if resource_version in ("", "0"):
+                last = self.rv
+                initial = [e for e in self._bucket(rt.key, ns or None) if visible(e)]
+            else:
+                try:
+                    last = int(resource_version)
+                except ValueError:
+                    raise errors.bad_request(
+                        f"invalid resource version: {resource_version}"
+                    ) from None
+        return self._stream(rt, visible, initial, last, deadline, bookmark_interval)
+
+    def _stream(self, rt, visible, initial, last, deadline, bookmark_interval):
+        for entry in initial:
+            yield "ADDED", entry
+        next_bookmark = time.monotonic() + (bookmark_interval or 0)
+        while True:
+            with self.cond:
+                while not self.stopped and self._latest(rt.key) <= last:
+                    until = deadline if bookmark_interval is None else min(deadline, next_bookmark)
+                    if time.monotonic() >= until:
+                        break
+                    self.cond.wait(max(0.0, until - time.monotonic()))
+                if self.stopped:
+                    return
+                try:
+                    events = self.events_after(last, rt.key)
+                except errors.ApiError as exc:
+                    yield "ERROR", exc
+                    return
+                last = max(last, self.rv)
+            for event in events:
+                if event.key != rt.key:
+                    continue
+                now_in, was_in = visible(event.entry), visible(event.prev)
+                if event.type == "DELETED":
+                    kind = "DELETED" if was_in else None
+                elif event.type == "ADDED" or not was_in:
+                    kind = "ADDED" if now_in else None
+                else:
+                    kind = "MODIFIED" if now_in else "DELETED"
+                if kind:
+                    yield kind, event.entry
+            if bookmark_interval is not None and time.monotonic() >= next_bookmark:
+                yield "BOOKMARK", last
+                next_bookmark = time.monotonic() + bookmark_interval
+            if time.monotonic() >= deadline:
+                return
+
+    def _latest(self, key: tuple[str, str]) -> int:
+        history = self.histories.get(key)
+        return history[-1].rv if history else 0
+
+    def events_after(self, rv: int, key: tuple[str, str]) -> list[Event]:
+        """A resource's events newer than rv (caller holds the lock); raises 410 Expired
+        when its window no longer reaches back that far."""
+        floor = self.floors.get(key, 1)
+        if rv < floor:
+            raise errors.gone(f"too old resource version: {rv} ({floor + 1})")
         out = []
-        for event in reversed(self.history):
+        for event in reversed(self.histories.get(key) or ()):
             if event.rv <= rv:
                 break
             out.append(event)

@@ -1,0 +1,519 @@
+"""`restik status`: every Backup's health in one table, from the API only (one paged LIST)."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+
+from croniter import croniter
+
+from reconciler.logs import env_default
+from reconciler.schedule import Schedule, ScheduleError, parse_duration, parse_schedule
+
+EXIT_HEALTHY = 0
+EXIT_UNHEALTHY = 1
+EXIT_ERROR = 2
+DAY = timedelta(hours=24)
+PAGE_SIZE = 500
+
+# Health, worst first: the table sorts by nothing but the exit code reads these.
+OK = "OK"
+PENDING = "Pending"  # no run yet, and none overdue
+PAUSED = "Paused"
+FAILED = "Failed"  # the last run failed
+OVERDUE = "Overdue"  # no success for twice the schedule interval
+NOT_READY = "NotReady"  # the controller's Ready condition is False
+HEALTHY = frozenset({OK, PENDING, PAUSED})
+
+# Where the controller reports per-workload rollout state. The field is new: accept the
+# names and shapes it may take, and show nothing when it is absent.
+ROLLOUT_FIELDS = ("rollout", "rollouts", "workloadStatus", "workloadStatuses")
+ROLLOUT_NAME_KEYS = ("workload", "name", "ref")
+ROLLOUT_CURRENT_KEYS = ("current", "upToDate", "rolledOut")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        default=env_default("NAMESPACE"),
+        help="namespace of the Backups (default: the kubeconfig context's, else 'default')",
+    )
+    scope.add_argument(
+        "-A",
+        "--all-namespaces",
+        action="store_true",
+        help="the Backups of every namespace",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        help="table (default) or json",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        default=env_default("KUBECONFIG"),
+        help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)",
+    )
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass
+class Workload:
+    workload: str
+    current: bool | None = None  # None: the controller does not report rollouts (yet)
+
+
+@dataclass
+class Snapshot:
+    host: str
+    snapshotID: str  # the names of -o json, as in the status
+    time: str
+
+
+@dataclass
+class Row:
+    """One Backup's health; also the item of `-o json`."""
+
+    namespace: str
+    name: str
+    health: str
+    reason: str
+    ready: str | None
+    paused: bool
+    schedule: str
+    workloads: list[Workload] = field(default_factory=list)
+    lastSuccessfulBackupTime: str | None = None
+    lastResult: str | None = None
+    lastRunTime: str | None = None
+    lastDurationSeconds: float | None = None
+    nextRunTime: str | None = None
+    runs24h: int | None = None
+    failures24h: int | None = None
+    runs24hComplete: bool = True  # False: older runs fell off recentRuns
+    backupCount: int | None = None
+    snapshots: list[Snapshot] = field(default_factory=list)
+
+
+def parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return _parse_time(value)
+
+
+@lru_cache(maxsize=65536)  # Backups on one schedule run at the same times
+def _parse_time(value: str) -> datetime | None:
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def rfc3339(t: datetime | None) -> str | None:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else None
+
+
+def _condition(status: Mapping, kind: str) -> Mapping | None:
+    for cond in status.get("conditions") or []:
+        if isinstance(cond, Mapping) and cond.get("type") == kind:
+            return cond
+    return None
+
+
+def _workloads(status: Mapping) -> list[Workload]:
+    names = [str(w) for w in status.get("workloads") or [] if w]
+    current: dict[str, bool] = {}
+    for key in ROLLOUT_FIELDS:
+        entries = status.get(key)
+        if not isinstance(entries, list):
+            continue
+        for entry in entries:
+            if not isinstance(entry, Mapping):
+                continue
+            name = next(
+                (entry[k] for k in ROLLOUT_NAME_KEYS if isinstance(entry.get(k), str)), None
+            )
+            flag = next(
+                (entry[k] for k in ROLLOUT_CURRENT_KEYS if isinstance(entry.get(k), bool)), None
+            )
+            if name is not None and flag is not None:
+                current[name] = flag
+        break
+    for name in current:
+        if name not in names:
+            names.append(name)
+    return [Workload(n, current.get(n)) for n in names]
+
+
+def _runs(status: Mapping) -> list[tuple[datetime, Mapping]]:
+    """status.recentRuns as (time, run), newest first; entries without a time are skipped."""
+    runs = status.get("recentRuns")
+    if not isinstance(runs, list):
+        return []
+    timed = [(parse_time(r.get("time")), r) for r in runs if isinstance(r, Mapping)]
+    return sorted(((t, r) for t, r in timed if t is not None), key=lambda tr: tr[0], reverse=True)
+
+
+def _last_result(
+    status: Mapping, runs: list[tuple[datetime, Mapping]]
+) -> tuple[str | None, datetime | None]:
+    """("Success"|"Failed", time) of the last run: recentRuns, else the times in status."""
+    if runs:
+        when, newest = runs[0]
+        result = newest.get("result")
+        if result in ("Success", "Failed"):
+            return result, when
+    last = parse_time(status.get("lastBackupTime"))
+    if last is None:
+        return None, None
+    success = parse_time(status.get("lastSuccessfulBackupTime"))
+    return ("Success" if success is not None and success >= last else "Failed"), last
+
+
+def parse_duration_seconds(value: object) -> float | None:
+    """A run's duration as status carries it: seconds as a number, or a string "12.3s"."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return parse_duration(value).total_seconds()
+        except ScheduleError:
+            return None
+    return None
+
+
+def _snapshots(runs: list[tuple[datetime, Mapping]], last_snapshot: object) -> list[Snapshot]:
+    newest: dict[str, Snapshot] = {}
+    for _, run in runs:
+        snap = run.get("snapshotID")
+        if not isinstance(snap, str) or not snap or run.get("result") != "Success":
+            continue
+        host = str(run.get("host") or "")
+        newest.setdefault(host, Snapshot(host, snap, run["time"]))
+    if not newest and isinstance(last_snapshot, str) and last_snapshot:
+        newest[""] = Snapshot("", last_snapshot, "")
+    return sorted(newest.values(), key=lambda s: s.host)
+
+
+# croniter takes about 0.5 ms to parse an expression and as much for each step: one parsed
+# iterator per schedule, moved to each time asked about; Backups that share a schedule
+# (and so their run times) share the answers; and a healthy Backup costs one step, from
+# its last run (the first fire time after it, when still ahead, is the next run, and
+# nothing was due since).
+@lru_cache(maxsize=4096)
+def _iterator(schedule: Schedule) -> croniter:
+    return croniter(schedule.cron, datetime(2000, 1, 1), second_at_beginning=schedule.seconds_first)
+
+
+@lru_cache(maxsize=65536)
+def _cron_next(schedule: Schedule, t: datetime) -> datetime:
+    """The first fire time after ``t`` of a cron schedule."""
+    it = _iterator(schedule)
+    it.set_current(t, force=True)
+    return it.get_next(datetime)
+
+
+@lru_cache(maxsize=65536)
+def _interval(schedule: Schedule, base: datetime) -> timedelta:
+    return schedule.interval_at(base)
+
+
+def _overdue(schedule: Schedule, base: datetime, now: datetime) -> bool:
+    """No success for twice the interval after ``base``: the alert RestikBackupTooOld."""
+    if schedule.every is None and _cron_next(schedule, base) > now:
+        return False  # nothing was due since: the common case, without the full reckoning
+    return now - base > 2 * _interval(schedule, base)
+
+
+def _next_run(schedule: Schedule, last_run: datetime | None, now: datetime) -> datetime | None:
+    if schedule.every is None:
+        if last_run is not None and last_run <= now:
+            following = _cron_next(schedule, last_run)
+            if following > now:
+                return following
+        return _cron_next(schedule, now)
+    # @every counts from when the sidecar started: after a run, the next is one period on
+    if last_run is None:
+        return None
+    return last_run + schedule.every
+
+
+def summarize(raw: Mapping, now: datetime) -> Row:
+    """One Backup (as listed) → its Row. Pure: ``now`` is given."""
+    meta = raw.get("metadata") or {}
+    spec = raw.get("spec") if isinstance(raw.get("spec"), Mapping) else {}
+    status = raw.get("status") if isinstance(raw.get("status"), Mapping) else {}
+    runs = _runs(status)
+    last_result, last_run = _last_result(status, runs)
+    last_success = parse_time(status.get("lastSuccessfulBackupTime"))
+    ready_cond = _condition(status, "Ready") or {}
+    ready = ready_cond.get("status")
+    paused = spec.get("paused") is True
+    text = spec.get("schedule")
+    row = Row(
+        namespace=meta.get("namespace") or "",
+        name=meta.get("name") or "",
+        health=OK,
+        reason="",
+        ready=ready,
+        paused=paused,
+        schedule=text if isinstance(text, str) else "",
+        workloads=_workloads(status),
+        lastSuccessfulBackupTime=rfc3339(last_success),
+        lastResult=last_result,
+        lastRunTime=rfc3339(last_run),
+        lastDurationSeconds=parse_duration_seconds(
+            runs[0][1].get("duration") if runs else status.get("lastBackupDuration")
+        ),
+        backupCount=status.get("backupCount")
+        if isinstance(status.get("backupCount"), int)
+        else None,
+        snapshots=_snapshots(runs, status.get("lastSnapshotID")),
+    )
+    if runs:
+        recent = [r for t, r in runs if now - t <= DAY]
+        row.runs24h = len(recent)
+        row.failures24h = sum(1 for r in recent if r.get("result") == "Failed")
+        oldest_time, oldest = runs[-1]
+        number = oldest.get("number")
+        # the oldest run kept is within 24 h and was not the first: some may have fallen off
+        row.runs24hComplete = not (
+            now - oldest_time <= DAY and isinstance(number, int) and number > 1
+        )
+    elif last_run is None:
+        row.runs24h, row.failures24h = 0, 0
+    try:
+        schedule = parse_schedule(text)
+    except ScheduleError as exc:
+        schedule = None
+        schedule_error = f"spec.schedule: {exc}"
+    if schedule is not None and not paused:
+        row.nextRunTime = rfc3339(_next_run(schedule, last_run, now))
+
+    # health, worst first
+    if ready == "False":
+        row.health = NOT_READY
+        row.reason = f"{ready_cond.get('reason') or 'NotReady'}: {ready_cond.get('message') or ''}"
+    elif schedule is None:
+        row.health, row.reason = NOT_READY, schedule_error
+    elif paused:
+        row.health, row.reason = PAUSED, "spec.paused is true"
+    elif last_result == "Failed":
+        row.health, row.reason = FAILED, _failed_message(runs, status)
+    else:
+        created = parse_time(meta.get("creationTimestamp"))
+        base = last_success or created
+        if base is not None and _overdue(schedule, base, now):
+            row.health = OVERDUE
+            row.reason = (
+                f"no successful run since {rfc3339(base)}"
+                if last_success
+                else f"no successful run since the Backup was created ({rfc3339(base)})"
+            )
+        elif last_result is None:
+            row.health, row.reason = PENDING, "no run yet"
+    row.reason = row.reason.strip().rstrip(":")
+    return row
+
+
+def _failed_message(runs: list[tuple[datetime, Mapping]], status: Mapping) -> str:
+    if runs:
+        newest = runs[0][1]
+        if newest.get("message"):
+            return str(newest["message"])
+    cond = _condition(status, "LastRunSucceeded") or {}
+    return str(cond.get("message") or "the last run failed")
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def age(delta: timedelta) -> str:
+    """kubectl's short ages: 45s, 12m, 5h, 3d."""
+    seconds = int(abs(delta.total_seconds()))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 120 * 60:
+        return f"{seconds // 60}m"
+    if seconds < 48 * 3600:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+def _workload_cell(workloads: list[Workload]) -> str:
+    if not workloads:
+        return "0"
+    known = [w for w in workloads if w.current is not None]
+    if not known:
+        return str(len(workloads))
+    return f"{sum(1 for w in known if w.current)}/{len(workloads)} rolled out"
+
+
+def _snapshot_cell(snapshots: list[Snapshot]) -> str:
+    if not snapshots:
+        return "-"
+    return ", ".join(
+        f"{s.host}:{s.snapshotID[:8]}" if s.host else s.snapshotID[:8] for s in snapshots
+    )
+
+
+COLOURS = {OK: "32", PENDING: "36", PAUSED: "33", FAILED: "31", OVERDUE: "31", NOT_READY: "31"}
+
+
+def render_table(rows: list[Row], now: datetime, all_namespaces: bool, colour: bool) -> str:
+    header = ["NAME", "HEALTH", "WORKLOADS", "SCHEDULE", "LAST SUCCESS", "LAST RESULT"]
+    header += ["NEXT RUN", "RUNS 24H", "FAILED 24H", "NEWEST SNAPSHOT"]
+    if all_namespaces:
+        header.insert(0, "NAMESPACE")
+    table = [header]
+    for r in rows:
+        success = parse_time(r.lastSuccessfulBackupTime)
+        nxt = parse_time(r.nextRunTime)
+        if r.paused:
+            next_cell = "paused"
+        elif nxt is None:
+            next_cell = "-"
+        elif nxt < now:
+            next_cell = f"due {age(now - nxt)} ago"
+        else:
+            next_cell = f"in {age(nxt - now)}"
+        runs = "-" if r.runs24h is None else f"{r.runs24h}{'' if r.runs24hComplete else '+'}"
+        cells = [
+            r.name,
+            r.health,
+            _workload_cell(r.workloads),
+            r.schedule or "-",
+            f"{age(now - success)} ago" if success else "never",
+            r.lastResult or "-",
+            next_cell,
+            runs,
+            "-" if r.failures24h is None else str(r.failures24h),
+            _snapshot_cell(r.snapshots),
+        ]
+        if all_namespaces:
+            cells.insert(0, r.namespace)
+        table.append(cells)
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    health_col = header.index("HEALTH")
+    lines = []
+    for n, cells in enumerate(table):
+        padded = [c.ljust(w) for c, w in zip(cells, widths, strict=True)]
+        if colour and n > 0:
+            code = COLOURS.get(cells[health_col])
+            if code:
+                padded[health_col] = f"\033[{code}m{padded[health_col]}\033[0m"
+        lines.append("   ".join(padded).rstrip())
+    problems = [r for r in rows if r.health not in HEALTHY]
+    if problems:
+        lines.append("")
+        for r in problems:
+            name = f"{r.namespace}/{r.name}" if all_namespaces else r.name
+            lines.append(f"{name}: {r.health}: {r.reason}")
+    return "\n".join(lines) + "\n"
+
+
+def render_json(rows: list[Row]) -> str:
+    unhealthy = sum(1 for r in rows if r.health not in HEALTHY)
+    doc = {
+        "items": [asdict(r) for r in rows],
+        "summary": {"backups": len(rows), "unhealthy": unhealthy},
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+# --------------------------------------------------------------------------- the command
+
+
+class Spinner:
+    """A spinner on stderr while the LIST runs, only when stderr is a terminal."""
+
+    def __init__(self, stream, text: str):
+        self.stream, self.text = stream, text
+        self.enabled = stream.isatty()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Spinner:
+        if self.enabled:
+            self._thread = threading.Thread(target=self._spin, daemon=True)
+            self._thread.start()
+        return self
+
+    def _spin(self) -> None:
+        for frame in itertools.cycle("|/-\\"):
+            if self._stop.wait(0.1):
+                break
+            self.stream.write(f"\r{frame} {self.text}")
+            self.stream.flush()
+
+    def __exit__(self, *exc) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self.stream.write("\r" + " " * (len(self.text) + 2) + "\r")
+            self.stream.flush()
+
+
+def list_backups(kube, namespace: str | None) -> list[dict]:
+    """Every Backup of ``namespace`` (None: all), one paged LIST."""
+    from reconciler.constants import API_VERSION, PLURAL
+    from reconciler.kube import api_path
+
+    path = api_path(API_VERSION, PLURAL, namespace)
+    return [item for _, page in kube.list_pages(path, None, PAGE_SIZE) for item in page]
+
+
+def run(args: argparse.Namespace, out=None, err=None, now: datetime | None = None) -> int:
+    """`restik status`; the exit code: 0 every Backup healthy, 1 some not, 2 an error."""
+    from reconciler.kube import ApiError, Kube
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        kube = Kube.connect(args.kubeconfig)
+    except Exception as exc:  # pykube raises several types for a bad kubeconfig
+        print(f"restik status: cannot load the Kubernetes configuration: {exc}", file=err)
+        return EXIT_ERROR
+    namespace = None if args.all_namespaces else (args.namespace or kube.default_namespace)
+    if not args.all_namespaces and not namespace:
+        namespace = "default"
+    try:
+        with Spinner(err, "listing Backups"):
+            items = list_backups(kube, namespace)
+    except ApiError as exc:
+        if exc.not_found:
+            print(
+                "restik status: the API server has no Backup resource (is the CRD "
+                "backups.backup.appscode.com installed?)",
+                file=err,
+            )
+        else:
+            print(f"restik status: cannot list Backups: {exc}", file=err)
+        return EXIT_ERROR
+    now = now or datetime.now(UTC)
+    rows = sorted((summarize(i, now) for i in items), key=lambda r: (r.namespace, r.name))
+    if args.output == "json":
+        out.write(render_json(rows))
+    elif not rows:
+        where = "any namespace" if args.all_namespaces else f"namespace {namespace}"
+        print(f"No Backups found in {where}.", file=err)
+    else:
+        colour = out.isatty() and not os.environ.get("NO_COLOR")
+        out.write(render_table(rows, now, args.all_namespaces, colour))
+    return EXIT_UNHEALTHY if any(r.health not in HEALTHY for r in rows) else EXIT_HEALTHY
