@@ -42,6 +42,7 @@ V5, V4 = "v5.channel.k8s.io", "v4.channel.k8s.io"
 CHUNK = 32 * 1024  # what kubectl sends per message
 OUTPUT_LIMIT = 64 * 1024  # bytes of stderr (and of captured stdout) kept, the last ones
 CLOSE_TIMEOUT = 5.0
+WATCH_INTERVAL = 0.1  # how often the deadline thread looks at ``cancel``
 
 Source = bytes | BinaryIO | Iterable[bytes]
 Sink = Callable[[bytes], Any] | BinaryIO
@@ -217,6 +218,7 @@ class PodExec:
         stdin: Source | None = None,
         stdout: Sink | None = None,
         timeout: float | None = None,
+        cancel: threading.Event | None = None,
         output_limit: int = OUTPUT_LIMIT,
     ) -> ExecResult:
         """Run ``command`` in ``container`` of ``namespace/pod`` and wait for it to end.
@@ -229,7 +231,8 @@ class PodExec:
         run; then the stream is closed and the result says "timed out after Ns". A closed
         stream does not kill the command in the container (runtimes let it run on, without
         its stdin and output): commands that must not outlive it can be wrapped in
-        ``timeout``.
+        ``timeout``. ``cancel``: once set (the sidecar is stopping), the stream is closed
+        and the result says "interrupted".
 
         Raises ApiError when the command could not be started (pod or container missing,
         forbidden, server unreachable); retryable answers are retried first.
@@ -254,9 +257,22 @@ class PodExec:
                 problem.append(reason)
             ws.abort()
 
-        def expire() -> None:
-            timed_out.set()
-            fail(f"timed out after {timeout:g}s")
+        done = threading.Event()
+
+        def watch() -> None:
+            deadline = None if timeout is None else started + timeout
+            while not done.is_set():
+                if cancel is not None and cancel.is_set():
+                    fail("interrupted: the sidecar is stopping")
+                    return
+                if deadline is not None and time.monotonic() >= deadline:
+                    timed_out.set()
+                    fail(f"timed out after {timeout:g}s")
+                    return
+                wait = WATCH_INTERVAL
+                if deadline is not None:
+                    wait = min(wait, max(0.0, deadline - time.monotonic()))
+                done.wait(wait)
 
         def feed() -> None:
             try:
@@ -269,12 +285,10 @@ class PodExec:
             except Exception as exc:
                 fail(f"could not read the input: {exc}")
 
-        timer = None
-        if timeout is not None:
-            left = max(0.0, timeout - (time.monotonic() - started))
-            timer = threading.Timer(left, expire)
-            timer.daemon = True
-            timer.start()
+        watcher = None
+        if timeout is not None or cancel is not None:
+            watcher = threading.Thread(target=watch, name="exec-deadline", daemon=True)
+            watcher.start()
         feeder = None
         if stdin is not None:
             feeder = threading.Thread(target=feed, name="exec-stdin", daemon=True)
@@ -306,8 +320,7 @@ class PodExec:
                 elif channel == CLOSE_SIGNAL and protocol == V5:
                     continue  # the server half-closed a stream: the status still follows
         finally:
-            if timer is not None:
-                timer.cancel()
+            done.set()
             try:
                 ws.close(timeout=CLOSE_TIMEOUT)
             except (OSError, websocket.WebSocketException):

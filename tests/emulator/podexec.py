@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -58,6 +59,7 @@ CLOSE_SIGNAL = 255  # v5: [255, channel] half-closes a channel
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")  # served, in no particular order
 CHUNK = 32 * 1024
 CLOSE_WAIT = 5.0  # seconds to wait for the client's answer to our close frame
+POLL = 0.05  # how often an idle output pump looks whether the client left
 
 
 def _true(value: str | None) -> bool:
@@ -261,7 +263,10 @@ class _Session:
         """Copy one output pipe of the process to its channel until EOF or the client left."""
         fd = pipe.fileno()
         try:
-            while True:
+            while not self.gone.is_set():
+                ready, _, _ = select.select([fd], [], [], POLL)
+                if not ready:
+                    continue
                 data = os.read(fd, CHUNK)
                 if not data or not self.send(channel, data):
                     return
