@@ -25,8 +25,8 @@ def running_pod(emu: Emulator, namespace: str, name: str, *containers: str,
         "phase": "Running" if running else "Pending",
         "containerStatuses": [{"name": c, "ready": running, "state": state} for c in containers],
     }
-    pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": name, "namespace": namespace}, "spec": spec, "status": status}  # fmt: skip
+    meta = {"name": name, "namespace": namespace}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": status}
     return emu.create(pod)
 
 

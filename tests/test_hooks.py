@@ -74,7 +74,8 @@ def test_a_failing_post_hook_fails_the_run_with_its_reason_and_output(client):
     run = run_with_hooks(client, "db", "pg-0", lambda: Step(True),
                          post=hook("postBackup", script))  # fmt: skip
     assert not run.ok
-    assert run.reason == "postBackup hook failed: exited with code 4: fsfreeze: /data: unfreeze failed"
+    assert run.reason == (
+        "postBackup hook failed: exited with code 4: fsfreeze: /data: unfreeze failed")  # fmt: skip
     assert run.post is not None and run.post.output == "thawing\nfsfreeze: /data: unfreeze failed"
     assert run.main == Step(True)
     both = run_with_hooks(client, "db", "pg-0", lambda: Step(False, "restic backup failed: x"),

@@ -44,7 +44,7 @@ def test_runs_the_command_with_its_output_and_exit_code(emu, client):
     assert not result.ok and result.describe() == "exited with code 3: err"
     ok = client.run("db", "pg-0", "postgres", ["true"])
     assert ok.ok and ok.exit_code == 0 and ok.error == ""
-    [first, second] = [r for r in emu.requests if r.subresource == "exec"]
+    [first, _] = [r for r in emu.requests if r.subresource == "exec"]
     assert (first.method, first.verb, first.path, first.status) == (
         "GET", "get", "/api/v1/namespaces/db/pods/pg-0/exec", 101)  # fmt: skip
     assert first.query["container"] == "postgres" and first.user_agent.startswith("restik/")
@@ -170,7 +170,7 @@ def _raw(emu, query: str, protocols: list[str]):
 
 
 def test_v4_framing_first_message_status_and_close(emu):
-    query = "container=postgres&command=sh&command=-c&command=echo+hi;exit+7&stdout=true&stderr=true"
+    query = "container=postgres&command=sh&command=-c&command=echo+hi;exit+7&stdout=1&stderr=1"
     ws, messages = _raw(emu, query, ["v4.channel.k8s.io"])
     assert ws.subprotocol == V4
     assert messages[0] == b"\x01"  # the empty message that says the streams are up
@@ -222,7 +222,8 @@ def test_exit_code_of_reads_the_status():
 
 def _kubeconfig(tmp_path, cluster: dict, user: dict):
     config = {"apiVersion": "v1", "kind": "Config",
-              "clusters": [{"name": "c", "cluster": {"server": "https://10.0.0.1:6443", **cluster}}],
+              "clusters": [{"name": "c",
+                            "cluster": {"server": "https://10.0.0.1:6443", **cluster}}],
               "users": [{"name": "u", "user": user}],
               "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
               "current-context": "x"}  # fmt: skip
@@ -255,7 +256,8 @@ def test_connection_uses_the_token_ca_and_client_certificate(tmp_path):
 
 
 def test_the_idle_sidecar_does_not_load_the_websocket_client():
-    code = "import sys, sidecar.podexec, sidecar.stream, sidecar.hooks; print('websocket' in sys.modules)"
+    code = ("import sys, sidecar.podexec, sidecar.stream, sidecar.hooks; "
+            "print('websocket' in sys.modules)")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                           timeout=60)  # fmt: skip
     assert done.stdout.strip() == "False", done.stderr
