@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import ssl
 import threading
 import time
@@ -44,6 +45,8 @@ OUTPUT_LIMIT = 64 * 1024  # bytes of stderr (and of captured stdout) kept, the l
 CLOSE_TIMEOUT = 5.0
 WATCH_INTERVAL = 0.1  # how often the deadline thread looks at ``cancel``
 
+_TELLING = re.compile(r"\b(error|fatal|failed)\b", re.IGNORECASE)
+
 Source = bytes | BinaryIO | Iterable[bytes]
 Sink = Callable[[bytes], Any] | BinaryIO
 
@@ -65,11 +68,15 @@ class ExecResult:
         return self.exit_code == 0 and not self.error
 
     def describe(self) -> str:
-        """The error with the last line of stderr, which usually says what went wrong."""
+        """The error with the line of stderr that says what went wrong: the last one that
+        says "error", "fatal" or "failed" (a hint may follow it), else the last one."""
         if self.ok:
             return ""
         lines = [line.strip() for line in self.stderr.splitlines() if line.strip()]
-        return f"{self.error}: {lines[-1]}" if lines else self.error
+        if not lines:
+            return self.error
+        telling = [line for line in lines if _TELLING.search(line)]
+        return f"{self.error}: {(telling or lines)[-1]}"
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,24 @@ def _start(args: list[str], env: Mapping[str, str] | None, stdin) -> subprocess.
     )
 
 
+def forget_snapshot(restic_args: Sequence[str], snapshot_id: str,
+                    env: Mapping[str, str] | None = None) -> str:  # fmt: skip
+    """`restic forget` one snapshot (its data goes with the next prune); "" or the error."""
+    proc = _start(render_forget_snapshot(restic_args, snapshot_id), env, subprocess.DEVNULL)
+    try:
+        _, err = proc.communicate(timeout=FORGET_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        _, err = proc.communicate()
+        err += f"\nrestic forget did not finish within {FORGET_TIMEOUT:.0f}s".encode()
+    text = redact(err.decode(errors="replace"), secret_values(env or {}))
+    # restic (0.14 at least) exits 0 after "Ignoring "ID": no matching ID found"
+    ignored = next((line.strip() for line in text.splitlines() if "no matching ID" in line), "")
+    if proc.returncode == 0 and not ignored:
+        return ""
+    return ignored or restic.first_error_line(text, proc.returncode)
+
+
 def dump_into_restic(
     exec_client: PodExec,
     namespace: str,
@@ -191,19 +209,11 @@ def dump_into_restic(
     forgotten = None
     if reason and summary is not None:
         # restic made a snapshot of a stream that was not a whole dump: take it back
-        forget = _start(render_forget_snapshot(restic_args, summary.snapshot_id), env,
-                        subprocess.DEVNULL)  # fmt: skip
-        try:
-            _, forget_err = forget.communicate(timeout=FORGET_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            _stop(forget)
-            _, forget_err = forget.communicate()
-            forget_err += f"\ndid not finish within {FORGET_TIMEOUT:.0f}s".encode()
-        if forget.returncode == 0:
-            forgotten, summary = summary.snapshot_id, None
-        else:
-            why = restic.first_error_line(redact(forget_err.decode(errors="replace"), secrets))
+        why = forget_snapshot(restic_args, summary.snapshot_id, env)
+        if why:
             reason += f"; its partial snapshot {summary.snapshot_id} could not be forgotten: {why}"
+        else:
+            forgotten, summary = summary.snapshot_id, None
     return StreamResult(
         ok=not reason,
         reason=reason,

@@ -28,7 +28,8 @@ def bindir() -> Path | None:
     return Path(initdb).resolve().parent if initdb else None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (now)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -70,7 +71,7 @@ class Postgres:
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
                   "--auth=trust", "-E", "UTF8", "--no-sync", cwd=self.dir)  # fmt: skip
         for _ in range(5):  # a free port can be taken between the probe and the bind
-            self.port = _free_port()
+            self.port = free_port()
             with open(self.dir / "server.log", "ab") as log:
                 self.proc = subprocess.Popen(
                     [str(self.bin / "postgres"), "-D", str(self.data), "-h", "127.0.0.1",
