@@ -107,6 +107,24 @@ def _stop(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> int:
     return proc.wait()
 
 
+def _finish(proc: subprocess.Popen, started: float, timeout: float | None,
+            cancel: threading.Event | None) -> str:  # fmt: skip
+    """Wait for restic to save the snapshot, within the run's timeout; "" or why not."""
+    deadline = None if timeout is None else started + timeout
+    while proc.poll() is None:
+        if cancel is not None and cancel.is_set():
+            _stop(proc)
+            return "interrupted: the sidecar is stopping"
+        if deadline is not None and time.monotonic() >= deadline:
+            _stop(proc)
+            return f"did not finish within the run's timeout of {timeout:g}s"
+        try:
+            proc.wait(0.1)
+        except subprocess.TimeoutExpired:
+            pass
+    return ""
+
+
 def _start(args: list[str], env: Mapping[str, str] | None, stdin) -> subprocess.Popen:
     return subprocess.Popen(
         args,
@@ -173,7 +191,7 @@ def dump_into_restic(
             raise
 
     dumped: ExecResult | None = None
-    exec_error = ""
+    exec_error = late = ""
     try:
         dumped = exec_client.run(namespace, pod, container, command, stdout=into_restic,
                                  timeout=timeout, cancel=cancel)  # fmt: skip
@@ -185,19 +203,22 @@ def dump_into_restic(
     if dumped is not None and dumped.ok:
         try:
             proc.stdin.close()  # the whole dump is in: now restic may complete the snapshot
-        except BrokenPipeError:
+        except OSError:  # restic is gone: its exit code says why
             pass
-        code = proc.wait()
+        late = _finish(proc, started, timeout, cancel)
+        code = proc.returncode
     else:
         code = _stop(proc)  # input still open: restic cannot take the truncation for the end
         try:
             proc.stdin.close()
-        except BrokenPipeError:
+        except OSError:  # restic is gone: its exit code says why
             pass
     stdout, stderr = out.text(), redact(err.text(), secrets)
     summary = restic.parse_summary(stdout)
     if exec_error:
         reason = exec_error
+    elif late:
+        reason = f"restic backup {late}"
     elif code != 0 and (dumped is None or dumped.ok or restic_died.is_set()):
         reason = f"restic backup failed: {restic.first_error_line(stderr, code)}"
     elif dumped is not None and not dumped.ok:

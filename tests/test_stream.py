@@ -272,6 +272,20 @@ def test_a_hanging_dump_times_out_and_leaves_no_snapshot(client, repo):
     assert snapshots(repo) == [] and locks(repo) == ""
 
 
+def test_a_restic_that_does_not_finish_in_time_fails_the_run(client, tmp_path):
+    # a stand-in for restic stuck on its backend: it reads the whole dump, then hangs
+    stuck = ["sh", "-c", "cat >/dev/null; exec sleep 60"]
+    started = time.monotonic()
+    result = dump_into_restic(client, "db", "pg-0", "postgres", ["echo", "SELECT 1;"], stuck,
+                              "dump.sql", timeout=1)  # fmt: skip
+    assert time.monotonic() - started < 10
+    assert result.command is not None and result.command.ok
+    assert (
+        not result.ok
+        and result.reason == "restic backup did not finish within the run's timeout of 1s"
+    )
+
+
 def test_a_failing_restic_fails_the_run_and_stops_the_dump(client, repo):
     args, env = repo
     started = time.monotonic()
