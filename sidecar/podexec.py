@@ -251,7 +251,14 @@ class PodExec:
         # Ending stdin needs v5: without it the command would wait for input forever.
         protocols = [V5] if stdin is not None else [V5, V4]
         started = time.monotonic()
-        ws = RETRY(self._connect, url, protocols, timeout)
+        try:
+            ws = RETRY(self._connect, url, protocols, timeout)
+        except ApiError as exc:
+            if stdin is not None and exc.status in (400, 403) and "protocol" in exc.message:
+                raise ApiError(exc.status, exc.reason, exc.message + " (a command's input can "
+                               "only be ended with v5.channel.k8s.io: Kubernetes 1.30 or "
+                               "later)") from None  # fmt: skip
+            raise
         protocol = ws.subprotocol or ""
         stderr, captured = _Tail(output_limit), _Tail(output_limit)
         write = None if stdout is None else getattr(stdout, "write", stdout)

@@ -261,3 +261,18 @@ def test_the_idle_sidecar_does_not_load_the_websocket_client():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                           timeout=60)  # fmt: skip
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_an_api_server_without_v5_serves_commands_but_cannot_end_their_input(
+    emu, client, monkeypatch
+):
+    from tests.emulator import podexec as served
+
+    monkeypatch.setattr(served, "PROTOCOLS", (V4,))  # as before Kubernetes 1.30
+    assert client.run("db", "pg-0", "postgres", ["echo", "old"]).stdout == b"old\n"
+    with pytest.raises(ApiError) as caught:
+        client.run("db", "pg-0", "postgres", ["psql"], stdin=b"SELECT 1;")
+    assert caught.value.status == 400
+    assert caught.value.message.endswith(
+        "(a command's input can only be ended with v5.channel.k8s.io: Kubernetes 1.30 or later)"
+    )

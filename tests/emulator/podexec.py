@@ -160,8 +160,8 @@ def serve_exec(handler: _Handler, route: Route, raw_query: str, record) -> None:
                                                       (STDERR, "stderr"))}  # fmt: skip
     if not any(want.values()):
         raise errors.bad_request("you must specify at least 1 of stdin, stdout, stderr")
-    if _true(last.get("tty")) and want[STDERR]:
-        raise errors.bad_request("stdout and stderr cannot both be set with tty")  # no tty here
+    if _true(last.get("tty")):
+        raise errors.bad_request("this emulator runs commands without a terminal (tty=true)")
     if not command or not command[0]:
         raise errors.bad_request("you must specify at least one command for the container")
     upgrade = (handler.headers.get("Upgrade") or "").lower()
