@@ -289,15 +289,21 @@ class PodExec:
                 done.wait(wait)
 
         def feed() -> None:
-            try:
-                for chunk in _chunks(stdin):
+            chunks = iter(_chunks(stdin))
+            while True:
+                try:
+                    chunk = next(chunks, None)
+                except Exception as exc:  # the source failed: cut the stream, never end it
+                    fail(f"could not read the input: {exc}")
+                    return
+                try:
+                    if chunk is None:
+                        ws.send_bytes(bytes([CLOSE_SIGNAL, STDIN]))
+                        return
                     if chunk:
                         ws.send_bytes(bytes([STDIN]) + bytes(chunk))
-                ws.send_bytes(bytes([CLOSE_SIGNAL, STDIN]))
-            except (OSError, websocket.WebSocketException):
-                return  # the stream is closed: the reader says why
-            except Exception as exc:
-                fail(f"could not read the input: {exc}")
+                except (OSError, websocket.WebSocketException):
+                    return  # the stream is closed: the reader says why
 
         watcher = None
         if timeout is not None or cancel is not None:

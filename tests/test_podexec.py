@@ -276,3 +276,13 @@ def test_an_api_server_without_v5_serves_commands_but_cannot_end_their_input(
     assert caught.value.message.endswith(
         "(a command's input can only be ended with v5.channel.k8s.io: Kubernetes 1.30 or later)"
     )
+
+
+def test_a_failing_input_cuts_the_stream_instead_of_ending_it(client):
+    def source():
+        yield b"SELECT 1;\n"
+        raise OSError(5, "Input/output error")
+
+    result = client.run("db", "pg-0", "postgres", ["cat"], stdin=source(), timeout=10)
+    assert not result.timed_out and result.duration < 5
+    assert result.error == "could not read the input: [Errno 5] Input/output error"
