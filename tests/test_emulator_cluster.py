@@ -887,6 +887,14 @@ def test_kubectl_get_shows_the_printer_columns(emu, tmp_path):
     assert header[:7] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]
     assert [r[1:4] for r in rows] == [["1/1", "Running", "0"]] * 2
     assert {r[6] for r in rows} <= {"node-1", "node-2"}
+    emu.create({"apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": "www-1", "namespace": "web"},
+                "involvedObject": {"kind": "Backup", "name": "www", "namespace": "web"},
+                "type": "Normal", "reason": "Success", "message": "saved", "count": 1,
+                "lastTimestamp": three_days_ago})  # fmt: skip
+    header, row = kubectl("get", "events", "-n", "web", "--field-selector", "reason=Success")
+    assert header == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    assert row == ["3d", "Normal", "Success", "backup/www", "saved"]
 
 
 def test_watch_in_table_form_sends_the_columns_once(emu):

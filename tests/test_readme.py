@@ -22,11 +22,18 @@ INSTALL_PREFIXES = ("sudo apt-get", "apt-get", "python3 -m venv", "pip install")
 # What the README says each command shows, checked here (waiting where the README says so).
 EXPECTED_OUTPUT = {
     "restik run --once --dry-run": ["restik"],  # the first one: a planned sidecar
+    "kubectl get pods -n web": ["2/2", "Running"],
+    "kubectl get bk -n web": ["SCHEDULE", "LAST SUCCESS", "READY", "True"],
     "kubectl describe backup -n web www": ["Ready", "Deployment/www"],
-    "kubectl get events -n web": ["demo-1"],
+    "kubectl get events -n web": ["demo-1", "Success"],
     "restic -r": ["demo-0"],
 }
-WAIT_FOR_OUTPUT = {"kubectl get events -n web", "restic -r"}
+WAIT_FOR_OUTPUT = {
+    "kubectl get pods -n web",
+    "kubectl get bk -n web",
+    "kubectl get events -n web",
+    "restic -r",
+}
 
 
 def walkthrough_blocks(text: str) -> list[list[str]]:

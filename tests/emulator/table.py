@@ -238,6 +238,32 @@ BUILTIN_COLUMNS: dict[tuple[str, str], list[tuple[Any, ...]]] = {
 }  # fmt: skip
 
 
+def _event_last_seen(event: dict[str, Any], now: float) -> str:
+    when = (
+        event.get("lastTimestamp")
+        or event.get("eventTime")
+        or event["metadata"].get("creationTimestamp")
+    )
+    return age(when, now) if when else "<unknown>"
+
+
+def _event_object(event: dict[str, Any]) -> str:
+    ref = event.get("involvedObject") or {}
+    return f"{str(ref.get('kind', '')).lower()}/{ref.get('name', '')}"
+
+
+# Events print without a leading Name (it is a wide column), as the API server's printer has it.
+EVENT_COLUMNS: list[tuple[Any, ...]] = [
+    ("Last Seen", "string", None),  # filled in with the time, see to_table
+    ("Type", "string", lambda o: o.get("type", "")),
+    ("Reason", "string", lambda o: o.get("reason", "")),
+    ("Object", "string", _event_object),
+    ("Message", "string", lambda o: o.get("message", "")),
+    ("Count", "integer", lambda o: o.get("count", 1), 1),
+    ("Name", "string", lambda o: o["metadata"]["name"], 1),
+]
+
+
 def _builtin_columns(rt: ResourceType) -> list[tuple[Any, ...]]:
     """The kind's columns with Age after the default ones and before the -o wide ones."""
     extra = BUILTIN_COLUMNS.get(rt.key, [])
@@ -260,6 +286,13 @@ def to_table(
     cont: str | None = None,
 ) -> dict[str, Any]:
     """A meta.k8s.io Table of the objects (include: None, Metadata or Object)."""
+    if rt.key == ("", "events"):
+        columns = [_column(c[0], c[1], priority=c[3] if len(c) > 3 else 0) for c in EVENT_COLUMNS]
+        rows = []
+        for obj in objects:
+            cells = [_event_last_seen(obj, now)] + [c[2](obj) for c in EVENT_COLUMNS[1:]]
+            rows.append(_row(cells, obj, include, version))
+        return _table(rows, columns, version, resource_version, cont)
     columns = [_column("Name", "string", NAME_DESCRIPTION, "name")]
     if rt.builtin:
         extra = _builtin_columns(rt)
@@ -283,14 +316,21 @@ def to_table(
         else:
             cells += [_cell(c.get("type", "string"), jsonpath(obj, c.get("jsonPath", "")), now)
                       for c in printer]  # fmt: skip
-        row: dict[str, Any] = {"cells": cells}
-        if include == "Object":
-            row["object"] = obj
-        elif include != "None":
-            row["object"] = {"kind": "PartialObjectMetadata",
-                             "apiVersion": f"meta.k8s.io/{version}",
-                             "metadata": obj["metadata"]}  # fmt: skip
-        rows.append(row)
+        rows.append(_row(cells, obj, include, version))
+    return _table(rows, columns, version, resource_version, cont)
+
+
+def _row(cells: list[Any], obj: dict[str, Any], include: str, version: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"cells": cells}
+    if include == "Object":
+        row["object"] = obj
+    elif include != "None":
+        row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": f"meta.k8s.io/{version}",
+                         "metadata": obj["metadata"]}  # fmt: skip
+    return row
+
+
+def _table(rows, columns, version: str, resource_version: str, cont: str | None) -> dict[str, Any]:
     meta: dict[str, Any] = {"resourceVersion": resource_version}
     if cont:
         meta["continue"] = cont
