@@ -25,7 +25,7 @@ EXPECTED_OUTPUT = {
     "kubectl get pods -n web": ["2/2", "Running"],
     "kubectl get bk -n web": ["SCHEDULE", "LAST SUCCESS", "READY", "True"],
     "kubectl describe backup -n web www": ["Ready", "Deployment/www"],
-    "kubectl get events -n web": ["demo-1", "Success"],
+    "kubectl get events -n web": ["Success", "backup/demo"],
     "restic -r": ["demo-0"],
 }
 WAIT_FOR_OUTPUT = {
