@@ -21,10 +21,12 @@ RUN apt-get update \
  && python3 -m venv /opt/restik \
  && pip install --no-cache-dir setuptools wheel
 WORKDIR /src
-# Dependencies first, from setup.cfg alone: this layer is reused until they change.
-COPY setup.cfg pyproject.toml ./
-RUN python3 -c 'import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); print(c["options"]["install_requires"])' > /tmp/requirements.txt \
- && pip install --no-cache-dir -r /tmp/requirements.txt
+# Dependencies first, from the hash-pinned lock alone (requirements.lock, generated from
+# setup.cfg's install_requires: see its header): every file pip installs must match a hash
+# in the lock, wheels only, so no package's build code runs here. This layer is reused
+# until the lock changes.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes --only-binary=:all: -r requirements.lock
 # Then the project itself (see .dockerignore for what is sent); the build tools and pip
 # go again, the image never installs anything at run time.
 COPY . .
