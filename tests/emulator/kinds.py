@@ -257,6 +257,15 @@ class CustomResource(Kind):
             obj.pop("status", None)
 
 
+class AdmissionPolicy(Kind):
+    """A ValidatingAdmissionPolicy: refused when an expression does not compile."""
+
+    def validate(self, rt: ResourceType, obj: dict[str, Any]) -> list[Cause]:
+        from .policy import compile_errors
+
+        return super().validate(rt, obj) + compile_errors(obj)
+
+
 DEFAULT = Kind()
 CUSTOM = CustomResource()
 _RBAC = Rbac()
@@ -285,6 +294,7 @@ BY_RESOURCE: dict[tuple[str, str], Kind] = {
                            "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}},
     }),
     ("apiextensions.k8s.io", "customresourcedefinitions"): CustomResourceDefinition(),
+    ("admissionregistration.k8s.io", "validatingadmissionpolicies"): AdmissionPolicy(),
 }  # fmt: skip
 
 
