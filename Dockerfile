@@ -9,8 +9,14 @@
 # build tools end up in the image.
 
 ARG VERSION=0.1.0
+# The base of both stages. Where a registry is used, pin it by digest, so a rebuild gets
+# the same bytes whatever the tag points to by then:
+#   docker build --build-arg BASE_IMAGE=docker.io/library/debian:trixie-slim@sha256:<digest> .
+# (`docker buildx imagetools inspect debian:trixie-slim` prints the digest). The default is
+# the tag, which the registry-less build (../shared/tools/build-image.sh) bootstraps itself.
+ARG BASE_IMAGE=debian:trixie-slim
 
-FROM debian:trixie-slim AS build
+FROM ${BASE_IMAGE} AS build
 ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -33,7 +39,7 @@ COPY . .
 RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
  && python3 -m pip uninstall -y setuptools wheel pip
 
-FROM debian:trixie-slim
+FROM ${BASE_IMAGE}
 ARG VERSION
 LABEL org.opencontainers.image.title="restik" \
       org.opencontainers.image.description="Backs up the volumes of Kubernetes workloads with restic: a controller adds a restic sidecar to labeled workloads" \

@@ -484,3 +484,22 @@ def test_tenant_network_policy_opens_only_the_sidecars_metrics_port(tmp_path):
 def test_install_has_no_network_policy_by_default():
     for target in TARGETS:
         assert not [o for o in _built(target) if o["kind"] == "NetworkPolicy"]
+
+
+def test_user_overlay_pins_the_image_by_digest(tmp_path):
+    """A registry image, fully qualified and pinned by digest, as SECURITY.md shows: the
+    controller and the sidecars it injects run exactly those bytes."""
+    digest = "sha256:" + "ab" * 32
+    base = os.path.relpath(KUSTOMIZE / "base", tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        f"resources: [{base}]\n"
+        "images:\n"
+        "  - name: restik\n"
+        "    newName: registry.example.com/backup/restik\n"
+        f"    digest: {digest}\n"
+    )
+    container = controller(kustomize(tmp_path))
+    want = f"registry.example.com/backup/restik@{digest}"
+    assert container["image"] == want
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["RESTIK_SIDECAR_IMAGE"] == want

@@ -125,3 +125,12 @@ def test_pykube_ca_override_is_dropped_before_any_request(in_cluster, monkeypatc
     assert client.client.config.cluster["certificate-authority"].filename() == str(
         in_cluster / "ca.crt"
     )
+
+
+def test_base_image_is_one_argument_that_can_carry_a_digest():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    froms = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("FROM ")]
+    assert froms == ["${BASE_IMAGE}", "${BASE_IMAGE}"]
+    first_from = dockerfile.index("\nFROM ")
+    assert "\nARG BASE_IMAGE=debian:trixie-slim\n" in dockerfile[:first_from]
+    assert "BASE_IMAGE=docker.io/library/debian:trixie-slim@sha256:" in dockerfile
