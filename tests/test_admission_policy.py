@@ -78,23 +78,25 @@ def workload_path(obj: dict) -> str:
 def a_workload(emu: Emulator, namespace: str = "web", name: str = "www") -> dict:
     if namespace not in {n["metadata"]["name"] for n in emu.list("v1", "namespaces")}:
         emu.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-    return emu.create(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
-            "spec": {
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {
-                        "containers": [{"name": "app", "image": "nginx:1.27"}],
-                        "volumes": [{"name": "data", "emptyDir": {}}],
-                    },
+    return emu.create(a_deployment(namespace, name))
+
+
+def a_deployment(namespace: str, name: str) -> dict:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": [{"name": "app", "image": "nginx:1.27"}],
+                    "volumes": [{"name": "data", "emptyDir": {}}],
                 },
             },
-        }
-    )
+        },
+    }
 
 
 def patch_as(kubeconfig: Path, obj: dict, patch: dict) -> dict:
@@ -327,3 +329,33 @@ def test_workloads_cannot_be_created_or_deleted(fenced):
     assert info.value.status == 403
     assert info.value.message.endswith("restik's controller may not create or delete workloads")
     assert fenced.get("apps/v1", "Deployment", "www", "web") is not None
+
+
+def test_the_standalone_emulator_fences_restik(tmp_path):
+    """`python -m tests.emulator --admission-policies --user ...`, as README shows: the
+    installed policy refuses a forged patch of restik's user over real HTTP."""
+    import subprocess
+    import sys
+    import time
+
+    policy_file = tmp_path / "policy.yaml"
+    YAML(typ="safe").dump_all(policy_objects(), policy_file.open("w"))
+    config = tmp_path / "kubeconfig"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.emulator", "--kubeconfig", str(config),
+         "--admission-policies", "--user", RESTIK_USER, "--load", str(policy_file)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while not config.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        kube = Kube.connect(str(config))
+        with pytest.raises(ApiError) as info:
+            deployment = a_deployment("default", "x")
+            kube.create(api_path("apps/v1", "deployments", "default"), deployment)
+        assert info.value.status == 403
+        assert "may not create or delete workloads" in info.value.message
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
