@@ -315,10 +315,14 @@ def test_kube_system_is_out_of_reach(fenced):
     patch = {"spec": {"template": {"metadata": {"annotations": {HASH_ANNOTATION: "x"}}}}}
     message = denied(fenced.restik_kubeconfig, obj, patch)
     assert message.endswith("restik's controller may not change anything in kube-system")
+    fenced.create({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": "dns-1", "namespace": "kube-system"},
+                   "spec": {"containers": [{"name": "dns", "image": "coredns"}]}})  # fmt: skip
     kube = Kube.connect(str(fenced.restik_kubeconfig))
     with pytest.raises(ApiError) as info:
-        kube.request("DELETE", api_path("v1", "pods", "kube-system", "any"))
-    assert info.value.status in (403, 404)  # no such pod: 404 comes first, as in Kubernetes
+        kube.delete(api_path("v1", "pods", "kube-system", "dns-1"))
+    assert info.value.status == 403
+    assert fenced.get("v1", "Pod", "dns-1", "kube-system") is not None
 
 
 def test_workloads_cannot_be_created_or_deleted(fenced):
@@ -359,3 +363,38 @@ def test_the_standalone_emulator_fences_restik(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def rolebinding(name: str, role: str, subject_ns: str = "web", kind: str = "ClusterRole") -> dict:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": name, "namespace": "web"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": subject_ns}],
+    }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        rolebinding("restik-sidecar-www", "cluster-admin"),
+        rolebinding("admin-for-me", "restik-sidecar"),
+        rolebinding("restik-sidecar-www", "restik-sidecar", subject_ns="kube-system"),
+    ],
+)
+def test_rolebindings_beyond_the_sidecars_are_denied(fenced, body):
+    fenced.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web"}})
+    kube = Kube.connect(str(fenced.restik_kubeconfig))
+    with pytest.raises(ApiError) as info:
+        kube.create(api_path("rbac.authorization.k8s.io/v1", "rolebindings", "web"), body)
+    assert info.value.status == 403
+    assert info.value.message.endswith(
+        "restik's controller may only write RoleBindings named restik-* that grant a "
+        "restik-* role to ServiceAccounts of their own namespace"
+    )
+    # the sidecar's own binding is fine
+    kube.create(
+        api_path("rbac.authorization.k8s.io/v1", "rolebindings", "web"),
+        rolebinding("restik-sidecar-www", "restik-sidecar"),
+    )
