@@ -283,7 +283,7 @@ def test_a_host_path_volume_named_data_is_denied(fenced):
 def test_a_restik_volume_may_not_smuggle_a_user_change(fenced):
     obj = a_workload(fenced)
     pod = copy.deepcopy(obj["spec"]["template"]["spec"])
-    pod["volumes"].append({"name": "restik-repo", "hostPath": {"path": "/"}})
+    pod["volumes"].append({"name": "restik-repo", "persistentVolumeClaim": {"claimName": "x"}})
     pod["containers"][0]["volumeMounts"] = [{"name": "restik-repo", "mountPath": "/host"}]
     message = denied(fenced.restik_kubeconfig, obj, {"spec": {"template": {"spec": pod}}})
     assert message.endswith("it changed: containers")
@@ -398,3 +398,55 @@ def test_rolebindings_beyond_the_sidecars_are_denied(fenced, body):
         api_path("rbac.authorization.k8s.io/v1", "rolebindings", "web"),
         rolebinding("restik-sidecar-www", "restik-sidecar"),
     )
+
+
+def _with_sidecar(fenced) -> dict:
+    obj = a_workload(fenced)
+    rendered = Renderer().render(parse_backup({
+        "apiVersion": "backup.appscode.com/v1beta1", "kind": "Backup",
+        "metadata": {"name": "www", "namespace": "web"},
+        "spec": {"schedule": "@hourly", "backupSource": {"volumeName": "data", "path": "/d"},
+                 "destination": {"repositorySecretName": "s", "volume": {"name": "repo",
+                                 "persistentVolumeClaim": {"claimName": "backups"}},
+                                 "path": "/repo"}},
+    }), "Deployment", "www")  # fmt: skip
+    patch_as(fenced.restik_kubeconfig, obj, merge_patch(obj, inject(obj, rendered)))
+    return fenced.get("apps/v1", "Deployment", "www", "web")
+
+
+@pytest.mark.parametrize(
+    "source", [{"hostPath": {"path": "/"}}, {"nfs": {"server": "nfs", "path": "/"}},
+               {"csi": {"driver": "x"}}]
+)  # fmt: skip
+def test_restiks_own_volume_may_not_be_a_node_or_network_filesystem(fenced, source):
+    """What item 3 of issue 13 reports (destination.volume of any kind) cannot reach a pod
+    through the controller: the policy refuses a restik-* volume that is not a claim."""
+    live = _with_sidecar(fenced)
+    after = copy.deepcopy(live)
+    for volume in after["spec"]["template"]["spec"]["volumes"]:
+        if volume["name"] == "restik-repo":
+            volume.clear()
+            volume.update({"name": "restik-repo", **source})
+    message = denied(fenced.restik_kubeconfig, live, merge_patch(live, after))
+    assert message.endswith(
+        "restik's controller may add only emptyDir and persistentVolumeClaim volumes (restik-*)"
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda c: c["securityContext"].update(privileged=True),
+        lambda c: c["securityContext"]["capabilities"].update(add=["SYS_ADMIN"]),
+        lambda c: c["volumeMounts"][0].pop("readOnly"),
+    ],
+)
+def test_the_sidecar_may_not_gain_privileges_or_write_the_source(fenced, change):
+    live = _with_sidecar(fenced)
+    after = copy.deepcopy(live)
+    (sidecar,) = [
+        c for c in after["spec"]["template"]["spec"]["containers"] if c["name"] == SIDECAR_NAME
+    ]
+    change(sidecar)
+    message = denied(fenced.restik_kubeconfig, live, merge_patch(live, after))
+    assert "restik's containers may not be privileged or add capabilities" in message
