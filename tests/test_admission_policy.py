@@ -450,3 +450,23 @@ def test_the_sidecar_may_not_gain_privileges_or_write_the_source(fenced, change)
     change(sidecar)
     message = denied(fenced.restik_kubeconfig, live, merge_patch(live, after))
     assert "restik's containers may not be privileged or add capabilities" in message
+
+
+def test_emulated_daemonsets_carry_the_servers_template_generation(fenced):
+    """As apps/v1 shows it (the policy must let it change under restik's patch): 1 on
+    create, +1 when the template changes, unchanged otherwise."""
+    backups, (ds,) = load_example(fenced, "daemonset-rest")
+    key = "deprecated.daemonset.template.generation"
+    assert ds["metadata"]["annotations"][key] == "1"
+    live = fenced.patch(
+        "apps/v1",
+        "DaemonSet",
+        ds["metadata"]["name"],
+        {"metadata": {"labels": {"x": "y"}}},
+        ds["metadata"]["namespace"],
+    )
+    assert live["metadata"]["annotations"][key] == "1"
+    result = plan([parse_backup(b) for b in backups], [live], Renderer())
+    (change,) = result.changes
+    answer = patch_as(fenced.restik_kubeconfig, live, merge_patch(change.before, change.after))
+    assert answer["metadata"]["annotations"][key] == "2"
