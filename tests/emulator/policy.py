@@ -14,6 +14,7 @@ API server does after its own validation:
   ``namespaceObject``, ``variables`` (``spec.variables`` in order; one that fails is
   absent, so a validation that reads it fails); ``params`` is null (no paramKind support)
   and ``authorizer`` is not offered (an expression that uses it errors);
+- admissionregistration.k8s.io objects themselves are exempt, as in the API server;
 - the first failing validation denies with the API server's message:
   ``deployments.apps "www" is forbidden: ValidatingAdmissionPolicy 'p' with binding 'b'
   denied request: <messageExpression, else message, else "failed expression: ...">``, 403
@@ -254,6 +255,8 @@ def policy_admission(store: Store) -> Callable[[Attributes], None]:
     policy refuses the request."""
 
     def admit(a: Attributes) -> None:
+        if a.rt.group == GROUP:
+            return  # admission configuration is exempt, so no policy can lock itself in
         bindings = list(store._bucket(BINDINGS))
         if not bindings:
             return
