@@ -503,3 +503,25 @@ def test_user_overlay_pins_the_image_by_digest(tmp_path):
     assert container["image"] == want
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["RESTIK_SIDECAR_IMAGE"] == want
+
+
+def test_user_overlay_moves_the_admission_policys_user(tmp_path):
+    """What components/admission-policy says to do when the controller moves namespace."""
+    extra = (
+        "namespace: backup-ops\n"
+        "patches:\n"
+        "  - target: {kind: ValidatingAdmissionPolicy, name: restik-controller-scope}\n"
+        "    patch: |-\n"
+        "      - op: replace\n"
+        "        path: /spec/matchConditions/0/expression\n"
+        "        value: >-\n"
+        "          request.userInfo.username ==\n"
+        "          'system:serviceaccount:backup-ops:restik'\n"
+    )
+    objs = overlay(tmp_path, [KUSTOMIZE / "base"], ["admission-policy"], extra)
+    policy = find(objs, "ValidatingAdmissionPolicy", "restik-controller-scope")
+    (condition,) = policy["spec"]["matchConditions"]
+    assert condition["expression"] == (
+        "request.userInfo.username == 'system:serviceaccount:backup-ops:restik'"
+    )
+    find(objs, "ServiceAccount", SERVICE_ACCOUNT, "backup-ops")
