@@ -6,9 +6,10 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import cached_property
 
-from reconciler.constants import API_VERSION, KIND, VOLUME_PREFIX
+from reconciler.constants import API_VERSION, KIND, METRICS_PORT, VOLUME_PREFIX
 from reconciler.schedule import Schedule, ScheduleError, parse_schedule
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -27,6 +28,7 @@ REPOSITORY_SCHEMES = (
     "local:",
 )
 RESERVED_MOUNT = "/restik"
+MAX_ID = 2**31 - 1  # the largest uid/gid Kubernetes accepts
 MAX_STRING = 4096
 MAX_LIST = 256
 
@@ -47,10 +49,25 @@ SPEC_FIELDS = {
     "retentionPolicy",
     "paused",
     "resources",
+    "metricsPort",
+    "securityContext",
 }
 RETENTION_FIELDS = {*KEEP_FIELDS, "keepTags", "retainHostname", "retainTags", "prune"}
 SOURCE_FIELDS = {"volumeName", "path"}
 DESTINATION_FIELDS = {"repositorySecretName", "volume", "path", "repository"}
+SECURITY_FIELDS = {"runAsUser", "runAsGroup"}
+
+# The sidecar's resources unless spec.resources says otherwise (per field, see
+# _parse_resources). Requests: the idle sidecar uses ~35 MiB and next to no CPU, so
+# scheduling reserves little on every backed-up pod. Limits: a ResourceQuota on
+# limits.cpu/limits.memory rejects a container without them, so both are set. One CPU
+# lets restic hash and compress at a useful speed without starving the application;
+# 512 MiB holds restic's index for repositories of a few hundred GB (restic's memory
+# grows with the index, larger repositories need spec.resources.limits.memory).
+DEFAULT_RESOURCES = {
+    "requests": {"cpu": "50m", "memory": "64Mi"},
+    "limits": {"cpu": "1", "memory": "512Mi"},
+}
 
 
 @dataclass(frozen=True)
@@ -108,7 +125,10 @@ class Backup:
     excludes: tuple[str, ...] = ()
     retention: Retention | None = None
     paused: bool = False
-    resources: Mapping = field(default_factory=dict)
+    resources: Mapping = field(default_factory=lambda: json.loads(json.dumps(DEFAULT_RESOURCES)))
+    metrics_port: int = METRICS_PORT
+    run_as_user: int | None = None  # spec.securityContext: overrides the app's user
+    run_as_group: int | None = None
     uid: str | None = None
     generation: int | None = None
 
@@ -132,6 +152,8 @@ class Backup:
             "secret": self.secret_name,
             "destination_volume": self.destination_volume,
             "resources": self.resources,
+            "metrics_port": self.metrics_port,
+            "run_as": [self.run_as_user, self.run_as_group],
         }
         return json.dumps(fields, sort_keys=True, default=str)
 
@@ -344,6 +366,10 @@ def parse_backup(raw: Mapping) -> Backup:
         retention = _parse_retention(c, spec.get("retentionPolicy"))
     paused = c.boolean(spec.get("paused"), "spec.paused")
     resources = _parse_resources(c, spec.get("resources"))
+    metrics_port = _parse_port(c, spec.get("metricsPort"), "spec.metricsPort")
+    security = c.mapping(spec.get("securityContext"), "spec.securityContext", SECURITY_FIELDS)
+    run_as_user = _parse_id(c, security.get("runAsUser"), "spec.securityContext.runAsUser", 1)
+    run_as_group = _parse_id(c, security.get("runAsGroup"), "spec.securityContext.runAsGroup", 0)
 
     status_meta = meta if isinstance(meta, Mapping) else {}
     generation = status_meta.get("generation")
@@ -364,6 +390,9 @@ def parse_backup(raw: Mapping) -> Backup:
         retention=retention,
         paused=paused,
         resources=resources,
+        metrics_port=metrics_port,
+        run_as_user=run_as_user,
+        run_as_group=run_as_group,
         uid=status_meta.get("uid"),
         generation=generation if isinstance(generation, int) else None,
     )
@@ -421,9 +450,14 @@ def _parse_retention(c: _Collector, value: object) -> Retention:
 
 
 def _parse_resources(c: _Collector, value: object) -> dict:
+    """The sidecar's effective resources: DEFAULT_RESOURCES with each field the user gives
+    replacing its default. A default never contradicts a user value: a request above the
+    default limit raises that limit to the request, a limit below the default request
+    lowers that request to the limit (as Kubernetes defaults a missing request to the
+    limit). A user's own request above the user's own limit is an error."""
     path = "spec.resources"
     resources = c.mapping(value, path, {"limits", "requests"})
-    out: dict = {}
+    given: dict = {"limits": {}, "requests": {}}
     for section in ("limits", "requests"):
         entries = c.mapping(resources.get(section), f"{path}.{section}")
         for rname, qty in entries.items():
@@ -437,8 +471,71 @@ def _parse_resources(c: _Collector, value: object) -> dict:
             if not QUANTITY.match(str(qty)):
                 c.add(where, f"{qty!r} is not a valid quantity")
                 continue
-            out.setdefault(section, {})[rname] = qty if isinstance(qty, str) else str(qty)
+            if parse_quantity(str(qty)) < 0:
+                c.add(where, f"{qty!r} must not be negative")
+                continue
+            given[section][rname] = qty if isinstance(qty, str) else str(qty)
+    out = {section: {**DEFAULT_RESOURCES[section], **given[section]} for section in given}
+    for rname in sorted(set(out["requests"]) & set(out["limits"])):
+        request, limit = out["requests"][rname], out["limits"][rname]
+        if parse_quantity(request) <= parse_quantity(limit):
+            continue
+        if rname in given["requests"] and rname in given["limits"]:
+            c.add(
+                f"{path}.requests.{rname}",
+                f"{request} must not exceed limits.{rname} ({limit})",
+            )
+        elif rname in given["requests"]:
+            out["limits"][rname] = request
+        else:
+            out["requests"][rname] = limit
     return out
+
+
+_SUFFIXES = {
+    "m": Decimal("0.001"),
+    "": Decimal(1),
+    **{s: Decimal(1000) ** (i + 1) for i, s in enumerate("kMGTPE")},
+    **{s + "i": Decimal(1024) ** (i + 1) for i, s in enumerate("KMGTPE")},
+}
+
+
+def parse_quantity(text: str) -> Decimal:
+    """A Kubernetes quantity ("500m", "1.5Gi", "2e3") as a number, for comparisons."""
+    match = re.match(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))(.*)$", text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a quantity")
+    number, suffix = Decimal(match.group(1)), match.group(2)
+    if re.match(r"^[eE][+-]?\d+$", suffix):
+        return number * Decimal(10) ** int(suffix[1:])
+    if suffix not in _SUFFIXES:
+        raise ValueError(f"{text!r} is not a quantity")
+    return number * _SUFFIXES[suffix]
+
+
+def _parse_port(c: _Collector, value: object, path: str) -> int:
+    if value is None:
+        return METRICS_PORT
+    if isinstance(value, bool) or not isinstance(value, int):
+        c.add(path, f"must be an integer, got {_type_name(value)}")
+        return METRICS_PORT
+    if not 1024 <= value <= 65535:
+        c.add(path, f"{value} must be between 1024 and 65535 (the sidecar has no privileges)")
+        return METRICS_PORT
+    return value
+
+
+def _parse_id(c: _Collector, value: object, path: str, lowest: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        c.add(path, f"must be an integer, got {_type_name(value)}")
+        return None
+    if not lowest <= value <= MAX_ID:
+        why = " (the sidecar never runs as root)" if lowest else ""
+        c.add(path, f"{value} must be between {lowest} and {MAX_ID}{why}")
+        return None
+    return value
 
 
 def _plain(value: object) -> object:

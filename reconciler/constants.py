@@ -16,9 +16,12 @@ SIDECAR_NAME = "restik"
 VOLUME_PREFIX = "restik-"
 REPO_VOLUME = "restik-repo"
 CACHE_VOLUME = "restik-cache"
+TOKEN_VOLUME = "restik-token"  # noqa: S105 - a volume name, not a secret
 
 REPO_MOUNT = "/restik/repo"
 CACHE_MOUNT = "/restik/cache"
+# Where the API clients look for the in-cluster service-account token (as automount puts it).
+TOKEN_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 - a path
 METRICS_PORT = 9464
 METRICS_PORT_NAME = "restik-metrics"
 
@@ -34,7 +37,8 @@ WORKLOAD_KINDS = {
 }
 # Kinds whose pods are backed up under the pod's own name (each pod has its own data).
 PER_POD_HOST_KINDS = frozenset({"StatefulSet", "DaemonSet"})
-# Kinds that do not roll their pods when the template changes: the controller deletes them.
+# Kinds that never roll their pods on a template change: the controller evicts stale pods
+# (StatefulSets and DaemonSets with updateStrategy OnDelete too: see rollout.py).
 MANUAL_RESTART_KINDS = frozenset({"ReplicaSet", "ReplicationController"})
 
 DEFAULT_IMAGE = "restik:0.1.0"

@@ -6,6 +6,7 @@ import argparse
 import gc
 import logging
 import os
+import random
 import signal
 import sys
 import threading
@@ -19,7 +20,6 @@ from reconciler.constants import (
     CONFIG_LABEL,
     CRD_NAME,
     HASH_ANNOTATION,
-    MANUAL_RESTART_KINDS,
     PLURAL,
     WORKLOAD_KINDS,
 )
@@ -97,6 +97,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stale ReplicaSet/ReplicationController pods deleted per cycle (RESTIK_MAX_RESTARTS)",
     )
     parser.add_argument(
+        "--max-rollouts",
+        type=int,
+        default=int(env_default("MAX_ROLLOUTS", "10")),
+        help="workloads whose sidecar is updated per cycle (an image upgrade rolls them in "
+        "batches; new injections and removals are not limited; 0 = no limit) "
+        "(RESTIK_MAX_ROLLOUTS, default 10)",
+    )
+    parser.add_argument(
         "--page-size",
         type=int,
         default=int(env_default("PAGE_SIZE", "500")),
@@ -128,6 +136,7 @@ class Settings:
     metrics_port: int = 0
     metrics_address: str = "0.0.0.0"  # noqa: S104
     max_restarts: int = 5
+    max_rollouts: int = 10
     page_size: int = 500
     leader_elect: bool = False
     lease_namespace: str = "restik-system"
@@ -147,6 +156,7 @@ class Settings:
             metrics_port=args.metrics_port,
             metrics_address=args.metrics_address,
             max_restarts=args.max_restarts,
+            max_rollouts=args.max_rollouts,
             page_size=args.page_size,
             leader_elect=args.leader_elect and not args.once and not args.dry_run,
             lease_namespace=args.lease_namespace,
@@ -164,12 +174,14 @@ class CycleStats:
     workloads: int = 0
     patched: int = 0
     restarted: int = 0
+    deferred: int = 0
     conflicts: int = 0
     errors: int = 0
     status_writes: int = 0
     planned: int = 0
     ready: int = 0
     not_ready: int = 0
+    lost_leadership: bool = False
     seconds: float = 0.0
     # (namespace, name) -> the Ready condition's status ("True"/"False") after this cycle
     readiness: dict = field(default_factory=dict)
@@ -177,7 +189,8 @@ class CycleStats:
     def summary(self) -> str:
         return (
             f"backups={self.backups} workloads={self.workloads} patched={self.patched} "
-            f"restarted={self.restarted} conflicts={self.conflicts} errors={self.errors} "
+            f"restarted={self.restarted} deferred={self.deferred} conflicts={self.conflicts} "
+            f"errors={self.errors} "
             f"in {self.seconds:.2f}s"
         )
 
@@ -195,10 +208,15 @@ class Controller:
         self.renderer = Renderer(image=settings.sidecar_image or DEFAULT_IMAGE)
         self.known_injected: set = set()
         self.pending_restarts: set = set()
+        self.deferred: set = set()  # workloads whose update waits for --max-rollouts
+        self.patched_now: set = set()  # workloads patched in this cycle
         self.first_cycle = True
         self.crd_ready = False
         self.own_writes: set[str] = set()
         self.last_resource_versions: dict[str, str] = {}
+        # Asked before every write: with leader election, whether the Lease is still ours
+        # (renewed within its deadline). A long cycle stops writing as soon as it is not.
+        self.leading = lambda: True
         self._parsed: dict[tuple, tuple] = {}  # (namespace, name) -> (resourceVersion, parsed)
 
     # ---------------------------------------------------------------- paths
@@ -290,6 +308,8 @@ class Controller:
         from reconciler.kube import ApiError
         from reconciler.plan import BackupIndex, plan_batch
         from reconciler.rbac import MANAGED_BY, MANAGER
+        from reconciler.rollout import needs_manual_restart, observe_rollout
+        from reconciler.workload import controller_owner
 
         started = time.monotonic()
         stats = CycleStats()
@@ -318,15 +338,30 @@ class Controller:
             index = BackupIndex.of(parsed)
             result = index.new_plan()
             labeled: set = set()
+            rollouts: dict = {}  # WorkloadRef -> Rollout of the labeled workloads
+            # The first cycle after a start lists every workload, unselected and paged, to find
+            # sidecars orphaned while no controller ran (label and Backup both gone by then):
+            # restik's hash annotation marks them. Later cycles list labeled ones only and
+            # follow unlabeling through known_injected and the Backups' status.workloads.
+            selector = None if self.first_cycle else CONFIG_LABEL
             for kind, api_version, path in self.workload_paths():
-                for page in self._pages(path, CONFIG_LABEL, rvs):
-                    items = [_with_kind(_slim(w), api_version, kind) for w in page]
+                for page in self._pages(path, selector, rvs):
+                    items = [_with_kind(w, api_version, kind) for w in page]
                     del page
-                    stats.workloads += len(items)
-                    refs = {_ref(w) for w in items}
-                    labeled |= refs
-                    if self.first_cycle and kind in MANUAL_RESTART_KINDS:
-                        self.pending_restarts |= refs  # after a restart: look for stale pods
+                    if selector is None:
+                        items = [w for w in items if _labeled_or_injected(w)]
+                    for w in items:
+                        if not _labeled(w):
+                            continue
+                        ref = _ref(w)
+                        labeled.add(ref)
+                        if controller_owner(w) is not None:
+                            continue  # never changed, never restarted (plan reports it)
+                        rollouts[ref] = observe_rollout(w)  # from its status, before _slim
+                        if self.first_cycle and needs_manual_restart(w):
+                            self.pending_restarts.add(ref)  # after a start: look for stale pods
+                    stats.workloads += sum(1 for w in items if _labeled(w))
+                    items = [_slim(w) for w in items]
                     plan_batch(index, items, self.renderer, result)
                     del items
             rb_path = self._list_path("rbac.authorization.k8s.io/v1", "rolebindings")
@@ -350,9 +385,12 @@ class Controller:
             self._print_plan(result)
         else:
             self._apply_changes(result, stats)
-            self._restart_stale(stats)
+            restarts = self._restart_stale(stats)
             self._sync_rolebindings(result, rolebindings, raw_by_key, parsed, stats)
-            self._sync_status(result, raw_by_key, parsed, stats)
+            current = self._rollouts(result, rollouts, restarts)
+            self._sync_status(result, raw_by_key, parsed, stats, current)
+        if stats.lost_leadership:
+            log.warning("leadership lost during the cycle: stopped writing")
         for p in result.problems:
             log.warning("%s", p)
         stats.ready = sum(1 for p in parsed if not isinstance(p, InvalidBackup))
@@ -381,8 +419,22 @@ class Controller:
         from reconciler.kube import ApiError, api_path
         from reconciler.patch import merge_patch
 
+        updates = 0
+        self.deferred = set()
+        self.patched_now = set()
         for change in result.changes:
+            if not self._may_write(stats):
+                return
             ref = change.ref
+            if change.action == "update":
+                # An image upgrade changes every sidecar at once: roll at most max_rollouts
+                # workloads per cycle, the rest in later cycles (they stay planned).
+                limit = self.settings.max_rollouts
+                if limit and updates >= limit:
+                    stats.deferred += 1
+                    self.deferred.add(ref)
+                    continue
+                updates += 1
             api_version, plural = WORKLOAD_KINDS[ref.kind]
             patch = merge_patch(change.before, change.after)
             patch.setdefault("metadata", {})["resourceVersion"] = change.before["metadata"].get(
@@ -409,6 +461,7 @@ class Controller:
                     )
                 continue
             self._note_write(answer)
+            self.patched_now.add(ref)
             stats.patched += 1
             if self.metrics:
                 self.metrics.patches.labels(change.action).inc()
@@ -422,56 +475,85 @@ class Controller:
             if change.restart:
                 self.pending_restarts.add(ref)
 
-    def _restart_stale(self, stats: CycleStats) -> None:
-        """Delete pods of ReplicaSets/ReplicationControllers whose template hash is stale."""
+    def _restart_stale(self, stats: CycleStats) -> dict:
+        """Restart, through the Eviction API, stale pods of the workloads that do not roll
+        by themselves (ReplicaSets, ReplicationControllers, OnDelete StatefulSets and
+        DaemonSets): at most one pod per workload and cycle, only while every other pod is
+        Ready (rollout.plan_restart decides). Returns WorkloadRef -> Rollout of each one looked
+        at. A 429 (a PodDisruptionBudget says wait) is not an error: next cycle."""
         from reconciler.kube import ApiError, api_path
+        from reconciler.rollout import plan_restart
 
+        views: dict = {}
         budget = self.settings.max_restarts
         for ref in sorted(self.pending_restarts):
-            if budget <= 0:
+            if budget <= 0 or not self._may_write(stats):
                 break
             api_version, plural = WORKLOAD_KINDS[ref.kind]
             try:
                 owner = self.kube.get_or_none(
                     api_path(api_version, plural, ref.namespace, ref.name)
                 )
-                if owner is None:
-                    self.pending_restarts.discard(ref)
-                    continue
-                selector = _selector_string(owner, ref.kind)
+                selector = _selector_string(owner, ref.kind) if owner is not None else None
                 if selector is None:
                     self.pending_restarts.discard(ref)
                     continue
+                owner.setdefault("kind", ref.kind)
                 pods = self.kube.list(
                     api_path("v1", "pods", ref.namespace), label_selector=selector
                 )
-                uid = owner["metadata"].get("uid")
-                want = (
-                    (owner["spec"]["template"].get("metadata") or {}).get("annotations") or {}
-                ).get(HASH_ANNOTATION)
-                stale = [
-                    p
-                    for p in pods.get("items") or []
-                    if _owned_by(p, uid)
-                    and not p["metadata"].get("deletionTimestamp")
-                    and ((p["metadata"].get("annotations") or {}).get(HASH_ANNOTATION)) != want
-                ]
-                if not stale:
+                decision = plan_restart(owner, pods.get("items") or [])
+                views[ref] = decision.rollout()
+                if decision.done:
                     self.pending_restarts.discard(ref)
                     continue
-                pod = sorted(stale, key=lambda p: p["metadata"]["name"])[0]
-                self.kube.delete(api_path("v1", "pods", ref.namespace, pod["metadata"]["name"]))
+                if decision.evict is None:
+                    log.info("restart of %s/%s waits: %s", ref.namespace, ref, decision.reason)
+                    continue
+                if not self.kube.evict(ref.namespace, decision.evict):
+                    log.info(
+                        "restart of %s/%s waits: a PodDisruptionBudget does not allow evicting "
+                        "pod %s now",
+                        ref.namespace,
+                        ref,
+                        decision.evict,
+                    )
+                    continue
                 budget -= 1
                 stats.restarted += 1
                 if self.metrics:
                     self.metrics.restarts.inc()
-                log.info("restarted pod %s/%s of %s", ref.namespace, pod["metadata"]["name"], ref)
-                if len(stale) == 1:
-                    self.pending_restarts.discard(ref)
+                log.info("restarted (evicted) pod %s/%s of %s", ref.namespace, decision.evict, ref)
             except ApiError as exc:
                 if not exc.not_found:
                     stats.errors += 1
                     log.error("restarting pods of %s/%s failed: %s", ref.namespace, ref, exc)
+        return views
+
+    def _rollouts(self, result, observed: dict, restarts: dict) -> dict:
+        """WorkloadRef -> Rollout for every labeled workload with restik's sidecar: what its
+        status said at LIST time, unless this cycle knows better (patched now, deferred by
+        --max-rollouts, or restarted by restik)."""
+        from reconciler.rollout import ROLLING_OUT, Rollout
+
+        patched = {c.ref for c in result.changes if c.action != "remove"}
+        out = {}
+        for ref, rollout in observed.items():
+            if ref not in result.injected and ref not in patched:
+                continue  # no sidecar (yet): a problem on the Backup says why
+            if ref in self.deferred:
+                rollout = Rollout(ROLLING_OUT, None, None, None, "queued by --max-rollouts")
+            elif ref in restarts:
+                if not restarts[ref].current:  # else: the same counts as the status has
+                    rollout = restarts[ref]
+            elif ref in self.pending_restarts:
+                rollout = Rollout(ROLLING_OUT, rollout.pods, None, rollout.ready, "restart pending")
+            elif ref in self.patched_now:
+                # what the next LIST will say until the workload's controller catches up
+                message = f"waiting for the {ref.kind} controller to observe it"
+                rollout = Rollout(ROLLING_OUT, rollout.pods, None, rollout.ready, message)
+            out[ref] = rollout
+        return out
 
     def _sync_rolebindings(self, result, rolebindings: dict, raw_by_key, parsed, stats) -> None:
         from reconciler.backup import InvalidBackup
@@ -479,6 +561,8 @@ class Controller:
         from reconciler.rbac import desired_rolebinding, rolebinding_in_sync, rolebinding_name
 
         for item in parsed:
+            if not self._may_write(stats):
+                return
             key = (item.namespace, item.name)
             raw = raw_by_key[key]
             live = rolebindings.get((item.namespace, rolebinding_name(item.name)))
@@ -513,17 +597,20 @@ class Controller:
                     stats.errors += 1
                     log.error("RoleBinding for Backup %s/%s: %s", item.namespace, item.name, exc)
 
-    def _sync_status(self, result, raw_by_key, parsed, stats) -> None:
+    def _sync_status(self, result, raw_by_key, parsed, stats, rollouts=None) -> None:
         from reconciler.kube import ApiError, api_path
-        from reconciler.status import is_new_problem, status_patch, warning_event
+        from reconciler.status import is_new_problem, new_warnings, status_patch, warning_event
 
         now = now_rfc3339()
         for item in parsed:
+            if not self._may_write(stats):
+                return
             raw = raw_by_key[(item.namespace, item.name)]
-            patch = status_patch(raw, item, result, now)
+            patch = status_patch(raw, item, result, now, rollouts)
             stats.readiness[(item.namespace, item.name)] = _ready_status(patch or raw)
             if patch is None:
                 continue
+            noted = new_warnings(raw, result, (item.namespace, item.name))
             path = api_path(API_VERSION, PLURAL, item.namespace, item.name, "status")
             try:
                 self._note_write(self.kube.merge_patch(path, patch))
@@ -532,11 +619,20 @@ class Controller:
                     ready = next(c for c in patch["status"]["conditions"] if c["type"] == "Ready")
                     event = warning_event(raw, ready["reason"], ready["message"], now, COMPONENT)
                     self.kube.create(api_path("v1", "events", item.namespace), event)
+                for reason, message in noted:
+                    event = warning_event(raw, reason, message, now, COMPONENT)
+                    self.kube.create(api_path("v1", "events", item.namespace), event)
             except ApiError as exc:
                 if exc.not_found:
                     continue
                 stats.errors += 1
                 log.error("status of Backup %s/%s: %s", item.namespace, item.name, exc)
+
+    def _may_write(self, stats: CycleStats) -> bool:
+        """False once leadership is lost: the rest of the cycle writes nothing."""
+        if not stats.lost_leadership and not self.leading():
+            stats.lost_leadership = True
+        return not stats.lost_leadership
 
     def _note_write(self, answer: Mapping) -> None:
         rv = (
@@ -575,6 +671,22 @@ def _slim(obj: dict) -> dict:
         meta.pop("managedFields", None)
         meta.pop("annotations", None)
     return obj
+
+
+def _labeled(obj: dict) -> bool:
+    return CONFIG_LABEL in (obj["metadata"].get("labels") or {})
+
+
+def _labeled_or_injected(obj: dict) -> bool:
+    """What the unselected first LIST keeps: labeled workloads and any that carry restik's
+    hash annotation (a possible orphan); the rest is dropped at once."""
+    if _labeled(obj):
+        return True
+    try:
+        annotations = obj["spec"]["template"]["metadata"]["annotations"]
+    except (KeyError, TypeError):
+        return False
+    return isinstance(annotations, dict) and HASH_ANNOTATION in annotations
 
 
 def _ref(obj: dict):
@@ -635,7 +747,8 @@ class Runner:
         self.settings = settings
         self.stop = threading.Event()
         self.wake = threading.Event()
-        self.last_cycle_end = time.monotonic()
+        self.last_cycle_end = time.monotonic()  # of the last successful cycle (health)
+        self.last_attempt_end = 0.0  # of the last cycle, failed or not (rate limit)
         self.leader = not settings.leader_elect
         self.threads: list[threading.Thread] = []
 
@@ -659,17 +772,28 @@ class Runner:
                 self.settings.identity,
                 on_change=self._leadership,
             )
+            self.controller.leading = self.elector.is_leader
             self._start(self.elector.run, self.stop)
         watches_started = False
         while not self.stop.is_set():
-            if self.leader:
+            if self.leader and self.controller.leading():
                 self._one_cycle()
+                self.last_attempt_end = time.monotonic()
                 if not watches_started and self.controller.last_resource_versions:
                     self._start_watches()
                     watches_started = True
-            woke = self.wake.wait(self.settings.interval)
+            # While restik restarts pods itself, look again soon: each step waits for the
+            # previous pod's replacement to become Ready.
+            wait = self.settings.interval
+            if self.controller.pending_restarts:
+                wait = min(wait, RESTART_POLL)
+            woke = self.wake.wait(wait)
             if woke and not self.stop.is_set():
-                time.sleep(0.1)  # let a burst of events settle into one cycle
+                # Let a burst of events settle into one cycle, and never run cycles closer
+                # than MIN_CYCLE_GAP: a storm of events (or of 410s asking for a relist)
+                # costs at most one cycle of LISTs per gap.
+                gap = MIN_CYCLE_GAP - (time.monotonic() - self.last_attempt_end)
+                self.stop.wait(max(0.1, gap))
             self.wake.clear()
         if self.settings.leader_elect:
             self.elector.release()
@@ -712,30 +836,86 @@ class Runner:
             self._start(self._watch, path, selector)
 
     def _watch(self, path: str, selector: str | None) -> None:
-        """Wake the loop on any change not made by this controller; resume after errors."""
+        """Wake the loop on any change not made by this controller; resume after errors.
+
+        A failed watch (an ERROR event, an error answer, a dropped connection) is retried
+        after an exponential, capped, jittered backoff, never at once. A 410 Gone means the
+        resourceVersion left the server's watch cache: the loop is woken to relist, and the
+        watch resumes from that LIST's resourceVersion (or from "" if none is newer). While
+        this replica is not the leader it does not watch at all.
+        """
         from reconciler.kube import ApiError
 
         kube = self.controller.kube
         rv = self.controller.last_resource_versions.get(path, "")
+        failures = 0
+        timeout = WATCH_TIMEOUT_LEADER_ELECT if self.settings.leader_elect else WATCH_TIMEOUT
         while not self.stop.is_set():
+            if not self._leading():
+                self.stop.wait(1.0)
+                rv = None  # resume from the next cycle's LIST once leader again
+                continue
+            if rv is None:
+                rv = self.controller.last_resource_versions.get(path, "")
+            gone = failed = False
+            started = time.monotonic()
+            events = 0
             try:
-                for event in kube.watch(path, rv, selector, timeout_s=300):
-                    if self.stop.is_set():
-                        return
-                    obj = event.get("object") or {}
-                    new_rv = (obj.get("metadata") or {}).get("resourceVersion")
-                    if event.get("type") == "ERROR":
-                        rv = self.controller.last_resource_versions.get(path, "")
+                for event in kube.watch(path, rv, selector, timeout_s=timeout):
+                    if self.stop.is_set() or not self._leading():
                         break
+                    obj = event.get("object") or {}
+                    if event.get("type") == "ERROR":
+                        failed = True
+                        gone = obj.get("code") == 410
+                        log.info("watch %s: %s", path, obj.get("message") or obj.get("reason"))
+                        break
+                    events += 1
+                    failures = 0
+                    new_rv = (obj.get("metadata") or {}).get("resourceVersion")
                     if new_rv:
                         rv = new_rv
                     if event.get("type") == "BOOKMARK" or new_rv in self.controller.own_writes:
                         continue
                     self.wake.set()
+                else:
+                    # the server ended the watch: normal at its timeout, a fault when at once
+                    failed = events == 0 and time.monotonic() - started < 1.0
             except ApiError as exc:
                 log.debug("watch %s: %s", path, exc)
-                rv = self.controller.last_resource_versions.get(path, "")
-                self.stop.wait(1.0)
+                failed = True
+                gone = exc.status == 410
+            if not failed:
+                continue
+            failures += 1
+            stale = rv
+            if gone:
+                self.wake.set()  # relist: events may have been missed
+            self.stop.wait(watch_backoff(failures))
+            if gone:
+                listed = self.controller.last_resource_versions.get(path, "")
+                rv = listed if listed != stale else ""
+
+    def _leading(self) -> bool:
+        return self.leader and self.controller.leading()
+
+
+MIN_CYCLE_GAP = 1.0
+RESTART_POLL = 5.0
+WATCH_TIMEOUT = 300
+# With leader election a watch is at most this long, so a replica that lost the Lease stops
+# watching within it (a blocked read cannot be interrupted from another thread).
+WATCH_TIMEOUT_LEADER_ELECT = 60
+WATCH_BACKOFF_BASE = 0.5
+WATCH_BACKOFF_CAP = 30.0
+
+
+def watch_backoff(failures: int, rand=random.random) -> float:
+    """Seconds before watching again after ``failures`` failures in a row: exponential from
+    WATCH_BACKOFF_BASE, capped at WATCH_BACKOFF_CAP, with jitter (50-100 %) so that the
+    watches of many replicas and kinds do not come back in step."""
+    ceiling = min(WATCH_BACKOFF_CAP, WATCH_BACKOFF_BASE * 2 ** max(0, failures - 1))
+    return ceiling * (0.5 + rand() / 2)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -73,6 +73,14 @@ RETRY = tenacity.Retrying(
 )
 
 
+# Evictions: a 429 is a PodDisruptionBudget saying "not now", an answer, not a fault to retry.
+EVICT_RETRY = RETRY.copy(
+    retry=tenacity.retry_if_exception(
+        lambda e: isinstance(e, ApiError) and e.retryable and e.status != 429
+    )
+)
+
+
 def api_path(
     api_version: str,
     plural: str,
@@ -244,6 +252,23 @@ class Kube:
             token = meta.get("continue")
             if not token:
                 return
+
+    def evict(self, namespace: str, name: str) -> bool:
+        """Evict a pod through the Eviction API (policy/v1), so PodDisruptionBudgets hold:
+        True when evicted (201), False when a budget says wait (429). Other errors raise."""
+        body = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace},
+        }
+        path = api_path("v1", "pods", namespace, name, "eviction")
+        try:
+            EVICT_RETRY(self._request_once, "POST", path, None, body, "application/json")
+        except ApiError as exc:
+            if exc.status == 429:
+                return False
+            raise
+        return True
 
     def create(self, path: str, body: Mapping) -> dict:
         return self.request("POST", path, body=body)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from reconciler.kube import ApiError, Kube, api_path
 
@@ -28,16 +29,27 @@ def parse_time(text: object) -> datetime | None:
     return None
 
 
-def lease_expired(spec: dict, now: datetime) -> bool:
-    renewed = parse_time(spec.get("renewTime")) or parse_time(spec.get("acquireTime"))
-    duration = spec.get("leaseDurationSeconds") or 0
-    if not spec.get("holderIdentity") or renewed is None:
-        return True
-    return renewed + timedelta(seconds=duration) < now
+def lease_record(lease: dict) -> tuple:
+    """What changes whenever the holder renews: compared between reads, never with a clock."""
+    meta = lease.get("metadata") or {}
+    spec = lease.get("spec") or {}
+    return (
+        meta.get("resourceVersion"),
+        spec.get("holderIdentity"),
+        spec.get("renewTime"),
+        spec.get("leaseDurationSeconds"),
+    )
 
 
 class LeaderElector:
-    """Acquire, renew and release one Lease; ``on_change(bool)`` reports leadership changes."""
+    """Acquire, renew and release one Lease; ``on_change(bool)`` reports leadership changes.
+
+    Expiry follows client-go's rule: the holder's renewTime is never compared with this
+    machine's clock (clocks differ between nodes). A standby takes over when it has seen the
+    same Lease record (resourceVersion, holder, renewTime) for leaseDurationSeconds of its own
+    monotonic time. The holder counts itself leader only for ``renew_deadline`` after its last
+    successful renewal (``is_leader()``), so it stops acting before a standby may start.
+    """
 
     def __init__(
         self,
@@ -50,6 +62,8 @@ class LeaderElector:
         retry_period: float = 2.0,
         on_change: Callable[[bool], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
+        renew_deadline: float | None = None,
     ):
         self.kube = kube
         self.namespace = namespace
@@ -58,8 +72,13 @@ class LeaderElector:
         self.duration = duration
         self.retry_period = retry_period
         self.on_change = on_change
-        self.clock = clock
+        self.clock = clock  # only for the timestamps written into the Lease
+        self.monotonic = monotonic
+        self.renew_deadline = renew_deadline if renew_deadline is not None else duration * 2 / 3
         self.leader = False
+        self._observed: tuple | None = None  # the Lease record last read
+        self._observed_at = 0.0  # monotonic time it was first seen
+        self._renewed_at: float | None = None  # monotonic time of our last successful write
 
     @property
     def path(self) -> str:
@@ -69,6 +88,7 @@ class LeaderElector:
         """One attempt to take or renew the Lease: "acquired", "took over" or "renewed";
         None while another identity holds it. Other API errors are raised."""
         now = self.clock()
+        started = self.monotonic()
         try:
             lease = self.kube.get_or_none(self.path)
             if lease is None:
@@ -78,21 +98,47 @@ class LeaderElector:
                     "metadata": {"name": self.name, "namespace": self.namespace},
                     "spec": self._spec(now, now, 0),
                 }
-                self.kube.create(api_path(LEASE_API, "leases", self.namespace), body)
+                self._wrote(
+                    self.kube.create(api_path(LEASE_API, "leases", self.namespace), body), started
+                )
                 return "acquired"
+            record = lease_record(lease)
+            if record != self._observed:
+                self._observed, self._observed_at = record, started
             spec = lease.get("spec") or {}
             mine = spec.get("holderIdentity") == self.identity
-            if not mine and not lease_expired(spec, now):
+            if not mine and not self._expired(spec, started):
                 return None
             transitions = int(spec.get("leaseTransitions") or 0) + (0 if mine else 1)
             acquired = parse_time(spec.get("acquireTime")) if mine else now
             lease["spec"] = self._spec(acquired or now, now, transitions)
-            self.kube.replace(self.path, lease)  # conditional on its resourceVersion
+            # conditional on its resourceVersion: of two standbys, one wins
+            self._wrote(self.kube.replace(self.path, lease), started)
             return "renewed" if mine else "took over"
         except ApiError as exc:
             if exc.conflict:
                 return None  # someone else wrote first: try again next period
             raise
+
+    def is_leader(self) -> bool:
+        """Leader now: holding the Lease, renewed within renew_deadline (monotonic). A long
+        cycle asks this between its steps and stops writing once it is False."""
+        return (
+            self.leader
+            and self._renewed_at is not None
+            and self.monotonic() - self._renewed_at < self.renew_deadline
+        )
+
+    def _expired(self, spec: dict, now: float) -> bool:
+        if not spec.get("holderIdentity"):
+            return True  # released
+        duration = spec.get("leaseDurationSeconds") or self.duration
+        return now - self._observed_at >= duration
+
+    def _wrote(self, answer: dict, started: float) -> None:
+        # Measured from before the request: the Lease is valid from when it was sent.
+        self._renewed_at = started
+        self._observed, self._observed_at = lease_record(answer), started
 
     def try_acquire(self) -> bool:
         """One attempt to take or renew the Lease; True while this identity holds it."""
@@ -134,6 +180,8 @@ class LeaderElector:
         }
 
     def _set(self, leader: bool) -> bool:
+        if not leader:
+            self._renewed_at = None
         if leader != self.leader:
             self.leader = leader
             if self.on_change:

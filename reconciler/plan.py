@@ -6,13 +6,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from reconciler.backup import Backup, InvalidBackup
-from reconciler.constants import MANUAL_RESTART_KINDS
+from reconciler.pod import UNKNOWN_USER, app_user, metrics_port_clash
 from reconciler.rbac import service_account
 from reconciler.render import Renderer
+from reconciler.rollout import needs_manual_restart
 from reconciler.workload import (
     WorkloadError,
     WorkloadRef,
     config_label,
+    controller_owner,
     has_sidecar,
     in_sync_fast,
     inject,
@@ -40,7 +42,7 @@ class Change:
     @property
     def restart(self) -> bool:
         """Kinds whose pods do not roll on a template change need the controller's help."""
-        return self.ref.kind in MANUAL_RESTART_KINDS
+        return needs_manual_restart(self.after)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Problem:
     ref: WorkloadRef | None
     message: str
     severity: str = "error"
+    reason: str = ""  # the Event reason of a warning
 
     def __str__(self) -> str:
         where = f"{self.ref.kind}/{self.ref.namespace}/{self.ref.name}" if self.ref else ""
@@ -164,6 +167,19 @@ def plan_workload(
     remove_when_missing: bool,
 ) -> Change | None:
     label = config_label(obj)
+    owner = controller_owner(obj)
+    if owner is not None:
+        # Its controller (a Deployment, an Argo Rollout) owns the pod template and would undo
+        # any change, making a new ReplicaSet each time: restik never touches it.
+        if label is not None:
+            kind, name = owner
+            message = (
+                f"owned by {kind}/{name}, left unchanged: label the {kind}, not its {ref.kind}"
+            )
+            result.problems.append(
+                Problem(ref.namespace, label, ref, message, "warning", reason="OwnedWorkload")
+            )
+        return None
     if label is None:
         try:
             owned = has_sidecar(obj)
@@ -177,9 +193,15 @@ def plan_workload(
     result.selected.setdefault(key, []).append(str(ref))
     result.service_accounts.setdefault(key, set()).add(service_account(obj))
     backup = valid.get(key)
+    clash = metrics_port_clash(obj, backup.metrics_port) if backup is not None else None
+    app = app_user(obj, backup.source_volume) if backup is not None else UNKNOWN_USER
     # The steady state first: one hash comparison and done, before any full check.
-    if backup is not None and in_sync_fast(
-        obj, renderer.config_hash(backup, ref.kind, ref.name), backup.source_volume
+    if (
+        backup is not None
+        and clash is None
+        and in_sync_fast(
+            obj, renderer.config_hash(backup, ref.kind, ref.name, app), backup.source_volume
+        )
     ):
         result.injected.add(ref)
         return None
@@ -205,8 +227,15 @@ def plan_workload(
             )
         )
         return None
+    if clash is not None:
+        message = (
+            f"spec.metricsPort: port {clash.port} is already used by container "
+            f"{clash.container!r} of {ref}; set spec.metricsPort to a free port"
+        )
+        result.problems.append(Problem(ref.namespace, label, ref, message))
+        return None
     action = UPDATE if owned else INJECT
-    rendered = renderer.render(backup, ref.kind, ref.name)
+    rendered = renderer.render(backup, ref.kind, ref.name, app)
     return Change(ref, action, label, obj, inject(obj, rendered))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import secrets
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -17,15 +18,18 @@ from reconciler.backup import Backup
 from reconciler.constants import (
     CACHE_MOUNT,
     CACHE_VOLUME,
-    METRICS_PORT,
     METRICS_PORT_NAME,
     REPO_MOUNT,
     REPO_VOLUME,
     SIDECAR_NAME,
+    TOKEN_MOUNT,
+    TOKEN_VOLUME,
 )
+from reconciler.pod import UNKNOWN_USER, AppUser
 from reconciler.resources import resource_dir
 
 DEFAULT_IMAGE = f"restik:{__version__}"
+DEFAULT_USER = 65532  # the image's own user and group (Dockerfile)
 
 
 @dataclass(frozen=True)
@@ -82,53 +86,83 @@ def config_hash(container: dict, volumes: tuple[dict, ...] | list[dict]) -> str:
     return hashlib.sha256(_canonical(container, volumes).encode()).hexdigest()[:16]
 
 
-# Rendered once per Backup with this in place of the workload, then filled in per workload:
-# it JSON-encodes to itself, so the hash blob can be filled in by plain string replacement.
-WORKLOAD_PLACEHOLDER = "@@restik-workload@@"
+# Rendered once per Backup with these in place of the workload and the sidecar's user, then
+# filled in per workload. The workload placeholder JSON-encodes to itself, so the hash blob
+# is filled in by plain string replacement; the user and group placeholders stand where
+# numbers go, so the blob replaces them quotes included. A random part per process keeps
+# any value from a Backup from ever matching them; hashes do not depend on it, since the
+# placeholders are replaced before hashing.
+_NONCE = secrets.token_hex(8)
+WORKLOAD_PLACEHOLDER = f"@@restik-workload-{_NONCE}@@"
+USER_PLACEHOLDER = f"@@restik-user-{_NONCE}@@"
+GROUP_PLACEHOLDER = f"@@restik-group-{_NONCE}@@"
 
 
 @dataclass(frozen=True)
 class _Base:
-    """One Backup's rendering, with the workload left open."""
+    """One Backup's rendering, with the workload and the sidecar's user left open."""
 
     container: dict
     volumes: tuple[dict, ...]
-    blob: str  # the canonical JSON that config_hash() would hash, placeholder included
-    hashes: dict = field(default_factory=dict)  # (kind, name) -> hash, filled on demand
+    blob: str  # the canonical JSON that config_hash() would hash, placeholders included
+    hashes: dict = field(default_factory=dict)  # (kind, name, user, group) -> hash, on demand
 
 
 class Renderer:
-    """Renders the templates once per Backup (and image); workloads only fill in their name.
+    """Renders the templates once per Backup (and image); workloads only fill in their name
+    and the sidecar's user.
 
-    Most cycles change nothing, so the hot path is ``config_hash``: a string replacement and
+    Most cycles change nothing, so the hot path is ``config_hash``: string replacements and
     a SHA-256 per workload, no template, no YAML.
     """
 
-    def __init__(self, image: str = DEFAULT_IMAGE, metrics_port: int = METRICS_PORT):
+    def __init__(self, image: str = DEFAULT_IMAGE):
         self.image = image
-        self.metrics_port = metrics_port
         env = _environment()
         self._sidecar = env.get_template("sidecar.yaml.j2")
         self._volumes = env.get_template("volumes.yaml.j2")
         self._bases: dict[str, _Base] = {}
 
-    def config_hash(self, backup: Backup, workload_kind: str, workload_name: str) -> str:
+    def config_hash(
+        self,
+        backup: Backup,
+        workload_kind: str,
+        workload_name: str,
+        app: AppUser = UNKNOWN_USER,
+    ) -> str:
+        """``app``: who the workload's container with the source volume runs as
+        (reconciler.pod.app_user); it decides the sidecar's user, so it is in the hash."""
         base = self._base(backup)
-        hit = base.hashes.get((workload_kind, workload_name))
+        user, group = sidecar_user(backup, app)
+        key = (workload_kind, workload_name, user, group)
+        hit = base.hashes.get(key)
         if hit is None:
             ref = json.dumps(f"{workload_kind}/{workload_name}")[1:-1]
-            blob = base.blob.replace(WORKLOAD_PLACEHOLDER, ref)
+            blob = (
+                base.blob.replace(WORKLOAD_PLACEHOLDER, ref)
+                .replace(f'"{USER_PLACEHOLDER}"', str(user))
+                .replace(f'"{GROUP_PLACEHOLDER}"', str(group))
+            )
             hit = hashlib.sha256(blob.encode()).hexdigest()[:16]
-            base.hashes[(workload_kind, workload_name)] = hit
+            base.hashes[key] = hit
         return hit
 
-    def render(self, backup: Backup, workload_kind: str, workload_name: str) -> Rendered:
+    def render(
+        self,
+        backup: Backup,
+        workload_kind: str,
+        workload_name: str,
+        app: AppUser = UNKNOWN_USER,
+    ) -> Rendered:
         base = self._base(backup)
         ref = f"{workload_kind}/{workload_name}"
         container = copy.deepcopy(base.container)
         container["args"] = [ref if a == WORKLOAD_PLACEHOLDER else a for a in container["args"]]
+        security = container["securityContext"]
+        security["runAsUser"], security["runAsGroup"] = sidecar_user(backup, app)
         volumes = copy.deepcopy(base.volumes)
-        return Rendered(container, volumes, self.config_hash(backup, workload_kind, workload_name))
+        config = self.config_hash(backup, workload_kind, workload_name, app)
+        return Rendered(container, volumes, config)
 
     def _base(self, backup: Backup) -> _Base:
         key = backup.render_key
@@ -145,17 +179,35 @@ class Renderer:
             "image": self.image,
             "container_name": SIDECAR_NAME,
             "workload_ref": WORKLOAD_PLACEHOLDER,
-            "metrics_port": self.metrics_port,
+            "metrics_port": backup.metrics_port,
+            "run_as_user": USER_PLACEHOLDER,
+            "run_as_group": GROUP_PLACEHOLDER,
             "metrics_port_name": METRICS_PORT_NAME,
             "repo_volume": REPO_VOLUME,
             "repo_mount": REPO_MOUNT,
             "cache_volume": CACHE_VOLUME,
             "cache_mount": CACHE_MOUNT,
+            "token_volume": TOKEN_VOLUME,
+            "token_mount": TOKEN_MOUNT,
             "repo_volume_source": _repo_volume(backup),
         }
         container = _to_data(self._sidecar.render(values))
         volumes = tuple(_to_data(self._volumes.render(values)))
         return _Base(container, volumes, _canonical(container, volumes))
+
+
+def sidecar_user(backup: Backup, app: AppUser = UNKNOWN_USER) -> tuple[int, int]:
+    """(runAsUser, runAsGroup) of the sidecar: the Backup's spec.securityContext, field by
+    field, else the application's (so it can read the files it backs up), else the image's
+    65532. Never root: an application running as uid 0 gives 65532 (Pod Security
+    "restricted" forbids uid 0); its group, even 0, is kept."""
+    user = backup.run_as_user
+    if user is None:
+        user = app.user if app.user else DEFAULT_USER
+    group = backup.run_as_group
+    if group is None:
+        group = app.group if app.group is not None else DEFAULT_USER
+    return (user, group)
 
 
 def _repo_volume(backup: Backup) -> dict | None:

@@ -8,15 +8,21 @@ from collections.abc import Mapping
 from reconciler.backup import Backup, InvalidBackup
 from reconciler.constants import API_VERSION, CONFIG_LABEL, KIND
 from reconciler.plan import Plan
+from reconciler.rollout import PENDING
+from reconciler.workload import WorkloadRef
 
 READY = "Ready"
 MAX_MESSAGE = 1024
 
 
 def ready_condition(
-    parsed: Backup | InvalidBackup, plan: Plan, key: tuple[str, str]
+    parsed: Backup | InvalidBackup,
+    plan: Plan,
+    key: tuple[str, str],
+    rollout: list[dict] | None = None,
 ) -> tuple[str, str, str]:
-    """(status, reason, message) of the Ready condition."""
+    """(status, reason, message) of the Ready condition. ``rollout``: the Backup's
+    status.rollout entries; Ready is True only when every workload runs the current sidecar."""
     if isinstance(parsed, InvalidBackup):
         return ("False", "InvalidSpec", _clip("; ".join(map(str, parsed.errors))))
     problems = [
@@ -26,17 +32,68 @@ def ready_condition(
         text = "; ".join(f"{p.ref}: {p.message}" if p.ref else p.message for p in problems)
         return ("False", "WorkloadMisconfigured", _clip(text))
     selected = plan.selected.get(key, [])
+    notes = "".join(f"; {text}" for _, text in warnings(plan, key))
+    behind = [e for e in rollout or () if not e["current"]]
+    if behind:
+        reason = "Pending" if any(e["state"] == PENDING for e in behind) else "RollingOut"
+        done = len(rollout) - len(behind)
+        text = "; ".join(f"{e['workload']}: {e.get('message') or e['state']}" for e in behind)
+        message = f"{done}/{len(rollout)} workload(s) run the current sidecar; {text}{notes}"
+        return ("False", reason, _clip(message))
     if not selected:
-        return ("True", "NoWorkloads", f"no workload is labeled {CONFIG_LABEL}={key[1]}")
-    return ("True", "Ready", f"{len(selected)} workload(s) backed up")
+        return (
+            "True",
+            "NoWorkloads",
+            _clip(f"no workload is labeled {CONFIG_LABEL}={key[1]}{notes}"),
+        )
+    return ("True", "Ready", _clip(f"{len(selected)} workload(s) backed up{notes}"))
 
 
-def status_patch(raw: Mapping, parsed: Backup | InvalidBackup, plan: Plan, now: str) -> dict | None:
-    """The merge patch for the fields the controller owns, or None when they are current."""
+def warnings(plan: Plan, key: tuple[str, str]) -> list[tuple[str, str]]:
+    """The Backup's warnings as (reason, text), one per distinct message with the workloads
+    it concerns: every old ReplicaSet of a Deployment that carries the label makes one
+    "ReplicaSet/a, ReplicaSet/b: owned by Deployment/www, ..." rather than one each."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for p in plan.problems:
+        if (p.namespace, p.backup) == key and p.severity == "warning":
+            groups.setdefault((p.reason or "Warning", p.message), []).append(str(p.ref))
+    return [
+        (reason, f"{', '.join(sorted(refs))}: {message}")
+        for (reason, message), refs in sorted(groups.items(), key=lambda g: g[0][1])
+    ]
+
+
+def new_warnings(raw: Mapping, plan: Plan, key: tuple[str, str]) -> list[tuple[str, str]]:
+    """Warnings not yet in the Backup's Ready message: each gets one Warning Event."""
+    old = (_condition(raw.get("status") or {}, READY) or {}).get("message") or ""
+    return [(reason, text) for reason, text in warnings(plan, key) if text not in old]
+
+
+def rollout_entries(plan: Plan, key: tuple[str, str], rollouts: Mapping) -> list[dict]:
+    """status.rollout: one entry per workload of the Backup that has restik's sidecar."""
+    out = []
+    for name in plan.selected.get(key, []):
+        kind, _, workload = name.partition("/")
+        rollout = rollouts.get(WorkloadRef(kind, key[0], workload))
+        if rollout is not None:
+            out.append(rollout.entry(name))
+    return out
+
+
+def status_patch(
+    raw: Mapping,
+    parsed: Backup | InvalidBackup,
+    plan: Plan,
+    now: str,
+    rollouts: Mapping | None = None,
+) -> dict | None:
+    """The merge patch for the fields the controller owns, or None when they are current.
+    ``rollouts``: WorkloadRef -> rollout.Rollout; None leaves status.rollout out."""
     meta = raw.get("metadata") or {}
     key = (meta.get("namespace") or "default", meta.get("name"))
     status = raw.get("status") if isinstance(raw.get("status"), Mapping) else {}
-    cond_status, reason, message = ready_condition(parsed, plan, key)
+    rollout = None if rollouts is None else rollout_entries(plan, key, rollouts)
+    cond_status, reason, message = ready_condition(parsed, plan, key, rollout)
     old = _condition(status, READY) or {}
     unchanged = (old.get("status"), old.get("reason"), old.get("message")) == (
         cond_status,
@@ -57,6 +114,8 @@ def status_patch(raw: Mapping, parsed: Backup | InvalidBackup, plan: Plan, now: 
         condition["observedGeneration"] = generation
     workloads = list(plan.selected.get(key, []))
     desired = {"conditions": [condition], "workloads": workloads}
+    if rollout is not None:
+        desired["rollout"] = rollout
     if generation is not None:
         desired["observedGeneration"] = generation
     current = {k: status.get(k) for k in desired}
@@ -72,8 +131,8 @@ def is_new_problem(raw: Mapping, patch: Mapping | None) -> bool:
     if not patch:
         return False
     new = _condition(patch["status"], READY)
-    if new is None or new["status"] != "False":
-        return False
+    if new is None or new["status"] != "False" or new["reason"] == "RollingOut":
+        return False  # a rollout in progress is normal, not a problem to announce
     old = _condition(raw.get("status") or {}, READY) or {}
     return (old.get("status"), old.get("reason"), old.get("message")) != (
         new["status"],

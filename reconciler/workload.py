@@ -54,6 +54,17 @@ def config_label(obj: Mapping) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def controller_owner(obj: Mapping) -> tuple[str, str] | None:
+    """(kind, name) of the object's controller (``ownerReferences[]`` entry with
+    ``controller: true``), e.g. the Deployment of a ReplicaSet; None when it has none."""
+    meta = obj.get("metadata")
+    refs = meta.get("ownerReferences") if isinstance(meta, dict) else None
+    for ref in refs if isinstance(refs, list) else ():
+        if isinstance(ref, Mapping) and ref.get("controller") is True:
+            return str(ref.get("kind") or "?"), str(ref.get("name") or "?")
+    return None
+
+
 def pod_template(obj: Mapping) -> Mapping:
     """The pod template, or WorkloadError naming the missing field."""
     spec = obj.get("spec")
@@ -91,14 +102,63 @@ def current_hash(obj: Mapping, template: Mapping | None = None) -> str | None:
 
 
 def has_sidecar(obj: Mapping, template: Mapping | None = None) -> bool:
-    """True if anything restik owns is in the pod template."""
+    """True if restik injected into this pod template: its hash annotation is there.
+
+    Ownership is by what restik injected, never by name alone: without the annotation a
+    container named ``restik`` or a volume ``restik-...`` is the user's."""
+    template = template if template is not None else pod_template(obj)
+    return current_hash(obj, template) is not None
+
+
+def owned_volume_names(template: Mapping) -> set[str]:
+    """restik's volumes in a checked pod template: with restik's hash annotation present, the
+    ``restik-*`` volumes that no container but restik's mounts. A user's ``restik-config``
+    that the app mounts, or any ``restik-*`` volume without the annotation, is the user's."""
+    meta = template.get("metadata") or {}
+    if HASH_ANNOTATION not in (meta.get("annotations") or {}):
+        return set()
+    pod_spec = template["spec"]
+    others: set[str] = set()
+    for group in ("containers", "initContainers", "ephemeralContainers"):
+        items = pod_spec.get(group)
+        for c in items if isinstance(items, list) else ():
+            if not isinstance(c, Mapping):
+                continue
+            mounts = c.get("volumeMounts")
+            names = (
+                {m.get("name") for m in mounts if isinstance(m, Mapping)}
+                if isinstance(mounts, list)
+                else set()
+            )
+            if group != "containers" or c.get("name") != SIDECAR_NAME:
+                others |= names
+    return {
+        v["name"] for v in pod_spec.get("volumes") or () if _prefixed(v) and v["name"] not in others
+    }
+
+
+def clashes(obj: Mapping, rendered: Rendered, template: Mapping | None = None) -> list[str]:
+    """What stands in the way of injecting ``rendered``: the user's own container named
+    ``restik`` or volume with a name restik renders, each as "field: problem"."""
     template = template if template is not None else pod_template(obj)
     pod_spec = template["spec"]
-    if any(c.get("name") == SIDECAR_NAME for c in pod_spec["containers"]):
-        return True
-    if any(_owned_volume(v) for v in pod_spec.get("volumes") or ()):
-        return True
-    return current_hash(obj, template) is not None
+    out = []
+    if not has_sidecar(obj, template):
+        for i, c in enumerate(pod_spec["containers"]):
+            if c.get("name") == SIDECAR_NAME:
+                out.append(
+                    f"spec.template.spec.containers[{i}].name: a container named "
+                    f"{SIDECAR_NAME!r} that restik did not inject; rename it"
+                )
+    owned = owned_volume_names(template)
+    wanted = {v["name"] for v in rendered.volumes}
+    for i, v in enumerate(pod_spec.get("volumes") or ()):
+        if v["name"] in wanted and v["name"] not in owned:
+            out.append(
+                f"spec.template.spec.volumes[{i}].name: a volume named {v['name']!r} that "
+                "restik did not inject; rename it"
+            )
+    return out
 
 
 def volume_names(obj: Mapping, template: Mapping | None = None) -> set[str]:
@@ -140,18 +200,26 @@ def in_sync_fast(obj: Mapping, desired_hash: str, source_volume: str) -> bool:
 def inject(obj: Mapping, rendered: Rendered) -> Mapping:
     """A copy of ``obj`` with the sidecar, restik's volumes and the hash annotation set.
 
-    The user's containers, volumes and annotations keep their order; an existing sidecar or
-    restik volume is replaced where it stands, new ones are appended.
+    The user's containers, volumes and annotations keep their order; restik's existing sidecar
+    and volumes are replaced where they stand, new ones are appended. A user's container or
+    volume in the way is a WorkloadError (see clashes()), never overwritten.
     """
+    problems = clashes(obj, rendered)
+    if problems:
+        raise WorkloadError("; ".join(problems))
     out = copy.deepcopy(obj)
     template = pod_template(out)
     pod_spec = template["spec"]
+    injected = has_sidecar(out, template)
+    owned = owned_volume_names(template)
     _replace_or_append(
-        pod_spec["containers"], [rendered.container], lambda c: c.get("name") == SIDECAR_NAME
+        pod_spec["containers"],
+        [rendered.container],
+        lambda c: injected and c.get("name") == SIDECAR_NAME,
     )
     if pod_spec.get("volumes") is None:
         pod_spec["volumes"] = []
-    _replace_or_append(pod_spec["volumes"], list(rendered.volumes), _owned_volume)
+    _replace_or_append(pod_spec["volumes"], list(rendered.volumes), lambda v: v["name"] in owned)
     if template.get("metadata") is None:
         template["metadata"] = {}
     meta = template["metadata"]
@@ -162,13 +230,24 @@ def inject(obj: Mapping, rendered: Rendered) -> Mapping:
 
 
 def remove(obj: Mapping) -> Mapping:
-    """A copy of ``obj`` without anything restik owns; empty containers restik made are dropped."""
+    """A copy of ``obj`` without anything restik injected; empty containers restik made are
+    dropped. A pod template whose only container is restik's is a WorkloadError: a pod needs
+    a container, and that one is not restik's to delete."""
     out = copy.deepcopy(obj)
     template = pod_template(out)
+    if not has_sidecar(out, template):
+        return out
     pod_spec = template["spec"]
-    pod_spec["containers"][:] = [c for c in pod_spec["containers"] if c.get("name") != SIDECAR_NAME]
+    owned = owned_volume_names(template)
+    kept = [c for c in pod_spec["containers"] if c.get("name") != SIDECAR_NAME]
+    if not kept:
+        raise WorkloadError(
+            "spec.template.spec.containers: restik's sidecar is the only container; "
+            "removing it would leave none"
+        )
+    pod_spec["containers"][:] = kept
     if pod_spec.get("volumes") is not None:
-        pod_spec["volumes"][:] = [v for v in pod_spec["volumes"] if not _owned_volume(v)]
+        pod_spec["volumes"][:] = [v for v in pod_spec["volumes"] if v["name"] not in owned]
         if not pod_spec["volumes"]:
             del pod_spec["volumes"]
     meta = template.get("metadata")
@@ -183,7 +262,7 @@ def remove(obj: Mapping) -> Mapping:
     return out
 
 
-def _owned_volume(volume: Mapping) -> bool:
+def _prefixed(volume: Mapping) -> bool:
     name = volume.get("name")
     return isinstance(name, str) and name.startswith(VOLUME_PREFIX)
 

@@ -319,10 +319,23 @@ def test_kube_system_is_out_of_reach(fenced):
                    "metadata": {"name": "dns-1", "namespace": "kube-system"},
                    "spec": {"containers": [{"name": "dns", "image": "coredns"}]}})  # fmt: skip
     kube = Kube.connect(str(fenced.restik_kubeconfig))
-    with pytest.raises(ApiError) as info:
-        kube.delete(api_path("v1", "pods", "kube-system", "dns-1"))
-    assert info.value.status == 403
-    assert fenced.get("v1", "Pod", "dns-1", "kube-system") is not None
+    for method, path, body in (
+        ("DELETE", api_path("v1", "pods", "kube-system", "dns-1"), None),
+        ("POST", api_path("v1", "pods", "kube-system", "dns-1", "eviction"),
+         {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "dns-1"}}),
+    ):  # fmt: skip
+        with pytest.raises(ApiError) as info:
+            kube.request(method, path, body=body)
+        assert info.value.status == 403, method
+        assert info.value.message.startswith('pods "dns-1" is forbidden: ')
+        assert fenced.get("v1", "Pod", "dns-1", "kube-system") is not None
+    # an eviction elsewhere is restik's daily work: admitted
+    fenced.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web"}})
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "www-1", "namespace": "web"}}
+    fenced.create({**pod, "spec": {"containers": [{"name": "a", "image": "b"}]}})
+    kube.request("POST", api_path("v1", "pods", "web", "www-1", "eviction"),
+                 body={"apiVersion": "policy/v1", "kind": "Eviction"})  # fmt: skip
+    assert fenced.get("v1", "Pod", "www-1", "web") is None
 
 
 def test_workloads_cannot_be_created_or_deleted(fenced):
@@ -416,7 +429,9 @@ def _with_sidecar(fenced) -> dict:
 
 @pytest.mark.parametrize(
     "source", [{"hostPath": {"path": "/"}}, {"nfs": {"server": "nfs", "path": "/"}},
-               {"csi": {"driver": "x"}}]
+               {"csi": {"driver": "x"}}, {"secret": {"secretName": "other"}},
+               {"projected": {"sources": [{"secret": {"name": "other"}}]}},
+               {"projected": {"sources": [{"configMap": {"name": "other"}}]}}]
 )  # fmt: skip
 def test_restiks_own_volume_may_not_be_a_node_or_network_filesystem(fenced, source):
     """What item 3 of issue 13 reports (destination.volume of any kind) cannot reach a pod
@@ -429,7 +444,8 @@ def test_restiks_own_volume_may_not_be_a_node_or_network_filesystem(fenced, sour
             volume.update({"name": "restik-repo", **source})
     message = denied(fenced.restik_kubeconfig, live, merge_patch(live, after))
     assert message.endswith(
-        "restik's controller may add only emptyDir and persistentVolumeClaim volumes (restik-*)"
+        "restik's controller may add only emptyDir, persistentVolumeClaim and projected "
+        "(service-account token, kube-root-ca.crt, downward API) volumes (restik-*)"
     )
 
 

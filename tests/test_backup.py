@@ -7,7 +7,15 @@ import copy
 
 import pytest
 
-from reconciler.backup import Backup, FieldError, InvalidBackup, Retention, parse_backup
+from reconciler.backup import (
+    DEFAULT_RESOURCES,
+    Backup,
+    FieldError,
+    InvalidBackup,
+    Retention,
+    parse_backup,
+    parse_quantity,
+)
 from reconciler.schedule import parse_schedule
 from tests.factories import backup, crd_validator, example_objects
 
@@ -53,8 +61,12 @@ VALID = {
         }
     ),
     "resources": backup(
-        resources={"limits": {"cpu": "500m", "memory": "512Mi"}, "requests": {"cpu": 1}}
+        resources={"limits": {"cpu": "500m", "memory": "512Mi"}, "requests": {"cpu": "250m"}}
     ),
+    "metrics-port": backup(metricsPort=9100),
+    "metrics-port-bounds": backup(metricsPort=65535),
+    "security-context": backup(securityContext={"runAsUser": 999, "runAsGroup": 0}),
+    "security-context-user-only": backup(securityContext={"runAsUser": 1}),
     "no-namespace": {**backup(), "metadata": {"name": "www"}},
     "dotted-secret": backup(secret="restic.www"),
     **{
@@ -111,7 +123,10 @@ def test_local_backup_parses_to_the_expected_dataclass():
         excludes=("*.tmp",),
         retention=Retention(last=7, daily=14, prune=True),
         paused=False,
-        resources={"limits": {"cpu": "500m", "memory": "512"}},
+        resources={
+            "limits": {"cpu": "500m", "memory": "512"},
+            "requests": {"cpu": "50m", "memory": "512"},  # lowered to the limit
+        },
         uid="u-1",
         generation=3,
     )
@@ -128,7 +143,97 @@ def test_remote_backup_parses_to_the_expected_dataclass():
         secret_name="www-restic",
         repository="s3:http://minio:9000/b",
         paused=True,
+        resources=DEFAULT_RESOURCES,
+        metrics_port=9464,
+        run_as_user=None,
+        run_as_group=None,
     )
+
+
+# user's spec.resources -> the sidecar's effective resources
+RESOURCE_MERGES = {
+    "defaults": (None, DEFAULT_RESOURCES),
+    "empty": ({}, DEFAULT_RESOURCES),
+    "one-field-replaced": (
+        {"limits": {"memory": "1Gi"}},
+        {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+    ),
+    "other-resource-added": (
+        {"limits": {"ephemeral-storage": "2Gi"}, "requests": {"ephemeral-storage": "1Gi"}},
+        {
+            "requests": {"cpu": "50m", "memory": "64Mi", "ephemeral-storage": "1Gi"},
+            "limits": {"cpu": "1", "memory": "512Mi", "ephemeral-storage": "2Gi"},
+        },
+    ),
+    "request-above-default-limit-raises-it": (
+        {"requests": {"memory": "2Gi", "cpu": 2}},
+        {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
+    ),
+    "limit-below-default-request-lowers-it": (
+        {"limits": {"cpu": "20m", "memory": "32Mi"}},
+        {"requests": {"cpu": "20m", "memory": "32Mi"}, "limits": {"cpu": "20m", "memory": "32Mi"}},
+    ),
+    "both-given-equal": (
+        {"requests": {"cpu": "0.5"}, "limits": {"cpu": "500m"}},
+        {
+            "requests": {"cpu": "0.5", "memory": "64Mi"},
+            "limits": {"cpu": "500m", "memory": "512Mi"},
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("given", "effective"), RESOURCE_MERGES.values(), ids=RESOURCE_MERGES.keys()
+)
+def test_resources_merge_with_the_defaults_per_field(given, effective):
+    raw = backup() if given is None else backup(resources=given)
+    assert parse_backup(raw).resources == effective
+
+
+def test_default_resources_satisfy_a_limits_quota():
+    """A ResourceQuota on limits.cpu/limits.memory rejects a container without them."""
+    limits, requests = DEFAULT_RESOURCES["limits"], DEFAULT_RESOURCES["requests"]
+    assert {"cpu", "memory"} <= set(limits) and {"cpu", "memory"} <= set(requests)
+    for name in ("cpu", "memory"):
+        assert parse_quantity(requests[name]) <= parse_quantity(limits[name])
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("500m", "0.5"),
+        ("1", "1"),
+        ("1.5", "1.5"),
+        (".5", "0.5"),
+        ("64Mi", str(64 * 2**20)),
+        ("1Gi", str(2**30)),
+        ("2k", "2000"),
+        ("1E", str(10**18)),
+        ("1Ei", str(2**60)),
+        ("2e3", "2000"),
+        ("1E-2", "0.01"),
+        ("+3M", "3000000"),
+    ],
+)
+def test_parse_quantity(text, value):
+    from decimal import Decimal
+
+    assert parse_quantity(text) == Decimal(value)
+
+
+@pytest.mark.parametrize("text", ["", "lots", "1Mb", "1e", "--1"])
+def test_parse_quantity_rejects_non_quantities(text):
+    with pytest.raises(ValueError, match="is not a quantity"):
+        parse_quantity(text)
+
+
+def test_metrics_port_and_security_context_reach_the_model():
+    raw = backup(metricsPort=9100, securityContext={"runAsUser": 999, "runAsGroup": 0})
+    b = parse_backup(raw)
+    assert (b.metrics_port, b.run_as_user, b.run_as_group) == (9100, 999, 0)
+    b = parse_backup(backup(securityContext={"runAsGroup": 5}))
+    assert (b.metrics_port, b.run_as_user, b.run_as_group) == (9464, None, 5)
 
 
 def test_backup_is_frozen():
@@ -286,6 +391,56 @@ INVALID = {
         {"spec.resources.limits.cpu"},
         False,
     ),
+    "cpu-negative": (
+        backup(resources={"requests": {"cpu": "-1"}}),
+        {"spec.resources.requests.cpu"},
+        False,
+    ),
+    "request-above-limit": (
+        backup(resources={"requests": {"memory": "1Gi"}, "limits": {"memory": "512Mi"}}),
+        {"spec.resources.requests.memory"},
+        False,
+    ),
+    "metrics-port-low": (backup(metricsPort=80), {"spec.metricsPort"}, True),
+    "metrics-port-zero": (backup(metricsPort=0), {"spec.metricsPort"}, True),
+    "metrics-port-high": (backup(metricsPort=65536), {"spec.metricsPort"}, True),
+    "metrics-port-string": (backup(metricsPort="9464"), {"spec.metricsPort"}, True),
+    "metrics-port-bool": (backup(metricsPort=True), {"spec.metricsPort"}, True),
+    "run-as-user-negative": (
+        backup(securityContext={"runAsUser": -1}),
+        {"spec.securityContext.runAsUser"},
+        True,
+    ),
+    "run-as-user-root": (
+        backup(securityContext={"runAsUser": 0}),
+        {"spec.securityContext.runAsUser"},
+        True,
+    ),
+    "run-as-user-too-big": (
+        backup(securityContext={"runAsUser": 2**31}),
+        {"spec.securityContext.runAsUser"},
+        True,
+    ),
+    "run-as-group-negative": (
+        backup(securityContext={"runAsGroup": -5}),
+        {"spec.securityContext.runAsGroup"},
+        True,
+    ),
+    "run-as-user-string": (
+        backup(securityContext={"runAsUser": "999"}),
+        {"spec.securityContext.runAsUser"},
+        True,
+    ),
+    "security-context-not-object": (
+        backup(securityContext="root"),
+        {"spec.securityContext"},
+        True,
+    ),
+    "security-context-unknown-field": (
+        backup(securityContext={"privileged": True}),
+        {"spec.securityContext.privileged"},
+        False,
+    ),
     "unknown-spec-field": (backup(foo=1), {"spec.foo"}, False),
     "unknown-source-field": (
         _with(BASE, "spec.backupSource.readOnly", True),
@@ -318,6 +473,9 @@ MODEL_ONLY = {
     "dest-volume-no-source": "exactly one volume source (the schema preserves unknown fields)",
     "dest-volume-two-sources": "exactly one volume source",
     "cpu-not-quantity": "quantity syntax (int-or-string in the schema)",
+    "cpu-negative": "quantity sign (int-or-string in the schema)",
+    "request-above-limit": "requests <= limits needs quantity arithmetic",
+    "security-context-unknown-field": "unknown fields (the API server prunes them instead)",
     "unknown-spec-field": "unknown fields (the API server prunes them instead)",
     "unknown-source-field": "unknown fields",
     "name-missing": "metadata is validated by the API server, not the CRD schema",

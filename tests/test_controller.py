@@ -65,9 +65,12 @@ def workload(kind="Deployment", name="www", label="www", sa=None):
     }
 
 
-def owned_pod(owner: dict, name: str) -> dict:
-    """A pod as ``owner`` (a ReplicaSet) would create it from its current template."""
+def owned_pod(owner: dict, name: str, ready: bool = True) -> dict:
+    """A pod as ``owner`` (a ReplicaSet) would create it from its current template, Running
+    and (by default) Ready, as a kubelet would report it."""
     meta = owner["metadata"]
+    annotations = (owner["spec"]["template"]["metadata"]).get("annotations")
+    condition = {"type": "Ready", "status": "True" if ready else "False"}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -81,10 +84,13 @@ def owned_pod(owner: dict, name: str) -> dict:
                     "kind": "ReplicaSet",
                     "name": meta["name"],
                     "uid": meta["uid"],
+                    "controller": True,
                 }
             ],
+            **({"annotations": dict(annotations)} if annotations else {}),
         },
         "spec": copy.deepcopy(owner["spec"]["template"]["spec"]),
+        "status": {"phase": "Running", "conditions": [condition]},
     }
 
 
@@ -98,6 +104,20 @@ def cluster(emulator):
 @pytest.fixture
 def controller(cluster, kubeconfig):
     return Controller(Kube.connect(str(kubeconfig)), Settings())
+
+
+def rolled_out(emu, kind, name="www", replicas=1):
+    """The status a workload controller writes once every pod runs the current template (the
+    emulator without cluster=True has no controllers)."""
+    obj = get(emu, kind, name)
+    generation = obj["metadata"].get("generation", 1)
+    if kind == "DaemonSet":
+        counts = ("desiredNumberScheduled", "currentNumberScheduled", "updatedNumberScheduled",
+                  "numberReady", "numberAvailable")  # fmt: skip
+    else:
+        counts = ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
+    obj["status"] = {"observedGeneration": generation, **dict.fromkeys(counts, replicas)}
+    emu.update(obj, subresource="status")
 
 
 def calls(emu):
@@ -158,7 +178,20 @@ def test_injects_then_does_nothing(cluster, controller, kind):
     assert containers(get(cluster, kind, "other")) == ["app"]
     status = get(cluster, "Backup")["status"]
     assert status["workloads"] == [f"{kind}/www"]
+    # Ready only once the pods run the sidecar: the workload's status says so (ReplicaSets'
+    # and ReplicationControllers' pods are restik's to restart: they have none here)
+    manual = kind in ("ReplicaSet", "ReplicationController")
+    ready = status["conditions"][0]
+    assert (ready["status"], ready["reason"]) == (
+        ("True", "Ready") if manual else ("False", "RollingOut")
+    )
+    [entry] = status["rollout"]
+    assert (entry["workload"], entry["current"]) == (f"{kind}/www", manual)
+    rolled_out(cluster, kind)
+    controller.cycle()
+    status = get(cluster, "Backup")["status"]
     assert status["conditions"][0]["status"] == "True"
+    assert status["rollout"][0]["current"] is True
     rb = cluster.get("rbac.authorization.k8s.io/v1", "rolebindings", "restik-sidecar-www", NS)
     assert rb["roleRef"]["name"] == "restik-sidecar"
     assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "default", "namespace": NS}]
@@ -177,6 +210,9 @@ def test_steady_state_cycle_is_lists_only(cluster, controller):
     cluster.create(backup())
     for i in range(5):
         cluster.create(workload(name=f"w{i}"))
+    controller.cycle()
+    for i in range(5):
+        rolled_out(cluster, "Deployment", f"w{i}")
     controller.cycle()
     cluster.clear_requests()
     controller.cycle()
@@ -273,6 +309,9 @@ def test_invalid_backup_is_reported_once_and_keeps_the_sidecar(cluster, controll
     cluster.create(workload())
     cluster.create(workload(name="second", label="ok"))
     controller.cycle()
+    rolled_out(cluster, "Deployment")
+    rolled_out(cluster, "Deployment", "second")
+    controller.cycle()
     b = get(cluster, "Backup")
     b["spec"]["schedule"] = "61 * * * *"
     cluster.update(b)
@@ -350,10 +389,15 @@ def test_conflict_means_replan_next_cycle(cluster, controller, monkeypatch):
     assert obj["metadata"]["annotations"] == {"someone": "else"}
 
 
-def test_replicaset_pods_with_a_stale_hash_are_deleted(cluster, kubeconfig):
+def test_stale_replicaset_pods_are_evicted_one_at_a_time_while_the_others_are_ready(
+    cluster, kubeconfig
+):
+    """Issue 12 item 2: through the Eviction API, never below replicas - 1 Ready pods."""
     controller = Controller(Kube.connect(str(kubeconfig)), Settings(max_restarts=5))
     cluster.create(backup())
-    rs = cluster.create(workload("ReplicaSet"))
+    spec = workload("ReplicaSet")
+    spec["spec"]["replicas"] = 3
+    rs = cluster.create(spec)
     for i in range(3):
         cluster.create(owned_pod(rs, f"www-{i}"))
     cluster.create(
@@ -364,14 +408,41 @@ def test_replicaset_pods_with_a_stale_hash_are_deleted(cluster, kubeconfig):
             "spec": {"containers": [{"name": "x", "image": "x"}]},
         }
     )
-    deleted = []
-    for _ in range(4):
+    evictions = []
+    cluster.clear_requests()
+    controller.cycle()  # inject, then evict the first stale pod
+    for round_ in range(3):
+        evicted = [r for r in cluster.writes() if r.subresource == "eviction"]
+        assert [r.method for r in cluster.writes() if r.resource == "pods"] == ["POST"] * len(
+            evicted
+        )  # evictions only, never a DELETE
+        evictions += [r.name for r in evicted]
+        assert len(evictions) == round_ + 1
+        body = evicted[0].body
+        assert body == {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": evictions[-1], "namespace": NS},
+        }
+        # the ReplicaSet would now create a replacement: not Ready yet, so restik waits
+        rs = get(cluster, "ReplicaSet")
+        cluster.create(owned_pod(rs, f"new-{round_}", ready=False))
         cluster.clear_requests()
-        stats = controller.cycle()
-        deleted += [p for m, p in writes(cluster) if m == "DELETE"]
-        assert stats.restarted <= 1  # one pod per workload per cycle
-    assert deleted == [f"/api/v1/namespaces/web/pods/www-{i}" for i in range(3)]
-    assert [p["metadata"]["name"] for p in cluster.list("v1", "pods", NS)] == ["unrelated"]
+        controller.cycle()
+        assert [r for r in cluster.writes() if r.resource == "pods"] == []
+        ready = cluster.get("v1", "Pod", f"new-{round_}", NS)
+        ready["status"]["conditions"][0]["status"] = "True"
+        cluster.update(ready, subresource="status")
+        cluster.clear_requests()
+        controller.cycle()
+    assert evictions == ["www-0", "www-1", "www-2"]
+    names = sorted(p["metadata"]["name"] for p in cluster.list("v1", "pods", NS))
+    assert names == ["new-0", "new-1", "new-2", "unrelated"]
+    rolled_out(cluster, "ReplicaSet", replicas=3)  # what the ReplicaSet controller reports
+    controller.cycle()
+    status = get(cluster, "Backup")["status"]
+    assert status["rollout"][0]["current"] is True, status
+    assert status["conditions"][0]["status"] == "True"
     cluster.clear_requests()
     controller.cycle()
     assert calls(cluster) == LISTS
@@ -413,3 +484,142 @@ def test_lists_are_read_page_by_page(cluster, kubeconfig):
     cluster.clear_requests()
     assert controller.cycle().patched == 0
     assert writes(cluster) == []
+
+
+def test_owned_replicaset_is_never_patched_and_reported_once(cluster, controller):
+    """Issue 12 item 1: the Deployment's ReplicaSet inherits the template's opt-in label."""
+    cluster.create(backup())
+    dep = cluster.create(workload())
+    rs = workload("ReplicaSet", name="www-5d8f")
+    rs["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": "www",
+            "uid": dep["metadata"]["uid"],
+            "controller": True,
+        }
+    ]
+    cluster.create(rs)
+    cluster.clear_requests()
+    controller.cycle()
+    rolled_out(cluster, "Deployment")
+    controller.cycle()
+    patched = [p for m, p in writes(cluster) if m == "PATCH" and "/replicasets/" in p]
+    assert patched == []
+    assert containers(get(cluster, "ReplicaSet", "www-5d8f")) == ["app"]
+    assert containers(get(cluster, "Deployment")) == ["app", SIDECAR_NAME]
+    status = get(cluster, "Backup")["status"]
+    assert status["workloads"] == ["Deployment/www"]
+    [ready] = status["conditions"]
+    assert ready["status"] == "True"
+    assert "ReplicaSet/www-5d8f: owned by Deployment/www" in ready["message"]
+    assert "label the Deployment, not its ReplicaSet" in ready["message"]
+    events = cluster.list("v1", "events", NS)
+    assert [(e["type"], e["reason"]) for e in events] == [("Warning", "OwnedWorkload")]
+    assert "label the Deployment, not its ReplicaSet" in events[0]["message"]
+    controller.cycle()  # reported once, not every cycle
+    assert len(cluster.list("v1", "events", NS)) == 1
+
+
+def test_sidecars_orphaned_while_no_controller_ran_are_removed_at_start(cluster, kubeconfig):
+    """Issue 12 item 12: label and Backup both gone while the controller was down; nothing
+    (no status.workloads, no memory) points at the workloads but restik's hash annotation."""
+    cluster.create(backup())
+    originals = [cluster.create(workload(name=f"w{i}")) for i in range(3)]
+    cluster.create(workload(name="plain", label=None))
+    Controller(Kube.connect(str(kubeconfig)), Settings()).cycle()
+    cluster.delete(BACKUP_API, "Backup", "www", NS)
+    for i in range(3):
+        obj = get(cluster, "Deployment", f"w{i}")
+        del obj["metadata"]["labels"][CONFIG_LABEL]
+        cluster.update(obj)
+    cluster.clear_requests()
+    fresh = Controller(Kube.connect(str(kubeconfig)), Settings(page_size=2))
+    stats = fresh.cycle()
+    assert stats.patched == 3
+    for i, original in enumerate(originals):
+        assert (
+            get(cluster, "Deployment", f"w{i}")["spec"]["template"] == original["spec"]["template"]
+        )
+    first = [r for r in cluster.requests if r.path == "/apis/apps/v1/deployments"]
+    assert [r.query.get("labelSelector") for r in first] == [None, None]  # 4 objects, 2 pages
+    cluster.clear_requests()
+    assert fresh.cycle().patched == 0
+    later = [r for r in cluster.requests if r.path == "/apis/apps/v1/deployments"]
+    assert [r.query.get("labelSelector") for r in later] == [CONFIG_LABEL]
+
+
+def test_a_cycle_stops_writing_when_leadership_is_lost(cluster, controller):
+    """Issue 12 item 13: leadership is checked between the steps of a cycle."""
+    cluster.create(backup())
+    for i in range(3):
+        cluster.create(workload(name=f"w{i}"))
+    answers = iter([True, True])  # two writes, then the Lease is no longer ours
+    controller.leading = lambda: next(answers, False)
+    cluster.clear_requests()
+    stats = controller.cycle()
+    assert stats.lost_leadership
+    assert writes(cluster) == [
+        ("PATCH", "/apis/apps/v1/namespaces/web/deployments/w0"),
+        ("PATCH", "/apis/apps/v1/namespaces/web/deployments/w1"),
+    ]
+
+
+def test_an_image_upgrade_rolls_at_most_max_rollouts_workloads_per_cycle(cluster, kubeconfig):
+    """Issue 12 item 10: updates are limited per cycle; new injections are not."""
+    cluster.create(backup())
+    for i in range(5):
+        cluster.create(workload(name=f"w{i}"))
+    kube = Kube.connect(str(kubeconfig))
+    assert Controller(kube, Settings(max_rollouts=2)).cycle().patched == 5  # injections
+    cluster.create(workload(name="new"))
+    upgraded = Controller(kube, Settings(max_rollouts=2, sidecar_image="restik:9.9"))
+    images = lambda: {  # noqa: E731
+        o["metadata"]["name"]: o["spec"]["template"]["spec"]["containers"][-1]["image"]
+        for o in cluster.list("apps/v1", "deployments", NS)
+    }
+    stats = upgraded.cycle()
+    assert (stats.patched, stats.deferred) == (3, 3)  # "new" injected + 2 updated
+    assert sorted(images().values()).count("restik:9.9") == 3
+    assert upgraded.cycle().deferred == 1
+    stats = upgraded.cycle()
+    assert (stats.patched, stats.deferred) == (1, 0)
+    assert set(images().values()) == {"restik:9.9"}
+    # --dry-run still shows every planned change
+    cluster.clear_requests()
+    dry = Controller(kube, Settings(dry_run=True, max_rollouts=1, sidecar_image="restik:10"))
+    assert dry.cycle().planned == 6
+
+
+def test_max_rollouts_option_and_environment(monkeypatch):
+    from reconciler.cli import build_parser
+
+    args = build_parser().parse_args(["run"])
+    assert Settings.from_args(args).max_rollouts == 10
+    assert (
+        Settings.from_args(build_parser().parse_args(["run", "--max-rollouts", "3"])).max_rollouts
+        == 3
+    )
+    monkeypatch.setenv("RESTIK_MAX_ROLLOUTS", "25")
+    assert Settings.from_args(build_parser().parse_args(["run"])).max_rollouts == 25
+
+
+def test_owned_replicasets_of_one_deployment_make_one_warning(cluster, controller):
+    cluster.create(backup())
+    dep = cluster.create(workload())
+    for name in ("www-b", "www-a"):
+        rs = workload("ReplicaSet", name=name)
+        rs["metadata"]["ownerReferences"] = [
+            {"apiVersion": "apps/v1", "kind": "Deployment", "name": "www",
+             "uid": dep["metadata"]["uid"], "controller": True}
+        ]  # fmt: skip
+        cluster.create(rs)
+    controller.cycle()
+    [event] = cluster.list("v1", "events", NS)
+    assert event["message"] == (
+        "ReplicaSet/www-a, ReplicaSet/www-b: owned by Deployment/www, left unchanged: "
+        "label the Deployment, not its ReplicaSet"
+    )
+    message = get(cluster, "Backup")["status"]["conditions"][0]["message"]
+    assert message.endswith("; " + event["message"])

@@ -47,7 +47,7 @@ NAMESPACED_RIGHTS = (
     {("backup.appscode.com", "backups", v, None) for v in ("list", "watch")}
     | {("backup.appscode.com", "backups/status", "patch", None)}
     | {(g, r, v, None) for g, r in _WORKLOAD for v in ("get", "list", "watch", "patch")}
-    | {("", "pods", v, None) for v in ("list", "delete")}
+    | {("", "pods", "list", None), ("", "pods/eviction", "create", None)}
     | {("", "events", "create", None)}
     | {
         ("rbac.authorization.k8s.io", "rolebindings", v, None)

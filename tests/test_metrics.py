@@ -13,7 +13,7 @@ from reconciler.kube import Kube
 from reconciler.metrics import ControllerMetrics
 from reconciler.schedule import parse_schedule
 from sidecar.metrics import Metrics
-from tests.test_controller import BACKUP_API, NS, backup, cluster, workload  # noqa: F401
+from tests.test_controller import BACKUP_API, NS, backup, cluster, rolled_out, workload  # noqa: F401
 
 LABELS = {"namespace": "web", "backup": "www"}
 
@@ -152,6 +152,10 @@ def test_controller_exports_readiness_per_backup_and_its_cycles(cluster, kubecon
     started = samples(reg)["restik_last_cycle_timestamp_seconds{}"]
     assert samples(reg)["restik_cycle_interval_seconds{}"] == 30
     controller = Controller(Kube.connect(str(kubeconfig)), Settings(), metrics=reg_metrics)
+    reg_metrics.observe(controller.cycle())
+    # not Ready while the Deployment has not rolled the sidecar out (issue 12 item 3)
+    assert samples(reg)[f"restik_backup_ready{{backup=www,namespace={NS}}}"] == 0
+    rolled_out(cluster, "Deployment")
     reg_metrics.observe(controller.cycle())
     got = samples(reg)
     assert got[f"restik_backup_ready{{backup=www,namespace={NS}}}"] == 1

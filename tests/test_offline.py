@@ -282,6 +282,39 @@ def test_missing_backup_is_a_warning_and_leaves_the_workload(tmp_path):
     assert "warning" in proc.stderr and "Backup web/www not found" in proc.stderr
 
 
+def test_owned_workload_is_left_alone_with_a_warning(tmp_path):
+    """Issue 12 item 1: a ReplicaSet of a Deployment that inherited the label."""
+    rs = (
+        USER_DEPLOYMENT.replace("kind: Deployment ", "kind: ReplicaSet ")
+        .replace("  name: www\n", "  name: www-5d8f\n", 1)
+        .replace(
+            "  annotations:\n    note:",
+            "  ownerReferences:\n  - {apiVersion: apps/v1, kind: Deployment, name: www,"
+            " uid: u1, controller: true}\n  annotations:\n    note:",
+            1,
+        )
+    )
+    path = write(tmp_path, "app.yaml", BACKUP + "---\n" + rs)
+    for command in ("inject", "diff"):
+        proc = restik(command, "-f", str(path))
+        assert proc.returncode == 0, proc.stderr
+        assert "label the Deployment, not its ReplicaSet" in proc.stderr
+        assert f"{path} (document 2): " in proc.stderr and "ReplicaSet/web/www-5d8f" in proc.stderr
+    assert restik("inject", "-f", str(path)).stdout == BACKUP + "---\n" + rs
+
+
+def test_a_users_container_named_restik_exits_2_naming_file_object_and_field(tmp_path):
+    """Issue 12 item 11: a clash is an error, never an overwrite."""
+    text = USER_DEPLOYMENT.replace("      - name: nginx\n", "      - name: restik\n")
+    path = write(tmp_path, "app.yaml", BACKUP + "---\n" + text)
+    for command in ("inject", "diff"):
+        proc = restik(command, "-f", str(path))
+        assert proc.returncode == 2
+        assert proc.stdout == ""
+        assert f"{path} (document 2): " in proc.stderr and "Deployment/web/www" in proc.stderr
+        assert "spec.template.spec.containers[0].name" in proc.stderr
+
+
 # ---------------------------------------------------------------- hostile or broken input
 
 CONFIGMAP = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n  namespace: web\n"

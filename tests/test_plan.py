@@ -64,7 +64,7 @@ def test_inject(kind):
     assert change.restart is (kind in ("ReplicaSet", "ReplicationController"))
     spec = pod_spec(change.after)
     assert names(spec["containers"]) == ["app", SIDECAR_NAME]
-    assert names(spec["volumes"]) == ["data", "restik-cache", "restik-repo"]
+    assert names(spec["volumes"]) == ["data", "restik-cache", "restik-repo", "restik-token"]
     assert HASH_ANNOTATION in change.after["spec"]["template"]["metadata"]["annotations"]
     assert w == workload(kind), "the planner must not mutate its input"
 
@@ -146,7 +146,7 @@ def test_statefulset_source_may_be_a_volume_claim_template():
         "mountPath": "/data",
         "readOnly": True,
     }
-    assert names(spec["volumes"]) == ["restik-cache", "restik-repo"]
+    assert names(spec["volumes"]) == ["restik-cache", "restik-repo", "restik-token"]
     assert remove(change.after) == w
 
 
@@ -266,7 +266,12 @@ def test_user_content_and_order_are_untouched():
 
 
 def test_existing_restik_container_and_volumes_are_replaced_in_place():
-    stale = {"name": SIDECAR_NAME, "image": "old", "args": ["old"]}
+    # restik's parts: the hash annotation is there, and restik's container mounts them
+    mounts = [
+        {"name": "restik-cache", "mountPath": "/c"},
+        {"name": "restik-stale", "mountPath": "/s"},
+    ]
+    stale = {"name": SIDECAR_NAME, "image": "old", "args": ["old"], "volumeMounts": mounts}
     containers = [
         {"name": "app", "image": "a"},
         stale,
@@ -284,7 +289,7 @@ def test_existing_restik_container_and_volumes_are_replaced_in_place():
     assert names(spec["containers"]) == ["app", SIDECAR_NAME, "last"]
     rendered = RENDERER.render(parse_backup(backup()), "Deployment", "app")
     assert spec["containers"][1] == rendered.container
-    assert names(spec["volumes"]) == ["restik-cache", "data", "restik-repo"]
+    assert names(spec["volumes"]) == ["restik-cache", "data", "restik-repo", "restik-token"]
     assert spec["volumes"][0] == {"name": "restik-cache", "emptyDir": {}}
     assert change.after["spec"]["template"]["metadata"]["annotations"] == {
         HASH_ANNOTATION: rendered.config_hash
@@ -299,12 +304,101 @@ def test_right_hash_but_no_sidecar_is_reinjected():
     assert change.after == injected(workload())
 
 
-def test_stray_restik_volume_on_unlabeled_workload_is_removed():
-    w = workload(label=None, volumes=[{"name": "data", "emptyDir": {}},
-                                      {"name": "restik-cache", "emptyDir": {}}])  # fmt: skip
-    [change] = run([], [w]).changes
+def test_users_own_restik_named_parts_are_never_removed():
+    """Issue 12 item 11: without restik's hash annotation, a container named restik and
+    volumes named restik-* are the user's: an unlabeled workload keeps them."""
+    w = workload(
+        label=None,
+        containers=[{"name": "app", "image": "a"}, {"name": SIDECAR_NAME, "image": "mine"}],
+        volumes=[{"name": "data", "emptyDir": {}}, {"name": "restik-cache", "emptyDir": {}}],
+    )
+    assert run([], [w]).changes == []
+
+
+def test_users_restik_volume_survives_inject_and_remove():
+    user_vol = {"name": "restik-config", "configMap": {"name": "cfg"}}
+    app = {
+        "name": "app",
+        "image": "a",
+        "volumeMounts": [{"name": "restik-config", "mountPath": "/c"}],
+    }
+    w = workload(containers=[app], volumes=[{"name": "data", "emptyDir": {}}, user_vol])
+    after = injected(w)
+    assert user_vol in pod_spec(after)["volumes"]
+    assert remove(after) == w
+    [change] = run([], [unlabeled(after)]).changes
     assert change.action == REMOVE
-    assert names(pod_spec(change.after)["volumes"]) == ["data"]
+    assert change.after == unlabeled(w)
+    # restik's own container mounting the user's volume does not make the volume restik's
+    pod_spec(after)["containers"][-1]["volumeMounts"].append(
+        {"name": "restik-config", "mountPath": "/x"}
+    )
+    assert user_vol in pod_spec(remove(after))["volumes"]
+
+
+@pytest.mark.parametrize(
+    ("containers", "volumes", "field"),
+    [
+        (
+            [{"name": "app", "image": "a"}, {"name": SIDECAR_NAME, "image": "mine"}],
+            [{"name": "data", "emptyDir": {}}],
+            "spec.template.spec.containers[1].name",
+        ),
+        (
+            [{"name": "app", "image": "a"}],
+            [
+                {"name": "restik-cache", "hostPath": {"path": "/h"}},
+                {"name": "data", "emptyDir": {}},
+            ],
+            "spec.template.spec.volumes[0].name",
+        ),
+    ],
+)
+def test_a_name_clash_is_a_problem_not_an_overwrite(containers, volumes, field):
+    w = workload(containers=containers, volumes=volumes)
+    result = run([backup()], [w])
+    assert result.changes == []
+    [problem] = result.problems
+    assert problem.severity == "error" and problem.backup == "www"
+    assert problem.message.startswith(f"{field}: ")
+    assert "restik did not inject" in problem.message
+
+
+def test_removal_never_leaves_no_container():
+    w = injected(workload())
+    pod_spec(w)["containers"] = [c for c in pod_spec(w)["containers"] if c["name"] == SIDECAR_NAME]
+    result = run([], [unlabeled(w)])
+    assert result.changes == []
+    [problem] = result.problems
+    assert "spec.template.spec.containers" in problem.message
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_owned_workload_is_never_changed_and_reported(kind):
+    """Issue 12 item 1: a Deployment's ReplicaSet inherits the template's labels."""
+    w = workload(kind)
+    w["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": "app",
+            "uid": "u1",
+            "controller": True,
+        }
+    ]
+    result = run([backup()], [w])
+    assert result.changes == []
+    assert result.selected == {("web", "www"): []}
+    [problem] = result.problems
+    assert (problem.severity, problem.reason, problem.backup) == ("warning", "OwnedWorkload", "www")
+    assert f"label the Deployment, not its {kind}" in problem.message
+    assert "Deployment/app" in problem.message
+    # with a sidecar an older restik put there, unlabeled: still left alone
+    owned = unlabeled(injected(w))
+    assert run([backup()], [owned]).changes == []
+    # a non-controller owner reference does not count
+    w["metadata"]["ownerReferences"][0]["controller"] = False
+    assert [c.action for c in run([backup()], [w]).changes] == [INJECT]
 
 
 @pytest.mark.parametrize("kind", KINDS)

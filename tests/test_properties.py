@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -14,8 +15,9 @@ from reconciler.backup import Backup, InvalidBackup, parse_backup
 from reconciler.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME, WORKLOAD_KINDS
 from reconciler.patch import merge_patch
 from reconciler.plan import REMOVE, plan
+from reconciler.pod import app_user
 from reconciler.render import Renderer
-from reconciler.workload import inject, remove
+from reconciler.workload import WorkloadError, inject, remove
 from tests.emulator.patch import merge_patch as apply_rfc7386
 from tests.factories import KINDS, hypothesis_profiles
 
@@ -27,6 +29,10 @@ NAMES = st.sampled_from(["a", "data", "www", "x-1"])
 WORKLOAD_NAMES = st.sampled_from(["app", "db"])
 TEXT = st.sampled_from(["", "x", "restik", "restik-cache", "{{ x }}", "é", "': #", "1"])
 PATHS = st.sampled_from(["/data", "/a/{{b}}: 'x'"])
+# Who a container or pod runs as: decides the sidecar's user, so it is in the hash.
+SECURITY_CONTEXTS = st.sampled_from(
+    [{}, {"runAsUser": 999}, {"runAsUser": 0, "runAsGroup": 0}, {"runAsGroup": 1000}]
+)
 VOLUME_SOURCES = st.sampled_from(
     [
         {"emptyDir": {}},
@@ -45,6 +51,10 @@ def containers(draw):
         c = {"name": n, "image": draw(st.sampled_from(["nginx", "busybox:1", "pg:17"]))}
         if draw(st.booleans()):
             c["args"] = draw(st.lists(TEXT, max_size=2))
+        if draw(st.booleans()):
+            c["volumeMounts"] = [{"name": draw(NAMES), "mountPath": "/m"}]
+        if draw(st.booleans()):
+            c["securityContext"] = draw(SECURITY_CONTEXTS)
         out.append(c)
     return out
 
@@ -61,6 +71,8 @@ def workloads(draw, with_sidecar=None):
         for n in draw(st.lists(NAMES, min_size=1, max_size=3, unique=True))
     ]
     pod_spec = {"containers": draw(containers())}
+    if draw(st.booleans()):
+        pod_spec["securityContext"] = draw(SECURITY_CONTEXTS)
     if draw(st.booleans()):
         pod_spec["restartPolicy"] = "Always"
     claims = []
@@ -100,6 +112,8 @@ def workloads(draw, with_sidecar=None):
 
 
 def _add_stale_sidecar(draw, obj):
+    """What an older restik injected: its container, maybe its cache volume, always its hash
+    annotation (without it, a container named restik is the user's: see the clash tests)."""
     template = obj["spec"]["template"]
     pod_spec = template["spec"]
     at = draw(st.integers(0, len(pod_spec["containers"])))
@@ -107,8 +121,7 @@ def _add_stale_sidecar(draw, obj):
     if draw(st.booleans()):
         vols = pod_spec.setdefault("volumes", [])
         vols.insert(draw(st.integers(0, len(vols))), {"name": "restik-cache", "emptyDir": {}})
-    if draw(st.booleans()):
-        template.setdefault("metadata", {}).setdefault("annotations", {})[HASH_ANNOTATION] = "0"
+    template.setdefault("metadata", {}).setdefault("annotations", {})[HASH_ANNOTATION] = "0"
 
 
 def source_names(obj) -> list[str]:
@@ -146,18 +159,18 @@ def labeled_case(draw):
     obj = draw(workloads())
     obj["metadata"].setdefault("labels", {})[CONFIG_LABEL] = "www"
     b = draw(backup_for(obj))
-    return obj, b, RENDERER.render(b, obj["kind"], obj["metadata"]["name"])
+    app = app_user(obj, b.source_volume)
+    return obj, b, RENDERER.render(b, obj["kind"], obj["metadata"]["name"], app)
 
 
 def _has_restik(obj) -> bool:
     template = obj["spec"]["template"]
     pod_spec = template["spec"]
     annotations = (template.get("metadata") or {}).get("annotations") or {}
-    return (
-        any(c["name"] == SIDECAR_NAME for c in pod_spec["containers"])
-        or any(v["name"].startswith("restik-") for v in pod_spec.get("volumes", []))
-        or HASH_ANNOTATION in annotations
-    )
+    if HASH_ANNOTATION not in annotations:
+        return False
+    assert any(c["name"] == SIDECAR_NAME for c in pod_spec["containers"])
+    return True
 
 
 # One @given per group of invariants: generation dominates the cost, so each example is
@@ -173,6 +186,26 @@ def test_inject_is_idempotent_and_remove_undoes_it(case):
         assert remove(once) == obj
         assert remove(obj) == obj
     assert obj == snapshot, "inject/remove must not mutate their input"
+
+
+@given(labeled_case(), st.sampled_from(["container", "volume"]))
+def test_a_users_restik_named_part_is_never_changed(case, what):
+    """Issue 12 item 11: without restik's hash annotation, a container named restik or a
+    volume with a name restik renders is the user's: inject refuses, remove leaves it."""
+    obj, backup, rendered = case
+    obj = remove(obj)
+    pod_spec = obj["spec"]["template"]["spec"]
+    if what == "container":
+        pod_spec["containers"].append({"name": SIDECAR_NAME, "image": "mine"})
+    else:
+        pod_spec.setdefault("volumes", []).append({"name": "restik-cache", "emptyDir": {}})
+    snapshot = copy.deepcopy(obj)
+    with pytest.raises(WorkloadError, match="restik did not inject"):
+        inject(obj, rendered)
+    assert remove(obj) == obj == snapshot
+    result = plan([backup], [obj], RENDERER)
+    assert result.changes == []
+    assert [p.severity for p in result.problems] == ["error"]
 
 
 @given(labeled_case())

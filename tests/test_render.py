@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from reconciler.backup import InvalidBackup, parse_backup
-from reconciler.constants import CACHE_VOLUME, REPO_VOLUME, SIDECAR_NAME
+from reconciler.backup import DEFAULT_RESOURCES, InvalidBackup, parse_backup
+from reconciler.constants import CACHE_VOLUME, REPO_VOLUME, SIDECAR_NAME, TOKEN_MOUNT
+from reconciler.pod import AppUser
 from reconciler.render import DEFAULT_IMAGE, Renderer, config_hash, templates_dir
 from tests.factories import REPO, backup
 
@@ -20,11 +21,40 @@ def render(raw: dict, kind="Deployment", name="app", image=DEFAULT_IMAGE):
     return Renderer(image=image).render(parse_backup(raw), kind, name)
 
 
+# The sidecar's own service-account token, projected exactly as automount does it.
+TOKEN_VOLUME = {
+    "name": "restik-token",
+    "projected": {
+        "defaultMode": 420,
+        "sources": [
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+            {
+                "configMap": {
+                    "name": "kube-root-ca.crt",
+                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                }
+            },
+            {
+                "downwardAPI": {
+                    "items": [
+                        {
+                            "path": "namespace",
+                            "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"},
+                        }
+                    ]
+                }
+            },
+        ],
+    },
+}
+
+
 def expected_container(*, local: bool, image=DEFAULT_IMAGE, resources=None) -> dict:
     mounts = [{"name": "data", "mountPath": "/data", "readOnly": True}]
     if local:
         mounts.append({"name": "restik-repo", "mountPath": "/restik/repo"})
     mounts.append({"name": "restik-cache", "mountPath": "/restik/cache"})
+    mounts.append({"name": "restik-token", "mountPath": TOKEN_MOUNT, "readOnly": True})
     return {
         "name": "restik",
         "image": image,
@@ -44,14 +74,17 @@ def expected_container(*, local: bool, image=DEFAULT_IMAGE, resources=None) -> d
                 "name": "POD_NAMESPACE",
                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
             },
+            {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
             {
                 "name": "RESTIC_PASSWORD",
-                "valueFrom": {"secretKeyRef": {"name": "www-restic", "key": "password"}},
+                "valueFrom": {
+                    "secretKeyRef": {"name": "www-restic", "key": "password", "optional": True}
+                },
             },
             {"name": "RESTIC_CACHE_DIR", "value": "/restik/cache"},
             {"name": "TMPDIR", "value": "/restik/cache"},
         ],
-        "envFrom": [{"secretRef": {"name": "www-restic"}}],
+        "envFrom": [{"secretRef": {"name": "www-restic", "optional": True}}],
         "ports": [{"name": "restik-metrics", "containerPort": 9464, "protocol": "TCP"}],
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": "restik-metrics"},
@@ -59,11 +92,15 @@ def expected_container(*, local: bool, image=DEFAULT_IMAGE, resources=None) -> d
             "periodSeconds": 30,
             "failureThreshold": 4,
         },
-        "resources": resources or {},
+        "resources": resources or DEFAULT_RESOURCES,
         "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
         },
         "volumeMounts": mounts,
     }
@@ -75,6 +112,7 @@ def test_local_backup_renders_container_and_volumes():
     assert out.volumes == (
         {"name": "restik-cache", "emptyDir": {}},
         {"name": "restik-repo", "persistentVolumeClaim": {"claimName": "backups"}},
+        TOKEN_VOLUME,
     )
     assert out.config_hash == config_hash(out.container, out.volumes)
     assert len(out.config_hash) == 16
@@ -83,7 +121,7 @@ def test_local_backup_renders_container_and_volumes():
 def test_remote_backup_renders_no_repo_volume():
     out = render(backup(repository="s3:http://minio:9000/b"))
     assert out.container == expected_container(local=False)
-    assert out.volumes == ({"name": "restik-cache", "emptyDir": {}},)
+    assert out.volumes == ({"name": "restik-cache", "emptyDir": {}}, TOKEN_VOLUME)
     assert REPO_VOLUME not in json.dumps(out.container)
 
 
@@ -93,12 +131,12 @@ def test_named_destination_volume_is_renamed_restik_repo():
 
 
 def test_resources_image_and_workload_reach_the_container():
-    raw = backup(resources={"limits": {"cpu": "500m", "memory": 512}, "requests": {"cpu": 1}})
+    raw = backup(resources={"limits": {"cpu": "500m", "memory": 512}, "requests": {"cpu": "1m"}})
     out = render(raw, kind="StatefulSet", name="pg", image="reg.example/restik:9")
     assert out.container["image"] == "reg.example/restik:9"
     assert out.container["resources"] == {
         "limits": {"cpu": "500m", "memory": "512"},
-        "requests": {"cpu": "1"},
+        "requests": {"cpu": "1m", "memory": "512"},
     }
     assert out.container["args"][4] == "StatefulSet/pg"
 
@@ -108,12 +146,27 @@ def test_password_is_only_referenced():
     for env in out.container["env"]:
         if env["name"] == "RESTIC_PASSWORD":
             assert set(env) == {"name", "valueFrom"}
-            assert env["valueFrom"] == {"secretKeyRef": {"name": "www-restic", "key": "password"}}
+            assert env["valueFrom"] == {
+                "secretKeyRef": {"name": "www-restic", "key": "password", "optional": True}
+            }
     text = json.dumps([out.container, out.volumes])
     assert PASSWORD not in text
     assert "password" not in json.dumps(out.container["args"]).lower()
     values = [e.get("value") for e in out.container["env"] if "value" in e]
     assert values == ["/restik/cache", "/restik/cache"]
+
+
+@pytest.mark.parametrize("kind", ["DaemonSet", "StatefulSet", "Deployment"])
+def test_sidecar_knows_its_node_and_workload_kind(kind):
+    """The sidecar picks the restic host by kind: the node name for a DaemonSet's pods."""
+    out = render(backup(), kind=kind, name="agent")
+    env = {e["name"]: e for e in out.container["env"]}
+    assert env["NODE_NAME"] == {
+        "name": "NODE_NAME",
+        "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}},
+    }
+    args = out.container["args"]
+    assert args[args.index("--workload") + 1] == f"{kind}/agent"
 
 
 def test_templates_are_found_in_the_source_tree():
@@ -185,6 +238,34 @@ def test_remote_repository_change_is_read_live():
     a = render(backup(repository="s3:host/a"))
     b = render(backup(repository="rest:http://host/b"))
     assert a.config_hash == b.config_hash
+
+
+def test_hash_changes_with_the_sidecar_user():
+    b = parse_backup(backup())
+    r = Renderer()
+    hashes = {
+        r.config_hash(b, "Deployment", "app", app)
+        for app in (AppUser(), AppUser(999, None), AppUser(999, 999), AppUser(None, 0))
+    }
+    assert len(hashes) == 4
+    # an app running as root gives the default user: the same rendering as nothing known
+    assert r.config_hash(b, "Deployment", "app", AppUser(0, None)) == r.config_hash(
+        b, "Deployment", "app"
+    )
+
+
+def test_backup_security_context_overrides_the_app_per_field():
+    b = parse_backup(backup(securityContext={"runAsUser": 5}))
+    out = Renderer().render(b, "Deployment", "app", AppUser(999, 998))
+    assert (
+        out.container["securityContext"]["runAsUser"],
+        out.container["securityContext"]["runAsGroup"],
+    ) == (5, 998)
+    both = parse_backup(backup(securityContext={"runAsUser": 5, "runAsGroup": 6}))
+    r = Renderer()
+    assert r.config_hash(both, "Deployment", "app", AppUser(999, 998)) == r.config_hash(
+        both, "Deployment", "app"
+    )
 
 
 def test_renderer_cache_never_returns_a_stale_render():
@@ -280,7 +361,7 @@ FIELDS = {
     "repositorySecretName": (
         lambda h: backup(secret=h),
         "spec.destination.repositorySecretName",
-        lambda out: out.container["env"][2]["valueFrom"]["secretKeyRef"]["name"],
+        lambda out: out.container["env"][3]["valueFrom"]["secretKeyRef"]["name"],
         lambda h: h,
     ),
     "destination.volume.claimName": (

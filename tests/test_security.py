@@ -122,9 +122,9 @@ def test_controller_never_reads_secrets_and_renders_only_references(emulator, ku
     password = next(e for e in sidecar["env"] if e["name"] == "RESTIC_PASSWORD")
     assert password == {
         "name": "RESTIC_PASSWORD",
-        "valueFrom": {"secretKeyRef": {"name": "www-restic", "key": "password"}},
+        "valueFrom": {"secretKeyRef": {"name": "www-restic", "key": "password", "optional": True}},
     }
-    assert sidecar["envFrom"] == [{"secretRef": {"name": "www-restic"}}]
+    assert sidecar["envFrom"] == [{"secretRef": {"name": "www-restic", "optional": True}}]
     assert all(
         "value" not in e or e["name"] in ("RESTIC_CACHE_DIR", "TMPDIR") for e in sidecar["env"]
     )

@@ -1,9 +1,10 @@
 """ValidatingAdmissionPolicy (admissionregistration.k8s.io/v1), evaluated with a real CEL.
 
 On (``Emulator(admission_policies=True)``), every create, update, patch and delete, over HTTP
-or through the emulator's own methods, goes through the ValidatingAdmissionPolicies stored in
-the emulator whose ValidatingAdmissionPolicyBinding (validationActions Deny) matches, as the
-API server does after its own validation:
+or through the emulator's own methods (and CREATE ``pods/eviction``, CONNECT ``pods/exec``),
+goes through the ValidatingAdmissionPolicies stored in the emulator whose
+ValidatingAdmissionPolicyBinding (validationActions Deny) matches, as the API server does
+after its own validation:
 
 - matching: the policy's ``matchConstraints`` (resourceRules with operations, groups,
   versions, resources and ``x/sub`` subresources, ``*``; excludeResourceRules;

@@ -8,6 +8,8 @@ from typing import Any
 from . import kinds
 from .kinds import Kind
 
+# Subresources upgraded to a stream (pods/exec): served on GET (WebSocket) as well as POST.
+STREAMED = frozenset({"exec"})
 ALL_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
 # Fields a fieldSelector may use, beyond metadata.name and metadata.namespace.
@@ -53,7 +55,7 @@ class ResourceType:
     builtin: bool = True  # strategic merge patch supported
     return_deleted: bool = False  # DELETE answers the object, not a Status
     fields: tuple[str, ...] = ()
-    # POST-only subresources served by a handler (pods/eviction): name -> kind answered
+    # subresources served by a handler: POST-only (pods/eviction) or a stream (pods/exec)
     actions: tuple[tuple[str, str, str], ...] = ()  # (subresource, group, kind)
     schema: dict[str, Any] | None = field(default=None, compare=False, hash=False)
     printer_columns: tuple[dict[str, Any], ...] = field(default=(), compare=False, hash=False)
@@ -89,7 +91,7 @@ BUILTINS: list[ResourceType] = [
         return_deleted=True, fields=("status.phase",)),
     _rt("", "v1", "pods", "Pod", short_names=("po",), categories=("all",), status=True,
         generation=True, return_deleted=True, fields=POD_FIELDS,
-        actions=(("eviction", "policy", "Eviction"),)),
+        actions=(("eviction", "policy", "Eviction"), ("exec", "", "PodExecOptions"))),
     _rt("", "v1", "nodes", "Node", False, short_names=("no",), status=True),
     _rt("", "v1", "resourcequotas", "ResourceQuota", short_names=("quota",), status=True),
     _rt("", "v1", "secrets", "Secret", fields=("type",)),
@@ -192,17 +194,11 @@ def resource_list(group_version: str, rts: list[ResourceType]) -> dict[str, Any]
                 }
             )
         for sub, group, kind in rt.actions:
-            resources.append(
-                {
-                    "name": f"{rt.plural}/{sub}",
-                    "singularName": "",
-                    "namespaced": rt.namespaced,
-                    "group": group,
-                    "version": "v1",
-                    "kind": kind,
-                    "verbs": ["create"],
-                }
-            )
+            entry = {"name": f"{rt.plural}/{sub}", "singularName": "", "namespaced": rt.namespaced}
+            if group != rt.group:  # a kind of another group (pods/eviction: policy/v1)
+                entry.update(group=group, version="v1")
+            entry.update(kind=kind, verbs=["create", "get"] if sub in STREAMED else ["create"])
+            resources.append(entry)
     return {
         "kind": "APIResourceList",
         "apiVersion": "v1",

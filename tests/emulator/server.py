@@ -7,6 +7,7 @@ import logging
 import random
 import secrets
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -17,13 +18,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from . import errors
+from . import errors, podexec
 from .admission import pod_admission
 from .cluster import Cluster
 from .disruption import evict
 from .errors import ApiError
 from .policy import ADMIN, CURRENT_USER, UserInfo, policy_admission, unauthorized
-from .resources import ResourceType, api_group, resource_list
+from .resources import STREAMED, ResourceType, api_group, resource_list
 from .selectors import parse_field_selector, parse_label_selector
 from .store import MERGE_PATCH, Entry, Store, _dumps
 from .table import to_table, wants_table
@@ -33,6 +34,8 @@ log = logging.getLogger("tests.emulator")
 READ_VERBS = {"get", "list", "watch"}
 # POST-only subresources (ResourceType.actions): handler(store, ns, name, body, dry_run)
 ACTIONS = {(("", "pods"), "eviction"): evict}
+# subresources upgraded to a stream: handler(request handler, route, raw query, record)
+STREAMS = {(("", "pods"), "exec"): podexec.serve_exec}
 FAULTS = ("500", "503", "429", "drop", "slow")
 
 
@@ -120,6 +123,10 @@ class Emulator:
         # Seconds each write from a restik client waits before it is served: widens the
         # window between two writes, e.g. to kill a controller between two patches.
         self.write_delay = 0.0
+        # pods/exec runs the command as a local process, as the kubelet would in the
+        # container: (namespace, pod, container) -> {"cwd", "env", "user", "group"}
+        self.exec_env: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._exec_processes: set[subprocess.Popen] = set()
         self._requests: list[Request] = []
         self.tokens: dict[str, UserInfo] = {}  # bearer token -> user (write_kubeconfig)
         self._log_lock = threading.Lock()
@@ -167,6 +174,11 @@ class Emulator:
             self.store.cond.notify_all()
         self._httpd.shutdown()
         self._httpd.server_close()
+        with self._log_lock:
+            procs = list(self._exec_processes)
+            self._exec_processes.clear()
+        for proc in procs:  # exec'd commands still running (a client that left does not
+            podexec.kill(proc)  # stop them, in a real cluster either)
         with self._log_lock:
             conns = list(self._connections)
         for conn in conns:
@@ -378,6 +390,22 @@ class Emulator:
             created.append(self.create(doc))
         return created
 
+    # -- exec'd processes ---------------------------------------------------------------------
+
+    @property
+    def exec_processes(self) -> list[subprocess.Popen]:
+        """Commands started through pods/exec that are still running."""
+        with self._log_lock:
+            return [p for p in self._exec_processes if p.poll() is None]
+
+    def _exec_started(self, proc: subprocess.Popen) -> None:
+        with self._log_lock:
+            self._exec_processes.add(proc)
+
+    def _exec_ended(self, proc: subprocess.Popen) -> None:
+        with self._log_lock:
+            self._exec_processes.discard(proc)
+
     # -- request log -------------------------------------------------------------------------
 
     @property
@@ -564,6 +592,11 @@ class _Handler(BaseHTTPRequestHandler):
             if route.verb == "watch":
                 self._watch(route, query, record)
                 return
+            if route.rt is not None and (route.rt.key, route.subresource) in STREAMS:
+                emu.store._admit("CONNECT", route.rt, route.namespace, route.name,
+                                 route.subresource, None, None, False)  # fmt: skip
+                STREAMS[(route.rt.key, route.subresource)](self, route, url.query, record)
+                return
             code, payload = self._dispatch(route, query, raw, content_type)
         except ApiError as exc:
             record(exc.code)
@@ -670,6 +703,8 @@ class _Handler(BaseHTTPRequestHandler):
         method = self.command
         if action:
             verb = "create" if method == "POST" and not watch else None
+            if method == "GET" and not watch and route.subresource in STREAMED:
+                verb = "get"  # a WebSocket upgrade is a GET
         elif route.name:
             verb = {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method)
             if watch or query.get("watch") in ("true", "1"):
@@ -745,7 +780,9 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, head[:-1] + ',"items":[' + ",".join(e.item_json(rt) for e in items) + "]}"
         if route.subresource and route.verb == "create":
             handler = ACTIONS[(rt.key, route.subresource)]
-            return handler(store, ns, route.name, self._decode(raw, content_type), dry_run)
+            body = self._decode(raw, content_type)
+            store._admit("CREATE", rt, ns, route.name, route.subresource, body, None, dry_run)
+            return handler(store, ns, route.name, body, dry_run)
         if route.verb == "create":
             obj = store.create(rt, ns, self._decode(raw, content_type), dry_run)
             return 201, _dumps(obj)

@@ -454,8 +454,11 @@ class Store:
         dry_run: bool = False,
         propagation: str | None = None,
         preconditions: dict[str, Any] | None = None,
+        admit: bool = True,
     ) -> tuple[dict[str, Any], bool]:
-        """Returns (object, deleted now); objects with finalizers only get a deletionTimestamp."""
+        """Returns (object, deleted now); objects with finalizers only get a deletionTimestamp.
+        ``admit=False``: a delete the server makes itself (an eviction), which admission saw
+        as the request that caused it."""
         with self.lock:
             old = self.lookup(rt, ns, name)
             if old is None:
@@ -471,7 +474,8 @@ class Store:
                     f"Precondition failed: ResourceVersion in precondition: "
                     f"{pre['resourceVersion']}, ResourceVersion in object meta: "
                     f"{meta['resourceVersion']}")  # fmt: skip
-            self._admit("DELETE", rt, ns, name, "", None, old.copy(), dry_run)
+            if admit:
+                self._admit("DELETE", rt, ns, name, "", None, old.copy(), dry_run)
             if meta.get("finalizers"):
                 obj = old.copy()
                 if not meta.get("deletionTimestamp"):

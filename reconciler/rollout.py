@@ -1,0 +1,234 @@
+"""Whether a workload's pods run its current pod template, and which pod restik restarts
+next for the kinds that do not roll by themselves. Pure: objects in, decisions out."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from reconciler.constants import HASH_ANNOTATION, MANUAL_RESTART_KINDS
+
+# Rollout states, as shown in a Backup's status.rollout[].state
+CURRENT = "Current"
+ROLLING_OUT = "RollingOut"
+PENDING = "Pending"
+
+
+def needs_manual_restart(obj: Mapping) -> bool:
+    """Kinds whose pods do not roll on a template change: ReplicaSets, ReplicationControllers,
+    and StatefulSets/DaemonSets with ``updateStrategy.type: OnDelete``."""
+    kind = obj.get("kind")
+    if kind in MANUAL_RESTART_KINDS:
+        return True
+    if kind in ("StatefulSet", "DaemonSet"):
+        strategy = _get(obj, "spec", "updateStrategy") or {}
+        return isinstance(strategy, Mapping) and strategy.get("type") == "OnDelete"
+    return False
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One workload's rollout as its status (or, for restarted kinds, its pods) tell it."""
+
+    state: str  # CURRENT, ROLLING_OUT or PENDING
+    pods: int | None
+    updated: int | None
+    ready: int | None
+    message: str = ""
+
+    @property
+    def current(self) -> bool:
+        return self.state == CURRENT
+
+    def entry(self, workload: str) -> dict:
+        """The status.rollout[] item for ``workload`` ("Kind/name")."""
+        out: dict = {"workload": workload, "current": self.current, "state": self.state}
+        for key in ("pods", "updated", "ready"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.message:
+            out["message"] = self.message
+        return out
+
+
+def observe_rollout(obj: Mapping) -> Rollout:
+    """The rollout of a Deployment, StatefulSet or DaemonSet from its status, the way
+    ``kubectl rollout status`` reads it. Kinds restik restarts (see needs_manual_restart)
+    are Current here, with their counts: their pods tell the rest (plan_restart)."""
+    kind = obj.get("kind")
+    spec = obj.get("spec") if isinstance(obj.get("spec"), Mapping) else {}
+    status = obj.get("status") if isinstance(obj.get("status"), Mapping) else {}
+    generation = _get(obj, "metadata", "generation")
+    observed = status.get("observedGeneration")
+    if kind == "DaemonSet":
+        desired = _int(status.get("desiredNumberScheduled"))
+        updated = _int(status.get("updatedNumberScheduled"))
+        ready = _int(status.get("numberReady"))
+        pods = _int(status.get("currentNumberScheduled"))
+    else:
+        desired = _int(spec.get("replicas"), 1)
+        updated = _int(status.get("updatedReplicas"))
+        ready = _int(status.get("readyReplicas"))
+        pods = _int(status.get("replicas"))
+    if needs_manual_restart(obj):
+        # Their controller never replaces pods for a template change: restik restarts them
+        # and knows from their pods (plan_restart) whether they are current.
+        return Rollout(CURRENT, pods, pods, ready)
+    if generation is not None and (not isinstance(observed, int) or observed < generation):
+        return Rollout(
+            ROLLING_OUT, pods, None, ready, f"waiting for the {kind} controller to observe it"
+        )
+    if kind == "Deployment":
+        if updated < desired or pods > updated:
+            if spec.get("paused") is True:
+                return Rollout(PENDING, pods, updated, ready, "paused: resume it to roll out")
+            return Rollout(ROLLING_OUT, pods, updated, ready, f"{updated}/{desired} updated")
+        available = _int(status.get("availableReplicas"))
+        if available < updated:
+            return Rollout(ROLLING_OUT, pods, updated, ready, f"{available}/{desired} available")
+        return Rollout(CURRENT, pods, updated, ready)
+    if kind == "StatefulSet":
+        partition = _int(_get(spec, "updateStrategy", "rollingUpdate", "partition"))
+        if updated < desired:
+            if partition > 0 and updated >= max(0, desired - partition):
+                return Rollout(
+                    PENDING,
+                    pods,
+                    updated,
+                    ready,
+                    f"partition {partition}: pods below ordinal {partition} keep the old sidecar",
+                )
+            return Rollout(ROLLING_OUT, pods, updated, ready, f"{updated}/{desired} updated")
+        if ready < desired:
+            return Rollout(ROLLING_OUT, pods, updated, ready, f"{ready}/{desired} ready")
+        return Rollout(CURRENT, pods, updated, ready)
+    if kind == "DaemonSet":
+        available = _int(status.get("numberAvailable"))
+        if updated < desired:
+            return Rollout(ROLLING_OUT, pods, updated, ready, f"{updated}/{desired} updated")
+        if available < desired:
+            return Rollout(ROLLING_OUT, pods, updated, ready, f"{available}/{desired} available")
+        return Rollout(CURRENT, pods, updated, ready)
+    return Rollout(CURRENT, pods, None, ready)
+
+
+@dataclass(frozen=True)
+class Restart:
+    """What to do next for a workload whose pods restik restarts itself."""
+
+    evict: str | None  # the pod to evict now, if any
+    done: bool  # every pod runs the current template
+    pods: int
+    updated: int
+    ready: int
+    reason: str = ""  # why nothing is evicted now (while not done)
+
+    def rollout(self) -> Rollout:
+        if self.done:
+            return Rollout(CURRENT, self.pods, self.updated, self.ready)
+        message = f"{self.updated}/{self.pods} pods restarted"
+        if self.reason:
+            message += f"; {self.reason}"
+        return Rollout(ROLLING_OUT, self.pods, self.updated, self.ready, message)
+
+
+def plan_restart(owner: Mapping, pods: Sequence[Mapping]) -> Restart:
+    """The next pod of ``owner`` (a ReplicaSet, ReplicationController or OnDelete
+    StatefulSet/DaemonSet) to evict so that it runs the current template, if any may go now.
+
+    Rules: only pods the owner controls count; nothing while one of them terminates; at most
+    one pod unavailable at a time (a pod that is not Ready may be evicted only when it is
+    the only one not Ready and is itself stale); and never fewer than ``replicas - 1`` Ready
+    pods after the eviction (a missing replacement counts as not Ready). StatefulSet pods go
+    from the highest ordinal down, as the StatefulSet controller rolls them; others by name.
+    """
+    uid = _get(owner, "metadata", "uid")
+    want = _template_hash(owner)
+    mine = [p for p in pods if _controlled_by(p, uid)]
+    terminating = [p for p in mine if _get(p, "metadata", "deletionTimestamp")]
+    live = [p for p in mine if p not in terminating and _phase(p) not in ("Succeeded", "Failed")]
+    stale = [p for p in live if _pod_hash(p) != want]
+    ready = [p for p in live if is_ready(p)]
+    counts = {"pods": len(live), "updated": len(live) - len(stale), "ready": len(ready)}
+    if not stale:
+        return Restart(None, True, **counts)
+    replicas = _desired(owner, len(live))
+    if terminating:
+        name = _name(terminating[0])
+        return Restart(None, False, **counts, reason=f"pod {name} is terminating")
+    not_ready = [p for p in live if not is_ready(p)]
+    if len(not_ready) > 1:
+        names = ", ".join(sorted(_name(p) for p in not_ready))
+        return Restart(None, False, **counts, reason=f"pods not Ready: {names}")
+    if not_ready:
+        if not_ready[0] not in stale:
+            name = _name(not_ready[0])
+            return Restart(None, False, **counts, reason=f"pod {name} is not Ready yet")
+        pick = not_ready[0]
+    else:
+        pick = sorted(stale, key=_restart_order(owner))[0]
+    ready_after = len(ready) - (1 if is_ready(pick) else 0)
+    if ready_after < replicas - 1:
+        return Restart(None, False, **counts, reason=f"{len(ready)}/{replicas} pods Ready: waiting")
+    return Restart(_name(pick), False, **counts)
+
+
+def is_ready(pod: Mapping) -> bool:
+    for cond in _get(pod, "status", "conditions") or ():
+        if isinstance(cond, Mapping) and cond.get("type") == "Ready":
+            return cond.get("status") == "True"
+    return False
+
+
+def _restart_order(owner: Mapping):
+    if owner.get("kind") == "StatefulSet":
+        pattern = re.compile(re.escape(str(_get(owner, "metadata", "name"))) + r"-(\d+)$")
+
+        def by_ordinal(pod: Mapping):
+            match = pattern.match(_name(pod))
+            return (-int(match.group(1)) if match else 0, _name(pod))
+
+        return by_ordinal
+    return _name
+
+
+def _desired(owner: Mapping, live: int) -> int:
+    if owner.get("kind") == "DaemonSet":
+        desired = _get(owner, "status", "desiredNumberScheduled")
+        return desired if isinstance(desired, int) else live
+    return _int(_get(owner, "spec", "replicas"), 1)
+
+
+def _template_hash(owner: Mapping) -> str | None:
+    return (_get(owner, "spec", "template", "metadata", "annotations") or {}).get(HASH_ANNOTATION)
+
+
+def _pod_hash(pod: Mapping) -> str | None:
+    return (_get(pod, "metadata", "annotations") or {}).get(HASH_ANNOTATION)
+
+
+def _controlled_by(pod: Mapping, uid: object) -> bool:
+    refs = _get(pod, "metadata", "ownerReferences") or ()
+    return any(isinstance(r, Mapping) and r.get("uid") == uid and uid for r in refs)
+
+
+def _phase(pod: Mapping) -> str | None:
+    return _get(pod, "status", "phase")
+
+
+def _name(pod: Mapping) -> str:
+    return str(_get(pod, "metadata", "name"))
+
+
+def _int(value: object, default: int = 0) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _get(obj: object, *path: str):
+    for key in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
