@@ -9,8 +9,14 @@
 # build tools end up in the image.
 
 ARG VERSION=0.1.0
+# The base of both stages. Where a registry is used, pin it by digest, so a rebuild gets
+# the same bytes whatever the tag points to by then:
+#   docker build --build-arg BASE_IMAGE=docker.io/library/debian:trixie-slim@sha256:<digest> .
+# (`docker buildx imagetools inspect debian:trixie-slim` prints the digest). The default is
+# the tag, which the registry-less build (../shared/tools/build-image.sh) bootstraps itself.
+ARG BASE_IMAGE=debian:trixie-slim
 
-FROM debian:trixie-slim AS build
+FROM ${BASE_IMAGE} AS build
 ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -21,17 +27,19 @@ RUN apt-get update \
  && python3 -m venv /opt/restik \
  && pip install --no-cache-dir setuptools wheel
 WORKDIR /src
-# Dependencies first, from setup.cfg alone: this layer is reused until they change.
-COPY setup.cfg pyproject.toml ./
-RUN python3 -c 'import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); print(c["options"]["install_requires"])' > /tmp/requirements.txt \
- && pip install --no-cache-dir -r /tmp/requirements.txt
+# Dependencies first, from the hash-pinned lock alone (requirements.lock, generated from
+# setup.cfg's install_requires: see its header): every file pip installs must match a hash
+# in the lock, wheels only, so no package's build code runs here. This layer is reused
+# until the lock changes.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes --only-binary=:all: -r requirements.lock
 # Then the project itself (see .dockerignore for what is sent); the build tools and pip
 # go again, the image never installs anything at run time.
 COPY . .
 RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
  && python3 -m pip uninstall -y setuptools wheel pip
 
-FROM debian:trixie-slim
+FROM ${BASE_IMAGE}
 ARG VERSION
 LABEL org.opencontainers.image.title="restik" \
       org.opencontainers.image.description="Backs up the volumes of Kubernetes workloads with restic: a controller adds a restic sidecar to labeled workloads" \

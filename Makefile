@@ -5,7 +5,7 @@ VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' reconciler/__init__.p
 IMAGE ?= restik:$(VERSION)
 BUILD_IMAGE ?= ../shared/tools/build-image.sh
 
-.PHONY: test lint format bench image image-builder
+.PHONY: test lint format bench image image-builder lock
 
 test:
 	bash .ci/run
@@ -39,3 +39,9 @@ image-builder:
 	elif command -v podman >/dev/null 2>&1; then echo podman; \
 	elif command -v buildah >/dev/null 2>&1; then echo buildah; \
 	else echo none; fi
+
+# The image's hash-pinned dependencies, from setup.cfg's install_requires (pip-tools).
+# Run after changing install_requires; tests/test_supply_chain.py checks they agree.
+lock:
+	pip-compile --quiet --generate-hashes --strip-extras --no-emit-index-url \
+		--no-emit-find-links --allow-unsafe --output-file requirements.lock setup.cfg

@@ -1,4 +1,4 @@
-"""A thin Kubernetes API layer over pykube-ng: paths, one retry policy, classified errors."""
+"""A thin Kubernetes API layer over pykube (new-pykube): paths, retries, classified errors."""
 
 from __future__ import annotations
 
@@ -107,8 +107,29 @@ class ConfigError(Exception):
     """No usable Kubernetes configuration; the message says where restik looked."""
 
 
+# pykube reads these at connect and at every request: another API host for the in-cluster
+# token, another CA to trust. restik never sets them; in a pod they can only come from the
+# environment someone else wrote (e.g. a Secret's keys), so they are dropped, not obeyed.
+PYKUBE_OVERRIDES = (
+    "PYKUBE_KUBERNETES_SERVICE_HOST",
+    "PYKUBE_KUBERNETES_SERVICE_PORT",
+    "PYKUBE_SSL_CERTIFICATE_AUTHORITY",
+)
+
+
+def drop_pykube_overrides() -> list[str]:
+    """Remove every PYKUBE_* variable from the environment; the names removed (no values)."""
+    names = sorted(k for k in os.environ if k.startswith("PYKUBE_"))
+    for name in names:
+        del os.environ[name]
+    if names:
+        log.warning("ignoring %s: restik does not take API settings from PYKUBE_*", names)
+    return names
+
+
 def load_config(kubeconfig: str | None) -> pykube.KubeConfig:
     """--kubeconfig, then $KUBECONFIG, then ~/.kube/config, then the in-cluster account."""
+    drop_pykube_overrides()
     path = kubeconfig or os.environ.get("KUBECONFIG")
     if path:
         origin = "--kubeconfig" if kubeconfig else "$KUBECONFIG"
@@ -124,7 +145,7 @@ def load_config(kubeconfig: str | None) -> pykube.KubeConfig:
             f"{default} does not exist, and there is no in-cluster service account "
             f"({SERVICE_ACCOUNT_DIR}/token)"
         )
-    return pykube.KubeConfig.from_service_account()
+    return pykube.KubeConfig.from_service_account(str(SERVICE_ACCOUNT_DIR))
 
 
 def unreachable(url: str, exc: Exception) -> ApiError:

@@ -33,10 +33,9 @@ CRD_NAME = "backups.backup.appscode.com"
 
 # Rights as (apiGroup, resource, verb, resourceName or None): exactly the API calls made
 # (tests/test_rbac.py records those calls and checks them against these roles).
-CRD_RIGHTS = {
-    ("apiextensions.k8s.io", "customresourcedefinitions", "get", CRD_NAME),
-    ("apiextensions.k8s.io", "customresourcedefinitions", "create", None),
-}
+CRD_RIGHTS = {("apiextensions.k8s.io", "customresourcedefinitions", "get", CRD_NAME)}
+# components/crd-create: opt-in, the install applies the CRD itself
+CRD_CREATE_RIGHTS = {("apiextensions.k8s.io", "customresourcedefinitions", "create", None)}
 _WORKLOAD = {
     ("apps", "deployments"),
     ("apps", "statefulsets"),
@@ -169,11 +168,14 @@ def test_install_contains_everything():
             ("RoleBinding", "restik-leader-election"),
             ("Service", "restik-metrics"),
             ("Deployment", "restik-controller"),
+            ("ValidatingAdmissionPolicy", "restik-controller-scope"),
+            ("ValidatingAdmissionPolicyBinding", "restik-controller-scope"),
         ]
     )
     for obj in objs:
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "restik"
         cluster_scoped = obj["kind"] in ("Namespace", "CustomResourceDefinition")
+        cluster_scoped |= obj["kind"].startswith("ValidatingAdmissionPolicy")
         cluster_scoped |= obj["kind"].startswith("Cluster")
         assert obj["metadata"].get("namespace") == (None if cluster_scoped else NAMESPACE)
 
@@ -368,3 +370,158 @@ def test_one_image_tag_everywhere():
     deploy = next(o for o in base if o["kind"] == "Deployment")
     container = deploy["spec"]["template"]["spec"]["containers"][0]
     assert make.stdout.strip() == DEFAULT_IMAGE == container["image"] == IMAGE
+
+
+# --------------------------------------------------------------------------- components
+
+
+def overlay(tmp_path: Path, resources: list[Path], components: list[str], extra: str = ""):
+    """Build a user's overlay of ``resources`` with ``components`` (names under
+    kustomize/components)."""
+    rel = [os.path.relpath(r, tmp_path) for r in resources]
+    comps = [os.path.relpath(KUSTOMIZE / "components" / c, tmp_path) for c in components]
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+        "kind: Kustomization\n"
+        f"resources: [{', '.join(rel)}]\n"
+        f"components: [{', '.join(comps)}]\n" + extra
+    )
+    return kustomize(tmp_path)
+
+
+def test_admission_policy_in_install_and_namespaced_overlay():
+    for target in ("install", "namespaced"):
+        objs = _built(target)
+        policy = find(objs, "ValidatingAdmissionPolicy", "restik-controller-scope")
+        binding = find(objs, "ValidatingAdmissionPolicyBinding", "restik-controller-scope")
+        assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+        assert "namespace" not in policy["metadata"] and "namespace" not in binding["metadata"]
+        user = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
+        assert user in policy["spec"]["matchConditions"][0]["expression"]
+        find(objs, "ServiceAccount", SERVICE_ACCOUNT, NAMESPACE)
+
+
+def test_crd_create_is_an_opt_in_component(tmp_path):
+    for objs in (_built("install"), _built("namespaced"), _built("prometheus")):
+        role = find(objs, "ClusterRole", "restik-controller")
+        assert not rights(role) & CRD_CREATE_RIGHTS
+    objs = overlay(tmp_path, [KUSTOMIZE / "base"], ["crd-create"])
+    assert rights(find(objs, "ClusterRole", "restik-controller")) == (
+        CONTROLLER_CLUSTER_RIGHTS | CRD_CREATE_RIGHTS
+    )
+    (tmp_path / "ns").mkdir()
+    objs = overlay(tmp_path / "ns", [KUSTOMIZE / "overlays" / "namespaced"], ["crd-create"])
+    assert rights(find(objs, "ClusterRole", "restik-controller")) == (
+        CRD_RIGHTS | CRD_CREATE_RIGHTS
+    )
+
+
+def _network_policies(tmp_path: Path, extra: str = "") -> list[dict]:
+    objs = overlay(tmp_path, [KUSTOMIZE / "base"], ["network-policy"], extra)
+    for obj in objs:
+        for version in K8S_VERSIONS:
+            kubernetes_validate.validate(obj, version, strict=True)
+    return objs
+
+
+def test_network_policy_admits_only_monitoring_to_the_controllers_metrics(tmp_path):
+    objs = _network_policies(tmp_path)
+    policy = find(objs, "NetworkPolicy", "restik-controller-metrics", NAMESPACE)
+    pod_labels = find(objs, "Deployment", "restik-controller")["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    (port,) = rule["ports"]
+    ports = {p["name"]: p["containerPort"] for p in controller(objs)["ports"]}
+    assert port == {"protocol": "TCP", "port": "metrics"} and ports["metrics"] == METRICS_PORT
+
+
+def test_network_policy_monitoring_namespace_is_configurable(tmp_path):
+    """The patch the component's comment shows."""
+    extra = (
+        "patches:\n"
+        "  - target: {kind: NetworkPolicy, name: restik-controller-metrics}\n"
+        "    patch: |-\n"
+        "      - op: replace\n"
+        "        path: /spec/ingress/0/from/0/namespaceSelector/matchLabels\n"
+        "        value: {kubernetes.io/metadata.name: prometheus}\n"
+    )
+    policy = find(_network_policies(tmp_path, extra), "NetworkPolicy")
+    selector = policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]
+    assert selector == {"matchLabels": {"kubernetes.io/metadata.name": "prometheus"}}
+
+
+def test_tenant_network_policy_opens_only_the_sidecars_metrics_port(tmp_path):
+    from reconciler.constants import METRICS_PORT_NAME
+
+    tenant = KUSTOMIZE / "components" / "network-policy" / "tenant"
+    base = os.path.relpath(tenant, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(f"namespace: web\nresources: [{base}]\n")
+    (policy,) = kustomize(tmp_path)
+    for version in K8S_VERSIONS:
+        kubernetes_validate.validate(policy, version, strict=True)
+    assert policy["metadata"]["namespace"] == "web"
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": METRICS_PORT_NAME}]
+    # the port the rendered sidecar names so (and no other container of a pod does)
+    from reconciler.backup import parse_backup
+    from reconciler.render import Renderer
+    from tests.factories import backup
+
+    sidecar = Renderer().render(parse_backup(backup()), "Deployment", "www").container
+    assert METRICS_PORT_NAME in [p["name"] for p in sidecar["ports"] if p["protocol"] == "TCP"]
+    assert rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+
+
+def test_install_has_no_network_policy_by_default():
+    for target in TARGETS:
+        assert not [o for o in _built(target) if o["kind"] == "NetworkPolicy"]
+
+
+def test_user_overlay_pins_the_image_by_digest(tmp_path):
+    """A registry image, fully qualified and pinned by digest, as SECURITY.md shows: the
+    controller and the sidecars it injects run exactly those bytes."""
+    digest = "sha256:" + "ab" * 32
+    base = os.path.relpath(KUSTOMIZE / "base", tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        f"resources: [{base}]\n"
+        "images:\n"
+        "  - name: restik\n"
+        "    newName: registry.example.com/backup/restik\n"
+        f"    digest: {digest}\n"
+    )
+    container = controller(kustomize(tmp_path))
+    want = f"registry.example.com/backup/restik@{digest}"
+    assert container["image"] == want
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["RESTIK_SIDECAR_IMAGE"] == want
+
+
+def test_user_overlay_moves_the_admission_policys_user(tmp_path):
+    """What components/admission-policy says to do when the controller moves namespace."""
+    extra = (
+        "namespace: backup-ops\n"
+        "patches:\n"
+        "  - target: {kind: ValidatingAdmissionPolicy, name: restik-controller-scope}\n"
+        "    patch: |-\n"
+        "      - op: replace\n"
+        "        path: /spec/matchConditions/0/expression\n"
+        "        value: >-\n"
+        "          request.userInfo.username ==\n"
+        "          'system:serviceaccount:backup-ops:restik'\n"
+    )
+    objs = overlay(tmp_path, [KUSTOMIZE / "base"], ["admission-policy"], extra)
+    policy = find(objs, "ValidatingAdmissionPolicy", "restik-controller-scope")
+    (condition,) = policy["spec"]["matchConditions"]
+    assert condition["expression"] == (
+        "request.userInfo.username == 'system:serviceaccount:backup-ops:restik'"
+    )
+    find(objs, "ServiceAccount", SERVICE_ACCOUNT, "backup-ops")

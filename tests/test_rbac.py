@@ -14,7 +14,7 @@ from reconciler.kube import Kube
 from reconciler.lease import LeaderElector
 from tests.test_controller import NS, backup, containers, get, owned_pod, workload
 from tests.test_controller_loop import finish, restik, wait_for
-from tests.test_kustomize import _built, find, rights
+from tests.test_kustomize import CRD_CREATE_RIGHTS, KUSTOMIZE, _built, find, overlay, rights
 from tests.test_sidecar_support import needs_restic
 from tests.test_sidecar_watch import world  # noqa: F401 - the fixture
 
@@ -112,22 +112,61 @@ def controller_calls(tmp_path_factory):
         return used_rights(emu.requests)
 
 
-def test_every_controller_call_is_allowed(controller_calls):
-    objs = _built("install")
-    granted = rights(find(objs, "ClusterRole", "restik-controller")) | rights(
+def controller_grants(objs) -> set[tuple]:
+    return rights(find(objs, "ClusterRole", "restik-controller")) | rights(
         find(objs, "Role", "restik-leader-election", "restik-system")
     )
-    denied = {r for r in controller_calls if not allowed(r, granted)}
+
+
+@pytest.fixture(scope="module")
+def with_crd_create(tmp_path_factory) -> set[tuple]:
+    """The controller's rights in an overlay of base with components/crd-create: the
+    scenarios start without the CRD, so the controller creates it."""
+    return controller_grants(
+        overlay(tmp_path_factory.mktemp("crd-create"), [KUSTOMIZE / "base"], ["crd-create"])
+    )
+
+
+def test_every_controller_call_is_allowed(controller_calls, with_crd_create):
+    denied = {r for r in controller_calls if not allowed(r, with_crd_create)}
     assert denied == set()
 
 
-def test_controller_is_granted_nothing_it_does_not_use(controller_calls):
-    objs = _built("install")
-    granted = rights(find(objs, "ClusterRole", "restik-controller")) | rights(
-        find(objs, "Role", "restik-leader-election", "restik-system")
-    )
-    unused = unnamed(granted - NOT_API_CALLS) - unnamed(controller_calls)
+def test_controller_is_granted_nothing_it_does_not_use(controller_calls, with_crd_create):
+    unused = unnamed(with_crd_create - NOT_API_CALLS) - unnamed(controller_calls)
     assert sorted(unused) == []
+
+
+def test_default_install_path_needs_no_crd_create(tmp_path):
+    """The default install applies the CRD; the controller then only reads it, and every
+    call of a cycle that injects and removes a sidecar is allowed without `create` on CRDs."""
+    from tests.emulator import Emulator
+
+    objs = _built("install")
+    with Emulator() as emu:
+        emu.create(find(objs, "CustomResourceDefinition"))  # as `kubectl apply` does
+        kube = Kube.connect(str(emu.write_kubeconfig(tmp_path / "kubeconfig")))
+        c = Controller(kube, Settings())
+        emu.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+        emu.create(backup())
+        emu.create(workload(sa="app"))
+        c.cycle()
+        assert SIDECAR_NAME in containers(get(emu, "Deployment"))
+        obj = get(emu, "Deployment")
+        del obj["metadata"]["labels"][CONFIG_LABEL]
+        emu.update(obj)
+        c.cycle()
+        assert SIDECAR_NAME not in containers(get(emu, "Deployment"))
+        calls = used_rights(emu.requests)
+    granted = controller_grants(objs)
+    assert not granted & CRD_CREATE_RIGHTS
+    assert {r for r in calls if not allowed(r, granted)} == set()
+    assert (
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        "get",
+        "backups.backup.appscode.com",
+    ) in calls
 
 
 @pytest.fixture

@@ -24,6 +24,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE",
         help="manifests to create at start (their namespaces are created when missing)",
     )
+    parser.add_argument(
+        "--admission-policies", action="store_true",
+        help="enforce the ValidatingAdmissionPolicies created in the emulator (real CEL)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--user", default=None, metavar="NAME",
+        help="the kubeconfig's bearer token stands for this user (default: the admin), "
+        "e.g. system:serviceaccount:restik-system:restik",
+    )  # fmt: skip
     cluster = parser.add_argument_group("a cluster, not only an API server")
     cluster.add_argument(
         "--cluster",
@@ -68,13 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         ready_delay=args.ready_delay,
         broken_images=args.broken_image,
         watch_window=args.watch_window,
+        admission_policies=args.admission_policies,
     ).start()
     try:
         for path in args.load:
             for obj in emu.load(path, create_namespaces=True):
                 meta = obj["metadata"]
                 log.info("loaded %s %s/%s", obj["kind"], meta.get("namespace", ""), meta["name"])
-        emu.write_kubeconfig(args.kubeconfig)
+        emu.write_kubeconfig(args.kubeconfig, user=args.user)
         log.info("serving on %s, kubeconfig %s", emu.url, args.kubeconfig)
         while not stop.wait(0.2):
             pass

@@ -139,7 +139,7 @@ def evict(store: Store, ns: str, name: str, body: Any, dry_run: bool) -> tuple[i
             if pdbs:
                 _check_budget(store, pdbs[0], pod)
         store.delete(pods_rt, ns, name, dry_run, options.get("propagationPolicy"),
-                     options.get("preconditions"))  # fmt: skip
+                     options.get("preconditions"), admit=False)  # fmt: skip
     status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
               "code": 201}  # fmt: skip
     return 201, _dumps(status)

@@ -210,6 +210,30 @@ class ReplicationController(Workload):
         return []
 
 
+class DaemonSet(Workload):
+    """apps/v1 shows the internal spec.templateGeneration as an annotation the server keeps:
+    1 on create, +1 on every update that changes the pod template."""
+
+    ANNOTATION = "deprecated.daemonset.template.generation"
+
+    def on_create(self, obj: dict[str, Any]) -> None:
+        obj["metadata"].setdefault("annotations", {})[self.ANNOTATION] = "1"
+
+    def on_update(
+        self, obj: dict[str, Any], current: dict[str, Any], subresource: str | None, stamp: str
+    ) -> None:
+        if subresource == "status":
+            return
+        old = (current["metadata"].get("annotations") or {}).get(self.ANNOTATION)
+        if old is None:
+            return
+        changed = (obj.get("spec") or {}).get("template") != (current.get("spec") or {}).get(
+            "template"
+        )
+        value = str(int(old) + 1) if changed and old.isdigit() else old
+        obj["metadata"].setdefault("annotations", {})[self.ANNOTATION] = value
+
+
 class CustomResourceDefinition(Kind):
     def defaults(self, obj: dict[str, Any]) -> None:
         rules.crd_defaults(obj)
@@ -257,6 +281,15 @@ class CustomResource(Kind):
             obj.pop("status", None)
 
 
+class AdmissionPolicy(Kind):
+    """A ValidatingAdmissionPolicy: refused when an expression does not compile."""
+
+    def validate(self, rt: ResourceType, obj: dict[str, Any]) -> list[Cause]:
+        from .policy import compile_errors
+
+        return super().validate(rt, obj) + compile_errors(obj)
+
+
 DEFAULT = Kind()
 CUSTOM = CustomResource()
 _RBAC = Rbac()
@@ -279,12 +312,13 @@ BY_RESOURCE: dict[tuple[str, str], Kind] = {
         "podManagementPolicy": "OrderedReady",
         "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
     }),
-    ("apps", "daemonsets"): Workload({
+    ("apps", "daemonsets"): DaemonSet({
         "revisionHistoryLimit": 10,
         "updateStrategy": {"type": "RollingUpdate",
                            "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}},
     }),
     ("apiextensions.k8s.io", "customresourcedefinitions"): CustomResourceDefinition(),
+    ("admissionregistration.k8s.io", "validatingadmissionpolicies"): AdmissionPolicy(),
 }  # fmt: skip
 
 

@@ -125,6 +125,12 @@ BUILTINS: list[ResourceType] = [
     _rt("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
         False, short_names=("crd", "crds"), status=True, generation=True,
         unconditional_update=False, return_deleted=True),
+    _rt("admissionregistration.k8s.io", "v1", "validatingadmissionpolicies",
+        "ValidatingAdmissionPolicy", False, categories=("api-extensions",), status=True,
+        generation=True),
+    _rt("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings",
+        "ValidatingAdmissionPolicyBinding", False, categories=("api-extensions",),
+        generation=True),
 ]  # fmt: skip
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import secrets
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from .admission import pod_admission
 from .cluster import Cluster
 from .disruption import evict
 from .errors import ApiError
+from .policy import ADMIN, CURRENT_USER, UserInfo, policy_admission, unauthorized
 from .resources import STREAMED, ResourceType, api_group, resource_list
 from .selectors import parse_field_selector, parse_label_selector
 from .store import MERGE_PATCH, Entry, Store, _dumps
@@ -57,6 +59,7 @@ class Request:
     dry_run: bool
     fault: str | None  # 500, 503, 429, 409, drop, slow
     body: Any = field(default=None, compare=False)
+    user: str = ""  # who the bearer token says made it (policy.py), "" for no token
 
 
 @dataclass
@@ -96,6 +99,7 @@ class Emulator:
         ready_delay: float = 0.05,
         broken_images: Iterable[str] = (),
         watch_window: int | None = None,
+        admission_policies: bool = False,
     ):
         """``watch_window`` (or ``history_size``): watch events kept per resource; a watch
         from an older resourceVersion gets 410 Gone.
@@ -105,7 +109,11 @@ class Emulator:
         StatefulSet, DaemonSet, disruption budgets), ``kubelet`` (pods bound to ``nodes``,
         Ready after ``ready_delay`` seconds unless their image is in ``broken_images`` or
         they reference a missing Secret/ConfigMap), ``admission`` (Pod Security ``enforce``
-        labels, ResourceQuota)."""
+        labels, ResourceQuota).
+
+        ``admission_policies=True`` enforces the ValidatingAdmissionPolicies stored in the
+        emulator, with a real CEL (policy.py); ``write_kubeconfig(..., user=...)`` says who
+        asks."""
         self.store = Store(watch_window if watch_window is not None else history_size)
         self.fail_rate = fail_rate
         self.seed = seed
@@ -120,6 +128,7 @@ class Emulator:
         self.exec_env: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._exec_processes: set[subprocess.Popen] = set()
         self._requests: list[Request] = []
+        self.tokens: dict[str, UserInfo] = {}  # bearer token -> user (write_kubeconfig)
         self._log_lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._port = port
@@ -128,6 +137,8 @@ class Emulator:
         pick = lambda flag: cluster if flag is None else flag  # noqa: E731
         if pick(admission):
             self.store.admission.append(pod_admission(self.store))
+        if admission_policies:
+            self.store.validating.append(policy_admission(self.store))
         self.cluster: Cluster | None = None
         if pick(controllers) or pick(kubelet):
             self.cluster = Cluster(self.store, controllers=pick(controllers),
@@ -194,12 +205,26 @@ class Emulator:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def write_kubeconfig(self, path: str | Path, namespace: str = "default") -> Path:
+    def write_kubeconfig(
+        self,
+        path: str | Path,
+        namespace: str = "default",
+        user: str | None = None,
+        groups: Sequence[str] = (),
+    ) -> Path:
+        """A kubeconfig for this emulator; with ``user``, it holds a bearer token that the
+        emulator maps to that user (and ``groups``, plus system:authenticated), e.g.
+        ``system:serviceaccount:restik-system:restik``. Without, requests are the admin's."""
+        credentials: dict[str, Any] = {}
+        if user is not None:
+            token = secrets.token_hex(16)
+            self.tokens[token] = UserInfo(user, (*groups, "system:authenticated"))
+            credentials["token"] = token
         config = {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-            "users": [{"name": "emulator", "user": {}}],
+            "users": [{"name": "emulator", "user": credentials}],
             "contexts": [
                 {
                     "name": "emulator",
@@ -492,6 +517,9 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self._read_body()
         user_agent = self.headers.get("User-Agent") or ""
         content_type = _media_type(self.headers.get("Content-Type"))
+        authorization = self.headers.get("Authorization") or ""
+        token = authorization[7:].strip() if authorization.startswith("Bearer ") else None
+        user = emu.tokens.get(token) if token is not None else None
         route = self._route(url.path, query)
         dry_run = query.get("dryRun") == "All"
         fault, delay = emu._draw_fault(
@@ -510,6 +538,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self.command, url.path, query, user_agent, content_type, route.verb,
                     route.group, route.version, route.resource, route.subresource,
                     route.namespace, route.name, status, dry_run, fault_name, body,
+                    user.username if user else "",
                 )
             )  # fmt: skip
 
@@ -545,6 +574,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(error.code, _dumps(error.status()), error.headers)
             return
         try:
+            if token is not None and user is None:
+                raise unauthorized()
+            # one thread serves a connection's requests one after another: set it every time
+            CURRENT_USER.set(user or ADMIN)
             if route.error is not None:
                 raise route.error
             if route.doc is not None:
@@ -560,6 +593,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._watch(route, query, record)
                 return
             if route.rt is not None and (route.rt.key, route.subresource) in STREAMS:
+                emu.store._admit("CONNECT", route.rt, route.namespace, route.name,
+                                 route.subresource, None, None, False)  # fmt: skip
                 STREAMS[(route.rt.key, route.subresource)](self, route, url.query, record)
                 return
             code, payload = self._dispatch(route, query, raw, content_type)
@@ -745,7 +780,9 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, head[:-1] + ',"items":[' + ",".join(e.item_json(rt) for e in items) + "]}"
         if route.subresource and route.verb == "create":
             handler = ACTIONS[(rt.key, route.subresource)]
-            return handler(store, ns, route.name, self._decode(raw, content_type), dry_run)
+            body = self._decode(raw, content_type)
+            store._admit("CREATE", rt, ns, route.name, route.subresource, body, None, dry_run)
+            return handler(store, ns, route.name, body, dry_run)
         if route.verb == "create":
             obj = store.create(rt, ns, self._decode(raw, content_type), dry_run)
             return 201, _dumps(obj)

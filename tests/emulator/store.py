@@ -17,6 +17,7 @@ from typing import Any
 
 from . import errors, rules
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
+from .policy import CURRENT_USER, Attributes
 from .resources import BUILTINS, ResourceType, crd_resource_types
 
 Matcher = Callable[[dict[str, Any]], bool]
@@ -95,6 +96,9 @@ class Store:
         # Validating admission on create (Pod Security, ResourceQuota): each hook gets
         # (type, namespace, object) after defaulting and raises an ApiError to refuse.
         self.admission: list[Callable[[ResourceType, str, dict[str, Any]], None]] = []
+        # ValidatingAdmissionPolicies (policy.py): on every create, update and delete, with
+        # the requesting user; each hook raises an ApiError to refuse.
+        self.validating: list[Callable[[Attributes], None]] = []
         for rt in BUILTINS:
             self.types[(rt.group, rt.version, rt.plural)] = rt
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
@@ -293,11 +297,29 @@ class Store:
             self._prepare(rt, obj)
             for admit in self.admission:
                 admit(rt, ns, obj)
+            self._admit("CREATE", rt, ns, meta["name"], "", obj, None, dry_run)
             if dry_run:
                 obj["metadata"]["resourceVersion"] = ""
                 del obj["metadata"]["resourceVersion"]
                 return obj
             return self._commit(rt, obj, None).copy()
+
+    def _admit(
+        self,
+        operation: str,
+        rt: ResourceType,
+        ns: str,
+        name: str,
+        subresource: str,
+        obj: dict[str, Any] | None,
+        old: dict[str, Any] | None,
+        dry_run: bool,
+    ) -> None:
+        if self.validating:
+            request = Attributes(operation, rt, ns, name, subresource, obj, old, dry_run,
+                                 CURRENT_USER.get())  # fmt: skip
+            for admit in self.validating:
+                admit(request)
 
     def _ns_type(self) -> ResourceType:
         return self.types[("", "v1", "namespaces")]
@@ -369,6 +391,7 @@ class Store:
             rt.hooks.on_update(obj, current, subresource, now())
             if rt.generation and self._spec_changed(rt, current, obj):
                 obj["metadata"]["generation"] = current["metadata"].get("generation", 0) + 1
+            self._admit("UPDATE", rt, ns, name, subresource or "", obj, current, dry_run)
             if obj == current:
                 return current  # a no-op write: no new resourceVersion, no watch event
             if dry_run:
@@ -431,8 +454,11 @@ class Store:
         dry_run: bool = False,
         propagation: str | None = None,
         preconditions: dict[str, Any] | None = None,
+        admit: bool = True,
     ) -> tuple[dict[str, Any], bool]:
-        """Returns (object, deleted now); objects with finalizers only get a deletionTimestamp."""
+        """Returns (object, deleted now); objects with finalizers only get a deletionTimestamp.
+        ``admit=False``: a delete the server makes itself (an eviction), which admission saw
+        as the request that caused it."""
         with self.lock:
             old = self.lookup(rt, ns, name)
             if old is None:
@@ -448,6 +474,8 @@ class Store:
                     f"Precondition failed: ResourceVersion in precondition: "
                     f"{pre['resourceVersion']}, ResourceVersion in object meta: "
                     f"{meta['resourceVersion']}")  # fmt: skip
+            if admit:
+                self._admit("DELETE", rt, ns, name, "", None, old.copy(), dry_run)
             if meta.get("finalizers"):
                 obj = old.copy()
                 if not meta.get("deletionTimestamp"):
