@@ -531,3 +531,15 @@ def test_paused_is_a_boolean():
     assert parse_backup(backup(paused=False)).paused is False
     assert parse_backup(backup(paused=None)).paused is False
     assert errors_of(backup(paused="true")) == ["spec.paused: must be true or false, got string"]
+
+
+def test_parsed_parts_cannot_be_changed():
+    b = parse_backup(backup(retentionPolicy={"keepLastSnapshots": 1}))
+    with pytest.raises(AttributeError):
+        b.retention.last = 0
+    with pytest.raises(InvalidBackup) as info:
+        parse_backup(backup(paused="x"))
+    [error] = info.value.errors
+    with pytest.raises(AttributeError):
+        error.message = "fine"
+    assert hash(error) == hash(type(error)(error.path, error.message))

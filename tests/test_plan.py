@@ -576,3 +576,14 @@ def test_a_workload_in_sync_needs_no_render_and_no_full_check():
     result = run([backup()], [converged], renderer=renderer)
     assert result.changes == [] and Counting.renders == 0
     assert result.injected == {WorkloadRef("Deployment", "web", "app")}
+
+
+def test_what_the_planner_hands_out_cannot_be_changed_by_a_consumer():
+    # The controller, the status writer and the offline commands all read one Plan.
+    result = run([backup(volume_name="other"), backup(name="x")], [workload(label="x")])
+    [change], [problem] = result.changes, run([backup(volume_name="other")], [workload()]).problems
+    index = BackupIndex.of(parsed(backup()))
+    for obj, attr in ((change, "action"), (problem, "message"), (index, "valid")):
+        with pytest.raises(AttributeError):
+            setattr(obj, attr, None)
+    assert hash(problem) == hash(copy.copy(problem))
