@@ -587,3 +587,21 @@ def test_what_the_planner_hands_out_cannot_be_changed_by_a_consumer():
         with pytest.raises(AttributeError):
             setattr(obj, attr, None)
     assert hash(problem) == hash(copy.copy(problem))
+
+
+def test_a_change_prints_without_the_workload_it_carries():
+    # Changes end up in logs; the pod template may hold env values that must not.
+    w = workload()
+    pod_spec(w)["containers"][0]["env"] = [{"name": "TOKEN", "value": "s3cr3t-value"}]
+    [change] = run([backup()], [w]).changes
+    text = repr(change)
+    assert "s3cr3t-value" not in text
+    assert "Deployment" in text and "inject" in text
+
+
+def test_remove_when_missing_is_only_ever_passed_by_name():
+    index = BackupIndex.of([])
+    with pytest.raises(TypeError):
+        plan([], [], RENDERER, False)
+    with pytest.raises(TypeError):
+        plan_batch(index, [], RENDERER, index.new_plan(), False)
