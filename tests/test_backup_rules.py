@@ -543,3 +543,12 @@ def test_parsed_parts_cannot_be_changed():
     with pytest.raises(AttributeError):
         error.message = "fine"
     assert hash(error) == hash(type(error)(error.path, error.message))
+
+
+def test_every_bad_entry_of_a_list_is_reported():
+    assert errors_of(backup(tags=[7, "a,b", None, "ok", ""])) == [
+        "spec.tags[0]: must be a string, got number",
+        "spec.tags[1]: must not contain any of ','",
+        "spec.tags[2]: required",
+        "spec.tags[4]: must not be empty",
+    ]

@@ -403,6 +403,19 @@ def test_a_backup_is_rendered_once_for_all_its_workloads_and_cycles():
     assert renderer.renders == 2
 
 
+def test_the_same_backup_written_in_another_key_order_is_not_rendered_again():
+    renderer = CountingRenderer()
+    limits = {"cpu": "1", "memory": "1Gi"}
+    volume = {"nfs": {"server": "nfs", "path": "/x"}}
+    swapped = {"nfs": {"path": "/x", "server": "nfs"}}
+    one = parse_backup(backup(resources={"limits": limits}, volume=volume))
+    other = parse_backup(
+        backup(resources={"limits": dict(reversed(limits.items()))}, volume=swapped)
+    )
+    assert renderer.render(one, "Deployment", "a") == renderer.render(other, "Deployment", "a")
+    assert renderer.renders == 1
+
+
 def test_a_render_is_a_copy_the_caller_may_change():
     renderer = Renderer()
     b = parse_backup(backup())
