@@ -401,6 +401,8 @@ def test_a_backup_is_rendered_once_for_all_its_workloads_and_cycles():
     assert renderer.renders == 1
     renderer.render(parse_backup(backup(path="/srv")), "Deployment", "a")
     assert renderer.renders == 2
+    renderer.config_hash(parse_backup(backup()), "Deployment", "d")  # both stay cached
+    assert renderer.renders == 2
 
 
 def test_the_same_backup_written_in_another_key_order_is_not_rendered_again():
