@@ -4,6 +4,8 @@ become (the retention policy as restic forget's arguments, resources, names, def
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from reconciler.backup import (
@@ -552,3 +554,26 @@ def test_every_bad_entry_of_a_list_is_reported():
         "spec.tags[2]: required",
         "spec.tags[4]: must not be empty",
     ]
+
+
+def test_every_bad_resource_entry_is_reported():
+    resources = {
+        "limits": {"bad name": "1", "cpu": True, "memory": "lots", "x y": "1", "ok": "1"},
+        "requests": {"cpu": "much", "memory": []},
+    }
+    assert errors_of(backup(resources=resources)) == [
+        "spec.resources.limits.bad name: is not a valid resource name",
+        "spec.resources.limits.cpu: must be a quantity, got boolean",
+        "spec.resources.limits.memory: 'lots' is not a valid quantity",
+        "spec.resources.limits.x y: is not a valid resource name",
+        "spec.resources.requests.cpu: 'much' is not a valid quantity",
+        "spec.resources.requests.memory: must be a quantity, got list",
+    ]
+
+
+def test_a_backup_as_the_api_server_sends_it():
+    # Decoded from JSON: no string is the same object as a literal in restik's code.
+    raw = backup(volume={"name": "repo", "nfs": {"server": "nfs", "path": "/x"}})
+    b = parse_backup(json.loads(json.dumps(raw)))
+    assert b.destination_volume == {"name": "repo", "nfs": {"server": "nfs", "path": "/x"}}
+    assert b.destination_path == "/repo"
