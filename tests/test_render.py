@@ -434,3 +434,9 @@ def test_the_metrics_port_reaches_the_args_and_the_port():
         {"name": "restik-metrics", "containerPort": 9999, "protocol": "TCP"}
     ]
     assert out.config_hash != render(backup()).config_hash
+
+
+def test_a_render_cannot_be_changed_in_place_by_its_users():
+    out = render(backup())
+    with pytest.raises(AttributeError):
+        out.config_hash = "0" * 16
