@@ -440,3 +440,32 @@ def test_a_render_cannot_be_changed_in_place_by_its_users():
     out = render(backup())
     with pytest.raises(AttributeError):
         out.config_hash = "0" * 16
+
+
+def test_the_templates_are_read_once_for_all_renderers(monkeypatch):
+    # The offline commands and the KRM function build renderers freely: one read each.
+    import jinja2
+
+    reads = []
+    original = jinja2.FileSystemLoader.get_source
+
+    def counting(self, environment, template):
+        reads.append(template)
+        return original(self, environment, template)
+
+    monkeypatch.setattr(jinja2.FileSystemLoader, "get_source", counting)
+    b = parse_backup(backup(name="fresh-name"))
+    for image in ("a:1", "b:2", "c:3"):
+        Renderer(image=image).render(b, "Deployment", "app")
+    assert len(reads) <= 2, reads  # sidecar.yaml.j2 and volumes.yaml.j2, at most once
+
+
+def test_the_render_cache_is_bounded():
+    renderer = CountingRenderer()
+    # Stand-ins for 50,000 cached Backups (rendering that many would take minutes).
+    renderer._bases.update((f"stand-in-{i}", None) for i in range(50_000))
+    renderer.render(parse_backup(backup(name="one")), "Deployment", "app")
+    assert len(renderer._bases) == 50_001, "at the bound nothing is dropped yet"
+    renderer.render(parse_backup(backup(name="two")), "Deployment", "app")
+    assert len(renderer._bases) == 1, "past it the cache starts over"
+    assert renderer.renders == 2
