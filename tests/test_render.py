@@ -469,3 +469,20 @@ def test_the_render_cache_is_bounded():
     renderer.render(parse_backup(backup(name="two")), "Deployment", "app")
     assert len(renderer._bases) == 1, "past it the cache starts over"
     assert renderer.renders == 2
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        {"hostPath": {"path": "/mnt/backups"}},
+        {"csi": {"driver": "nfs.csi.k8s.io"}},
+        {"persistentVolumeClaim": {"claimName": "backups"}},
+        {"nfs": {"server": "nfs", "path": "/x"}},
+    ],
+    ids=lambda s: next(iter(s)),
+)
+def test_any_named_destination_volume_arrives_as_restik_repo(source):
+    # As the API server sends it: decoded from JSON.
+    raw = json.loads(json.dumps(backup(volume={"name": "mine", **source})))
+    out = Renderer().render(parse_backup(raw), "Deployment", "app")
+    assert out.volumes[1] == {"name": REPO_VOLUME, **source}
