@@ -28,6 +28,24 @@ class Outcome:
     failure: Failure | None = None
     initialised: bool = False
     interrupted: bool = False
+    # A CamelCase word for the LastRunSucceeded condition when the cause is known
+    # (e.g. SecretMissing); else derived from ``failure``.
+    reason: str | None = None
+
+    @property
+    def condition_reason(self) -> str:
+        if self.reason:
+            return self.reason
+        if self.success:
+            return "Success"
+        return FAILURE_REASONS.get(self.failure, "Failed")
+
+
+FAILURE_REASONS = {
+    Failure.WRONG_PASSWORD: "WrongPassword",
+    Failure.LOCKED: "RepositoryLocked",
+    Failure.NO_REPOSITORY: "NoRepository",
+}
 
 
 def format_bytes(n: int) -> str:
