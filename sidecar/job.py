@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -65,6 +66,25 @@ def success_message(summary: restic.Summary, duration: float) -> str:
     )
 
 
+PASSWORD_SOURCES = ("RESTIC_PASSWORD", "RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND")
+SECRET_MISSING = "SecretMissing"
+
+
+def missing_password(backup: Backup, env: Mapping[str, str]) -> str | None:
+    """Why restic has no password, or None. The sidecar references the Secret as optional
+    (a missing Secret must not keep the application's pod from starting), so a missing
+    Secret or key shows up here as an unset RESTIC_PASSWORD."""
+    if any(env.get(name) for name in PASSWORD_SOURCES):
+        return None
+    return (
+        f"Secret {backup.namespace}/{backup.secret_name} "
+        "(spec.destination.repositorySecretName) is missing or has no non-empty key "
+        '"password": RESTIC_PASSWORD is not set, restic was not started. Create the '
+        "Secret with that key, then restart the pod: environment variables are fixed "
+        "when the container starts"
+    )
+
+
 def pid_exists(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -117,6 +137,15 @@ class Job:
     def run(self) -> Outcome:
         started = time.monotonic()
         initialised = False
+        problem = missing_password(self.backup, self.runner.env)
+        if problem is not None:
+            log.error("%s", problem)
+            return Outcome(
+                success=False,
+                message=problem,
+                duration=time.monotonic() - started,
+                reason=SECRET_MISSING,
+            )
         result = self._with_lock_recovery(restic.render_backup(self.backup, self.ctx))
         if not result.ok and not result.interrupted:
             kind = restic.classify(result.code, result.stderr)

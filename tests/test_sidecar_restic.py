@@ -305,6 +305,41 @@ def test_redaction():
     assert format_bytes(103451) == "101.0 KiB"
 
 
+@pytest.mark.parametrize(
+    "env, missing",
+    [
+        ({"RESTIC_PASSWORD": PASSWORD}, False),
+        ({"RESTIC_PASSWORD_FILE": "/etc/restic/pw"}, False),
+        ({"RESTIC_PASSWORD_COMMAND": "cat /pw"}, False),
+        ({}, True),
+        ({"RESTIC_PASSWORD": ""}, True),  # the key is there but empty: restic refuses it
+        ({"AWS_ACCESS_KEY_ID": "x"}, True),  # the Secret's other keys came, not `password`
+    ],
+)
+def test_missing_password_names_the_secret_and_key(env, missing):
+    from sidecar.job import missing_password
+
+    problem = missing_password(make_backup("/data", "/repo"), env)
+    if not missing:
+        assert problem is None
+        return
+    assert "Secret default/www-restic" in problem
+    assert "spec.destination.repositorySecretName" in problem
+    assert '"password"' in problem and "restart the pod" in problem
+
+
+def test_a_missing_password_fails_the_run_without_starting_restic(tmp_path):
+    from sidecar.job import SECRET_MISSING
+
+    runner = Runner(base_env(None, TMPDIR=str(tmp_path)))
+    ctx = Context(host="www", cache_dir=str(tmp_path), restic="/nonexistent/restic")
+    out = Job(make_backup("/data", str(tmp_path / "repo")), ctx, runner).run()
+    # "/nonexistent/restic" would raise FileNotFoundError if anything tried to start it
+    assert (out.success, out.reason, out.failure) == (False, SECRET_MISSING, None)
+    assert out.condition_reason == SECRET_MISSING
+    assert not (tmp_path / "repo").exists()
+
+
 # --- real restic ---------------------------------------------------------------------------
 
 

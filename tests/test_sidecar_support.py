@@ -23,12 +23,14 @@ RESTIC = shutil.which("restic")
 needs_restic = pytest.mark.skipif(RESTIC is None, reason="restic is not installed")
 
 
-def base_env(password: str = PASSWORD, **extra: str) -> dict[str, str]:
+def base_env(password: str | None = PASSWORD, **extra: str) -> dict[str, str]:
+    """A sidecar's environment; ``password=None``: no RESTIC_PASSWORD (a missing Secret)."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/root"),
-        "RESTIC_PASSWORD": password,
     }
+    if password is not None:
+        env["RESTIC_PASSWORD"] = password
     env.update(extra)
     return env
 

@@ -290,6 +290,29 @@ def test_wrong_password_gives_failed_event_without_reinit(world):
     assert wrong not in sc.log and wrong not in json.dumps(world.events())
 
 
+def test_missing_secret_is_a_failed_run_per_schedule_and_the_sidecar_stays(world):
+    """The Secret is referenced as optional, so a missing one leaves RESTIC_PASSWORD unset:
+    every scheduled run is a Failed run naming the Secret and key, restic never starts."""
+    world.backup(schedule="@every 1s")
+    before = tree_bytes(world.repo)
+    sc = world.sidecar(password=None)
+    events = world.wait_events(2)
+    for e in events:
+        assert (e["reason"], e["type"]) == ("Failed", "Warning")
+        assert "Secret default/www-restic" in e["message"]
+        assert '"password"' in e["message"] and "restart the pod" in e["message"]
+    st = world.status()
+    assert [r["result"] for r in st["recentRuns"]] == ["Failed"] * len(st["recentRuns"])
+    assert "www-restic" in st["recentRuns"][0]["message"]
+    cond = next(c for c in st["conditions"] if c["type"] == "LastRunSucceeded")
+    assert (cond["status"], cond["reason"]) == ("False", "SecretMissing")
+    assert "www-restic" in cond["message"]
+    assert "running " + RESTIC not in sc.log  # restic was never started
+    assert tree_bytes(world.repo) == before
+    assert sc.proc.poll() is None  # alive: the application's pod stays in service
+    assert sc.terminate() == 0
+
+
 def test_invalid_backup_is_waited_out(world):
     world.backup(schedule="not a schedule")
     sc = world.sidecar()
