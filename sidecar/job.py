@@ -67,7 +67,7 @@ def success_message(summary: restic.Summary, duration: float) -> str:
 
 
 PASSWORD_SOURCES = ("RESTIC_PASSWORD", "RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND")
-SECRET_MISSING = "SecretMissing"
+SECRET_MISSING = "SecretMissing"  # noqa: S105 (a condition reason, not a password)
 
 
 def missing_password(backup: Backup, env: Mapping[str, str]) -> str | None:

@@ -38,9 +38,19 @@ def repository_of(backup: Backup) -> str:
     return REPO_MOUNT + path
 
 
-def host_for(kind: str | None, workload_name: str | None, pod_name: str) -> str:
-    """Snapshot host: the workload for shared-data kinds, the pod for per-pod kinds."""
-    if not kind or not workload_name or kind in PER_POD_HOST_KINDS:
+def host_for(
+    kind: str | None, workload_name: str | None, pod_name: str, node_name: str | None = None
+) -> str:
+    """Snapshot host, stable across rollouts so `forget --host` sees every old snapshot:
+    the node for a DaemonSet (one pod per node; the pod's name changes on every rollout),
+    the pod for a StatefulSet (stable ordinal names, each with its own volume), and the
+    workload for the kinds whose replicas share their data (Deployment, ReplicaSet,
+    ReplicationController). Without a known workload: the pod's name."""
+    if not kind or not workload_name:
+        return pod_name
+    if kind == "DaemonSet":
+        return node_name or pod_name
+    if kind in PER_POD_HOST_KINDS:
         return pod_name
     return workload_name
 

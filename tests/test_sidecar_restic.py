@@ -81,13 +81,18 @@ def test_repository_of(destination, expected):
         ("ReplicaSet", "www", "www-abcde", "www", True),
         ("ReplicationController", "www", "www-abcde", "www", True),
         ("StatefulSet", "db", "db-0", "db-0", False),
-        ("DaemonSet", "agent", "agent-x1", "agent-x1", False),
+        ("DaemonSet", "agent", "agent-x1", "node-a", False),
         (None, None, "laptop", "laptop", False),
     ],
 )
 def test_host_and_lease(kind, workload, pod, host, lease):
-    assert restic.host_for(kind, workload, pod) == host
+    assert restic.host_for(kind, workload, pod, "node-a") == host
     assert restic.needs_lease(kind) is lease
+
+
+def test_daemonset_host_without_a_node_name_is_the_pod():
+    assert restic.host_for("DaemonSet", "agent", "agent-x1", None) == "agent-x1"
+    assert restic.host_for("DaemonSet", "agent", "agent-x1", "") == "agent-x1"
 
 
 @pytest.mark.parametrize(

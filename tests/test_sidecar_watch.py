@@ -65,15 +65,23 @@ def test_lease_name():
 class Sidecar:
     """A `restik watch` process; its log is kept for assertions."""
 
-    def __init__(self, tmp: Path, kubeconfig: Path, args: list[str], env: dict, name: str):
+    def __init__(
+        self,
+        tmp: Path,
+        kubeconfig: Path | None,
+        args: list[str],
+        env: dict,
+        name: str,
+        metrics_port: int | None = None,
+    ):
+        """``kubeconfig=None``: no --kubeconfig (the in-cluster service account)."""
         self.log_path = tmp / f"{name}.log"
-        self.metrics_port = free_port()
+        self.metrics_port = metrics_port or free_port()
         cmd = [
             sys.executable,
             "-m",
             "sidecar.watch",
-            "--kubeconfig",
-            str(kubeconfig),
+            *(["--kubeconfig", str(kubeconfig)] if kubeconfig else []),
             "--metrics-port",
             str(self.metrics_port),
             "--metrics-address",
@@ -136,7 +144,9 @@ def world(emulator, kubeconfig, tmp_path):
         def patch_spec(self, name="www", **spec):
             return emulator.patch(API_VERSION, "backups", name, {"spec": spec}, NS)
 
-        def sidecar(self, *args, password=PASSWORD, pod="www-test", backup="www", **env):
+        def sidecar(
+            self, *args, password=PASSWORD, pod="www-test", backup="www", metrics_port=None, **env
+        ):
             full_env = base_env(
                 password,
                 POD_NAME=pod,
@@ -145,7 +155,9 @@ def world(emulator, kubeconfig, tmp_path):
                 PYTHONPATH=str(ROOT),
                 **env,
             )
-            sc = Sidecar(tmp_path, kubeconfig, ["--backup", backup, *args], full_env, pod)
+            sc = Sidecar(
+                tmp_path, kubeconfig, ["--backup", backup, *args], full_env, pod, metrics_port
+            )
             started.append(sc)
             return sc
 
