@@ -21,13 +21,50 @@ EXIT_WRONG_PASSWORD = 12
 RESTIC_STALE_AFTER = timedelta(minutes=30)
 
 
+# `--retry-lock` (restic waits for a lock itself) exists since restic 0.16.0.
+RETRY_LOCK_SINCE = (0, 16, 0)
+
+
 @dataclass(frozen=True)
 class Context:
-    """What a restic invocation needs besides the Backup: where and as whom it runs."""
+    """What a restic invocation needs besides the Backup: where and as whom it runs.
+
+    ``retry_lock``: seconds restic may wait for a lock held by another run (passed as
+    `--retry-lock` when ``native_retry_lock``, i.e. restic >= 0.16; older restic is retried
+    by the Job with jitter instead)."""
 
     host: str
     cache_dir: str
     restic: str = "restic"
+    retry_lock: float = 0.0
+    native_retry_lock: bool = False
+
+
+def parse_version(text: str) -> tuple[int, int, int] | None:
+    """restic's version from `restic version` ("restic 0.14.0 compiled with go1.19.8 ...")."""
+    m = re.search(r"\brestic (\d+)\.(\d+)\.(\d+)", text)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
+def has_retry_lock(version: tuple[int, int, int] | None) -> bool:
+    return version is not None and version >= RETRY_LOCK_SINCE
+
+
+def detect_version(binary: str, timeout: float = 30.0) -> tuple[int, int, int] | None:
+    """Run `restic version` once (no repository, no password); None if that fails."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            [binary, "version"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_version(proc.stdout) if proc.returncode == 0 else None
 
 
 def repository_of(backup: Backup) -> str:
@@ -69,19 +106,32 @@ def render_init(backup: Backup, ctx: Context) -> list[str]:
     return [*_global(backup, ctx), "init"]
 
 
+def _locking(backup: Backup, ctx: Context) -> list[str]:
+    """Global options of a command that takes a lock: wait for it where restic can."""
+    args = _global(backup, ctx)
+    if ctx.native_retry_lock and ctx.retry_lock > 0:
+        args.append(f"--retry-lock={int(ctx.retry_lock)}s")
+    return args
+
+
 def render_backup(backup: Backup, ctx: Context) -> list[str]:
-    args = [*_global(backup, ctx), "backup", "--json", f"--host={ctx.host}"]
+    args = [*_locking(backup, ctx), "backup", "--json", f"--host={ctx.host}"]
     args += [f"--tag={tag}" for tag in backup.tags]
     args += [f"--exclude={pattern}" for pattern in backup.excludes]
     return [*args, "--", backup.source_path]
 
 
-def render_forget(backup: Backup, ctx: Context) -> list[str] | None:
-    """`restic forget` for the retention policy, or None when there is nothing to forget."""
+def render_forget(backup: Backup, ctx: Context, hosts: Iterable[str] = ()) -> list[str] | None:
+    """`restic forget` for the retention policy, or None when there is nothing to forget.
+
+    ``hosts``: the hosts whose snapshots the policy applies to (each grouped on its own,
+    restic's default `--group-by host,paths`); default this pod's host. The Backup's
+    `retainHostname` overrides both."""
     r = backup.retention
     if r is None or not r.keeps_anything:
         return None
-    args = [*_global(backup, ctx), "forget", f"--host={r.retain_hostname or ctx.host}"]
+    chosen = [r.retain_hostname] if r.retain_hostname else sorted(set(hosts) or {ctx.host})
+    args = [*_locking(backup, ctx), "forget", *(f"--host={h}" for h in chosen)]
     args += [f"--tag={tag}" for tag in r.retain_tags]
     for flag, value in (
         ("last", r.last),
@@ -113,6 +163,34 @@ def render_cat_lock(backup: Backup, ctx: Context, lock_id: str) -> list[str]:
 
 def render_snapshots(backup: Backup, ctx: Context) -> list[str]:
     return [*_global(backup, ctx), "--no-lock", "snapshots", "--json"]
+
+
+def render_source_snapshots(backup: Backup, ctx: Context) -> list[str]:
+    """The snapshots of this Backup's source path (any host), without taking a lock."""
+    return [*render_snapshots(backup, ctx), f"--path={backup.source_path}"]
+
+
+def workload_hosts(
+    snapshots_json: str, kind: str | None, workload_name: str | None, own_host: str
+) -> list[str]:
+    """The hosts whose snapshots the designated pod of a workload forgets: every pod's
+    (StatefulSet: `<name>-<ordinal>`) or every node's (DaemonSet: any host with snapshots
+    of the Backup's source path, the listing's filter) — and always its own."""
+    try:
+        snaps = json.loads(snapshots_json or "[]")
+    except ValueError:
+        snaps = []
+    hosts = {
+        str(snap.get("hostname"))
+        for snap in (snaps if isinstance(snaps, list) else [])
+        if isinstance(snap, dict) and snap.get("hostname")
+    }
+    if kind == "StatefulSet" and workload_name:
+        ordinal = re.compile(re.escape(workload_name) + r"-\d+")
+        hosts = {h for h in hosts if ordinal.fullmatch(h)}
+    elif kind != "DaemonSet":
+        hosts = set()
+    return sorted(hosts | {own_host})
 
 
 def render_cat_config(backup: Backup, ctx: Context) -> list[str]:

@@ -51,6 +51,7 @@ class Settings:
     metrics_address: str
     restic: str
     lock_stale_after: timedelta
+    lock_wait: float
     resync: float
     stop_timeout: float
     run_timeout: float
@@ -112,6 +113,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a repository lock older than this is stale (default 30m)",
     )
     parser.add_argument(
+        "--lock-wait",
+        default=env_default("LOCK_WAIT", "10m"),
+        help="how long a run waits for a repository locked by another run (a replica's "
+        "prune) before it fails (default 10m; restic >= 0.16: --retry-lock)",
+    )
+    parser.add_argument(
         "--resync",
         default=env_default("RESYNC", "60s"),
         help="re-read the Backup at least this often (default 60s)",
@@ -157,6 +164,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         metrics_address=args.metrics_address,
         restic=args.restic,
         lock_stale_after=parse_duration(args.lock_stale_after),
+        lock_wait=parse_duration(args.lock_wait).total_seconds(),
         resync=max(1.0, parse_duration(args.resync).total_seconds()),
         stop_timeout=parse_duration(args.stop_timeout).total_seconds(),
         run_timeout=parse_duration(args.run_timeout).total_seconds(),
@@ -212,7 +220,9 @@ class Sidecar:
         self._was_follower = False
         self._locks_tidied = False  # stale locks of remote repositories: once per process
         self.kube = None  # set once the API answers (see _start)
-        self.lease = None
+        self.lease = None  # of several replicas sharing one host: who backs up
+        self.prune_lease = None  # of pods with a host each: who forgets and prunes
+        self.workload: tuple[str, str] | None = None
         self.runner = None
         self.metrics = None
         self._server = None
@@ -298,7 +308,7 @@ class Sidecar:
             break
         if self._stop.is_set():
             return
-        if self.lease is not None:
+        if self.lease is not None or self.prune_lease is not None:
             self._lease_thread = threading.Thread(
                 target=self._keep_lease, name="lease", daemon=True
             )
@@ -333,16 +343,35 @@ class Sidecar:
         if not cache_dir:
             cache_dir = tempfile.mkdtemp(prefix="restik-cache-")
         os.makedirs(cache_dir, exist_ok=True)
-        lease = None
-        if in_pod and restic.needs_lease(kind):
+        lease = prune_lease = None
+        if in_pod and kind:
             from sidecar.lease import LeaseKeeper, lease_name
 
-            lease = LeaseKeeper(
-                kube, ns, lease_name(s.backup, wname), self.pod_name, s.lease_duration
-            )
-        self.kube, self.namespace, self.host, self.lease = kube, ns, host, lease
+            if restic.needs_lease(kind):
+                name = lease_name(s.backup, wname)
+                lease = LeaseKeeper(kube, ns, name, self.pod_name, s.lease_duration)
+            else:
+                name = lease_name(s.backup, wname + "-prune")
+                prune_lease = LeaseKeeper(kube, ns, name, self.pod_name, s.lease_duration)
+        version = restic.detect_version(s.restic)
+        native = restic.has_retry_lock(version)
+        log.info(
+            "restic %s: %s",
+            ".".join(map(str, version)) if version else "(version unknown)",
+            "waits for locks itself (--retry-lock)"
+            if native
+            else "lock waits retried by restik with jitter",
+        )
+        self.kube, self.namespace, self.host = kube, ns, host
+        self.lease, self.prune_lease = lease, prune_lease
         self.workload = (kind, wname) if kind else None
-        self.ctx = restic.Context(host=host, cache_dir=cache_dir, restic=s.restic)
+        self.ctx = restic.Context(
+            host=host,
+            cache_dir=cache_dir,
+            restic=s.restic,
+            retry_lock=s.lock_wait,
+            native_retry_lock=native,
+        )
         self.runner = Runner(
             restic_env(os.environ, cache_dir),
             stop_timeout=s.stop_timeout,
@@ -358,8 +387,10 @@ class Sidecar:
             s.backup,
             f"{kind}/{wname}" if kind else "-",
             host,
-            ", Lease " + lease.name if lease else "",
+            f", Lease {lease.name}" if lease else "",
         )
+        if prune_lease is not None:
+            log.info("the holder of Lease %s forgets and prunes for all pods", prune_lease.name)
 
     def _reconnect_on_401(self, exc: Exception) -> None:
         """A 401: the token expired or was rotated (a projected token is rewritten by the
@@ -374,8 +405,9 @@ class Sidecar:
             log.warning("reconnecting after 401: %s", _one_line(err))
             return
         self.kube = kube
-        if self.lease is not None:
-            self.lease.kube = kube
+        for lease in (self.lease, self.prune_lease):
+            if lease is not None:
+                lease.kube = kube
         log.info("reconnected to the API after a 401 (token re-read)")
 
     def _find_pod(self, kube, ns: str) -> tuple[bool, tuple[str, str] | None, str | None]:
@@ -508,7 +540,7 @@ class Sidecar:
     def _keep_lease(self) -> None:
         """Acquire/renew the Lease every third of its duration (its own thread: an API
         that hangs must not stall the schedule or /healthz)."""
-        lease = self.lease
+        lease = self.lease or self.prune_lease
         while not self._stop.is_set():
             try:
                 lease.tick()
@@ -550,6 +582,8 @@ class Sidecar:
             self.runner,
             stale_after=self.s.lock_stale_after,
             tidy_locks=not self._locks_tidied,
+            designated=self.prune_lease is None or self.prune_lease.holding,
+            workload=self.workload,
         )
         try:
             outcome = job.run()
@@ -598,8 +632,9 @@ class Sidecar:
             self._worker.join(self.s.stop_timeout + 30)
         if self._lease_thread is not None:  # no renewal may follow the release
             self._lease_thread.join(self.s.lease_duration)
-        if self.lease is not None:
-            self.lease.release()
+        for lease in (self.lease, self.prune_lease):
+            if lease is not None:
+                lease.release()
         if self._server is not None:
             self._server.shutdown()
         log.info("stopped")

@@ -140,6 +140,83 @@ def test_render_forget(policy, expected):
         assert args == ["restic", "--repo=/repo", "--cache-dir=/restik/cache", "forget", *expected]
 
 
+def test_locking_commands_wait_for_locks_where_restic_can():
+    b = make_backup("/data", "/repo", retentionPolicy={"keepLastSnapshots": 1})
+    native = Context(host="www", cache_dir="/c", retry_lock=600, native_retry_lock=True)
+    old = Context(host="www", cache_dir="/c", retry_lock=600, native_retry_lock=False)
+    assert "--retry-lock=600s" in restic.render_backup(b, native)
+    assert "--retry-lock=600s" in restic.render_forget(b, native)
+    args = restic.render_backup(b, native)
+    assert args.index("--retry-lock=600s") < args.index("backup")  # a global option
+    for ctx in (native, old):  # commands without a lock never wait
+        assert not any(a.startswith("--retry-lock") for a in restic.render_unlock(b, ctx))
+        assert not any(a.startswith("--retry-lock") for a in restic.render_snapshots(b, ctx))
+    assert not any(a.startswith("--retry-lock") for a in restic.render_backup(b, old))
+
+
+@pytest.mark.parametrize(
+    ("text", "version", "native"),
+    [
+        ("restic 0.14.0 compiled with go1.19.8 on linux/amd64\n", (0, 14, 0), False),
+        ("restic 0.16.0 compiled with go1.20.6 on linux/amd64\n", (0, 16, 0), True),
+        ("restic 0.18.1 compiled with go1.24.4 on linux/arm64\n", (0, 18, 1), True),
+        ("restic 1.0.0 compiled with go1.30 on linux/amd64\n", (1, 0, 0), True),
+        ("something else", None, False),
+    ],
+)
+def test_restic_version_decides_retry_lock(text, version, native):
+    assert restic.parse_version(text) == version
+    assert restic.has_retry_lock(version) is native
+
+
+@needs_restic
+def test_detect_version_of_the_installed_restic():
+    version = restic.detect_version(RESTIC)
+    assert version is not None and version >= (0, 14, 0)
+    assert restic.detect_version("/nonexistent/restic") is None
+
+
+def test_forget_for_several_hosts():
+    b = make_backup("/data", "/repo", retentionPolicy={"keepLastSnapshots": 2})
+    args = restic.render_forget(b, CTX, ["db-1", "db-0", "db-1"])
+    assert args[3:] == ["forget", "--host=db-0", "--host=db-1", "--keep-last=2"]
+    other = make_backup("/data", "/repo", retentionPolicy={"keepLastSnapshots": 2,
+                                                           "retainHostname": "x"})  # fmt: skip
+    assert restic.render_forget(other, CTX, ["db-0"])[3:5] == ["forget", "--host=x"]
+    assert restic.render_source_snapshots(b, CTX)[-1] == "--path=/data"
+
+
+def test_workload_hosts():
+    import json
+
+    snaps = json.dumps(
+        [{"hostname": h} for h in ("db-0", "db-1", "db-12", "db-x", "dbx-0", "db-1-0", "node-a")]
+    )
+    assert restic.workload_hosts(snaps, "StatefulSet", "db", "db-2") == [
+        "db-0",
+        "db-1",
+        "db-12",
+        "db-2",
+    ]
+    assert restic.workload_hosts(snaps, "DaemonSet", "agent", "node-b")[-2:] == [
+        "node-a",
+        "node-b",
+    ]
+    assert len(restic.workload_hosts(snaps, "DaemonSet", "agent", "node-b")) == 8
+    assert restic.workload_hosts(snaps, "Deployment", "www", "www") == ["www"]
+    assert restic.workload_hosts("not json", "StatefulSet", "db", "db-0") == ["db-0"]
+    assert restic.workload_hosts("{}", "DaemonSet", "a", "n") == ["n"]
+
+
+def test_lock_pause_grows_is_capped_and_jittered():
+    from sidecar.job import MAX_LOCK_PAUSE, lock_pause
+
+    pauses = [lock_pause(n) for n in range(1, 30)]
+    assert all(0 < p <= MAX_LOCK_PAUSE * 1.5 for p in pauses)
+    assert lock_pause(1) <= 0.75
+    assert len({round(lock_pause(5), 6) for _ in range(20)}) > 1
+
+
 def test_render_other_commands():
     b = make_backup("/data", "/repo")
     g = ["restic", "--repo=/repo", "--cache-dir=/restik/cache"]

@@ -18,7 +18,8 @@ import pytest
 from reconciler.backup import parse_backup
 
 PASSWORD = "s3cr3t-Pa55w0rd-for-tests"  # grep-able: must never leak into args/logs/Events
-RESTIC = shutil.which("restic")
+# $RESTIK_TEST_RESTIC: test with another restic binary (e.g. the image's 0.18).
+RESTIC = os.environ.get("RESTIK_TEST_RESTIC") or shutil.which("restic")
 
 needs_restic = pytest.mark.skipif(RESTIC is None, reason="restic is not installed")
 
