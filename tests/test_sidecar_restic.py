@@ -520,9 +520,9 @@ def test_unreachable_repository_is_not_initialised(tmp_path, source, job_for):
     assert "connection refused" in out.message
 
 
-def _stale_lock(repo: Path, cmd_prefix: list[str] = ()) -> None:
-    """Leave an exclusive lock behind: start `restic check`, SIGKILL it once its lock file is
-    complete (freezing it with SIGSTOP first, so a half-written lock is never left)."""
+def _frozen_locker(repo: Path, cmd_prefix: list[str] = ()) -> subprocess.Popen:
+    """A `restic check` holding its exclusive lock, frozen with SIGSTOP once the lock file is
+    complete (so a half-written lock is never seen)."""
     locks = repo / "locks"
     proc = subprocess.Popen(
         [*cmd_prefix, RESTIC, f"--repo={repo}", "--no-cache", "check", "--read-data"],
@@ -537,13 +537,65 @@ def _stale_lock(repo: Path, cmd_prefix: list[str] = ()) -> None:
             if any(locks.iterdir()):
                 proc.send_signal(signal.SIGSTOP)
                 if _lock_readable(repo):
-                    break
+                    return proc
                 proc.send_signal(signal.SIGCONT)
             time.sleep(0.005)
-    finally:
+    except BaseException:
         proc.kill()
         proc.wait()
-    assert any(locks.iterdir())
+        raise
+
+
+def _stale_lock(repo: Path, cmd_prefix: list[str] = ()) -> None:
+    """Leave an exclusive lock behind: a `restic check` SIGKILLed while it holds it."""
+    proc = _frozen_locker(repo, cmd_prefix)
+    proc.kill()
+    proc.wait()
+    assert any((repo / "locks").iterdir())
+
+
+@needs_restic
+@pytest.mark.slow
+def test_a_run_waits_for_a_live_exclusive_lock_and_gives_up_after_lock_wait(
+    tmp_path, source, caplog
+):
+    """Another pod's prune holds the exclusive lock: the backup waits (restic >= 0.16:
+    --retry-lock; older: restik's jittered retries) and succeeds once it is released; with
+    a shorter --lock-wait than the lock is held, the run is Failed, RepositoryLocked."""
+    import logging
+    import threading
+
+    repo = copy_template(tmp_path / "repo")
+    native = restic.has_retry_lock(restic.detect_version(RESTIC))
+    b = make_backup(str(source), str(repo))
+
+    def job(wait: float) -> Job:
+        runner = Runner(base_env(TMPDIR=str(tmp_path)), stop_timeout=20)
+        ctx = Context(host="db-1", cache_dir=str(tmp_path / "cache"), restic=RESTIC,
+                      retry_lock=wait, native_retry_lock=native)  # fmt: skip
+        return Job(b, ctx, runner)
+
+    locker = _frozen_locker(repo)
+    try:
+        short = job(1.0).run()
+        assert (short.success, short.failure) == (False, Failure.LOCKED), short.message
+        assert short.condition_reason == "RepositoryLocked"
+        assert not any((repo / "snapshots").iterdir())  # nothing saved under the lock
+        released = threading.Timer(3.0, locker.send_signal, (signal.SIGCONT,))
+        released.start()
+        started = time.monotonic()
+        with caplog.at_level(logging.INFO, logger="sidecar.job"):
+            out = job(120.0).run()
+        waited = time.monotonic() - started
+        released.join()
+    finally:
+        locker.send_signal(signal.SIGCONT)
+        locker.wait(60)
+    assert out.success, out.message
+    assert waited >= 2.5  # it really waited for the lock
+    assert len(snapshots(str(repo))) == 1
+    if not native:
+        assert "locked by another run; trying again" in caplog.text
 
 
 def _lock_readable(repo: Path) -> bool:
