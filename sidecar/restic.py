@@ -294,9 +294,31 @@ def classify(exit_code: int, stderr: str) -> Failure:
     return Failure.OTHER
 
 
+def _plain(line: str) -> str:
+    """restic >= 0.17 with --json reports errors as JSON lines on stderr
+    ({"message_type":"exit_error","code":12,"message":"Fatal: ..."}, or "error" with
+    {"error":{"message":...},"item":...}): their text, like older restic prints it."""
+    if not line.startswith("{"):
+        return line
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(msg, dict):
+        return line
+    if msg.get("message_type") == "exit_error" and isinstance(msg.get("message"), str):
+        return msg["message"].strip()
+    if msg.get("message_type") == "error":
+        err = msg.get("error")
+        text = err.get("message") if isinstance(err, dict) else err
+        if isinstance(text, str):
+            return f"error: {text.strip()}"
+    return line
+
+
 def first_error_line(stderr: str, exit_code: int | None = None) -> str:
     """The line of restic's stderr that says what went wrong, for an Event message."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    lines = [_plain(line.strip()) for line in stderr.splitlines() if line.strip()]
     for line in lines:
         if line.startswith("Fatal:"):
             return line[len("Fatal:") :].strip()

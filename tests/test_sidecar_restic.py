@@ -335,6 +335,22 @@ def test_first_error_line():
         "unable to create lock in backend: locked"
     )
     assert restic.first_error_line("", 3) == "restic exited with code 3"
+    # restic >= 0.17 with --json: errors are JSON lines on stderr
+    json_exit = (
+        '{"message_type":"exit_error","code":12,'
+        '"message":"Fatal: wrong password or no key found"}\n'
+    )
+    assert restic.first_error_line(json_exit, 12) == "wrong password or no key found"
+    json_lock = (
+        '{"message_type":"exit_error","code":11,"message":"unable to create lock in backend: x"}'
+    )
+    assert restic.first_error_line(json_lock) == "unable to create lock in backend: x"
+    json_error = (
+        '{"message_type":"error","error":{"message":"open /d/x: permission denied"},'
+        '"during":"archival","item":"/d/x"}\n'
+    )
+    assert restic.first_error_line(json_error, 3) == "error: open /d/x: permission denied"
+    assert restic.first_error_line("{not json\n") == "{not json"
 
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
