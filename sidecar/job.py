@@ -5,13 +5,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import random
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from reconciler.backup import Backup
+from reconciler.constants import PER_POD_HOST_KINDS
 from sidecar import restic
 from sidecar.restic import Context, Failure
 from sidecar.runner import Result, Runner
@@ -28,6 +31,24 @@ class Outcome:
     failure: Failure | None = None
     initialised: bool = False
     interrupted: bool = False
+    # A CamelCase word for the LastRunSucceeded condition when the cause is known
+    # (e.g. SecretMissing); else derived from ``failure``.
+    reason: str | None = None
+
+    @property
+    def condition_reason(self) -> str:
+        if self.reason:
+            return self.reason
+        if self.success:
+            return "Success"
+        return FAILURE_REASONS.get(self.failure, "Failed")
+
+
+FAILURE_REASONS = {
+    Failure.WRONG_PASSWORD: "WrongPassword",
+    Failure.LOCKED: "RepositoryLocked",
+    Failure.NO_REPOSITORY: "NoRepository",
+}
 
 
 def format_bytes(n: int) -> str:
@@ -44,6 +65,35 @@ def success_message(summary: restic.Summary, duration: float) -> str:
         f"snapshot {summary.snapshot_id} saved: {summary.files_new} new, "
         f"{summary.files_changed} changed, {summary.files_unmodified} unmodified files, "
         f"{format_bytes(summary.data_added)} added in {duration:.1f}s"
+    )
+
+
+MAX_LOCK_PAUSE = 10.0
+
+
+def lock_pause(attempt: int) -> float:
+    """Pause before retrying a locked repository: growing, capped, jittered so that the
+    pods of a workload, all fired by the same cron, do not retry in step."""
+    base = min(MAX_LOCK_PAUSE, 0.5 * 2 ** min(attempt - 1, 6))
+    return base * (0.5 + random.random())  # noqa: S311 - jitter, not crypto
+
+
+PASSWORD_SOURCES = ("RESTIC_PASSWORD", "RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND")
+SECRET_MISSING = "SecretMissing"  # noqa: S105 (a condition reason, not a password)
+
+
+def missing_password(backup: Backup, env: Mapping[str, str]) -> str | None:
+    """Why restic has no password, or None. The sidecar references the Secret as optional
+    (a missing Secret must not keep the application's pod from starting), so a missing
+    Secret or key shows up here as an unset RESTIC_PASSWORD."""
+    if any(env.get(name) for name in PASSWORD_SOURCES):
+        return None
+    return (
+        f"Secret {backup.namespace}/{backup.secret_name} "
+        "(spec.destination.repositorySecretName) is missing or has no non-empty key "
+        '"password": RESTIC_PASSWORD is not set, restic was not started. Create the '
+        "Secret with that key, then restart the pod: environment variables are fixed "
+        "when the container starts"
     )
 
 
@@ -83,12 +133,18 @@ class Job:
         hostname: str | None = None,
         clock=lambda: datetime.now(UTC),
         tidy_locks: bool = False,
+        designated: bool = True,
+        workload: tuple[str, str] | None = None,
     ):
         """``tidy_locks``: after a successful run, remove stale locks even where none got in
         the way (a killed run's non-exclusive lock would otherwise stay forever). For a local
         repository this costs a directory listing and is always done; for a remote one it
         costs a restic call, so the sidecar asks for it once per process."""
         self.tidy_locks = tidy_locks
+        # Only the designated pod of a workload runs `forget` (and `prune`): both take an
+        # exclusive lock, which would fail or stall the backups of the other pods.
+        self.designated = designated
+        self.workload = workload
         self.backup = backup
         self.ctx = ctx
         self.runner = runner
@@ -99,6 +155,16 @@ class Job:
     def run(self) -> Outcome:
         started = time.monotonic()
         initialised = False
+        self._locks_before = self._local_locks()
+        problem = missing_password(self.backup, self.runner.env)
+        if problem is not None:
+            log.error("%s", problem)
+            return Outcome(
+                success=False,
+                message=problem,
+                duration=time.monotonic() - started,
+                reason=SECRET_MISSING,
+            )
         result = self._with_lock_recovery(restic.render_backup(self.backup, self.ctx))
         if not result.ok and not result.interrupted:
             kind = restic.classify(result.code, result.stderr)
@@ -147,7 +213,7 @@ class Job:
                 initialised,
             )
 
-        forget_args = restic.render_forget(self.backup, self.ctx)
+        forget_args = self._forget_args() if self.designated else None
         if forget_args is not None:
             forget = self._with_lock_recovery(forget_args)
             if not forget.ok:
@@ -189,10 +255,18 @@ class Job:
         snapshots = local / "snapshots"
         return (local / "config").is_file() and any(snapshots.glob(f"{snapshot_id}*"))
 
+    def _local_locks(self) -> set[str]:
+        local = self._local_dir
+        if local is None or not (local / "locks").is_dir():
+            return set()
+        return {p.name for p in (local / "locks").iterdir()}
+
     def _tidy_locks(self) -> None:
         local = self._local_dir
         if local is not None:
-            if not any((local / "locks").glob("*")):
+            # Only a lock that was there before this run and outlived it can be a leftover;
+            # the locks of other pods' runs that started meanwhile are not worth a look.
+            if not self._locks_before & self._local_locks():
                 return
         elif not self.tidy_locks:
             return
@@ -221,17 +295,57 @@ class Job:
             interrupted=result.interrupted,
         )
 
+    def _forget_args(self) -> list[str] | None:
+        """`forget` for every host of the workload (the designated pod forgets for all)."""
+        if self.backup.retention is None or not self.backup.retention.keeps_anything:
+            return None
+        kind = self.workload[0] if self.workload else None
+        if kind not in PER_POD_HOST_KINDS:
+            return restic.render_forget(self.backup, self.ctx)
+        listed = self.runner.run(restic.render_source_snapshots(self.backup, self.ctx))
+        if not listed.ok:
+            log.warning(
+                "cannot list snapshots (%s): forgetting only host %s this time",
+                restic.first_error_line(listed.stderr, listed.code),
+                self.ctx.host,
+            )
+            return restic.render_forget(self.backup, self.ctx)
+        hosts = restic.workload_hosts(
+            listed.stdout, kind, self.workload[1] if self.workload else None, self.ctx.host
+        )
+        return restic.render_forget(self.backup, self.ctx, hosts)
+
     def _with_lock_recovery(self, args: list[str]) -> Result:
-        """Run; if a stale lock is in the way, unlock and retry once."""
-        result = self.runner.run(args)
-        if result.ok or result.interrupted:
-            return result
-        if restic.classify(result.code, result.stderr) is not Failure.LOCKED:
-            return result
-        if not self._clear_stale_locks():
-            return result
-        log.info("stale lock removed from %s; retrying once", self._repo)
-        return self.runner.run(args)
+        """Run; while the repository is locked by another run, wait for it: restic >= 0.16
+        waits itself (`--retry-lock`), older restic is run again after a jittered pause,
+        until ``ctx.retry_lock`` seconds have passed. A stale lock (a dead restic's) is
+        removed with `restic unlock`."""
+        deadline = time.monotonic() + self.ctx.retry_lock
+        stale_checked = False
+        attempt = 0
+        while True:
+            result = self.runner.run(args)
+            if result.ok or result.interrupted:
+                return result
+            if restic.classify(result.code, result.stderr) is not Failure.LOCKED:
+                return result
+            if not stale_checked:
+                stale_checked = True
+                if self._clear_stale_locks():
+                    log.info("the lock on %s is gone (stale, or released); retrying", self._repo)
+                    continue
+            remaining = deadline - time.monotonic()
+            if self.ctx.native_retry_lock or remaining <= 0:
+                return result
+            attempt += 1
+            pause = min(remaining, lock_pause(attempt))
+            log.info(
+                "repository %s is locked by another run; trying again in %.1fs",
+                self._repo,
+                pause,
+            )
+            if self.runner.sleep(pause):
+                return result  # stopping
 
     def _clear_stale_locks(self) -> bool:
         listed = self.runner.run(restic.render_list_locks(self.backup, self.ctx))

@@ -15,6 +15,12 @@ log = logging.getLogger(__name__)
 COMPONENT = "restik"
 MAX_MESSAGE = 1024
 MAX_CLAIMS = 200  # Events of a deleted-and-recreated Backup may still hold low numbers
+# status.recentRuns: the run history that outlives Events (the API server drops those after
+# --event-ttl, one hour by default). Newest first, bounded so the object stays small.
+MAX_RECENT_RUNS = 10
+MAX_RUN_MESSAGE = 256
+# The condition the sidecars own (the controller owns Ready): how the latest run went.
+RUN_CONDITION = "LastRunSucceeded"
 
 
 class BackupGone(Exception):
@@ -29,10 +35,59 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:.1f}s"
 
 
+def clip(message: str, limit: int) -> str:
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def run_entry(n: int, outcome: Outcome, started: datetime, host: str) -> dict:
+    """One entry of status.recentRuns. The message is the Event's (restic's output is
+    redacted by the runner before it gets here), clipped."""
+    entry = {
+        "number": n,
+        "result": "Success" if outcome.success else "Failed",
+        "time": rfc3339(started),
+        "duration": format_duration(outcome.duration),
+        "host": host,
+        "message": clip(outcome.message, MAX_RUN_MESSAGE),
+    }
+    if outcome.summary is not None:
+        entry["snapshotID"] = outcome.summary.snapshot_id
+    return entry
+
+
+def run_condition(old: Mapping | None, outcome: Outcome, n: int, now: datetime) -> dict:
+    """The LastRunSucceeded condition after run ``n``; its lastTransitionTime moves only
+    when its status does."""
+    status = "True" if outcome.success else "False"
+    reason = outcome.condition_reason
+    old = old or {}
+    return {
+        "type": RUN_CONDITION,
+        "status": status,
+        "reason": reason,
+        "message": clip(f"run {n}: {outcome.message}", MAX_MESSAGE),
+        "lastTransitionTime": old.get("lastTransitionTime")
+        if old.get("status") == status and old.get("lastTransitionTime")
+        else rfc3339(now),
+    }
+
+
 def status_patch(
-    status: Mapping, outcome: Outcome, n: int, started: datetime, resource_version: str
+    status: Mapping,
+    outcome: Outcome,
+    n: int,
+    started: datetime,
+    resource_version: str,
+    *,
+    host: str = "",
+    now: datetime | None = None,
 ) -> dict:
-    """The merge patch claiming number ``n``; resourceVersion makes it conditional."""
+    """The merge patch claiming number ``n``; resourceVersion makes it conditional.
+
+    A merge patch replaces lists whole, so recentRuns and conditions are written complete,
+    from the object read at ``resource_version``: the precondition makes a concurrent writer
+    (a replica, the controller's Ready) a 409 and a re-read, never a lost entry.
+    """
     new = {
         "backupCount": n,
         "lastBackupTime": rfc3339(started),
@@ -42,6 +97,14 @@ def status_patch(
         new["firstBackupTime"] = rfc3339(started)
     if outcome.success:
         new["lastSuccessfulBackupTime"] = rfc3339(started)
+    if outcome.summary is not None:
+        new["lastSnapshotID"] = outcome.summary.snapshot_id
+    old_runs = [r for r in status.get("recentRuns") or [] if isinstance(r, Mapping)]
+    new["recentRuns"] = [run_entry(n, outcome, started, host), *old_runs][:MAX_RECENT_RUNS]
+    conditions = [c for c in status.get("conditions") or [] if isinstance(c, Mapping)]
+    old_condition = next((c for c in conditions if c.get("type") == RUN_CONDITION), None)
+    condition = run_condition(old_condition, outcome, n, now or started)
+    new["conditions"] = [c for c in conditions if c.get("type") != RUN_CONDITION] + [condition]
     return {"metadata": {"resourceVersion": resource_version}, "status": new}
 
 
@@ -49,9 +112,7 @@ def event_body(
     backup: Mapping, n: int, outcome: Outcome, now: datetime, host: str, instance: str
 ) -> dict:
     meta = backup["metadata"]
-    message = outcome.message
-    if len(message) > MAX_MESSAGE:
-        message = message[: MAX_MESSAGE - 3] + "..."
+    message = clip(outcome.message, MAX_MESSAGE)
     return {
         "apiVersion": "v1",
         "kind": "Event",
@@ -108,7 +169,7 @@ def report(
         try:
             updated = kube.merge_patch(
                 api_path(API_VERSION, PLURAL, namespace, name, "status"),
-                status_patch(status, outcome, n, started, rv),
+                status_patch(status, outcome, n, started, rv, host=host, now=now),
             )
         except ApiError as exc:
             if exc.conflict:  # someone else (a replica, the controller) wrote first

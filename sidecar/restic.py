@@ -21,13 +21,50 @@ EXIT_WRONG_PASSWORD = 12
 RESTIC_STALE_AFTER = timedelta(minutes=30)
 
 
+# `--retry-lock` (restic waits for a lock itself) exists since restic 0.16.0.
+RETRY_LOCK_SINCE = (0, 16, 0)
+
+
 @dataclass(frozen=True)
 class Context:
-    """What a restic invocation needs besides the Backup: where and as whom it runs."""
+    """What a restic invocation needs besides the Backup: where and as whom it runs.
+
+    ``retry_lock``: seconds restic may wait for a lock held by another run (passed as
+    `--retry-lock` when ``native_retry_lock``, i.e. restic >= 0.16; older restic is retried
+    by the Job with jitter instead)."""
 
     host: str
     cache_dir: str
     restic: str = "restic"
+    retry_lock: float = 0.0
+    native_retry_lock: bool = False
+
+
+def parse_version(text: str) -> tuple[int, int, int] | None:
+    """restic's version from `restic version` ("restic 0.14.0 compiled with go1.19.8 ...")."""
+    m = re.search(r"\brestic (\d+)\.(\d+)\.(\d+)", text)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
+def has_retry_lock(version: tuple[int, int, int] | None) -> bool:
+    return version is not None and version >= RETRY_LOCK_SINCE
+
+
+def detect_version(binary: str, timeout: float = 30.0) -> tuple[int, int, int] | None:
+    """Run `restic version` once (no repository, no password); None if that fails."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            [binary, "version"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_version(proc.stdout) if proc.returncode == 0 else None
 
 
 def repository_of(backup: Backup) -> str:
@@ -38,9 +75,19 @@ def repository_of(backup: Backup) -> str:
     return REPO_MOUNT + path
 
 
-def host_for(kind: str | None, workload_name: str | None, pod_name: str) -> str:
-    """Snapshot host: the workload for shared-data kinds, the pod for per-pod kinds."""
-    if not kind or not workload_name or kind in PER_POD_HOST_KINDS:
+def host_for(
+    kind: str | None, workload_name: str | None, pod_name: str, node_name: str | None = None
+) -> str:
+    """Snapshot host, stable across rollouts so `forget --host` sees every old snapshot:
+    the node for a DaemonSet (one pod per node; the pod's name changes on every rollout),
+    the pod for a StatefulSet (stable ordinal names, each with its own volume), and the
+    workload for the kinds whose replicas share their data (Deployment, ReplicaSet,
+    ReplicationController). Without a known workload: the pod's name."""
+    if not kind or not workload_name:
+        return pod_name
+    if kind == "DaemonSet":
+        return node_name or pod_name
+    if kind in PER_POD_HOST_KINDS:
         return pod_name
     return workload_name
 
@@ -59,19 +106,32 @@ def render_init(backup: Backup, ctx: Context) -> list[str]:
     return [*_global(backup, ctx), "init"]
 
 
+def _locking(backup: Backup, ctx: Context) -> list[str]:
+    """Global options of a command that takes a lock: wait for it where restic can."""
+    args = _global(backup, ctx)
+    if ctx.native_retry_lock and ctx.retry_lock > 0:
+        args.append(f"--retry-lock={int(ctx.retry_lock)}s")
+    return args
+
+
 def render_backup(backup: Backup, ctx: Context) -> list[str]:
-    args = [*_global(backup, ctx), "backup", "--json", f"--host={ctx.host}"]
+    args = [*_locking(backup, ctx), "backup", "--json", f"--host={ctx.host}"]
     args += [f"--tag={tag}" for tag in backup.tags]
     args += [f"--exclude={pattern}" for pattern in backup.excludes]
     return [*args, "--", backup.source_path]
 
 
-def render_forget(backup: Backup, ctx: Context) -> list[str] | None:
-    """`restic forget` for the retention policy, or None when there is nothing to forget."""
+def render_forget(backup: Backup, ctx: Context, hosts: Iterable[str] = ()) -> list[str] | None:
+    """`restic forget` for the retention policy, or None when there is nothing to forget.
+
+    ``hosts``: the hosts whose snapshots the policy applies to (each grouped on its own,
+    restic's default `--group-by host,paths`); default this pod's host. The Backup's
+    `retainHostname` overrides both."""
     r = backup.retention
     if r is None or not r.keeps_anything:
         return None
-    args = [*_global(backup, ctx), "forget", f"--host={r.retain_hostname or ctx.host}"]
+    chosen = [r.retain_hostname] if r.retain_hostname else sorted(set(hosts) or {ctx.host})
+    args = [*_locking(backup, ctx), "forget", *(f"--host={h}" for h in chosen)]
     args += [f"--tag={tag}" for tag in r.retain_tags]
     for flag, value in (
         ("last", r.last),
@@ -103,6 +163,34 @@ def render_cat_lock(backup: Backup, ctx: Context, lock_id: str) -> list[str]:
 
 def render_snapshots(backup: Backup, ctx: Context) -> list[str]:
     return [*_global(backup, ctx), "--no-lock", "snapshots", "--json"]
+
+
+def render_source_snapshots(backup: Backup, ctx: Context) -> list[str]:
+    """The snapshots of this Backup's source path (any host), without taking a lock."""
+    return [*render_snapshots(backup, ctx), f"--path={backup.source_path}"]
+
+
+def workload_hosts(
+    snapshots_json: str, kind: str | None, workload_name: str | None, own_host: str
+) -> list[str]:
+    """The hosts whose snapshots the designated pod of a workload forgets: every pod's
+    (StatefulSet: `<name>-<ordinal>`) or every node's (DaemonSet: any host with snapshots
+    of the Backup's source path, the listing's filter) — and always its own."""
+    try:
+        snaps = json.loads(snapshots_json or "[]")
+    except ValueError:
+        snaps = []
+    hosts = {
+        str(snap.get("hostname"))
+        for snap in (snaps if isinstance(snaps, list) else [])
+        if isinstance(snap, dict) and snap.get("hostname")
+    }
+    if kind == "StatefulSet" and workload_name:
+        ordinal = re.compile(re.escape(workload_name) + r"-\d+")
+        hosts = {h for h in hosts if ordinal.fullmatch(h)}
+    elif kind != "DaemonSet":
+        hosts = set()
+    return sorted(hosts | {own_host})
 
 
 def render_cat_config(backup: Backup, ctx: Context) -> list[str]:
@@ -206,9 +294,31 @@ def classify(exit_code: int, stderr: str) -> Failure:
     return Failure.OTHER
 
 
+def _plain(line: str) -> str:
+    """restic >= 0.17 with --json reports errors as JSON lines on stderr
+    ({"message_type":"exit_error","code":12,"message":"Fatal: ..."}, or "error" with
+    {"error":{"message":...},"item":...}): their text, like older restic prints it."""
+    if not line.startswith("{"):
+        return line
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(msg, dict):
+        return line
+    if msg.get("message_type") == "exit_error" and isinstance(msg.get("message"), str):
+        return msg["message"].strip()
+    if msg.get("message_type") == "error":
+        err = msg.get("error")
+        text = err.get("message") if isinstance(err, dict) else err
+        if isinstance(text, str):
+            return f"error: {text.strip()}"
+    return line
+
+
 def first_error_line(stderr: str, exit_code: int | None = None) -> str:
     """The line of restic's stderr that says what went wrong, for an Event message."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    lines = [_plain(line.strip()) for line in stderr.splitlines() if line.strip()]
     for line in lines:
         if line.startswith("Fatal:"):
             return line[len("Fatal:") :].strip()

@@ -160,6 +160,10 @@ class Runner:
             except ProcessLookupError:
                 pass
 
+    def sleep(self, seconds: float) -> bool:
+        """Pause between attempts; True (at once) when the sidecar is stopping."""
+        return self._stopping.wait(seconds)
+
     def wait_idle(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -23,6 +23,22 @@ from reconciler.logs import env_default
 log = logging.getLogger("restik.watch")
 
 HEALTH_STALE_AFTER = 120.0  # seconds without a main-loop beat before /healthz fails
+METRICS_RETRY = 5.0  # seconds between attempts to bind a taken metrics port
+MAX_BACKOFF = 30.0
+
+
+def backoff(failures: int) -> float:
+    """Seconds before attempt ``failures + 1``: exponential, capped, with jitter (so that
+    the sidecars of many pods do not retry in step)."""
+    import random
+
+    base = min(MAX_BACKOFF, 0.5 * 2 ** min(failures, 10))
+    return base * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not crypto
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
 
 
 @dataclass(frozen=True)
@@ -35,6 +51,7 @@ class Settings:
     metrics_address: str
     restic: str
     lock_stale_after: timedelta
+    lock_wait: float
     resync: float
     stop_timeout: float
     run_timeout: float
@@ -96,6 +113,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a repository lock older than this is stale (default 30m)",
     )
     parser.add_argument(
+        "--lock-wait",
+        default=env_default("LOCK_WAIT", "10m"),
+        help="how long a run waits for a repository locked by another run (a replica's "
+        "prune) before it fails (default 10m; restic >= 0.16: --retry-lock)",
+    )
+    parser.add_argument(
         "--resync",
         default=env_default("RESYNC", "60s"),
         help="re-read the Backup at least this often (default 60s)",
@@ -141,6 +164,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         metrics_address=args.metrics_address,
         restic=args.restic,
         lock_stale_after=parse_duration(args.lock_stale_after),
+        lock_wait=parse_duration(args.lock_wait).total_seconds(),
         resync=max(1.0, parse_duration(args.resync).total_seconds()),
         stop_timeout=parse_duration(args.stop_timeout).total_seconds(),
         run_timeout=parse_duration(args.run_timeout).total_seconds(),
@@ -195,6 +219,16 @@ class Sidecar:
         self.next_fire: datetime | None = None
         self._was_follower = False
         self._locks_tidied = False  # stale locks of remote repositories: once per process
+        self.kube = None  # set once the API answers (see _start)
+        self.lease = None  # of several replicas sharing one host: who backs up
+        self.prune_lease = None  # of pods with a host each: who forgets and prunes
+        self.workload: tuple[str, str] | None = None
+        self.runner = None
+        self.metrics = None
+        self._server = None
+        self._lease_thread: threading.Thread | None = None
+        self._metrics_failed = False
+        self._next_bind = 0.0
 
     # called from the follower thread
     def set_backup(self, raw: dict | None) -> None:
@@ -208,83 +242,192 @@ class Sidecar:
         self._stop.set()
 
     def main(self) -> int:
+        """Run until SIGTERM. Nothing outside restik's control makes it exit: without a
+        token or an API it retries with backoff, without its metrics port it runs without
+        metrics and tries the port again; a sidecar must not crash-loop its pod."""
+        s = self.s
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        self.pod_name = os.environ.get("POD_NAME") or socket.gethostname()
+        self.namespace = s.namespace or os.environ.get("POD_NAMESPACE")
+        if s.metrics_port:
+            from sidecar.metrics import Metrics
+
+            self.metrics = Metrics(self.namespace or "", s.backup)
+            self._bind_metrics()
+        threading.Thread(target=self._start, name="start", daemon=True).start()
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    # --- metrics port ---
+
+    def _bind_metrics(self) -> None:
+        s = self.s
+        self._next_bind = time.monotonic() + METRICS_RETRY
+        try:
+            self._server = self.metrics.serve(s.metrics_address, s.metrics_port, HEALTH_STALE_AFTER)
+        except OSError as exc:
+            if not self._metrics_failed:
+                log.error(
+                    "cannot serve /metrics and /healthz on %s:%d (%s): running without them "
+                    "and trying again every %.0fs; a liveness probe on this port fails meanwhile",
+                    s.metrics_address,
+                    s.metrics_port,
+                    exc,
+                    METRICS_RETRY,
+                )
+            self._metrics_failed = True
+            return
+        if self._metrics_failed:
+            log.info(
+                "serving /metrics and /healthz on %s:%d now", s.metrics_address, s.metrics_port
+            )
+        self._metrics_failed = False
+
+    # --- starting: API connection, own pod, host (a thread, retried until it works) ---
+
+    def _start(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                self._setup()
+            except Exception as exc:
+                failures += 1
+                delay = backoff(failures)
+                log.warning(
+                    "cannot start following Backup %s (%s); again in %.0fs, no runs until then",
+                    self.s.backup,
+                    _one_line(exc),
+                    delay,
+                )
+                self._stop.wait(delay)
+                continue
+            break
+        if self._stop.is_set():
+            return
+        if self.lease is not None or self.prune_lease is not None:
+            self._lease_thread = threading.Thread(
+                target=self._keep_lease, name="lease", daemon=True
+            )
+            self._lease_thread.start()
+        self._follow()
+
+    def _setup(self) -> None:
+        """Connect, find the own pod and derive the snapshot host; raises while the API
+        cannot be reached (no token, no kubeconfig, connection refused, 5xx, 401)."""
         from reconciler.kube import Kube
         from sidecar import restic
         from sidecar.runner import Runner, restic_env
 
         s = self.s
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
-
-        self.kube = kube = Kube.connect(s.kubeconfig)
-        self.namespace = ns = (
-            s.namespace or os.environ.get("POD_NAMESPACE") or kube.default_namespace or "default"
-        )
-        self.pod_name = os.environ.get("POD_NAME") or socket.gethostname()
-        in_pod, workload = self._find_pod()
+        kube = Kube.connect(s.kubeconfig)
+        ns = self.namespace or kube.default_namespace or "default"
+        in_pod, workload, pod_node = self._find_pod(kube, ns)
         kind, wname = workload if workload else (None, None)
         if in_pod:
-            host = restic.host_for(kind, wname, self.pod_name)
+            node = os.environ.get("NODE_NAME") or pod_node
+            if kind == "DaemonSet" and not node:
+                log.warning(
+                    "DaemonSet pod without NODE_NAME or spec.nodeName: host = pod name %s",
+                    self.pod_name,
+                )
+            host = restic.host_for(kind, wname, self.pod_name, node)
         else:
             host = self.pod_name
             log.info("pod %s/%s not found: running as a single instance", ns, self.pod_name)
-        self.host = host
 
         cache_dir = s.cache_dir or os.environ.get("RESTIC_CACHE_DIR")
         if not cache_dir:
             cache_dir = tempfile.mkdtemp(prefix="restik-cache-")
         os.makedirs(cache_dir, exist_ok=True)
-        self.ctx = restic.Context(host=host, cache_dir=cache_dir, restic=s.restic)
+        lease = prune_lease = None
+        if in_pod and kind:
+            from sidecar.lease import LeaseKeeper, lease_name
+
+            if restic.needs_lease(kind):
+                name = lease_name(s.backup, wname)
+                lease = LeaseKeeper(kube, ns, name, self.pod_name, s.lease_duration)
+            else:
+                name = lease_name(s.backup, wname + "-prune")
+                prune_lease = LeaseKeeper(kube, ns, name, self.pod_name, s.lease_duration)
+        version = restic.detect_version(s.restic)
+        native = restic.has_retry_lock(version)
+        log.info(
+            "restic %s: %s",
+            ".".join(map(str, version)) if version else "(version unknown)",
+            "waits for locks itself (--retry-lock)"
+            if native
+            else "lock waits retried by restik with jitter",
+        )
+        self.kube, self.namespace, self.host = kube, ns, host
+        self.lease, self.prune_lease = lease, prune_lease
+        self.workload = (kind, wname) if kind else None
+        self.ctx = restic.Context(
+            host=host,
+            cache_dir=cache_dir,
+            restic=s.restic,
+            retry_lock=s.lock_wait,
+            native_retry_lock=native,
+        )
         self.runner = Runner(
             restic_env(os.environ, cache_dir),
             stop_timeout=s.stop_timeout,
             command_timeout=s.run_timeout,
         )
-
-        self.lease = None
-        if in_pod and restic.needs_lease(kind):
-            from sidecar.lease import LeaseKeeper, lease_name
-
-            self.lease = LeaseKeeper(
-                kube, ns, lease_name(s.backup, wname), self.pod_name, s.lease_duration
-            )
-        self.metrics = None
-        server = None
-        if s.metrics_port:
-            from sidecar.metrics import Metrics
-
-            self.metrics = Metrics(ns, s.backup)
-            server = self.metrics.serve(s.metrics_address, s.metrics_port, HEALTH_STALE_AFTER)
+        if self._stop.is_set():
+            self.runner.stop()
+        if self.metrics:
+            self.metrics.labels["namespace"] = ns
         log.info(
             "restik watch: Backup %s/%s, workload %s, host %s%s",
             ns,
             s.backup,
             f"{kind}/{wname}" if kind else "-",
             host,
-            ", Lease " + self.lease.name if self.lease else "",
+            f", Lease {lease.name}" if lease else "",
         )
-        threading.Thread(target=self._follow, name="follow", daemon=True).start()
-        try:
-            self._loop()
-        finally:
-            self._shutdown(server)
-        return 0
+        if prune_lease is not None:
+            log.info("the holder of Lease %s forgets and prunes for all pods", prune_lease.name)
 
-    def _find_pod(self) -> tuple[bool, tuple[str, str] | None]:
+    def _reconnect_on_401(self, exc: Exception) -> None:
+        """A 401: the token expired or was rotated (a projected token is rewritten by the
+        kubelet); connect again, which reads the token file anew."""
+        from reconciler.kube import ApiError, Kube
+
+        if not (isinstance(exc, ApiError) and exc.status == 401):
+            return
+        try:
+            kube = Kube.connect(self.s.kubeconfig)
+        except Exception as err:
+            log.warning("reconnecting after 401: %s", _one_line(err))
+            return
+        self.kube = kube
+        for lease in (self.lease, self.prune_lease):
+            if lease is not None:
+                lease.kube = kube
+        log.info("reconnected to the API after a 401 (token re-read)")
+
+    def _find_pod(self, kube, ns: str) -> tuple[bool, tuple[str, str] | None, str | None]:
+        """(in a pod, its workload, its node). Raises while the API cannot answer (so the
+        start is retried): guessing then would back up under a wrong host."""
         from reconciler.kube import ApiError, api_path
 
         workload = self.s.workload
         try:
-            pod = self.kube.get(api_path("v1", "pods", self.namespace, self.pod_name))
+            pod = kube.get(api_path("v1", "pods", ns, self.pod_name))
         except ApiError as exc:
             if exc.not_found:
-                return False, workload
+                return False, workload, None
+            if exc.retryable or exc.status == 401:
+                raise
+            # e.g. 403 (RBAC without pods/get): go on with --workload and $NODE_NAME
             log.warning("cannot read pod %s: %s", self.pod_name, exc)
-            return bool(os.environ.get("POD_NAME")), workload
-        except Exception as exc:
-            log.warning("cannot read pod %s: %s", self.pod_name, exc)
-            return bool(os.environ.get("POD_NAME")), workload
-        return True, workload or workload_from_pod(pod)
+            return bool(os.environ.get("POD_NAME")), workload, None
+        node = (pod.get("spec") or {}).get("nodeName")
+        return True, workload or workload_from_pod(pod), node
 
     # --- following the Backup (a thread) ---
 
@@ -315,10 +458,15 @@ class Sidecar:
                         return
             except Exception as exc:
                 failures += 1
-                delay = min(30.0, 0.5 * 2**failures)
+                delay = backoff(failures)
                 log.warning(
-                    "following %s %s failed (%s); again in %.0fs", PLURAL, self.s.backup, exc, delay
+                    "following %s %s failed (%s); again in %.0fs",
+                    PLURAL,
+                    self.s.backup,
+                    _one_line(exc),
+                    delay,
                 )
+                self._reconnect_on_401(exc)
                 self._stop.wait(delay)
 
     def _is_ours(self, obj: dict) -> bool:
@@ -346,6 +494,8 @@ class Sidecar:
                 if self.metrics:
                     self.metrics.status_seen((raw or {}).get("status"))
             self._tick_lease()
+            if self._metrics_failed and time.monotonic() >= self._next_bind:
+                self._bind_metrics()
             now = datetime.now(UTC)
             if self.next_fire is not None and now >= self.next_fire:
                 fire_at = self.next_fire
@@ -392,17 +542,17 @@ class Sidecar:
             log.warning("%s", message)
             self._last_problem = message
 
-    def _tick_lease(self) -> None:
-        if self.lease is None:
-            return
-        now = time.monotonic()
-        if now < getattr(self, "_next_lease_tick", 0.0):
-            return
-        self._next_lease_tick = now + max(1.0, self.lease.duration / 3)
-        try:
-            self.lease.tick()
-        except Exception as exc:
-            log.warning("Lease %s: %s", self.lease.name, exc)
+    def _keep_lease(self) -> None:
+        """Acquire/renew the Lease every third of its duration (its own thread: an API
+        that hangs must not stall the schedule or /healthz)."""
+        lease = self.lease or self.prune_lease
+        while not self._stop.is_set():
+            try:
+                lease.tick()
+            except Exception as exc:
+                log.warning("Lease %s: %s", lease.name, _one_line(exc))
+                self._reconnect_on_401(exc)
+            self._stop.wait(max(1.0, lease.duration / 3))
 
     def _fire(self, fire_at: datetime) -> None:
         backup = self.backup
@@ -437,6 +587,8 @@ class Sidecar:
             self.runner,
             stale_after=self.s.lock_stale_after,
             tidy_locks=not self._locks_tidied,
+            designated=self.prune_lease is None or self.prune_lease.holding,
+            workload=self.workload,
         )
         try:
             outcome = job.run()
@@ -476,18 +628,20 @@ class Sidecar:
             outcome.message,
         )
 
-    def _shutdown(self, server) -> None:
+    def _shutdown(self) -> None:
         self._stop.set()
-        runner = getattr(self, "runner", None)
-        if runner is not None:
-            runner.stop()
+        if self.runner is not None:
+            self.runner.stop()
         if self._worker is not None and self._worker.is_alive():
             log.info("waiting for the running backup to stop")
             self._worker.join(self.s.stop_timeout + 30)
-        if getattr(self, "lease", None) is not None:
-            self.lease.release()
-        if server is not None:
-            server.shutdown()
+        if self._lease_thread is not None:  # no renewal may follow the release
+            self._lease_thread.join(self.s.lease_duration)
+        for lease in (self.lease, self.prune_lease):
+            if lease is not None:
+                lease.release()
+        if self._server is not None:
+            self._server.shutdown()
         log.info("stopped")
 
 

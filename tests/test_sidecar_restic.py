@@ -81,13 +81,18 @@ def test_repository_of(destination, expected):
         ("ReplicaSet", "www", "www-abcde", "www", True),
         ("ReplicationController", "www", "www-abcde", "www", True),
         ("StatefulSet", "db", "db-0", "db-0", False),
-        ("DaemonSet", "agent", "agent-x1", "agent-x1", False),
+        ("DaemonSet", "agent", "agent-x1", "node-a", False),
         (None, None, "laptop", "laptop", False),
     ],
 )
 def test_host_and_lease(kind, workload, pod, host, lease):
-    assert restic.host_for(kind, workload, pod) == host
+    assert restic.host_for(kind, workload, pod, "node-a") == host
     assert restic.needs_lease(kind) is lease
+
+
+def test_daemonset_host_without_a_node_name_is_the_pod():
+    assert restic.host_for("DaemonSet", "agent", "agent-x1", None) == "agent-x1"
+    assert restic.host_for("DaemonSet", "agent", "agent-x1", "") == "agent-x1"
 
 
 @pytest.mark.parametrize(
@@ -133,6 +138,83 @@ def test_render_forget(policy, expected):
         assert args is None
     else:
         assert args == ["restic", "--repo=/repo", "--cache-dir=/restik/cache", "forget", *expected]
+
+
+def test_locking_commands_wait_for_locks_where_restic_can():
+    b = make_backup("/data", "/repo", retentionPolicy={"keepLastSnapshots": 1})
+    native = Context(host="www", cache_dir="/c", retry_lock=600, native_retry_lock=True)
+    old = Context(host="www", cache_dir="/c", retry_lock=600, native_retry_lock=False)
+    assert "--retry-lock=600s" in restic.render_backup(b, native)
+    assert "--retry-lock=600s" in restic.render_forget(b, native)
+    args = restic.render_backup(b, native)
+    assert args.index("--retry-lock=600s") < args.index("backup")  # a global option
+    for ctx in (native, old):  # commands without a lock never wait
+        assert not any(a.startswith("--retry-lock") for a in restic.render_unlock(b, ctx))
+        assert not any(a.startswith("--retry-lock") for a in restic.render_snapshots(b, ctx))
+    assert not any(a.startswith("--retry-lock") for a in restic.render_backup(b, old))
+
+
+@pytest.mark.parametrize(
+    ("text", "version", "native"),
+    [
+        ("restic 0.14.0 compiled with go1.19.8 on linux/amd64\n", (0, 14, 0), False),
+        ("restic 0.16.0 compiled with go1.20.6 on linux/amd64\n", (0, 16, 0), True),
+        ("restic 0.18.1 compiled with go1.24.4 on linux/arm64\n", (0, 18, 1), True),
+        ("restic 1.0.0 compiled with go1.30 on linux/amd64\n", (1, 0, 0), True),
+        ("something else", None, False),
+    ],
+)
+def test_restic_version_decides_retry_lock(text, version, native):
+    assert restic.parse_version(text) == version
+    assert restic.has_retry_lock(version) is native
+
+
+@needs_restic
+def test_detect_version_of_the_installed_restic():
+    version = restic.detect_version(RESTIC)
+    assert version is not None and version >= (0, 14, 0)
+    assert restic.detect_version("/nonexistent/restic") is None
+
+
+def test_forget_for_several_hosts():
+    b = make_backup("/data", "/repo", retentionPolicy={"keepLastSnapshots": 2})
+    args = restic.render_forget(b, CTX, ["db-1", "db-0", "db-1"])
+    assert args[3:] == ["forget", "--host=db-0", "--host=db-1", "--keep-last=2"]
+    other = make_backup("/data", "/repo", retentionPolicy={"keepLastSnapshots": 2,
+                                                           "retainHostname": "x"})  # fmt: skip
+    assert restic.render_forget(other, CTX, ["db-0"])[3:5] == ["forget", "--host=x"]
+    assert restic.render_source_snapshots(b, CTX)[-1] == "--path=/data"
+
+
+def test_workload_hosts():
+    import json
+
+    snaps = json.dumps(
+        [{"hostname": h} for h in ("db-0", "db-1", "db-12", "db-x", "dbx-0", "db-1-0", "node-a")]
+    )
+    assert restic.workload_hosts(snaps, "StatefulSet", "db", "db-2") == [
+        "db-0",
+        "db-1",
+        "db-12",
+        "db-2",
+    ]
+    assert restic.workload_hosts(snaps, "DaemonSet", "agent", "node-b")[-2:] == [
+        "node-a",
+        "node-b",
+    ]
+    assert len(restic.workload_hosts(snaps, "DaemonSet", "agent", "node-b")) == 8
+    assert restic.workload_hosts(snaps, "Deployment", "www", "www") == ["www"]
+    assert restic.workload_hosts("not json", "StatefulSet", "db", "db-0") == ["db-0"]
+    assert restic.workload_hosts("{}", "DaemonSet", "a", "n") == ["n"]
+
+
+def test_lock_pause_grows_is_capped_and_jittered():
+    from sidecar.job import MAX_LOCK_PAUSE, lock_pause
+
+    pauses = [lock_pause(n) for n in range(1, 30)]
+    assert all(0 < p <= MAX_LOCK_PAUSE * 1.5 for p in pauses)
+    assert lock_pause(1) <= 0.75
+    assert len({round(lock_pause(5), 6) for _ in range(20)}) > 1
 
 
 def test_render_other_commands():
@@ -253,6 +335,22 @@ def test_first_error_line():
         "unable to create lock in backend: locked"
     )
     assert restic.first_error_line("", 3) == "restic exited with code 3"
+    # restic >= 0.17 with --json: errors are JSON lines on stderr
+    json_exit = (
+        '{"message_type":"exit_error","code":12,'
+        '"message":"Fatal: wrong password or no key found"}\n'
+    )
+    assert restic.first_error_line(json_exit, 12) == "wrong password or no key found"
+    json_lock = (
+        '{"message_type":"exit_error","code":11,"message":"unable to create lock in backend: x"}'
+    )
+    assert restic.first_error_line(json_lock) == "unable to create lock in backend: x"
+    json_error = (
+        '{"message_type":"error","error":{"message":"open /d/x: permission denied"},'
+        '"during":"archival","item":"/d/x"}\n'
+    )
+    assert restic.first_error_line(json_error, 3) == "error: open /d/x: permission denied"
+    assert restic.first_error_line("{not json\n") == "{not json"
 
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -303,6 +401,41 @@ def test_redaction():
     assert redact(f"x {PASSWORD} y abcdef", secrets) == "x [REDACTED] y [REDACTED]"
     assert format_bytes(512) == "512 B"
     assert format_bytes(103451) == "101.0 KiB"
+
+
+@pytest.mark.parametrize(
+    "env, missing",
+    [
+        ({"RESTIC_PASSWORD": PASSWORD}, False),
+        ({"RESTIC_PASSWORD_FILE": "/etc/restic/pw"}, False),
+        ({"RESTIC_PASSWORD_COMMAND": "cat /pw"}, False),
+        ({}, True),
+        ({"RESTIC_PASSWORD": ""}, True),  # the key is there but empty: restic refuses it
+        ({"AWS_ACCESS_KEY_ID": "x"}, True),  # the Secret's other keys came, not `password`
+    ],
+)
+def test_missing_password_names_the_secret_and_key(env, missing):
+    from sidecar.job import missing_password
+
+    problem = missing_password(make_backup("/data", "/repo"), env)
+    if not missing:
+        assert problem is None
+        return
+    assert "Secret default/www-restic" in problem
+    assert "spec.destination.repositorySecretName" in problem
+    assert '"password"' in problem and "restart the pod" in problem
+
+
+def test_a_missing_password_fails_the_run_without_starting_restic(tmp_path):
+    from sidecar.job import SECRET_MISSING
+
+    runner = Runner(base_env(None, TMPDIR=str(tmp_path)))
+    ctx = Context(host="www", cache_dir=str(tmp_path), restic="/nonexistent/restic")
+    out = Job(make_backup("/data", str(tmp_path / "repo")), ctx, runner).run()
+    # "/nonexistent/restic" would raise FileNotFoundError if anything tried to start it
+    assert (out.success, out.reason, out.failure) == (False, SECRET_MISSING, None)
+    assert out.condition_reason == SECRET_MISSING
+    assert not (tmp_path / "repo").exists()
 
 
 # --- real restic ---------------------------------------------------------------------------
@@ -403,9 +536,9 @@ def test_unreachable_repository_is_not_initialised(tmp_path, source, job_for):
     assert "connection refused" in out.message
 
 
-def _stale_lock(repo: Path, cmd_prefix: list[str] = ()) -> None:
-    """Leave an exclusive lock behind: start `restic check`, SIGKILL it once its lock file is
-    complete (freezing it with SIGSTOP first, so a half-written lock is never left)."""
+def _frozen_locker(repo: Path, cmd_prefix: list[str] = ()) -> subprocess.Popen:
+    """A `restic check` holding its exclusive lock, frozen with SIGSTOP once the lock file is
+    complete (so a half-written lock is never seen)."""
     locks = repo / "locks"
     proc = subprocess.Popen(
         [*cmd_prefix, RESTIC, f"--repo={repo}", "--no-cache", "check", "--read-data"],
@@ -420,13 +553,65 @@ def _stale_lock(repo: Path, cmd_prefix: list[str] = ()) -> None:
             if any(locks.iterdir()):
                 proc.send_signal(signal.SIGSTOP)
                 if _lock_readable(repo):
-                    break
+                    return proc
                 proc.send_signal(signal.SIGCONT)
             time.sleep(0.005)
-    finally:
+    except BaseException:
         proc.kill()
         proc.wait()
-    assert any(locks.iterdir())
+        raise
+
+
+def _stale_lock(repo: Path, cmd_prefix: list[str] = ()) -> None:
+    """Leave an exclusive lock behind: a `restic check` SIGKILLed while it holds it."""
+    proc = _frozen_locker(repo, cmd_prefix)
+    proc.kill()
+    proc.wait()
+    assert any((repo / "locks").iterdir())
+
+
+@needs_restic
+@pytest.mark.slow
+def test_a_run_waits_for_a_live_exclusive_lock_and_gives_up_after_lock_wait(
+    tmp_path, source, caplog
+):
+    """Another pod's prune holds the exclusive lock: the backup waits (restic >= 0.16:
+    --retry-lock; older: restik's jittered retries) and succeeds once it is released; with
+    a shorter --lock-wait than the lock is held, the run is Failed, RepositoryLocked."""
+    import logging
+    import threading
+
+    repo = copy_template(tmp_path / "repo")
+    native = restic.has_retry_lock(restic.detect_version(RESTIC))
+    b = make_backup(str(source), str(repo))
+
+    def job(wait: float) -> Job:
+        runner = Runner(base_env(TMPDIR=str(tmp_path)), stop_timeout=20)
+        ctx = Context(host="db-1", cache_dir=str(tmp_path / "cache"), restic=RESTIC,
+                      retry_lock=wait, native_retry_lock=native)  # fmt: skip
+        return Job(b, ctx, runner)
+
+    locker = _frozen_locker(repo)
+    try:
+        short = job(1.0).run()
+        assert (short.success, short.failure) == (False, Failure.LOCKED), short.message
+        assert short.condition_reason == "RepositoryLocked"
+        assert not any((repo / "snapshots").iterdir())  # nothing saved under the lock
+        released = threading.Timer(3.0, locker.send_signal, (signal.SIGCONT,))
+        released.start()
+        started = time.monotonic()
+        with caplog.at_level(logging.INFO, logger="sidecar.job"):
+            out = job(120.0).run()
+        waited = time.monotonic() - started
+        released.join()
+    finally:
+        locker.send_signal(signal.SIGCONT)
+        locker.wait(60)
+    assert out.success, out.message
+    assert waited >= 2.5  # it really waited for the lock
+    assert len(snapshots(str(repo))) == 1
+    if not native:
+        assert "locked by another run; trying again" in caplog.text
 
 
 def _lock_readable(repo: Path) -> bool:

@@ -18,17 +18,20 @@ import pytest
 from reconciler.backup import parse_backup
 
 PASSWORD = "s3cr3t-Pa55w0rd-for-tests"  # grep-able: must never leak into args/logs/Events
-RESTIC = shutil.which("restic")
+# $RESTIK_TEST_RESTIC: test with another restic binary (e.g. the image's 0.18).
+RESTIC = os.environ.get("RESTIK_TEST_RESTIC") or shutil.which("restic")
 
 needs_restic = pytest.mark.skipif(RESTIC is None, reason="restic is not installed")
 
 
-def base_env(password: str = PASSWORD, **extra: str) -> dict[str, str]:
+def base_env(password: str | None = PASSWORD, **extra: str) -> dict[str, str]:
+    """A sidecar's environment; ``password=None``: no RESTIC_PASSWORD (a missing Secret)."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/root"),
-        "RESTIC_PASSWORD": password,
     }
+    if password is not None:
+        env["RESTIC_PASSWORD"] = password
     env.update(extra)
     return env
 

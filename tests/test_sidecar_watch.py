@@ -65,15 +65,23 @@ def test_lease_name():
 class Sidecar:
     """A `restik watch` process; its log is kept for assertions."""
 
-    def __init__(self, tmp: Path, kubeconfig: Path, args: list[str], env: dict, name: str):
+    def __init__(
+        self,
+        tmp: Path,
+        kubeconfig: Path | None,
+        args: list[str],
+        env: dict,
+        name: str,
+        metrics_port: int | None = None,
+    ):
+        """``kubeconfig=None``: no --kubeconfig (the in-cluster service account)."""
         self.log_path = tmp / f"{name}.log"
-        self.metrics_port = free_port()
+        self.metrics_port = metrics_port or free_port()
         cmd = [
             sys.executable,
             "-m",
             "sidecar.watch",
-            "--kubeconfig",
-            str(kubeconfig),
+            *(["--kubeconfig", str(kubeconfig)] if kubeconfig else []),
             "--metrics-port",
             str(self.metrics_port),
             "--metrics-address",
@@ -136,7 +144,9 @@ def world(emulator, kubeconfig, tmp_path):
         def patch_spec(self, name="www", **spec):
             return emulator.patch(API_VERSION, "backups", name, {"spec": spec}, NS)
 
-        def sidecar(self, *args, password=PASSWORD, pod="www-test", backup="www", **env):
+        def sidecar(
+            self, *args, password=PASSWORD, pod="www-test", backup="www", metrics_port=None, **env
+        ):
             full_env = base_env(
                 password,
                 POD_NAME=pod,
@@ -145,7 +155,9 @@ def world(emulator, kubeconfig, tmp_path):
                 PYTHONPATH=str(ROOT),
                 **env,
             )
-            sc = Sidecar(tmp_path, kubeconfig, ["--backup", backup, *args], full_env, pod)
+            sc = Sidecar(
+                tmp_path, kubeconfig, ["--backup", backup, *args], full_env, pod, metrics_port
+            )
             started.append(sc)
             return sc
 
@@ -288,6 +300,29 @@ def test_wrong_password_gives_failed_event_without_reinit(world):
     assert "lastSuccessfulBackupTime" not in st and st["backupCount"] >= 2
     assert sc.terminate() == 0
     assert wrong not in sc.log and wrong not in json.dumps(world.events())
+
+
+def test_missing_secret_is_a_failed_run_per_schedule_and_the_sidecar_stays(world):
+    """The Secret is referenced as optional, so a missing one leaves RESTIC_PASSWORD unset:
+    every scheduled run is a Failed run naming the Secret and key, restic never starts."""
+    world.backup(schedule="@every 1s")
+    before = tree_bytes(world.repo)
+    sc = world.sidecar(password=None)
+    events = world.wait_events(2)
+    for e in events:
+        assert (e["reason"], e["type"]) == ("Failed", "Warning")
+        assert "Secret default/www-restic" in e["message"]
+        assert '"password"' in e["message"] and "restart the pod" in e["message"]
+    st = world.status()
+    assert [r["result"] for r in st["recentRuns"]] == ["Failed"] * len(st["recentRuns"])
+    assert "www-restic" in st["recentRuns"][0]["message"]
+    cond = next(c for c in st["conditions"] if c["type"] == "LastRunSucceeded")
+    assert (cond["status"], cond["reason"]) == ("False", "SecretMissing")
+    assert "www-restic" in cond["message"]
+    assert "running " + RESTIC not in sc.log  # restic was never started
+    assert tree_bytes(world.repo) == before
+    assert sc.proc.poll() is None  # alive: the application's pod stays in service
+    assert sc.terminate() == 0
 
 
 def test_invalid_backup_is_waited_out(world):
