@@ -155,6 +155,12 @@ def load_all(path: Path) -> list:
 
 def example_objects() -> list[tuple[str, dict]]:
     """(where, object) for every manifest under examples/, skipping what `restik` skips."""
+    return copy.deepcopy(_example_objects())
+
+
+@functools.lru_cache(maxsize=1)
+def _example_objects() -> list[tuple[str, dict]]:
+    # Parsed once per process: several test modules build their tables from the examples.
     from reconciler.manifests import KUSTOMIZE_FILES, MANIFEST_SUFFIXES
 
     out = []

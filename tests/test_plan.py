@@ -8,7 +8,16 @@ import pytest
 
 from reconciler.backup import InvalidBackup, parse_backup
 from reconciler.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME, WORKLOAD_KINDS
-from reconciler.plan import INJECT, REMOVE, UPDATE, Plan, plan
+from reconciler.plan import (
+    INJECT,
+    REMOVE,
+    UPDATE,
+    BackupIndex,
+    Plan,
+    Problem,
+    plan,
+    plan_batch,
+)
 from reconciler.render import Renderer
 from reconciler.workload import WorkloadRef, inject, remove
 from tests.factories import KINDS, backup, workload
@@ -474,3 +483,219 @@ def test_broken_workload_fields_become_problems(path, value, remove_when_missing
     )
     assert [c.ref.name for c in result.changes] == ["ok"]
     assert len(result.problems) == 1
+
+
+# ---------------------------------------------------------------- what the controller consumes
+
+
+def live_cycle(backups, *pages):
+    """The planner as `restik run` calls it (Controller.cycle): one index, one plan, a batch
+    per LIST page with no options, then finish()."""
+    index = BackupIndex.of(parsed(*backups))
+    result = index.new_plan()
+    for page in pages:
+        plan_batch(index, page, RENDERER, result)
+    result.finish()
+    return result
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_live_controller_removes_the_sidecar_of_a_deleted_backup(kind):
+    w = injected(workload(kind))
+    [change] = live_cycle([], [w]).changes
+    assert change.action == REMOVE
+    assert change.after == workload(kind)
+
+
+def test_the_live_controller_plans_page_by_page_into_one_sorted_plan():
+    result = live_cycle(
+        [backup(), backup(name="idle")],
+        [workload("Deployment", "web"), workload("StatefulSet", "db")],
+        [workload("Deployment", "api"), workload("DaemonSet", "agent", label=None)],
+    )
+    assert [c.ref.name for c in result.changes] == ["web", "db", "api"]
+    assert result.selected == {
+        ("web", "www"): ["Deployment/api", "Deployment/web", "StatefulSet/db"],
+        ("web", "idle"): [],
+    }
+
+
+def test_backup_index_sorts_valid_and_invalid_backups():
+    bad = backup(name="bad", schedule="never")
+    index = BackupIndex.of(parsed(backup(), bad, backup(name="www", namespace="other")))
+    assert set(index.valid) == {("web", "www"), ("other", "www")}
+    assert index.valid[("other", "www")].namespace == "other"
+    assert set(index.invalid) == {("web", "bad")}
+    assert isinstance(index.invalid[("web", "bad")], InvalidBackup)
+    assert index.new_plan().selected == {
+        ("web", "www"): [],
+        ("other", "www"): [],
+        ("web", "bad"): [],
+    }
+
+
+def test_injected_is_every_workload_that_carries_restiks_parts_as_observed():
+    ok = injected(workload("Deployment", "synced"))
+    stale = injected(workload("Deployment", "stale"), backup(path="/old"))
+    fresh = workload("Deployment", "fresh")
+    unlabeled_with = unlabeled(injected(workload("Deployment", "orphan")))
+    unlabeled_without = workload("Deployment", "plain", label=None)
+    for_invalid = injected(workload("StatefulSet", "kept", label="bad"))
+    for_missing = injected(workload("DaemonSet", "gone", label="deleted"))
+    no_volume = injected(workload("Deployment", "novol"))
+    pod_spec(no_volume)["volumes"] = [
+        v for v in pod_spec(no_volume)["volumes"] if v["name"] != "data"
+    ]
+    workloads = [ok, stale, fresh, unlabeled_with, unlabeled_without, for_invalid, for_missing]
+    workloads.append(no_volume)
+    for remove_when_missing in (True, False):
+        result = run(
+            [backup(), backup(name="bad", schedule="never")],
+            workloads,
+            remove_when_missing=remove_when_missing,
+        )
+        assert {r.name for r in result.injected} == {
+            "synced",
+            "stale",
+            "orphan",
+            "kept",
+            "gone",
+            "novol",
+        }
+        assert WorkloadRef("Deployment", "web", "synced") in result.injected
+
+
+def test_service_accounts_of_each_backups_workloads_for_its_rolebinding():
+    def with_sa(obj, field, name):
+        pod_spec(obj)[field] = name
+        return obj
+
+    workloads = [
+        with_sa(workload("Deployment", "a"), "serviceAccountName", "builder"),
+        with_sa(workload("Deployment", "b"), "serviceAccount", "legacy"),
+        workload("StatefulSet", "c"),
+        with_sa(workload("Deployment", "d", label="other"), "serviceAccountName", "other-sa"),
+        with_sa(workload("Deployment", "e", label=None), "serviceAccountName", "unlabeled"),
+        with_sa(workload("Deployment", "f", label="missing"), "serviceAccountName", "m"),
+        with_sa(workload("Deployment", "a", namespace="prod"), "serviceAccountName", "p"),
+    ]
+    result = run([backup(), backup(name="other")], workloads)
+    assert result.service_accounts == {
+        ("web", "www"): {"builder", "legacy", "default"},
+        ("web", "other"): {"other-sa"},
+        ("web", "missing"): {"m"},
+        ("prod", "www"): {"p"},
+    }
+
+
+def test_an_empty_plan_is_one_without_changes():
+    converged = run([backup()], [injected(workload())])
+    assert converged.empty
+    assert converged.changes == []
+    assert not run([backup()], [workload()]).empty
+    problems_only = run([backup(volume_name="other")], [workload()])
+    assert problems_only.problems and problems_only.empty
+
+
+def test_problems_as_the_offline_commands_print_them():
+    from reconciler.offline import plan_objects
+
+    no_volume = workload("Deployment", "app", volumes=[{"name": "cache", "emptyDir": {}}])
+    missing = workload("StatefulSet", "db", label="elsewhere")
+    result = plan_objects(
+        [("backup.yaml", backup()), ("app.yaml", no_volume), ("db.yaml", missing)], RENDERER
+    )
+    assert result.errors == [
+        "app.yaml: Backup web/www: Deployment/web/app: "
+        "spec.backupSource.volumeName: Deployment/app has no volume 'data'"
+    ]
+    assert result.warnings == [
+        "db.yaml: Backup web/elsewhere: StatefulSet/web/db: Backup web/elsewhere not found"
+    ]
+
+
+def test_a_problem_prints_only_the_parts_it_has():
+    ref = WorkloadRef("Deployment", "web", "app")
+    assert str(Problem("web", "www", ref, "broken")) == "Backup web/www: Deployment/web/app: broken"
+    assert str(Problem("web", None, ref, "broken")) == "Deployment/web/app: broken"
+    assert str(Problem("web", "www", None, "broken")) == "Backup web/www: broken"
+    assert str(Problem("", None, None, "metadata.name: required")) == "metadata.name: required"
+
+
+def test_problem_severity_errors_unless_the_backup_may_be_elsewhere():
+    [error] = run([backup(volume_name="other")], [workload()]).problems
+    assert error.severity == "error"
+    assert (error.namespace, error.backup, error.ref) == (
+        "web",
+        "www",
+        WorkloadRef("Deployment", "web", "app"),
+    )
+    [warning] = run([], [workload()], remove_when_missing=False).problems
+    assert warning.severity == "warning"
+    assert warning.message == "Backup web/www not found"
+
+
+def test_a_workload_without_a_usable_reference_is_reported_with_its_label():
+    nameless = workload()
+    del nameless["metadata"]["name"]
+    unlabeled_nameless = workload(label=None)
+    unlabeled_nameless["metadata"]["name"] = ""
+    result = run([backup()], [nameless, unlabeled_nameless, workload()])
+    assert [c.ref.name for c in result.changes] == ["app"]
+    assert [(p.namespace, p.backup, p.ref, p.message) for p in result.problems] == [
+        ("", "www", None, "metadata.name: must be a non-empty string"),
+        ("", None, None, "metadata.name: must be a non-empty string"),
+    ]
+    assert result.selected == {("web", "www"): ["Deployment/app"]}
+
+
+def test_an_unlabeled_workload_with_a_broken_template_is_left_alone():
+    broken = workload(label=None)
+    broken["spec"]["template"] = "nope"
+    result = run([backup()], [broken])
+    assert (result.changes, result.problems, result.injected) == ([], [], set())
+
+
+def test_a_workload_in_sync_needs_no_render_and_no_full_check():
+    class Counting(Renderer):
+        renders = 0
+
+        def render(self, *args):
+            Counting.renders += 1
+            return super().render(*args)
+
+    renderer = Counting()
+    converged = injected(workload(), renderer=renderer)
+    Counting.renders = 0
+    result = run([backup()], [converged], renderer=renderer)
+    assert result.changes == [] and Counting.renders == 0
+    assert result.injected == {WorkloadRef("Deployment", "web", "app")}
+
+
+def test_what_the_planner_hands_out_cannot_be_changed_by_a_consumer():
+    # The controller, the status writer and the offline commands all read one Plan.
+    result = run([backup(volume_name="other"), backup(name="x")], [workload(label="x")])
+    [change], [problem] = result.changes, run([backup(volume_name="other")], [workload()]).problems
+    index = BackupIndex.of(parsed(backup()))
+    for obj, attr in ((change, "action"), (problem, "message"), (index, "valid")):
+        with pytest.raises(AttributeError):
+            setattr(obj, attr, None)
+    assert hash(problem) == hash(copy.copy(problem))
+
+
+def test_a_change_prints_without_the_workload_it_carries():
+    # Changes end up in logs; the pod template may hold env values that must not.
+    w = workload()
+    pod_spec(w)["containers"][0]["env"] = [{"name": "TOKEN", "value": "s3cr3t-value"}]
+    [change] = run([backup()], [w]).changes
+    text = repr(change)
+    assert "s3cr3t-value" not in text
+    assert "Deployment" in text and "inject" in text
+
+
+def test_remove_when_missing_is_only_ever_passed_by_name():
+    index = BackupIndex.of([])
+    with pytest.raises(TypeError):
+        plan([], [], RENDERER, False)
+    with pytest.raises(TypeError):
+        plan_batch(index, [], RENDERER, index.new_plan(), False)

@@ -424,3 +424,148 @@ def test_hostile_values_that_are_read_live_never_reach_the_container(hostile):
         return
     out = Renderer().render(b, "Deployment", "app")
     assert out == render(backup(repository="/r"))
+
+
+# ---------------------------------------------------------------- the fast path
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["app", 'we"ird', "back\\slash", "tab\tname", "ünïcødé", "😀 🎉", "x" * 300, "@@"],
+    ids=repr,
+)
+@pytest.mark.parametrize("kind", ["Deployment", "StatefulSet"])
+def test_the_hash_the_planner_compares_is_the_hash_of_what_is_injected(kind, name):
+    renderer = Renderer()
+    b = parse_backup(backup())
+    fast = renderer.config_hash(b, kind, name)  # the steady-state check, before any render
+    out = renderer.render(b, kind, name)
+    assert out.container["args"][4] == f"{kind}/{name}"
+    assert fast == out.config_hash == config_hash(out.container, out.volumes)
+    assert fast == Renderer().render(b, kind, name).config_hash
+    assert len(fast) == 16 and int(fast, 16) >= 0
+
+
+def test_each_workload_has_its_own_hash():
+    renderer = Renderer()
+    b = parse_backup(backup())
+    hashes = {
+        renderer.config_hash(b, kind, name)
+        for kind in ("Deployment", "StatefulSet")
+        for name in ("a", "b")
+    }
+    assert len(hashes) == 4
+    assert renderer.config_hash(b, "Deployment", "a") in hashes
+
+
+class CountingRenderer(Renderer):
+    """Counts template renders (one per Backup content is the promise)."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.renders = 0
+
+    def _render_base(self, backup):
+        self.renders += 1
+        return super()._render_base(backup)
+
+
+def test_a_backup_is_rendered_once_for_all_its_workloads_and_cycles():
+    renderer = CountingRenderer()
+    for _cycle in range(3):
+        b = parse_backup(backup())  # parsed anew every cycle
+        for name in ("a", "b", "c"):
+            renderer.config_hash(b, "Deployment", name)
+            renderer.render(b, "Deployment", name)
+        # what the sidecar reads live does not need a new render either
+        renderer.render(parse_backup(backup(schedule="@daily", tags=["x"])), "Deployment", "a")
+    assert renderer.renders == 1
+    renderer.render(parse_backup(backup(path="/srv")), "Deployment", "a")
+    assert renderer.renders == 2
+    renderer.config_hash(parse_backup(backup()), "Deployment", "d")  # both stay cached
+    assert renderer.renders == 2
+
+
+def test_the_same_backup_written_in_another_key_order_is_not_rendered_again():
+    renderer = CountingRenderer()
+    limits = {"cpu": "1", "memory": "1Gi"}
+    volume = {"nfs": {"server": "nfs", "path": "/x"}}
+    swapped = {"nfs": {"path": "/x", "server": "nfs"}}
+    one = parse_backup(backup(resources={"limits": limits}, volume=volume))
+    other = parse_backup(
+        backup(resources={"limits": dict(reversed(limits.items()))}, volume=swapped)
+    )
+    assert renderer.render(one, "Deployment", "a") == renderer.render(other, "Deployment", "a")
+    assert renderer.renders == 1
+
+
+def test_a_render_is_a_copy_the_caller_may_change():
+    renderer = Renderer()
+    b = parse_backup(backup())
+    first = renderer.render(b, "Deployment", "app")
+    first.container["args"].append("--changed")
+    first.volumes[0]["emptyDir"]["medium"] = "Memory"
+    assert renderer.render(b, "Deployment", "app") == render(backup())
+
+
+def test_the_metrics_port_reaches_the_args_and_the_port():
+    # the port is per Backup (spec.metricsPort, issue 12 item 5)
+    out = Renderer().render(parse_backup(backup(metricsPort=9999)), "Deployment", "app")
+    args = out.container["args"]
+    assert args[args.index("--metrics-port") + 1] == "9999"
+    assert out.container["ports"] == [
+        {"name": "restik-metrics", "containerPort": 9999, "protocol": "TCP"}
+    ]
+    assert out.config_hash != render(backup()).config_hash
+
+
+def test_a_render_cannot_be_changed_in_place_by_its_users():
+    out = render(backup())
+    with pytest.raises(AttributeError):
+        out.config_hash = "0" * 16
+
+
+def test_the_templates_are_read_once_for_all_renderers(monkeypatch):
+    # The offline commands and the KRM function build renderers freely: one read each.
+    import jinja2
+
+    reads = []
+    original = jinja2.FileSystemLoader.get_source
+
+    def counting(self, environment, template):
+        reads.append(template)
+        return original(self, environment, template)
+
+    monkeypatch.setattr(jinja2.FileSystemLoader, "get_source", counting)
+    b = parse_backup(backup(name="fresh-name"))
+    for image in ("a:1", "b:2", "c:3"):
+        Renderer(image=image).render(b, "Deployment", "app")
+    assert len(reads) <= 2, reads  # sidecar.yaml.j2 and volumes.yaml.j2, at most once
+
+
+def test_the_render_cache_is_bounded():
+    renderer = CountingRenderer()
+    # Stand-ins for 50,000 cached Backups (rendering that many would take minutes).
+    renderer._bases.update((f"stand-in-{i}", None) for i in range(50_000))
+    renderer.render(parse_backup(backup(name="one")), "Deployment", "app")
+    assert len(renderer._bases) == 50_001, "at the bound nothing is dropped yet"
+    renderer.render(parse_backup(backup(name="two")), "Deployment", "app")
+    assert len(renderer._bases) == 1, "past it the cache starts over"
+    assert renderer.renders == 2
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        {"hostPath": {"path": "/mnt/backups"}},
+        {"csi": {"driver": "nfs.csi.k8s.io"}},
+        {"persistentVolumeClaim": {"claimName": "backups"}},
+        {"nfs": {"server": "nfs", "path": "/x"}},
+    ],
+    ids=lambda s: next(iter(s)),
+)
+def test_any_named_destination_volume_arrives_as_restik_repo(source):
+    # As the API server sends it: decoded from JSON.
+    raw = json.loads(json.dumps(backup(volume={"name": "mine", **source})))
+    out = Renderer().render(parse_backup(raw), "Deployment", "app")
+    assert out.volumes[1] == {"name": REPO_VOLUME, **source}

@@ -170,3 +170,28 @@ def test_schedule_error_is_a_value_error():
 )
 def test_interval_at(text, t, expected):
     assert parse_schedule(text).interval_at(t) == expected
+
+
+def test_zero_duration_is_zero_and_an_every_of_zero_is_refused():
+    # "0" is the one unit-less duration Go accepts; the controller's options read it too.
+    assert parse_duration("0") == timedelta(0)
+    assert parse_duration(" 0 ") == timedelta(0)
+    with pytest.raises(ScheduleError, match="at least 1s"):
+        parse_schedule("@every 0")
+
+
+def test_a_duration_of_any_length_adds_up_every_part():
+    assert parse_duration("1s" * 300) == timedelta(seconds=300)
+    assert parse_schedule("@every " + "1m" * 200).every == timedelta(minutes=200)
+    with pytest.raises(ScheduleError, match="invalid duration"):
+        parse_duration("1s" * 300 + "x")
+
+
+def test_a_parsed_schedule_is_shared_between_backups_and_cannot_change():
+    # Every cycle parses every Backup's schedule: the same text gives the same object back,
+    # so it must be immutable (one Backup must not change another's schedule).
+    first = parse_schedule("0 3 * * *")
+    assert parse_schedule("0 3 * * *") is first
+    with pytest.raises(AttributeError):
+        first.cron = "* * * * *"
+    assert first.next_after(T0) == dt(2024, 1, 2, 3, 0)
