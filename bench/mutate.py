@@ -46,10 +46,10 @@ THRESHOLD = 90.0
 # module -> the pure test files that exercise it, fastest killers first (-x stops at the first
 # failure). Not the emulator, restic or property tests: too slow to run once per mutant.
 MODULES = {
-    "reconciler/schedule.py": ["tests/test_schedule.py"],
+    "reconciler/api/schedule.py": ["tests/test_schedule.py"],
     "reconciler/workload.py": ["tests/test_workload.py", "tests/test_plan.py"],
     "reconciler/plan.py": ["tests/test_plan.py"],
-    "reconciler/backup.py": [
+    "reconciler/api/backup.py": [
         "tests/test_backup.py",
         "tests/test_backup_rules.py",
         "tests/test_render.py",

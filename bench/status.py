@@ -39,10 +39,10 @@ sys.path.insert(0, str(ROOT))
 from replay import ReplayProcess, record  # noqa: E402
 
 from reconciler import overview  # noqa: E402
-from reconciler.constants import API_VERSION  # noqa: E402
+from reconciler.api.constants import API_VERSION  # noqa: E402
+from reconciler.api.schedule import parse_schedule  # noqa: E402
 from reconciler.kube import Kube  # noqa: E402
 from reconciler.resources import crd_manifest  # noqa: E402
-from reconciler.schedule import parse_schedule  # noqa: E402
 from tests.emulator import Emulator  # noqa: E402
 
 NAMESPACES = 10

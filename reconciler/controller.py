@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from reconciler.constants import (
+from reconciler.api.constants import (
     API_VERSION,
     CONFIG_LABEL,
     CRD_NAME,
@@ -31,7 +31,7 @@ COMPONENT = "restik-controller"
 
 
 def _seconds(text: str) -> float:
-    from reconciler.schedule import ScheduleError, parse_duration
+    from reconciler.api.schedule import ScheduleError, parse_duration
 
     try:
         value = parse_duration(text).total_seconds()
@@ -304,7 +304,7 @@ class Controller:
     def cycle(self) -> CycleStats:
         """One pass: LIST Backups, then per workload kind LIST and plan page by page (so only
         one page of objects is in memory at a time), LIST RoleBindings, then apply."""
-        from reconciler.backup import InvalidBackup, parse_backup
+        from reconciler.api.backup import InvalidBackup, parse_backup
         from reconciler.kube import ApiError
         from reconciler.plan import BackupIndex, plan_batch
         from reconciler.rbac import MANAGED_BY, MANAGER
@@ -556,7 +556,7 @@ class Controller:
         return out
 
     def _sync_rolebindings(self, result, rolebindings: dict, raw_by_key, parsed, stats) -> None:
-        from reconciler.backup import InvalidBackup
+        from reconciler.api.backup import InvalidBackup
         from reconciler.kube import ApiError, api_path
         from reconciler.rbac import desired_rolebinding, rolebinding_in_sync, rolebinding_name
 

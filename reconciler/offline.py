@@ -7,8 +7,8 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from reconciler.backup import InvalidBackup, parse_backup
-from reconciler.constants import API_VERSION, KIND
+from reconciler.api.backup import InvalidBackup, parse_backup
+from reconciler.api.constants import API_VERSION, KIND
 from reconciler.manifests import (
     ManifestError,
     Source,

@@ -15,8 +15,8 @@ from functools import lru_cache
 
 from croniter import croniter
 
+from reconciler.api.schedule import Schedule, ScheduleError, parse_duration, parse_schedule
 from reconciler.logs import env_default
-from reconciler.schedule import Schedule, ScheduleError, parse_duration, parse_schedule
 
 EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1
@@ -472,7 +472,7 @@ class Spinner:
 
 def list_backups(kube, namespace: str | None) -> list[dict]:
     """Every Backup of ``namespace`` (None: all), one paged LIST."""
-    from reconciler.constants import API_VERSION, PLURAL
+    from reconciler.api.constants import API_VERSION, PLURAL
     from reconciler.kube import api_path
 
     path = api_path(API_VERSION, PLURAL, namespace)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from reconciler.backup import Backup, InvalidBackup
+from reconciler.api.backup import Backup, InvalidBackup
 from reconciler.pod import UNKNOWN_USER, app_user, metrics_port_clash
 from reconciler.rbac import service_account
 from reconciler.render import Renderer

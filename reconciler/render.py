@@ -14,8 +14,8 @@ import jinja2
 from ruamel.yaml import YAML
 
 from reconciler import __version__
-from reconciler.backup import Backup
-from reconciler.constants import (
+from reconciler.api.backup import Backup
+from reconciler.api.constants import (
     CACHE_MOUNT,
     CACHE_VOLUME,
     METRICS_PORT_NAME,

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from reconciler.constants import HASH_ANNOTATION, MANUAL_RESTART_KINDS
+from reconciler.api.constants import HASH_ANNOTATION, MANUAL_RESTART_KINDS
 
 # Rollout states, as shown in a Backup's status.rollout[].state
 CURRENT = "Current"

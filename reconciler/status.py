@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-from reconciler.backup import Backup, InvalidBackup
-from reconciler.constants import API_VERSION, CONFIG_LABEL, KIND
+from reconciler.api.backup import Backup, InvalidBackup
+from reconciler.api.constants import API_VERSION, CONFIG_LABEL, KIND
 from reconciler.plan import Plan
 from reconciler.rollout import PENDING
 from reconciler.workload import WorkloadRef

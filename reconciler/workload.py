@@ -6,7 +6,7 @@ import copy
 from collections.abc import Mapping, MutableMapping
 from typing import NamedTuple
 
-from reconciler.constants import (
+from reconciler.api.constants import (
     CONFIG_LABEL,
     HASH_ANNOTATION,
     SIDECAR_NAME,

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime
 
-from reconciler.constants import API_VERSION, KIND, PLURAL
+from reconciler.api.constants import API_VERSION, KIND, PLURAL
 from reconciler.kube import ApiError, Kube, api_path
 from sidecar.job import Outcome
 

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from reconciler.backup import Backup
-from reconciler.constants import PER_POD_HOST_KINDS, REPO_MOUNT
+from reconciler.api.backup import Backup
+from reconciler.api.constants import PER_POD_HOST_KINDS, REPO_MOUNT
 
 # Exit codes of newer restic (0.17+); 0.14 exits 1 for all of these and we read stderr.
 EXIT_INCOMPLETE = 3  # backup: snapshot saved, some source files could not be read

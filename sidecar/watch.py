@@ -147,7 +147,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    from reconciler.schedule import parse_duration
+    from reconciler.api.schedule import parse_duration
 
     workload = None
     if args.workload:
@@ -432,7 +432,7 @@ class Sidecar:
     # --- following the Backup (a thread) ---
 
     def _follow(self) -> None:
-        from reconciler.constants import API_VERSION, PLURAL
+        from reconciler.api.constants import API_VERSION, PLURAL
         from reconciler.kube import api_path
 
         path = api_path(API_VERSION, PLURAL, self.namespace)
@@ -505,7 +505,7 @@ class Sidecar:
                 self.metrics.schedule(self.backup and self.backup.schedule, self.next_fire)
 
     def _apply(self, raw: dict | None) -> None:
-        from reconciler.backup import InvalidBackup, parse_backup
+        from reconciler.api.backup import InvalidBackup, parse_backup
         from sidecar.restic import repository_of
 
         old = self.backup

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from reconciler.constants import CONFIG_LABEL, WORKLOAD_KINDS
+from reconciler.api.constants import CONFIG_LABEL, WORKLOAD_KINDS
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"

@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from reconciler.backup import (
+from reconciler.api.backup import (
     DEFAULT_RESOURCES,
     Backup,
     FieldError,
@@ -16,7 +16,7 @@ from reconciler.backup import (
     parse_backup,
     parse_quantity,
 )
-from reconciler.schedule import parse_schedule
+from reconciler.api.schedule import parse_schedule
 from tests.factories import backup, crd_validator, example_objects
 
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from reconciler.backup import (
+from reconciler.api.backup import (
     DEFAULT_RESOURCES,
     MAX_LIST,
     MAX_STRING,

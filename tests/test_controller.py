@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from reconciler.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME
+from reconciler.api.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME
 from reconciler.controller import Controller, Settings
 from reconciler.kube import Kube
 from reconciler.resources import crd_manifest

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reconciler.constants import CONFIG_LABEL, SIDECAR_NAME
+from reconciler.api.constants import CONFIG_LABEL, SIDECAR_NAME
 from reconciler.kube import Kube
 from reconciler.lease import LeaderElector
 from reconciler.resources import crd_manifest

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import cli
-from reconciler.constants import HASH_ANNOTATION, WORKLOAD_KINDS
+from reconciler.api.constants import HASH_ANNOTATION, WORKLOAD_KINDS
 from reconciler.controller import Controller, Settings
 from reconciler.kube import Kube
 from reconciler.resources import crd_manifest

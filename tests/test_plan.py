@@ -6,8 +6,8 @@ import copy
 
 import pytest
 
-from reconciler.backup import InvalidBackup, parse_backup
-from reconciler.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME, WORKLOAD_KINDS
+from reconciler.api.backup import InvalidBackup, parse_backup
+from reconciler.api.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME, WORKLOAD_KINDS
 from reconciler.plan import (
     INJECT,
     REMOVE,

@@ -8,8 +8,8 @@ import copy
 
 import pytest
 
-from reconciler.backup import parse_backup
-from reconciler.constants import HASH_ANNOTATION, SIDECAR_NAME, TOKEN_MOUNT, TOKEN_VOLUME
+from reconciler.api.backup import parse_backup
+from reconciler.api.constants import HASH_ANNOTATION, SIDECAR_NAME, TOKEN_MOUNT, TOKEN_VOLUME
 from reconciler.plan import INJECT, UPDATE, plan
 from reconciler.pod import AppUser, PortClash, app_user, metrics_port_clash
 from reconciler.render import Renderer

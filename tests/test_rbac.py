@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from reconciler.constants import CONFIG_LABEL, SIDECAR_NAME
+from reconciler.api.constants import CONFIG_LABEL, SIDECAR_NAME
 from reconciler.controller import Controller, Settings
 from reconciler.kube import Kube
 from reconciler.lease import LeaderElector

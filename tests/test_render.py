@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from reconciler.backup import DEFAULT_RESOURCES, InvalidBackup, parse_backup
-from reconciler.constants import CACHE_VOLUME, REPO_VOLUME, SIDECAR_NAME, TOKEN_MOUNT
+from reconciler.api.backup import DEFAULT_RESOURCES, InvalidBackup, parse_backup
+from reconciler.api.constants import CACHE_VOLUME, REPO_VOLUME, SIDECAR_NAME, TOKEN_MOUNT
 from reconciler.pod import AppUser
 from reconciler.render import DEFAULT_IMAGE, Renderer, config_hash, templates_dir
 from tests.factories import REPO, backup

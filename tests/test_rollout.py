@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.constants import HASH_ANNOTATION
+from reconciler.api.constants import HASH_ANNOTATION
 from reconciler.rollout import (
     CURRENT,
     PENDING,

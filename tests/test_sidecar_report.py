@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from reconciler.constants import API_VERSION
+from reconciler.api.constants import API_VERSION
 from reconciler.resources import crd_manifest
 from sidecar.job import Outcome
 from sidecar.report import (

@@ -66,7 +66,7 @@ def test_render_backup_local_volume():
     ],
 )
 def test_repository_of(destination, expected):
-    from reconciler.backup import parse_backup
+    from reconciler.api.backup import parse_backup
     from tests.test_sidecar_support import backup_object
 
     raw = backup_object("/data", "/x")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backup import parse_backup
+from reconciler.api.backup import parse_backup
 
 PASSWORD = "s3cr3t-Pa55w0rd-for-tests"  # grep-able: must never leak into args/logs/Events
 # $RESTIK_TEST_RESTIC: test with another restic binary (e.g. the image's 0.18).

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backup import parse_backup
-from reconciler.constants import SIDECAR_NAME
+from reconciler.api.backup import parse_backup
+from reconciler.api.constants import SIDECAR_NAME
 from reconciler.plan import plan
 from reconciler.render import Renderer
 from tests.factories import backup, workload

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.constants import API_VERSION
+from reconciler.api.constants import API_VERSION
 from reconciler.resources import crd_manifest
 from sidecar.lease import lease_name
 from sidecar.watch import workload_from_pod

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.constants import API_VERSION
+from reconciler.api.constants import API_VERSION
 from reconciler.overview import (
     FAILED,
     NOT_READY,

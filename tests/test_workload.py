@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from reconciler.backup import parse_backup
-from reconciler.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME
+from reconciler.api.backup import parse_backup
+from reconciler.api.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME
 from reconciler.render import Renderer
 from reconciler.workload import (
     WorkloadError,

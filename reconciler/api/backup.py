@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property
 
-from reconciler.constants import API_VERSION, KIND, METRICS_PORT, VOLUME_PREFIX
-from reconciler.schedule import Schedule, ScheduleError, parse_schedule
+from reconciler.api.constants import API_VERSION, KIND, METRICS_PORT, VOLUME_PREFIX
+from reconciler.api.schedule import Schedule, ScheduleError, parse_schedule
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
