@@ -493,7 +493,6 @@ class Sidecar:
                 self._apply(raw)
                 if self.metrics:
                     self.metrics.status_seen((raw or {}).get("status"))
-            self._tick_lease()
             if self._metrics_failed and time.monotonic() >= self._next_bind:
                 self._bind_metrics()
             now = datetime.now(UTC)
