@@ -294,7 +294,7 @@ def backups(emulator):
                 "number": 8,
                 "result": "Failed",
                 "time": ago(minutes=1),
-                "duration": 0.4,
+                "duration": "0.4s",  # the CRD types a run's duration as a string
                 "host": "www",
                 "message": "Fatal: wrong password or no key found",
             },
