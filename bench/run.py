@@ -35,7 +35,7 @@ from replay import ReplayProcess, record  # noqa: E402
 
 from reconciler.api.constants import API_VERSION, CONFIG_LABEL, WORKLOAD_KINDS  # noqa: E402
 from reconciler.controller import Controller, Settings  # noqa: E402
-from reconciler.kube import Kube  # noqa: E402
+from reconciler.kube.client import Kube  # noqa: E402
 from tests.emulator import Emulator  # noqa: E402
 
 RESTIC = shutil.which("restic") or "restic"

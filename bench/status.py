@@ -7,7 +7,7 @@ recentRuns) are created in the emulator, their paged LIST answers are recorded a
 replayed byte for byte from a separate process (bench/replay.py), so the server's work is
 in neither side. Then, interleaved and alternating which goes first, median of --reps:
 
-- bare: the same paged LIST through the same client (reconciler.kube.Kube), each page
+- bare: the same paged LIST through the same client (reconciler.kube.client.Kube), each page
   decoded and dropped: the least any `status` command must do;
 - status: what `restik status -A` does after connecting: the LIST, a summary of every
   Backup (schedule, next run, overdue check, runs in 24 h, snapshots) and the table,
@@ -41,7 +41,7 @@ from replay import ReplayProcess, record  # noqa: E402
 from reconciler import overview  # noqa: E402
 from reconciler.api.constants import API_VERSION  # noqa: E402
 from reconciler.api.schedule import parse_schedule  # noqa: E402
-from reconciler.kube import Kube  # noqa: E402
+from reconciler.kube.client import Kube  # noqa: E402
 from reconciler.resources import crd_manifest  # noqa: E402
 from tests.emulator import Emulator  # noqa: E402
 

@@ -20,9 +20,9 @@ from reconciler.api.constants import (
     CONFIG_LABEL,
     CRD_NAME,
     HASH_ANNOTATION,
-    PLURAL,
     WORKLOAD_KINDS,
 )
+from reconciler.kube.resource import BACKUPS, CRDS, EVENTS, PODS, ROLEBINDINGS, WORKLOADS
 from reconciler.logs import env_default
 
 log = logging.getLogger("restik.controller")
@@ -220,28 +220,23 @@ class Controller:
         self._parsed: dict[tuple, tuple] = {}  # (namespace, name) -> (resourceVersion, parsed)
 
     # ---------------------------------------------------------------- paths
-    def _list_path(self, api_version: str, plural: str) -> str:
-        from reconciler.kube import api_path
-
-        return api_path(api_version, plural, self.settings.namespace)
-
     @property
     def backups_path(self) -> str:
-        return self._list_path(API_VERSION, PLURAL)
+        return BACKUPS.path(self.settings.namespace)
 
     def workload_paths(self) -> list[tuple[str, str, str]]:
         return [
-            (kind, api_version, self._list_path(api_version, plural))
-            for kind, (api_version, plural) in WORKLOAD_KINDS.items()
+            (kind, res.api_version, res.path(self.settings.namespace))
+            for kind, res in WORKLOADS.items()
         ]
 
     # ---------------------------------------------------------------- CRD
     def ensure_crd(self) -> bool:
         """Create the Backup CRD when absent and wait until it is Established."""
-        from reconciler.kube import ApiError, api_path
+        from reconciler.kube.client import ApiError
         from reconciler.resources import crd_manifest
 
-        path = api_path("apiextensions.k8s.io/v1", "customresourcedefinitions", name=CRD_NAME)
+        path = CRDS.path(name=CRD_NAME)
         crd = self.kube.get_or_none(path)
         if crd is None:
             if self.settings.dry_run:
@@ -249,9 +244,7 @@ class Controller:
                 return False
             log.info("creating CustomResourceDefinition %s", CRD_NAME)
             try:
-                crd = self.kube.create(
-                    api_path("apiextensions.k8s.io/v1", "customresourcedefinitions"), crd_manifest()
-                )
+                crd = self.kube.create(CRDS.path(), crd_manifest())
             except ApiError as exc:
                 if not exc.conflict:  # another replica created it first
                     raise
@@ -278,7 +271,6 @@ class Controller:
 
     def _orphans(self, labeled: set, backups: list[dict]) -> list[dict]:
         """Workloads that had a sidecar but lost their label: one GET each, only on change."""
-        from reconciler.kube import api_path
         from reconciler.workload import WorkloadRef
 
         candidates = set(self.known_injected)
@@ -292,12 +284,12 @@ class Controller:
         for ref in sorted(candidates - labeled):
             if self.settings.namespace and ref.namespace != self.settings.namespace:
                 continue
-            api_version, plural = WORKLOAD_KINDS[ref.kind]
-            obj = self.kube.get_or_none(api_path(api_version, plural, ref.namespace, ref.name))
+            res = WORKLOADS[ref.kind]
+            obj = self.kube.get_or_none(res.path(ref.namespace, ref.name))
             if obj is None:
                 self.known_injected.discard(ref)
                 continue
-            found.append(_with_kind(_slim(obj), api_version, ref.kind))
+            found.append(_with_kind(_slim(obj), res.api_version, ref.kind))
         return found
 
     # ---------------------------------------------------------------- cycle
@@ -305,7 +297,7 @@ class Controller:
         """One pass: LIST Backups, then per workload kind LIST and plan page by page (so only
         one page of objects is in memory at a time), LIST RoleBindings, then apply."""
         from reconciler.api.backup import InvalidBackup, parse_backup
-        from reconciler.kube import ApiError
+        from reconciler.kube.client import ApiError
         from reconciler.plan import BackupIndex, plan_batch
         from reconciler.rbac import MANAGED_BY, MANAGER
         from reconciler.rollout import needs_manual_restart, observe_rollout
@@ -364,7 +356,7 @@ class Controller:
                     items = [_slim(w) for w in items]
                     plan_batch(index, items, self.renderer, result)
                     del items
-            rb_path = self._list_path("rbac.authorization.k8s.io/v1", "rolebindings")
+            rb_path = ROLEBINDINGS.path(self.settings.namespace)
             rolebindings = {
                 (rb["metadata"]["namespace"], rb["metadata"]["name"]): rb
                 for rb in self._list(rb_path, f"{MANAGED_BY}={MANAGER}", rvs)
@@ -416,7 +408,7 @@ class Controller:
 
     # ---------------------------------------------------------------- apply
     def _apply_changes(self, result, stats: CycleStats) -> None:
-        from reconciler.kube import ApiError, api_path
+        from reconciler.kube.client import ApiError
         from reconciler.patch import merge_patch
 
         updates = 0
@@ -435,12 +427,11 @@ class Controller:
                     self.deferred.add(ref)
                     continue
                 updates += 1
-            api_version, plural = WORKLOAD_KINDS[ref.kind]
             patch = merge_patch(change.before, change.after)
             patch.setdefault("metadata", {})["resourceVersion"] = change.before["metadata"].get(
                 "resourceVersion"
             )
-            path = api_path(api_version, plural, ref.namespace, ref.name)
+            path = WORKLOADS[ref.kind].path(ref.namespace, ref.name)
             try:
                 answer = self.kube.merge_patch(path, patch)
             except ApiError as exc:
@@ -481,7 +472,7 @@ class Controller:
         DaemonSets): at most one pod per workload and cycle, only while every other pod is
         Ready (rollout.plan_restart decides). Returns WorkloadRef -> Rollout of each one looked
         at. A 429 (a PodDisruptionBudget says wait) is not an error: next cycle."""
-        from reconciler.kube import ApiError, api_path
+        from reconciler.kube.client import ApiError
         from reconciler.rollout import plan_restart
 
         views: dict = {}
@@ -489,19 +480,14 @@ class Controller:
         for ref in sorted(self.pending_restarts):
             if budget <= 0 or not self._may_write(stats):
                 break
-            api_version, plural = WORKLOAD_KINDS[ref.kind]
             try:
-                owner = self.kube.get_or_none(
-                    api_path(api_version, plural, ref.namespace, ref.name)
-                )
+                owner = self.kube.get_or_none(WORKLOADS[ref.kind].path(ref.namespace, ref.name))
                 selector = _selector_string(owner, ref.kind) if owner is not None else None
                 if selector is None:
                     self.pending_restarts.discard(ref)
                     continue
                 owner.setdefault("kind", ref.kind)
-                pods = self.kube.list(
-                    api_path("v1", "pods", ref.namespace), label_selector=selector
-                )
+                pods = self.kube.list(PODS.path(ref.namespace), label_selector=selector)
                 decision = plan_restart(owner, pods.get("items") or [])
                 views[ref] = decision.rollout()
                 if decision.done:
@@ -557,7 +543,7 @@ class Controller:
 
     def _sync_rolebindings(self, result, rolebindings: dict, raw_by_key, parsed, stats) -> None:
         from reconciler.api.backup import InvalidBackup
-        from reconciler.kube import ApiError, api_path
+        from reconciler.kube.client import ApiError
         from reconciler.rbac import desired_rolebinding, rolebinding_in_sync, rolebinding_name
 
         for item in parsed:
@@ -567,7 +553,7 @@ class Controller:
             raw = raw_by_key[key]
             live = rolebindings.get((item.namespace, rolebinding_name(item.name)))
             sas = result.service_accounts.get(key)
-            path_ns = api_path("rbac.authorization.k8s.io/v1", "rolebindings", item.namespace)
+            path_ns = ROLEBINDINGS.path(item.namespace)
             try:
                 if isinstance(item, InvalidBackup):
                     continue  # running sidecars keep their rights while the Backup is fixed
@@ -598,7 +584,7 @@ class Controller:
                     log.error("RoleBinding for Backup %s/%s: %s", item.namespace, item.name, exc)
 
     def _sync_status(self, result, raw_by_key, parsed, stats, rollouts=None) -> None:
-        from reconciler.kube import ApiError, api_path
+        from reconciler.kube.client import ApiError
         from reconciler.status import is_new_problem, new_warnings, status_patch, warning_event
 
         now = now_rfc3339()
@@ -611,17 +597,17 @@ class Controller:
             if patch is None:
                 continue
             noted = new_warnings(raw, result, (item.namespace, item.name))
-            path = api_path(API_VERSION, PLURAL, item.namespace, item.name, "status")
+            path = BACKUPS.path(item.namespace, item.name, "status")
             try:
                 self._note_write(self.kube.merge_patch(path, patch))
                 stats.status_writes += 1
                 if is_new_problem(raw, patch):
                     ready = next(c for c in patch["status"]["conditions"] if c["type"] == "Ready")
                     event = warning_event(raw, ready["reason"], ready["message"], now, COMPONENT)
-                    self.kube.create(api_path("v1", "events", item.namespace), event)
+                    self.kube.create(EVENTS.path(item.namespace), event)
                 for reason, message in noted:
                     event = warning_event(raw, reason, message, now, COMPONENT)
-                    self.kube.create(api_path("v1", "events", item.namespace), event)
+                    self.kube.create(EVENTS.path(item.namespace), event)
             except ApiError as exc:
                 if exc.not_found:
                     continue
@@ -763,7 +749,7 @@ class Runner:
 
     def run(self) -> int:
         if self.settings.leader_elect:
-            from reconciler.lease import LeaderElector
+            from reconciler.kube.lease import LeaderElector
 
             self.elector = LeaderElector(
                 self.controller.kube,
@@ -807,7 +793,7 @@ class Runner:
         self.wake.set()
 
     def _one_cycle(self) -> CycleStats | None:
-        from reconciler.kube import ApiError
+        from reconciler.kube.client import ApiError
 
         metrics = self.controller.metrics
         try:
@@ -844,7 +830,7 @@ class Runner:
         watch resumes from that LIST's resourceVersion (or from "" if none is newer). While
         this replica is not the leader it does not watch at all.
         """
-        from reconciler.kube import ApiError
+        from reconciler.kube.client import ApiError
 
         kube = self.controller.kube
         rv = self.controller.last_resource_versions.get(path, "")
@@ -920,7 +906,7 @@ def watch_backoff(failures: int, rand=random.random) -> float:
 
 def main(args: argparse.Namespace) -> int:
     """Entry point of `restik run`."""
-    from reconciler.kube import ApiError, Kube
+    from reconciler.kube.client import ApiError, Kube
     from reconciler.logs import setup_logging
 
     setup_logging(args.log_level, args.log_format)

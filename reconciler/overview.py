@@ -16,6 +16,7 @@ from functools import lru_cache
 from croniter import croniter
 
 from reconciler.api.schedule import Schedule, ScheduleError, parse_duration, parse_schedule
+from reconciler.kube.resource import BACKUPS
 from reconciler.logs import env_default
 
 EXIT_HEALTHY = 0
@@ -472,16 +473,14 @@ class Spinner:
 
 def list_backups(kube, namespace: str | None) -> list[dict]:
     """Every Backup of ``namespace`` (None: all), one paged LIST."""
-    from reconciler.api.constants import API_VERSION, PLURAL
-    from reconciler.kube import api_path
 
-    path = api_path(API_VERSION, PLURAL, namespace)
+    path = BACKUPS.path(namespace)
     return [item for _, page in kube.list_pages(path, None, PAGE_SIZE) for item in page]
 
 
 def run(args: argparse.Namespace, out=None, err=None, now: datetime | None = None) -> int:
     """`restik status`; the exit code: 0 every Backup healthy, 1 some not, 2 an error."""
-    from reconciler.kube import ApiError, Kube
+    from reconciler.kube.client import ApiError, Kube
 
     out = out or sys.stdout
     err = err or sys.stderr

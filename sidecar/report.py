@@ -6,8 +6,9 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime
 
-from reconciler.api.constants import API_VERSION, KIND, PLURAL
-from reconciler.kube import ApiError, Kube, api_path
+from reconciler.api.constants import API_VERSION, KIND
+from reconciler.kube.client import ApiError, Kube
+from reconciler.kube.resource import BACKUPS, EVENTS
 from sidecar.job import Outcome
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ def report(
     instance: str,
 ) -> str:
     """Claim the next run number (optimistic concurrency) and create its Event; its name."""
-    path = api_path(API_VERSION, PLURAL, namespace, name)
+    path = BACKUPS.path(namespace, name)
     at_least = 0
     for _ in range(MAX_CLAIMS):
         try:
@@ -168,7 +169,7 @@ def report(
         rv = current["metadata"]["resourceVersion"]
         try:
             updated = kube.merge_patch(
-                api_path(API_VERSION, PLURAL, namespace, name, "status"),
+                BACKUPS.path(namespace, name, "status"),
                 status_patch(status, outcome, n, started, rv, host=host, now=now),
             )
         except ApiError as exc:
@@ -192,7 +193,7 @@ def _create_event(kube: Kube, namespace: str, body: dict) -> bool:
     """Create the Event; False if its name is taken (409 AlreadyExists)."""
     for _ in range(5):
         try:
-            kube.create(api_path("v1", "events", namespace), body)
+            kube.create(EVENTS.path(namespace), body)
             return True
         except ApiError as exc:
             if not exc.conflict:

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from reconciler.kube.resource import BACKUPS, PODS
 from reconciler.logs import env_default
 
 log = logging.getLogger("restik.watch")
@@ -318,7 +319,7 @@ class Sidecar:
     def _setup(self) -> None:
         """Connect, find the own pod and derive the snapshot host; raises while the API
         cannot be reached (no token, no kubeconfig, connection refused, 5xx, 401)."""
-        from reconciler.kube import Kube
+        from reconciler.kube.client import Kube
         from sidecar import restic
         from sidecar.runner import Runner, restic_env
 
@@ -395,7 +396,7 @@ class Sidecar:
     def _reconnect_on_401(self, exc: Exception) -> None:
         """A 401: the token expired or was rotated (a projected token is rewritten by the
         kubelet); connect again, which reads the token file anew."""
-        from reconciler.kube import ApiError, Kube
+        from reconciler.kube.client import ApiError, Kube
 
         if not (isinstance(exc, ApiError) and exc.status == 401):
             return
@@ -413,11 +414,11 @@ class Sidecar:
     def _find_pod(self, kube, ns: str) -> tuple[bool, tuple[str, str] | None, str | None]:
         """(in a pod, its workload, its node). Raises while the API cannot answer (so the
         start is retried): guessing then would back up under a wrong host."""
-        from reconciler.kube import ApiError, api_path
+        from reconciler.kube.client import ApiError
 
         workload = self.s.workload
         try:
-            pod = kube.get(api_path("v1", "pods", ns, self.pod_name))
+            pod = kube.get(PODS.path(ns, self.pod_name))
         except ApiError as exc:
             if exc.not_found:
                 return False, workload, None
@@ -432,10 +433,9 @@ class Sidecar:
     # --- following the Backup (a thread) ---
 
     def _follow(self) -> None:
-        from reconciler.api.constants import API_VERSION, PLURAL
-        from reconciler.kube import api_path
+        from reconciler.api.constants import PLURAL
 
-        path = api_path(API_VERSION, PLURAL, self.namespace)
+        path = BACKUPS.path(self.namespace)
         selector = {"fieldSelector": f"metadata.name={self.s.backup}"}
         failures = 0
         while not self._stop.is_set():

@@ -8,7 +8,7 @@ import pytest
 
 from reconciler.api.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME
 from reconciler.controller import Controller, Settings
-from reconciler.kube import Kube
+from reconciler.kube.client import Kube
 from reconciler.resources import crd_manifest
 
 NS = "web"

@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from reconciler.api.constants import CONFIG_LABEL, SIDECAR_NAME
-from reconciler.kube import Kube
-from reconciler.lease import LeaderElector
+from reconciler.kube.client import Kube
+from reconciler.kube.lease import LeaderElector
 from reconciler.resources import crd_manifest
 from tests.test_controller import NS, backup, containers, get, workload
 

@@ -15,7 +15,7 @@ import pytest
 from reconciler import cli
 from reconciler.api.constants import HASH_ANNOTATION, WORKLOAD_KINDS
 from reconciler.controller import Controller, Settings
-from reconciler.kube import Kube
+from reconciler.kube.client import Kube
 from reconciler.resources import crd_manifest
 from tests.factories import load_all
 

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler.api.schedule import parse_schedule
 from reconciler.controller import Controller, Settings
-from reconciler.kube import Kube
+from reconciler.kube.client import Kube
 from reconciler.metrics import ControllerMetrics
 from sidecar.metrics import Metrics
 from tests.test_controller import BACKUP_API, NS, backup, cluster, rolled_out, workload  # noqa: F401

@@ -10,8 +10,8 @@ import pytest
 
 from reconciler.api.constants import CONFIG_LABEL, SIDECAR_NAME
 from reconciler.controller import Controller, Settings
-from reconciler.kube import Kube
-from reconciler.lease import LeaderElector
+from reconciler.kube.client import Kube
+from reconciler.kube.lease import LeaderElector
 from tests.test_controller import NS, backup, containers, get, owned_pod, workload
 from tests.test_controller_loop import finish, restik, wait_for
 from tests.test_kustomize import _built, find, rights

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.controller import Controller, Settings
-from reconciler.kube import Kube
+from reconciler.kube.client import Kube
 from reconciler.resources import crd_manifest
 from tests.test_controller import NS, backup, get, workload
 from tests.test_sidecar_support import PASSWORD, needs_restic, restic

@@ -103,7 +103,7 @@ def test_long_messages_are_clipped():
 
 
 def _api(kubeconfig):
-    from reconciler.kube import Kube
+    from reconciler.kube.client import Kube
 
     return Kube.connect(str(kubeconfig))
 

@@ -401,7 +401,7 @@ def test_one_replica_backs_up_and_another_takes_over(world):
 
 
 def _api(kubeconfig):
-    from reconciler.kube import Kube
+    from reconciler.kube.client import Kube
 
     return Kube.connect(str(kubeconfig))
 
