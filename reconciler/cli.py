@@ -81,7 +81,8 @@ def _renderer(image: str | None):
 
 
 def _offline(args: argparse.Namespace, command: str) -> int:
-    from reconciler import offline
+    from reconciler.offline.diff import run_diff
+    from reconciler.offline.inject import run_inject
 
     files = args.files
     if not files:
@@ -92,8 +93,8 @@ def _offline(args: argparse.Namespace, command: str) -> int:
             return EXIT_ERROR
     if command == "inject" and files == ["-"]:
         # kustomize's exec functions send a ResourceList; a plain stream is just manifests.
-        from reconciler import krm
-        from reconciler.manifests import ManifestError, parse_source
+        from reconciler.offline import krm
+        from reconciler.offline.manifests import ManifestError, parse_source
 
         text = sys.stdin.read()
         try:
@@ -107,8 +108,8 @@ def _offline(args: argparse.Namespace, command: str) -> int:
             )
         import io
 
-        return offline.run_inject(["-"], _renderer(args.image), stdin=io.StringIO(text))
-    run = offline.run_diff if command == "diff" else offline.run_inject
+        return run_inject(["-"], _renderer(args.image), stdin=io.StringIO(text))
+    run = run_diff if command == "diff" else run_inject
     return run(files, _renderer(args.image))
 
 

@@ -633,7 +633,7 @@ class Controller:
 
     # ---------------------------------------------------------------- dry run
     def _print_plan(self, result) -> None:
-        from reconciler.offline import OfflineResult, render_diff
+        from reconciler.offline.diff import OfflineResult, render_diff
 
         text = render_diff(OfflineResult(result))
         self.out.write(text)

@@ -161,7 +161,7 @@ def example_objects() -> list[tuple[str, dict]]:
 @functools.lru_cache(maxsize=1)
 def _example_objects() -> list[tuple[str, dict]]:
     # Parsed once per process: several test modules build their tables from the examples.
-    from reconciler.manifests import KUSTOMIZE_FILES, MANIFEST_SUFFIXES
+    from reconciler.offline.manifests import KUSTOMIZE_FILES, MANIFEST_SUFFIXES
 
     out = []
     files = (

@@ -598,7 +598,7 @@ def test_an_empty_plan_is_one_without_changes():
 
 
 def test_problems_as_the_offline_commands_print_them():
-    from reconciler.offline import plan_objects
+    from reconciler.offline.diff import plan_objects
 
     no_volume = workload("Deployment", "app", volumes=[{"name": "cache", "emptyDir": {}}])
     missing = workload("StatefulSet", "db", label="elsewhere")

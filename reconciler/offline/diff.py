@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 
 from reconciler.api.backup import InvalidBackup, parse_backup
 from reconciler.api.constants import API_VERSION, KIND
-from reconciler.manifests import (
+from reconciler.offline.manifests import (
     ManifestError,
     Source,
     dump,
-    dump_stream,
     iter_objects,
     object_label,
     parse_source,
@@ -91,19 +90,6 @@ def load(paths: list[str], stdin=None) -> tuple[list[Source], list[tuple[str, Ma
     return sources, objects
 
 
-def apply_replacements(sources: list[Source], replacements: dict[int, Mapping]) -> None:
-    for source in sources:
-        for doc in source.documents:
-            data = doc.data
-            if id(data) in replacements:
-                doc.data = replacements[id(data)]
-            elif data.get("kind") == "List" and isinstance(data.get("items"), list):
-                items = data["items"]
-                for i, item in enumerate(items):
-                    if id(item) in replacements:
-                        items[i] = replacements[id(item)]
-
-
 def diff_name(obj: Mapping) -> str:
     """kubectl diff's file name for an object: group.version.Kind.namespace.name."""
     api = obj.get("apiVersion", "").replace("/", ".")
@@ -128,7 +114,7 @@ def report(messages: list[str], level: str, stream) -> None:
         print(f"restik: {level}: {message}", file=stream)
 
 
-def _load_and_plan(paths, renderer, stdin, stderr):
+def load_and_plan(paths, renderer, stdin, stderr):
     """(sources, result), or None after reporting why the input cannot be used."""
     try:
         sources, objects = load(paths, stdin)
@@ -141,7 +127,7 @@ def _load_and_plan(paths, renderer, stdin, stderr):
 def run_diff(paths: list[str], renderer: Renderer, stdout=None, stderr=None, stdin=None) -> int:
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    loaded = _load_and_plan(paths, renderer, stdin, stderr)
+    loaded = load_and_plan(paths, renderer, stdin, stderr)
     if loaded is None:
         return EXIT_ERROR
     sources, result = loaded
@@ -152,20 +138,3 @@ def run_diff(paths: list[str], renderer: Renderer, stdout=None, stderr=None, std
     if result.errors:
         return EXIT_ERROR
     return EXIT_CHANGES if result.plan.changes else EXIT_OK
-
-
-def run_inject(paths: list[str], renderer: Renderer, stdout=None, stderr=None, stdin=None) -> int:
-    """Write the manifests with sidecars added or removed; on any error write nothing."""
-    stdout = stdout or sys.stdout
-    stderr = stderr or sys.stderr
-    loaded = _load_and_plan(paths, renderer, stdin, stderr)
-    if loaded is None:
-        return EXIT_ERROR
-    sources, result = loaded
-    report(result.warnings, "warning", stderr)
-    if result.errors:
-        report(result.errors, "error", stderr)
-        return EXIT_ERROR
-    apply_replacements(sources, result.replacements)
-    stdout.write(dump_stream(sources))
-    return EXIT_OK
