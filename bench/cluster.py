@@ -118,8 +118,8 @@ def populate(emu, workloads: int, unlabeled: int = 0, injected: bool = True) -> 
     ``unlabeled``: extra workloads per kind without the label (for the reaction benchmark).
     """
     from reconciler.api.backup import parse_backup
-    from reconciler.plan import plan
-    from reconciler.render import Renderer
+    from reconciler.controller.plan import plan
+    from reconciler.controller.render import Renderer
 
     emu.create(crd_manifest())
     backups, objs = build(workloads)
@@ -156,7 +156,7 @@ class fast_yaml:
     """
 
     def __enter__(self):
-        from reconciler import render
+        from reconciler.controller import render
 
         self.render, self.saved = render, render._yaml
         try:

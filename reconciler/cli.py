@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    from reconciler.controller import add_arguments
+    from reconciler.controller.options import add_arguments
 
     add_arguments(parser)
 
@@ -75,7 +75,7 @@ def _add_watch_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _renderer(image: str | None):
-    from reconciler.render import DEFAULT_IMAGE, Renderer
+    from reconciler.controller.render import DEFAULT_IMAGE, Renderer
 
     return Renderer(image=image or DEFAULT_IMAGE)
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("diff", "inject"):
         return _offline(args, args.command)
     if args.command == "run":
-        from reconciler.controller import main as run_main
+        from reconciler.controller.loop import main as run_main
 
         return run_main(args)
     if args.command == "status":

@@ -7,7 +7,8 @@ import copy
 import pytest
 
 from reconciler.api.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME
-from reconciler.controller import Controller, Settings
+from reconciler.controller.cycle import Controller
+from reconciler.controller.options import Settings
 from reconciler.kube.client import Kube
 from reconciler.resources import crd_manifest
 

@@ -7,7 +7,8 @@ import copy
 import pytest
 
 from reconciler.api.constants import CONFIG_LABEL, SIDECAR_NAME, VOLUME_PREFIX, WORKLOAD_KINDS
-from reconciler.controller import Controller, Settings
+from reconciler.controller.cycle import Controller
+from reconciler.controller.options import Settings
 from reconciler.kube.client import Kube
 from reconciler.resources import crd_manifest
 from tests.test_controller import NS, backup, workload

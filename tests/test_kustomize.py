@@ -355,7 +355,7 @@ def test_user_overlay_moves_namespace_and_image(tmp_path):
 
 def test_one_image_tag_everywhere():
     """`make image` builds the tag the manifests install and the controller injects."""
-    from reconciler.render import DEFAULT_IMAGE
+    from reconciler.controller.render import DEFAULT_IMAGE
 
     make = subprocess.run(
         ["make", "-s", "--eval=print-image: ; @echo $(IMAGE)", "print-image"],

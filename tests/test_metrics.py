@@ -9,9 +9,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler.api.schedule import parse_schedule
-from reconciler.controller import Controller, Settings
+from reconciler.controller.cycle import Controller
+from reconciler.controller.metrics import ControllerMetrics
+from reconciler.controller.options import Settings
 from reconciler.kube.client import Kube
-from reconciler.metrics import ControllerMetrics
 from sidecar.metrics import Metrics
 from tests.test_controller import BACKUP_API, NS, backup, cluster, rolled_out, workload  # noqa: F401
 

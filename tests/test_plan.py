@@ -8,7 +8,7 @@ import pytest
 
 from reconciler.api.backup import InvalidBackup, parse_backup
 from reconciler.api.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME, WORKLOAD_KINDS
-from reconciler.plan import (
+from reconciler.controller.plan import (
     INJECT,
     REMOVE,
     UPDATE,
@@ -18,8 +18,8 @@ from reconciler.plan import (
     plan,
     plan_batch,
 )
-from reconciler.render import Renderer
-from reconciler.workload import WorkloadRef, inject, remove
+from reconciler.controller.podtemplate import WorkloadRef, inject, remove
+from reconciler.controller.render import Renderer
 from tests.factories import KINDS, backup, workload
 
 RENDERER = Renderer()

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from reconciler.api.constants import CONFIG_LABEL, SIDECAR_NAME
-from reconciler.controller import Controller, Settings
+from reconciler.controller.cycle import Controller
+from reconciler.controller.options import Settings
 from reconciler.kube.client import Kube
 from reconciler.kube.lease import LeaderElector
 from tests.test_controller import NS, backup, containers, get, owned_pod, workload

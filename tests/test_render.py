@@ -10,8 +10,8 @@ import pytest
 
 from reconciler.api.backup import DEFAULT_RESOURCES, InvalidBackup, parse_backup
 from reconciler.api.constants import CACHE_VOLUME, REPO_VOLUME, SIDECAR_NAME, TOKEN_MOUNT
-from reconciler.pod import AppUser
-from reconciler.render import DEFAULT_IMAGE, Renderer, config_hash, templates_dir
+from reconciler.controller.pod import AppUser
+from reconciler.controller.render import DEFAULT_IMAGE, Renderer, config_hash, templates_dir
 from tests.factories import REPO, backup
 
 PASSWORD = "s3cr3t-Pa55word"  # a value that must never show up

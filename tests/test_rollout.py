@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reconciler.api.constants import HASH_ANNOTATION
-from reconciler.rollout import (
+from reconciler.controller.rollout import (
     CURRENT,
     PENDING,
     ROLLING_OUT,

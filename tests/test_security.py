@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.controller import Controller, Settings
+from reconciler.controller.cycle import Controller
+from reconciler.controller.options import Settings
 from reconciler.kube.client import Kube
 from reconciler.resources import crd_manifest
 from tests.test_controller import NS, backup, get, workload

@@ -15,8 +15,8 @@ import pytest
 
 from reconciler.api.backup import parse_backup
 from reconciler.api.constants import SIDECAR_NAME
-from reconciler.plan import plan
-from reconciler.render import Renderer
+from reconciler.controller.plan import plan
+from reconciler.controller.render import Renderer
 from tests.factories import backup, workload
 from tests.test_sidecar_support import PASSWORD, RESTIC, copy_template, needs_restic
 

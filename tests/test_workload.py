@@ -10,8 +10,7 @@ import pytest
 
 from reconciler.api.backup import parse_backup
 from reconciler.api.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME
-from reconciler.render import Renderer
-from reconciler.workload import (
+from reconciler.controller.podtemplate import (
     WorkloadError,
     WorkloadRef,
     config_label,
@@ -25,6 +24,7 @@ from reconciler.workload import (
     volume_names,
     workload_ref,
 )
+from reconciler.controller.render import Renderer
 from tests.factories import KINDS, backup, workload
 
 RENDERER = Renderer()

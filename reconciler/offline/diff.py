@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 
 from reconciler.api.backup import InvalidBackup, parse_backup
 from reconciler.api.constants import API_VERSION, KIND
+from reconciler.controller.plan import Plan, plan
+from reconciler.controller.podtemplate import WorkloadError, is_workload, workload_ref
+from reconciler.controller.render import Renderer
 from reconciler.offline.manifests import (
     ManifestError,
     Source,
@@ -18,9 +21,6 @@ from reconciler.offline.manifests import (
     parse_source,
     read_sources,
 )
-from reconciler.plan import Plan, plan
-from reconciler.render import Renderer
-from reconciler.workload import WorkloadError, is_workload, workload_ref
 
 EXIT_OK, EXIT_CHANGES, EXIT_ERROR = 0, 1, 2
 

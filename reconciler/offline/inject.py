@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 
+from reconciler.controller.render import Renderer
 from reconciler.offline.diff import EXIT_ERROR, EXIT_OK, load_and_plan, report
 from reconciler.offline.manifests import Source, dump_stream
-from reconciler.render import Renderer
 
 
 def apply_replacements(sources: list[Source], replacements: dict[int, Mapping]) -> None:

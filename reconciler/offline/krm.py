@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from reconciler.controller.render import Renderer
 from reconciler.offline.diff import EXIT_ERROR, EXIT_OK, plan_objects
 from reconciler.offline.manifests import (
     Document,
@@ -13,7 +14,6 @@ from reconciler.offline.manifests import (
     iter_objects,
     parse_source,
 )
-from reconciler.render import Renderer
 
 RESOURCE_LIST_VERSIONS = ("config.kubernetes.io/v1", "config.kubernetes.io/v1beta1")
 

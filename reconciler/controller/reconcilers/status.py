@@ -7,9 +7,9 @@ from collections.abc import Mapping
 
 from reconciler.api.backup import Backup, InvalidBackup
 from reconciler.api.constants import API_VERSION, CONFIG_LABEL, KIND
-from reconciler.plan import Plan
-from reconciler.rollout import PENDING
-from reconciler.workload import WorkloadRef
+from reconciler.controller.plan import Plan
+from reconciler.controller.podtemplate import WorkloadRef
+from reconciler.controller.rollout import PENDING
 
 READY = "Ready"
 MAX_MESSAGE = 1024

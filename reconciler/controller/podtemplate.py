@@ -13,7 +13,7 @@ from reconciler.api.constants import (
     VOLUME_PREFIX,
     WORKLOAD_KINDS,
 )
-from reconciler.render import Rendered
+from reconciler.controller.render import Rendered
 
 
 class WorkloadError(ValueError):

@@ -2,166 +2,63 @@
 
 from __future__ import annotations
 
-import argparse
 import gc
 import logging
-import os
-import random
-import signal
 import sys
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from reconciler.api.backup import InvalidBackup, parse_backup
 from reconciler.api.constants import (
     API_VERSION,
     CONFIG_LABEL,
     CRD_NAME,
-    HASH_ANNOTATION,
     WORKLOAD_KINDS,
 )
+from reconciler.controller.observe import (
+    established,
+    is_labeled,
+    labeled_or_injected,
+    ref_of,
+    selector_string,
+    slim,
+    with_kind,
+)
+from reconciler.controller.options import Settings
+from reconciler.controller.patch import merge_patch
+from reconciler.controller.plan import BackupIndex, plan_batch
+from reconciler.controller.podtemplate import WorkloadRef, controller_owner
+from reconciler.controller.reconcilers.rbac import (
+    MANAGED_BY,
+    MANAGER,
+    desired_rolebinding,
+    rolebinding_in_sync,
+    rolebinding_name,
+)
+from reconciler.controller.reconcilers.status import (
+    is_new_problem,
+    new_warnings,
+    status_patch,
+    warning_event,
+)
+from reconciler.controller.render import DEFAULT_IMAGE, Renderer
+from reconciler.controller.rollout import (
+    ROLLING_OUT,
+    Rollout,
+    needs_manual_restart,
+    observe_rollout,
+    plan_restart,
+)
+from reconciler.kube.client import ApiError
 from reconciler.kube.resource import BACKUPS, CRDS, EVENTS, PODS, ROLEBINDINGS, WORKLOADS
-from reconciler.logs import env_default
+from reconciler.offline.diff import OfflineResult, render_diff
+from reconciler.resources import crd_manifest
 
 log = logging.getLogger("restik.controller")
 EXIT_OK, EXIT_CHANGES, EXIT_ERROR = 0, 1, 2
 COMPONENT = "restik-controller"
-
-
-def _seconds(text: str) -> float:
-    from reconciler.api.schedule import ScheduleError, parse_duration
-
-    try:
-        value = parse_duration(text).total_seconds()
-    except ScheduleError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
-
-
-def _bool_env(name: str, default: bool) -> bool:
-    value = env_default(name)
-    if value is None:
-        return default
-    return value.strip().lower() in ("1", "true", "yes", "on")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `restik run`; each also reads a RESTIK_* environment variable."""
-    from reconciler.logs import add_logging_arguments
-
-    add_logging_arguments(parser)
-    parser.add_argument("--once", action="store_true", help="run one cycle and exit")
-    parser.add_argument(
-        "--interval",
-        type=_seconds,
-        default=_seconds(env_default("INTERVAL", "30s")),
-        help="time between cycles, e.g. 30s, 2m (RESTIK_INTERVAL, default 30s)",
-    )
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        default=_bool_env("DRY_RUN", False),
-        help="print the planned patches as a diff and write nothing "
-        "(exit 0 none, 1 planned, 2 error)",
-    )
-    parser.add_argument(
-        "--namespace",
-        default=env_default("NAMESPACE") or None,
-        help="only this namespace (RESTIK_NAMESPACE, default all namespaces)",
-    )
-    parser.add_argument("--kubeconfig", default=None, help="kubeconfig file (default $KUBECONFIG)")
-    parser.add_argument(
-        "--sidecar-image",
-        default=env_default("SIDECAR_IMAGE"),
-        help="image of the injected sidecar (RESTIK_SIDECAR_IMAGE)",
-    )
-    parser.add_argument(
-        "--metrics-port",
-        type=int,
-        default=int(env_default("METRICS_PORT", "0")),
-        help="serve /metrics and /healthz on this port, 0 = off (RESTIK_METRICS_PORT)",
-    )
-    parser.add_argument(
-        "--metrics-address",
-        default=env_default("METRICS_ADDRESS", "0.0.0.0"),  # noqa: S104 - probes reach the pod IP
-        help="address for /metrics and /healthz (RESTIK_METRICS_ADDRESS, default 0.0.0.0)",
-    )
-    parser.add_argument(
-        "--max-restarts",
-        type=int,
-        default=int(env_default("MAX_RESTARTS", "5")),
-        help="stale ReplicaSet/ReplicationController pods deleted per cycle (RESTIK_MAX_RESTARTS)",
-    )
-    parser.add_argument(
-        "--max-rollouts",
-        type=int,
-        default=int(env_default("MAX_ROLLOUTS", "10")),
-        help="workloads whose sidecar is updated per cycle (an image upgrade rolls them in "
-        "batches; new injections and removals are not limited; 0 = no limit) "
-        "(RESTIK_MAX_ROLLOUTS, default 10)",
-    )
-    parser.add_argument(
-        "--page-size",
-        type=int,
-        default=int(env_default("PAGE_SIZE", "500")),
-        help="objects per LIST page, as client-go's pager (RESTIK_PAGE_SIZE, default 500)",
-    )
-    parser.add_argument(
-        "--leader-elect",
-        action=argparse.BooleanOptionalAction,
-        default=_bool_env("LEADER_ELECT", bool(os.environ.get("POD_NAMESPACE"))),
-        help="hold a Lease so that only one replica acts (default on inside a cluster)",
-    )
-    parser.add_argument(
-        "--lease-namespace",
-        default=env_default("LEASE_NAMESPACE")
-        or os.environ.get("POD_NAMESPACE")
-        or "restik-system",
-        help="namespace of the leader-election Lease (default $POD_NAMESPACE)",
-    )
-
-
-@dataclass(frozen=True)
-class Settings:
-    once: bool = False
-    interval: float = 30.0
-    dry_run: bool = False
-    namespace: str | None = None
-    kubeconfig: str | None = None
-    sidecar_image: str | None = None
-    metrics_port: int = 0
-    metrics_address: str = "0.0.0.0"  # noqa: S104
-    max_restarts: int = 5
-    max_rollouts: int = 10
-    page_size: int = 500
-    leader_elect: bool = False
-    lease_namespace: str = "restik-system"
-    identity: str = ""
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Settings:
-        import socket
-
-        return cls(
-            once=args.once,
-            interval=args.interval,
-            dry_run=args.dry_run,
-            namespace=args.namespace,
-            kubeconfig=args.kubeconfig,
-            sidecar_image=args.sidecar_image,
-            metrics_port=args.metrics_port,
-            metrics_address=args.metrics_address,
-            max_restarts=args.max_restarts,
-            max_rollouts=args.max_rollouts,
-            page_size=args.page_size,
-            leader_elect=args.leader_elect and not args.once and not args.dry_run,
-            lease_namespace=args.lease_namespace,
-            identity=os.environ.get("POD_NAME") or socket.gethostname(),
-        )
 
 
 def now_rfc3339() -> str:
@@ -199,8 +96,6 @@ class Controller:
     """One instance per process; ``cycle()`` is one observe → plan → apply pass."""
 
     def __init__(self, kube, settings: Settings, out=None, metrics=None):
-        from reconciler.render import DEFAULT_IMAGE, Renderer
-
         self.kube = kube
         self.settings = settings
         self.out = out or sys.stdout
@@ -233,8 +128,6 @@ class Controller:
     # ---------------------------------------------------------------- CRD
     def ensure_crd(self) -> bool:
         """Create the Backup CRD when absent and wait until it is Established."""
-        from reconciler.kube.client import ApiError
-        from reconciler.resources import crd_manifest
 
         path = CRDS.path(name=CRD_NAME)
         crd = self.kube.get_or_none(path)
@@ -250,7 +143,7 @@ class Controller:
                     raise
                 crd = self.kube.get(path)
         deadline = time.monotonic() + 60
-        while not _established(crd):
+        while not established(crd):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"CustomResourceDefinition {CRD_NAME} is not Established")
             time.sleep(0.5)
@@ -271,8 +164,6 @@ class Controller:
 
     def _orphans(self, labeled: set, backups: list[dict]) -> list[dict]:
         """Workloads that had a sidecar but lost their label: one GET each, only on change."""
-        from reconciler.workload import WorkloadRef
-
         candidates = set(self.known_injected)
         for b in backups:
             ns = b["metadata"].get("namespace")
@@ -289,19 +180,13 @@ class Controller:
             if obj is None:
                 self.known_injected.discard(ref)
                 continue
-            found.append(_with_kind(_slim(obj), res.api_version, ref.kind))
+            found.append(with_kind(slim(obj), res.api_version, ref.kind))
         return found
 
     # ---------------------------------------------------------------- cycle
     def cycle(self) -> CycleStats:
         """One pass: LIST Backups, then per workload kind LIST and plan page by page (so only
         one page of objects is in memory at a time), LIST RoleBindings, then apply."""
-        from reconciler.api.backup import InvalidBackup, parse_backup
-        from reconciler.kube.client import ApiError
-        from reconciler.plan import BackupIndex, plan_batch
-        from reconciler.rbac import MANAGED_BY, MANAGER
-        from reconciler.rollout import needs_manual_restart, observe_rollout
-        from reconciler.workload import controller_owner
 
         started = time.monotonic()
         stats = CycleStats()
@@ -323,8 +208,8 @@ class Controller:
             raw_by_key = {}
             previous, self._parsed = self._parsed, {}  # forget deleted Backups
             for raw in raw_backups:
-                _with_kind(raw, API_VERSION, "Backup")
-                item = self._parse(raw, previous, parse_backup, InvalidBackup)
+                with_kind(raw, API_VERSION, "Backup")
+                item = self._parse(raw, previous)
                 parsed.append(item)
                 raw_by_key[(item.namespace, item.name)] = raw
             index = BackupIndex.of(parsed)
@@ -338,22 +223,22 @@ class Controller:
             selector = None if self.first_cycle else CONFIG_LABEL
             for kind, api_version, path in self.workload_paths():
                 for page in self._pages(path, selector, rvs):
-                    items = [_with_kind(w, api_version, kind) for w in page]
+                    items = [with_kind(w, api_version, kind) for w in page]
                     del page
                     if selector is None:
-                        items = [w for w in items if _labeled_or_injected(w)]
+                        items = [w for w in items if labeled_or_injected(w)]
                     for w in items:
-                        if not _labeled(w):
+                        if not is_labeled(w):
                             continue
-                        ref = _ref(w)
+                        ref = ref_of(w)
                         labeled.add(ref)
                         if controller_owner(w) is not None:
                             continue  # never changed, never restarted (plan reports it)
                         rollouts[ref] = observe_rollout(w)  # from its status, before _slim
                         if self.first_cycle and needs_manual_restart(w):
                             self.pending_restarts.add(ref)  # after a start: look for stale pods
-                    stats.workloads += sum(1 for w in items if _labeled(w))
-                    items = [_slim(w) for w in items]
+                    stats.workloads += sum(1 for w in items if is_labeled(w))
+                    items = [slim(w) for w in items]
                     plan_batch(index, items, self.renderer, result)
                     del items
             rb_path = ROLEBINDINGS.path(self.settings.namespace)
@@ -390,7 +275,7 @@ class Controller:
         stats.seconds = time.monotonic() - started
         return stats
 
-    def _parse(self, raw: dict, previous: dict, parse_backup, invalid_type):
+    def _parse(self, raw: dict, previous: dict):
         """parse_backup, once per resourceVersion of each Backup."""
         meta = raw.get("metadata") or {}
         key = (meta.get("namespace"), meta.get("name"))
@@ -401,15 +286,13 @@ class Controller:
         else:
             try:
                 item = parse_backup(raw)
-            except invalid_type as exc:
+            except InvalidBackup as exc:
                 item = exc
         self._parsed[key] = (rv, item)
         return item
 
     # ---------------------------------------------------------------- apply
     def _apply_changes(self, result, stats: CycleStats) -> None:
-        from reconciler.kube.client import ApiError
-        from reconciler.patch import merge_patch
 
         updates = 0
         self.deferred = set()
@@ -472,8 +355,6 @@ class Controller:
         DaemonSets): at most one pod per workload and cycle, only while every other pod is
         Ready (rollout.plan_restart decides). Returns WorkloadRef -> Rollout of each one looked
         at. A 429 (a PodDisruptionBudget says wait) is not an error: next cycle."""
-        from reconciler.kube.client import ApiError
-        from reconciler.rollout import plan_restart
 
         views: dict = {}
         budget = self.settings.max_restarts
@@ -482,7 +363,7 @@ class Controller:
                 break
             try:
                 owner = self.kube.get_or_none(WORKLOADS[ref.kind].path(ref.namespace, ref.name))
-                selector = _selector_string(owner, ref.kind) if owner is not None else None
+                selector = selector_string(owner, ref.kind) if owner is not None else None
                 if selector is None:
                     self.pending_restarts.discard(ref)
                     continue
@@ -520,8 +401,6 @@ class Controller:
         """WorkloadRef -> Rollout for every labeled workload with restik's sidecar: what its
         status said at LIST time, unless this cycle knows better (patched now, deferred by
         --max-rollouts, or restarted by restik)."""
-        from reconciler.rollout import ROLLING_OUT, Rollout
-
         patched = {c.ref for c in result.changes if c.action != "remove"}
         out = {}
         for ref, rollout in observed.items():
@@ -542,10 +421,6 @@ class Controller:
         return out
 
     def _sync_rolebindings(self, result, rolebindings: dict, raw_by_key, parsed, stats) -> None:
-        from reconciler.api.backup import InvalidBackup
-        from reconciler.kube.client import ApiError
-        from reconciler.rbac import desired_rolebinding, rolebinding_in_sync, rolebinding_name
-
         for item in parsed:
             if not self._may_write(stats):
                 return
@@ -584,9 +459,6 @@ class Controller:
                     log.error("RoleBinding for Backup %s/%s: %s", item.namespace, item.name, exc)
 
     def _sync_status(self, result, raw_by_key, parsed, stats, rollouts=None) -> None:
-        from reconciler.kube.client import ApiError
-        from reconciler.status import is_new_problem, new_warnings, status_patch, warning_event
-
         now = now_rfc3339()
         for item in parsed:
             if not self._may_write(stats):
@@ -633,8 +505,6 @@ class Controller:
 
     # ---------------------------------------------------------------- dry run
     def _print_plan(self, result) -> None:
-        from reconciler.offline.diff import OfflineResult, render_diff
-
         text = render_diff(OfflineResult(result))
         self.out.write(text)
         self.out.flush()
@@ -646,303 +516,3 @@ def _ready_status(obj: Mapping) -> str | None:
         if isinstance(cond, Mapping) and cond.get("type") == "Ready":
             return cond.get("status")
     return None
-
-
-def _slim(obj: dict) -> dict:
-    """Drop what the planner never reads and a patch never touches: at 10,000 workloads the
-    status, managedFields and last-applied annotations are most of the memory."""
-    obj.pop("status", None)
-    meta = obj.get("metadata")
-    if isinstance(meta, dict):
-        meta.pop("managedFields", None)
-        meta.pop("annotations", None)
-    return obj
-
-
-def _labeled(obj: dict) -> bool:
-    return CONFIG_LABEL in (obj["metadata"].get("labels") or {})
-
-
-def _labeled_or_injected(obj: dict) -> bool:
-    """What the unselected first LIST keeps: labeled workloads and any that carry restik's
-    hash annotation (a possible orphan); the rest is dropped at once."""
-    if _labeled(obj):
-        return True
-    try:
-        annotations = obj["spec"]["template"]["metadata"]["annotations"]
-    except (KeyError, TypeError):
-        return False
-    return isinstance(annotations, dict) and HASH_ANNOTATION in annotations
-
-
-def _ref(obj: dict):
-    """A listed object's WorkloadRef (API objects are well-formed: no checks needed)."""
-    from reconciler.workload import WorkloadRef
-
-    meta = obj["metadata"]
-    return WorkloadRef(obj["kind"], meta.get("namespace") or "default", meta.get("name"))
-
-
-def _with_kind(obj: dict, api_version: str, kind: str) -> dict:
-    # LIST items carry no kind/apiVersion; the planner and the diffs need them.
-    obj.setdefault("apiVersion", api_version)
-    obj.setdefault("kind", kind)
-    return obj
-
-
-def _established(crd: Mapping) -> bool:
-    for cond in (crd.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Established" and cond.get("status") == "True":
-            return True
-    return False
-
-
-def _owned_by(pod: Mapping, uid: str | None) -> bool:
-    return any(o.get("uid") == uid for o in pod["metadata"].get("ownerReferences") or [])
-
-
-def _selector_string(obj: Mapping, kind: str) -> str | None:
-    selector = (obj.get("spec") or {}).get("selector")
-    if not isinstance(selector, Mapping):
-        return None
-    if kind == "ReplicationController":
-        labels, expressions = selector, []
-    else:
-        labels = selector.get("matchLabels") or {}
-        expressions = selector.get("matchExpressions") or []
-    parts = [f"{k}={v}" for k, v in sorted(labels.items())]
-    for expr in expressions:
-        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
-        if op == "In":
-            parts.append(f"{key} in ({','.join(values)})")
-        elif op == "NotIn":
-            parts.append(f"{key} notin ({','.join(values)})")
-        elif op == "Exists":
-            parts.append(key)
-        elif op == "DoesNotExist":
-            parts.append(f"!{key}")
-    return ",".join(parts) or None
-
-
-# -------------------------------------------------------------------- the loop
-class Runner:
-    """The long-running process: leader election, watches that wake the loop, signals."""
-
-    def __init__(self, controller: Controller, settings: Settings):
-        self.controller = controller
-        self.settings = settings
-        self.stop = threading.Event()
-        self.wake = threading.Event()
-        self.last_cycle_end = time.monotonic()  # of the last successful cycle (health)
-        self.last_attempt_end = 0.0  # of the last cycle, failed or not (rate limit)
-        self.leader = not settings.leader_elect
-        self.threads: list[threading.Thread] = []
-
-    def healthy(self) -> bool:
-        limit = max(3 * self.settings.interval, 60.0)
-        return not self.leader or time.monotonic() - self.last_cycle_end < limit
-
-    def request_stop(self, *_args) -> None:
-        log.info("stopping after the current cycle")
-        self.stop.set()
-        self.wake.set()
-
-    def run(self) -> int:
-        if self.settings.leader_elect:
-            from reconciler.kube.lease import LeaderElector
-
-            self.elector = LeaderElector(
-                self.controller.kube,
-                self.settings.lease_namespace,
-                "restik-controller",
-                self.settings.identity,
-                on_change=self._leadership,
-            )
-            self.controller.leading = self.elector.is_leader
-            self._start(self.elector.run, self.stop)
-        watches_started = False
-        while not self.stop.is_set():
-            if self.leader and self.controller.leading():
-                self._one_cycle()
-                self.last_attempt_end = time.monotonic()
-                if not watches_started and self.controller.last_resource_versions:
-                    self._start_watches()
-                    watches_started = True
-            # While restik restarts pods itself, look again soon: each step waits for the
-            # previous pod's replacement to become Ready.
-            wait = self.settings.interval
-            if self.controller.pending_restarts:
-                wait = min(wait, RESTART_POLL)
-            woke = self.wake.wait(wait)
-            if woke and not self.stop.is_set():
-                # Let a burst of events settle into one cycle, and never run cycles closer
-                # than MIN_CYCLE_GAP: a storm of events (or of 410s asking for a relist)
-                # costs at most one cycle of LISTs per gap.
-                gap = MIN_CYCLE_GAP - (time.monotonic() - self.last_attempt_end)
-                self.stop.wait(max(0.1, gap))
-            self.wake.clear()
-        if self.settings.leader_elect:
-            self.elector.release()
-        return EXIT_OK
-
-    def _leadership(self, leader: bool) -> None:
-        log.info("leadership %s", "acquired" if leader else "lost")
-        self.leader = leader
-        if self.controller.metrics:
-            self.controller.metrics.set_leader(leader)
-        self.wake.set()
-
-    def _one_cycle(self) -> CycleStats | None:
-        from reconciler.kube.client import ApiError
-
-        metrics = self.controller.metrics
-        try:
-            stats = self.controller.cycle()
-        except (ApiError, TimeoutError) as exc:
-            log.error("cycle failed: %s", exc)
-            if metrics:
-                metrics.errors.inc()
-            return None
-        self.last_cycle_end = time.monotonic()
-        log.info("%s", stats.summary(), extra={"fields": stats.__dict__})
-        if metrics:
-            metrics.observe(stats)
-        return stats
-
-    def _start(self, target, *args) -> None:
-        t = threading.Thread(target=target, args=args, daemon=True)
-        t.start()
-        self.threads.append(t)
-
-    def _start_watches(self) -> None:
-        c = self.controller
-        paths = [(c.backups_path, None)] if c.crd_ready else []
-        paths += [(path, CONFIG_LABEL) for _, _, path in c.workload_paths()]
-        for path, selector in paths:
-            self._start(self._watch, path, selector)
-
-    def _watch(self, path: str, selector: str | None) -> None:
-        """Wake the loop on any change not made by this controller; resume after errors.
-
-        A failed watch (an ERROR event, an error answer, a dropped connection) is retried
-        after an exponential, capped, jittered backoff, never at once. A 410 Gone means the
-        resourceVersion left the server's watch cache: the loop is woken to relist, and the
-        watch resumes from that LIST's resourceVersion (or from "" if none is newer). While
-        this replica is not the leader it does not watch at all.
-        """
-        from reconciler.kube.client import ApiError
-
-        kube = self.controller.kube
-        rv = self.controller.last_resource_versions.get(path, "")
-        failures = 0
-        timeout = WATCH_TIMEOUT_LEADER_ELECT if self.settings.leader_elect else WATCH_TIMEOUT
-        while not self.stop.is_set():
-            if not self._leading():
-                self.stop.wait(1.0)
-                rv = None  # resume from the next cycle's LIST once leader again
-                continue
-            if rv is None:
-                rv = self.controller.last_resource_versions.get(path, "")
-            gone = failed = False
-            started = time.monotonic()
-            events = 0
-            try:
-                for event in kube.watch(path, rv, selector, timeout_s=timeout):
-                    if self.stop.is_set() or not self._leading():
-                        break
-                    obj = event.get("object") or {}
-                    if event.get("type") == "ERROR":
-                        failed = True
-                        gone = obj.get("code") == 410
-                        log.info("watch %s: %s", path, obj.get("message") or obj.get("reason"))
-                        break
-                    events += 1
-                    failures = 0
-                    new_rv = (obj.get("metadata") or {}).get("resourceVersion")
-                    if new_rv:
-                        rv = new_rv
-                    if event.get("type") == "BOOKMARK" or new_rv in self.controller.own_writes:
-                        continue
-                    self.wake.set()
-                else:
-                    # the server ended the watch: normal at its timeout, a fault when at once
-                    failed = events == 0 and time.monotonic() - started < 1.0
-            except ApiError as exc:
-                log.debug("watch %s: %s", path, exc)
-                failed = True
-                gone = exc.status == 410
-            if not failed:
-                continue
-            failures += 1
-            stale = rv
-            if gone:
-                self.wake.set()  # relist: events may have been missed
-            self.stop.wait(watch_backoff(failures))
-            if gone:
-                listed = self.controller.last_resource_versions.get(path, "")
-                rv = listed if listed != stale else ""
-
-    def _leading(self) -> bool:
-        return self.leader and self.controller.leading()
-
-
-MIN_CYCLE_GAP = 1.0
-RESTART_POLL = 5.0
-WATCH_TIMEOUT = 300
-# With leader election a watch is at most this long, so a replica that lost the Lease stops
-# watching within it (a blocked read cannot be interrupted from another thread).
-WATCH_TIMEOUT_LEADER_ELECT = 60
-WATCH_BACKOFF_BASE = 0.5
-WATCH_BACKOFF_CAP = 30.0
-
-
-def watch_backoff(failures: int, rand=random.random) -> float:
-    """Seconds before watching again after ``failures`` failures in a row: exponential from
-    WATCH_BACKOFF_BASE, capped at WATCH_BACKOFF_CAP, with jitter (50-100 %) so that the
-    watches of many replicas and kinds do not come back in step."""
-    ceiling = min(WATCH_BACKOFF_CAP, WATCH_BACKOFF_BASE * 2 ** max(0, failures - 1))
-    return ceiling * (0.5 + rand() / 2)
-
-
-def main(args: argparse.Namespace) -> int:
-    """Entry point of `restik run`."""
-    from reconciler.kube.client import ApiError, Kube
-    from reconciler.logs import setup_logging
-
-    setup_logging(args.log_level, args.log_format)
-    settings = Settings.from_args(args)
-    try:
-        kube = Kube.connect(settings.kubeconfig)
-    except Exception as exc:  # pykube raises several types for a bad kubeconfig
-        log.error("cannot load the Kubernetes configuration: %s", exc)
-        return EXIT_ERROR
-    metrics = None
-    if settings.metrics_port and not settings.once:
-        from reconciler.metrics import ControllerMetrics
-
-        metrics = ControllerMetrics(interval=settings.interval)
-    controller = Controller(kube, settings, metrics=metrics)
-    if settings.once:
-        try:
-            stats = controller.cycle()
-        except (ApiError, TimeoutError) as exc:
-            log.error("cycle failed: %s", exc)
-            return EXIT_ERROR
-        log.info("%s", stats.summary())
-        if stats.errors:
-            return EXIT_ERROR
-        if settings.dry_run:
-            return EXIT_CHANGES if stats.planned else EXIT_OK
-        return EXIT_OK
-    runner = Runner(controller, settings)
-    signal.signal(signal.SIGTERM, runner.request_stop)
-    signal.signal(signal.SIGINT, runner.request_stop)
-    server = None
-    if metrics is not None:
-        server = metrics.serve(settings.metrics_address, settings.metrics_port, runner.healthy)
-    try:
-        return runner.run()
-    finally:
-        if server is not None:
-            server.shutdown()
-            server.server_close()
