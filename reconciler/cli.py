@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         help="every Backup's health in one table (exit 0 all healthy, 1 some not, 2 error)",
     )
-    from reconciler.overview import add_arguments as add_status_arguments
+    from reconciler.overview.options import add_arguments as add_status_arguments
 
     add_status_arguments(status)
     return parser
@@ -69,7 +69,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_watch_arguments(parser: argparse.ArgumentParser) -> None:
-    from sidecar.watch import add_arguments
+    from sidecar.options import add_arguments
 
     add_arguments(parser)
 
@@ -123,11 +123,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_main(args)
     if args.command == "status":
-        from reconciler.overview import run as status_run
+        from reconciler.overview.show import run as status_run
 
         return status_run(args)
     if args.command == "watch":
-        from sidecar.watch import run as watch_run
+        from sidecar.main import run as watch_run
 
         return watch_run(args)
     parser.print_help()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import re
+import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -52,8 +53,6 @@ def has_retry_lock(version: tuple[int, int, int] | None) -> bool:
 
 def detect_version(binary: str, timeout: float = 30.0) -> tuple[int, int, int] | None:
     """Run `restic version` once (no repository, no password); None if that fails."""
-    import subprocess
-
     try:
         proc = subprocess.run(
             [binary, "version"],

@@ -165,7 +165,7 @@ def test_statefulset_host_is_the_pod_and_deployment_host_the_workload(
 
 
 def test_backoff_is_capped_and_jittered():
-    from sidecar.watch import MAX_BACKOFF, backoff
+    from sidecar.follow import MAX_BACKOFF, backoff
 
     delays = [backoff(n) for n in range(1, 20)]
     assert all(0 < d <= MAX_BACKOFF for d in delays)

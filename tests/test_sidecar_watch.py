@@ -15,8 +15,8 @@ import pytest
 
 from reconciler.api.constants import API_VERSION
 from reconciler.resources import crd_manifest
+from sidecar.follow import workload_from_pod
 from sidecar.lease import lease_name
-from sidecar.watch import workload_from_pod
 from tests.test_sidecar_support import (
     PASSWORD,
     RESTIC,
@@ -80,7 +80,7 @@ class Sidecar:
         cmd = [
             sys.executable,
             "-m",
-            "sidecar.watch",
+            "sidecar.main",
             *(["--kubeconfig", str(kubeconfig)] if kubeconfig else []),
             "--metrics-port",
             str(self.metrics_port),
