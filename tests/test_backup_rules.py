@@ -10,14 +10,13 @@ import pytest
 
 from reconciler.api.backup import (
     DEFAULT_RESOURCES,
-    MAX_LIST,
-    MAX_STRING,
     Backup,
     InvalidBackup,
     Retention,
     backup_ref,
     parse_backup,
 )
+from reconciler.api.fields import MAX_LIST, MAX_STRING
 from sidecar.restic import Context, render_forget
 from tests.factories import backup
 

@@ -15,6 +15,7 @@ SIDECAR_MODULES = {
     "reconciler.api.backup",
     "reconciler.api.constants",
     "reconciler.api.duration",
+    "reconciler.api.fields",
     "reconciler.api.schedule",
     "reconciler.cli",
     "reconciler.controller",
