@@ -23,6 +23,7 @@ SIDECAR_MODULES = {
     "reconciler.http",
     "reconciler.kube",
     "reconciler.kube.client",
+    "reconciler.kube.events",
     "reconciler.kube.lease",
     "reconciler.kube.resource",
     "reconciler.logs",

@@ -8,7 +8,6 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from reconciler.api.backup import InvalidBackup, parse_backup
 from reconciler.api.constants import (
@@ -52,6 +51,7 @@ from reconciler.controller.rollout import (
     plan_restart,
 )
 from reconciler.kube.client import ApiError
+from reconciler.kube.events import now_rfc3339
 from reconciler.kube.resource import BACKUPS, CRDS, EVENTS, PODS, ROLEBINDINGS, WORKLOADS
 from reconciler.offline.diff import OfflineResult, render_diff
 from reconciler.resources import crd_manifest
@@ -59,10 +59,6 @@ from reconciler.resources import crd_manifest
 log = logging.getLogger("restik.controller")
 EXIT_OK, EXIT_CHANGES, EXIT_ERROR = 0, 1, 2
 COMPONENT = "restik-controller"
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass

@@ -10,6 +10,7 @@ from functools import lru_cache
 from croniter import croniter
 
 from reconciler.api.schedule import Schedule, ScheduleError, parse_duration, parse_schedule
+from reconciler.kube.events import rfc3339 as api_time
 
 EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1
@@ -89,7 +90,7 @@ def _parse_time(value: str) -> datetime | None:
 
 
 def rfc3339(t: datetime | None) -> str | None:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else None
+    return api_time(t) if t else None
 
 
 def _condition(status: Mapping, kind: str) -> Mapping | None:
