@@ -6,9 +6,8 @@ import argparse
 import sys
 
 from reconciler import __version__
+from reconciler.api.constants import EXIT_ERROR
 from reconciler.logs import env_default
-
-EXIT_ERROR = 2
 
 
 def add_offline_arguments(parser: argparse.ArgumentParser) -> None:

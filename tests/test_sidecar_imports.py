@@ -44,6 +44,7 @@ SIDECAR_MODULES = {
 PARSER_MODULES = {
     "reconciler",
     "reconciler.api",
+    "reconciler.api.constants",
     "reconciler.api.duration",
     "reconciler.cli",
     "reconciler.controller",

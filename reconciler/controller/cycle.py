@@ -57,7 +57,6 @@ from reconciler.offline.diff import OfflineResult, render_diff
 from reconciler.resources import crd_manifest
 
 log = logging.getLogger("restik.controller")
-EXIT_OK, EXIT_CHANGES, EXIT_ERROR = 0, 1, 2
 COMPONENT = "restik-controller"
 
 

@@ -9,8 +9,8 @@ import signal
 import threading
 import time
 
-from reconciler.api.constants import CONFIG_LABEL
-from reconciler.controller.cycle import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, Controller, CycleStats
+from reconciler.api.constants import CONFIG_LABEL, EXIT_CHANGES, EXIT_ERROR, EXIT_OK
+from reconciler.controller.cycle import Controller, CycleStats
 from reconciler.controller.metrics import ControllerMetrics
 from reconciler.controller.options import Settings
 from reconciler.kube.client import ApiError, Kube

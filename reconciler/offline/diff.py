@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from reconciler.api.backup import InvalidBackup, parse_backup
-from reconciler.api.constants import API_VERSION, KIND
+from reconciler.api.constants import API_VERSION, EXIT_CHANGES, EXIT_ERROR, EXIT_OK, KIND
 from reconciler.controller.plan import Plan, plan
 from reconciler.controller.podtemplate import WorkloadError, is_workload, workload_ref
 from reconciler.controller.render import Renderer
@@ -21,8 +21,6 @@ from reconciler.offline.manifests import (
     parse_source,
     read_sources,
 )
-
-EXIT_OK, EXIT_CHANGES, EXIT_ERROR = 0, 1, 2
 
 
 @dataclass

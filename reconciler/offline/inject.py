@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 
+from reconciler.api.constants import EXIT_ERROR, EXIT_OK
 from reconciler.controller.render import Renderer
-from reconciler.offline.diff import EXIT_ERROR, EXIT_OK, load_and_plan, report
+from reconciler.offline.diff import load_and_plan, report
 from reconciler.offline.manifests import Source, dump_stream
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from reconciler.api.constants import EXIT_ERROR, EXIT_OK
 from reconciler.controller.render import Renderer
-from reconciler.offline.diff import EXIT_ERROR, EXIT_OK, plan_objects
+from reconciler.offline.diff import plan_objects
 from reconciler.offline.manifests import (
     Document,
     ManifestError,

@@ -11,12 +11,10 @@ import threading
 from dataclasses import asdict
 from datetime import UTC, datetime
 
+from reconciler.api.constants import EXIT_CHANGES, EXIT_ERROR, EXIT_OK
 from reconciler.kube.client import ApiError, Kube
 from reconciler.kube.resource import BACKUPS
 from reconciler.overview.summary import (
-    EXIT_ERROR,
-    EXIT_HEALTHY,
-    EXIT_UNHEALTHY,
     FAILED,
     HEALTHY,
     NOT_READY,
@@ -190,4 +188,4 @@ def run(args: argparse.Namespace, out=None, err=None, now: datetime | None = Non
     else:
         colour = out.isatty() and not os.environ.get("NO_COLOR")
         out.write(render_table(rows, now, args.all_namespaces, colour))
-    return EXIT_UNHEALTHY if any(r.health not in HEALTHY for r in rows) else EXIT_HEALTHY
+    return EXIT_CHANGES if any(r.health not in HEALTHY for r in rows) else EXIT_OK

@@ -12,9 +12,6 @@ from croniter import croniter
 from reconciler.api.schedule import Schedule, ScheduleError, parse_duration, parse_schedule
 from reconciler.kube.events import rfc3339 as api_time
 
-EXIT_HEALTHY = 0
-EXIT_UNHEALTHY = 1
-EXIT_ERROR = 2
 DAY = timedelta(hours=24)
 PAGE_SIZE = 500
 
