@@ -19,7 +19,7 @@ format:
 bench:
 	$(PYTHON) bench/run.py --quick
 
-# Mutation testing of the pure core (cosmic-ray, about 15 minutes; not part of `make test`):
+# Mutation testing of the pure core (cosmic-ray, ~17 min of one core; not in `make test`):
 # the score per module, non-zero exit below 90 %. Needs `pip install -e ".[test,mutate]"`.
 mutate:
 	$(PYTHON) bench/mutate.py

@@ -577,3 +577,25 @@ def test_a_backup_as_the_api_server_sends_it():
     b = parse_backup(json.loads(json.dumps(raw)))
     assert b.destination_volume == {"name": "repo", "nfs": {"server": "nfs", "path": "/x"}}
     assert b.destination_path == "/repo"
+
+
+def test_the_destination_volume_is_a_plain_copy_of_what_was_read():
+    # restik diff reads files with ruamel.yaml's round-trip types (comments attached).
+    from ruamel.yaml import YAML
+
+    raw = YAML().load(
+        "metadata: {name: www, namespace: web}\n"
+        "spec:\n"
+        "  schedule: '@hourly'\n"
+        "  backupSource: {volumeName: data, path: /data}\n"
+        "  destination:\n"
+        "    repositorySecretName: s\n"
+        "    path: /repo\n"
+        "    volume:\n"
+        "      nfs: {server: nfs, path: /x}  # the NAS\n"
+    )
+    b = parse_backup(raw)
+    assert type(b.destination_volume) is dict
+    assert type(b.destination_volume["nfs"]) is dict
+    raw["spec"]["destination"]["volume"]["nfs"]["path"] = "/changed"
+    assert b.destination_volume == {"nfs": {"server": "nfs", "path": "/x"}}

@@ -699,3 +699,13 @@ def test_remove_when_missing_is_only_ever_passed_by_name():
         plan([], [], RENDERER, False)
     with pytest.raises(TypeError):
         plan_batch(index, [], RENDERER, index.new_plan(), False)
+
+
+def test_plan_without_options_plans_like_the_live_controller():
+    # plan() is the one-call form of what Controller.cycle does batch by batch.
+    workloads = [injected(workload("Deployment", "gone", label="deleted")), workload()]
+    alone = plan(parsed(backup()), workloads, RENDERER)
+    live = live_cycle([backup()], workloads)
+    assert [(c.ref, c.action) for c in alone.changes] == [(c.ref, c.action) for c in live.changes]
+    assert [c.action for c in alone.changes] == [REMOVE, INJECT]
+    assert alone.problems == live.problems == []
