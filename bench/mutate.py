@@ -47,6 +47,8 @@ THRESHOLD = 90.0
 # failure). Not the emulator, restic or property tests: too slow to run once per mutant.
 MODULES = {
     "reconciler/api/schedule.py": ["tests/test_schedule.py"],
+    "reconciler/api/duration.py": ["tests/test_schedule.py"],
+    "reconciler/api/fields.py": ["tests/test_backup.py", "tests/test_backup_rules.py"],
     "reconciler/controller/podtemplate.py": ["tests/test_workload.py", "tests/test_plan.py"],
     "reconciler/controller/plan.py": ["tests/test_plan.py"],
     "reconciler/api/backup.py": [
