@@ -64,7 +64,7 @@ def run_condition(old: Mapping | None, outcome: Outcome, n: int, now: datetime) 
     }
 
 
-def status_patch(
+def run_status_patch(
     status: Mapping,
     outcome: Outcome,
     n: int,
@@ -146,7 +146,7 @@ def report(
         try:
             updated = kube.merge_patch(
                 BACKUPS.path(namespace, name, "status"),
-                status_patch(status, outcome, n, started, rv, host=host, now=now),
+                run_status_patch(status, outcome, n, started, rv, host=host, now=now),
             )
         except ApiError as exc:
             if exc.conflict:  # someone else (a replica, the controller) wrote first

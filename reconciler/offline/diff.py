@@ -122,13 +122,23 @@ def load_and_plan(paths, renderer, stdin, stderr):
         return None
 
 
-def run_diff(paths: list[str], renderer: Renderer, stdout=None, stderr=None, stdin=None) -> int:
+def run_offline(paths: list[str], renderer: Renderer, write, stdout=None, stderr=None, stdin=None):
+    """Load and plan ``paths``, then ``write(sources, result, stdout, stderr)`` → exit code;
+    EXIT_ERROR at once if the manifests cannot be read."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     loaded = load_and_plan(paths, renderer, stdin, stderr)
     if loaded is None:
         return EXIT_ERROR
     sources, result = loaded
+    return write(sources, result, stdout, stderr)
+
+
+def run_diff(paths: list[str], renderer: Renderer, stdout=None, stderr=None, stdin=None) -> int:
+    return run_offline(paths, renderer, _write_diff, stdout, stderr, stdin)
+
+
+def _write_diff(sources: list[Source], result: OfflineResult, stdout, stderr) -> int:
     indent = sources[0].indent if sources else (2, 0)
     stdout.write(render_diff(result, indent))
     report(result.warnings, "warning", stderr)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 
 from reconciler.api.constants import EXIT_ERROR, EXIT_OK
 from reconciler.controller.render import Renderer
-from reconciler.offline.diff import load_and_plan, report
+from reconciler.offline.diff import OfflineResult, report, run_offline
 from reconciler.offline.manifests import Source, dump_stream
 
 
@@ -26,12 +25,10 @@ def apply_replacements(sources: list[Source], replacements: dict[int, Mapping]) 
 
 def run_inject(paths: list[str], renderer: Renderer, stdout=None, stderr=None, stdin=None) -> int:
     """Write the manifests with sidecars added or removed; on any error write nothing."""
-    stdout = stdout or sys.stdout
-    stderr = stderr or sys.stderr
-    loaded = load_and_plan(paths, renderer, stdin, stderr)
-    if loaded is None:
-        return EXIT_ERROR
-    sources, result = loaded
+    return run_offline(paths, renderer, _write_injected, stdout, stderr, stdin)
+
+
+def _write_injected(sources: list[Source], result: OfflineResult, stdout, stderr) -> int:
     report(result.warnings, "warning", stderr)
     if result.errors:
         report(result.errors, "error", stderr)
