@@ -13,11 +13,10 @@ from reconciler.controller.cycle import Controller
 from reconciler.controller.options import Settings
 from reconciler.kube.client import Kube
 from reconciler.kube.lease import LeaderElector
+from tests.factories import needs_restic
 from tests.test_controller import NS, backup, containers, get, owned_pod, workload
 from tests.test_controller_loop import finish, restik, wait_for
 from tests.test_kustomize import _built, find, rights
-from tests.test_sidecar_support import needs_restic
-from tests.test_sidecar_watch import world  # noqa: F401 - the fixture
 
 # `bind` is not an API call: the RBAC API checks it when the controller writes a RoleBinding
 # that grants restik-sidecar's rights, which the controller does not all hold itself.
@@ -132,7 +131,7 @@ def test_controller_is_granted_nothing_it_does_not_use(controller_calls):
 
 
 @pytest.fixture
-def sidecar_calls(world):  # noqa: F811
+def sidecar_calls(world):
     """The sidecar's calls: start in a pod, follow the Backup, lease, run twice, report,
     pick up a change, release the Lease on SIGTERM."""
     world.emu.create(

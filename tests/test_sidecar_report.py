@@ -16,8 +16,7 @@ from sidecar.report import (
     run_status_patch,
 )
 from sidecar.restic import Failure, Summary
-from tests.factories import crd_validator
-from tests.test_sidecar_support import backup_object
+from tests.factories import backup_object, crd_validator
 
 NS = "default"
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

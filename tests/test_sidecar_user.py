@@ -17,8 +17,7 @@ from reconciler.api.backup import parse_backup
 from reconciler.api.constants import SIDECAR_NAME
 from reconciler.controller.plan import plan
 from reconciler.controller.render import Renderer
-from tests.factories import backup, workload
-from tests.test_sidecar_support import PASSWORD, RESTIC, copy_template, needs_restic
+from tests.factories import PASSWORD, RESTIC, backup, copy_template, needs_restic, workload
 
 SETPRIV = shutil.which("setpriv")
 APP_UID = 999
