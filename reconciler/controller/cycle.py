@@ -7,7 +7,6 @@ import logging
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 from reconciler.api.backup import InvalidBackup, parse_backup
 from reconciler.api.constants import (
@@ -44,12 +43,12 @@ from reconciler.controller.reconcilers.status import (
 )
 from reconciler.controller.render import DEFAULT_IMAGE, Renderer
 from reconciler.controller.rollout import (
-    ROLLING_OUT,
-    Rollout,
     needs_manual_restart,
     observe_rollout,
     plan_restart,
+    rollouts_now,
 )
+from reconciler.controller.stats import CycleStats, ready_status
 from reconciler.kube.client import ApiError
 from reconciler.kube.events import now_rfc3339
 from reconciler.kube.resource import BACKUPS, CRDS, EVENTS, PODS, ROLEBINDINGS, WORKLOADS
@@ -58,33 +57,6 @@ from reconciler.resources import crd_manifest
 
 log = logging.getLogger("restik.controller")
 COMPONENT = "restik-controller"
-
-
-@dataclass
-class CycleStats:
-    backups: int = 0
-    workloads: int = 0
-    patched: int = 0
-    restarted: int = 0
-    deferred: int = 0
-    conflicts: int = 0
-    errors: int = 0
-    status_writes: int = 0
-    planned: int = 0
-    ready: int = 0
-    not_ready: int = 0
-    lost_leadership: bool = False
-    seconds: float = 0.0
-    # (namespace, name) -> the Ready condition's status ("True"/"False") after this cycle
-    readiness: dict = field(default_factory=dict)
-
-    def summary(self) -> str:
-        return (
-            f"backups={self.backups} workloads={self.workloads} patched={self.patched} "
-            f"restarted={self.restarted} deferred={self.deferred} conflicts={self.conflicts} "
-            f"errors={self.errors} "
-            f"in {self.seconds:.2f}s"
-        )
 
 
 class Controller:
@@ -259,7 +231,9 @@ class Controller:
             self._apply_changes(result, stats)
             restarts = self._restart_stale(stats)
             self._sync_rolebindings(result, rolebindings, raw_by_key, parsed, stats)
-            current = self._rollouts(result, rollouts, restarts)
+            current = rollouts_now(
+                result, rollouts, restarts, self.deferred, self.pending_restarts, self.patched_now
+            )
             self._sync_status(result, raw_by_key, parsed, stats, current)
         if stats.lost_leadership:
             log.warning("leadership lost during the cycle: stopped writing")
@@ -392,29 +366,6 @@ class Controller:
                     log.error("restarting pods of %s/%s failed: %s", ref.namespace, ref, exc)
         return views
 
-    def _rollouts(self, result, observed: dict, restarts: dict) -> dict:
-        """WorkloadRef -> Rollout for every labeled workload with restik's sidecar: what its
-        status said at LIST time, unless this cycle knows better (patched now, deferred by
-        --max-rollouts, or restarted by restik)."""
-        patched = {c.ref for c in result.changes if c.action != "remove"}
-        out = {}
-        for ref, rollout in observed.items():
-            if ref not in result.injected and ref not in patched:
-                continue  # no sidecar (yet): a problem on the Backup says why
-            if ref in self.deferred:
-                rollout = Rollout(ROLLING_OUT, None, None, None, "queued by --max-rollouts")
-            elif ref in restarts:
-                if not restarts[ref].current:  # else: the same counts as the status has
-                    rollout = restarts[ref]
-            elif ref in self.pending_restarts:
-                rollout = Rollout(ROLLING_OUT, rollout.pods, None, rollout.ready, "restart pending")
-            elif ref in self.patched_now:
-                # what the next LIST will say until the workload's controller catches up
-                message = f"waiting for the {ref.kind} controller to observe it"
-                rollout = Rollout(ROLLING_OUT, rollout.pods, None, rollout.ready, message)
-            out[ref] = rollout
-        return out
-
     def _sync_rolebindings(self, result, rolebindings: dict, raw_by_key, parsed, stats) -> None:
         for item in parsed:
             if not self._may_write(stats):
@@ -460,7 +411,7 @@ class Controller:
                 return
             raw = raw_by_key[(item.namespace, item.name)]
             patch = status_patch(raw, item, result, now, rollouts)
-            stats.readiness[(item.namespace, item.name)] = _ready_status(patch or raw)
+            stats.readiness[(item.namespace, item.name)] = ready_status(patch or raw)
             if patch is None:
                 continue
             noted = new_warnings(raw, result, (item.namespace, item.name))
@@ -503,11 +454,3 @@ class Controller:
         text = render_diff(OfflineResult(result))
         self.out.write(text)
         self.out.flush()
-
-
-def _ready_status(obj: Mapping) -> str | None:
-    """The Ready condition's status in a Backup or a status patch."""
-    for cond in (obj.get("status") or {}).get("conditions") or []:
-        if isinstance(cond, Mapping) and cond.get("type") == "Ready":
-            return cond.get("status")
-    return None

@@ -10,9 +10,10 @@ import threading
 import time
 
 from reconciler.api.constants import CONFIG_LABEL, EXIT_CHANGES, EXIT_ERROR, EXIT_OK
-from reconciler.controller.cycle import Controller, CycleStats
+from reconciler.controller.cycle import Controller
 from reconciler.controller.metrics import ControllerMetrics
 from reconciler.controller.options import Settings
+from reconciler.controller.stats import CycleStats
 from reconciler.kube.client import ApiError, Kube
 from reconciler.kube.lease import LeaderElector
 from reconciler.logs import setup_logging
