@@ -329,14 +329,16 @@ class Job:
                 return result
             if restic.classify(result.code, result.stderr) is not Failure.LOCKED:
                 return result
-            if not stale_checked:
+            if not stale_checked or self.ctx.native_retry_lock:
                 stale_checked = True
                 if self._clear_stale_locks():
                     log.info("the lock on %s is gone (stale, or released); retrying", self._repo)
                     continue
             remaining = deadline - time.monotonic()
-            if self.ctx.native_retry_lock or remaining <= 0:
+            if remaining <= 0:
                 return result
+            if self.ctx.native_retry_lock:
+                continue  # restic waited a slice itself; the next slice
             attempt += 1
             pause = min(remaining, lock_pause(attempt))
             log.info(

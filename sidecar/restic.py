@@ -24,6 +24,7 @@ RESTIC_STALE_AFTER = timedelta(minutes=30)
 
 # `--retry-lock` (restic waits for a lock itself) exists since restic 0.16.0.
 RETRY_LOCK_SINCE = (0, 16, 0)
+LOCK_WAIT_SLICE = 20.0  # seconds restic waits for a lock per attempt (--retry-lock)
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,10 @@ def _locking(backup: Backup, ctx: Context) -> list[str]:
     """Global options of a command that takes a lock: wait for it where restic can."""
     args = _global(backup, ctx)
     if ctx.native_retry_lock and ctx.retry_lock > 0:
-        args.append(f"--retry-lock={int(ctx.retry_lock)}s")
+        # In slices: between two, restik removes a dead restic's lock, which restic itself
+        # would wait for until the whole --lock-wait had passed.
+        wait = max(1, int(min(ctx.retry_lock, LOCK_WAIT_SLICE)))
+        args.append(f"--retry-lock={wait}s")
     return args
 
 

@@ -81,7 +81,7 @@ def test_three_pods_on_one_repository_never_fail_each_other(world):
         else:
             assert forgets == [], f"{name} ran forget: {forgets[:1]}"
         backups = [line for line in sc.log.splitlines() if re.search(r"running .* backup ", line)]
-        assert backups and all(("--retry-lock=60s" in b) is native for b in backups)
+        assert backups and all(("--retry-lock=20s" in b) is native for b in backups)
     # retention applied to every host by the one pod: a handful left, not 60+
     snaps = json.loads(restic(str(world.repo), "snapshots", "--json").stdout)
     per_host = Counter(s["hostname"] for s in snaps)

@@ -144,10 +144,13 @@ def test_locking_commands_wait_for_locks_where_restic_can():
     b = make_backup("/data", "/repo", retentionPolicy={"keepLastSnapshots": 1})
     native = Context(host="www", cache_dir="/c", retry_lock=600, native_retry_lock=True)
     old = Context(host="www", cache_dir="/c", retry_lock=600, native_retry_lock=False)
-    assert "--retry-lock=600s" in restic.render_backup(b, native)
-    assert "--retry-lock=600s" in restic.render_forget(b, native)
+    # in slices of 20 s: between two, restik removes a dead restic's lock
+    assert "--retry-lock=20s" in restic.render_backup(b, native)
+    assert "--retry-lock=20s" in restic.render_forget(b, native)
     args = restic.render_backup(b, native)
-    assert args.index("--retry-lock=600s") < args.index("backup")  # a global option
+    assert args.index("--retry-lock=20s") < args.index("backup")  # a global option
+    short = Context(host="www", cache_dir="/c", retry_lock=5, native_retry_lock=True)
+    assert "--retry-lock=5s" in restic.render_backup(b, short)
     for ctx in (native, old):  # commands without a lock never wait
         assert not any(a.startswith("--retry-lock") for a in restic.render_unlock(b, ctx))
         assert not any(a.startswith("--retry-lock") for a in restic.render_snapshots(b, ctx))
