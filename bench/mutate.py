@@ -367,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"| {'module':<24} | mutants | killed | survived | score | skipped |")
     print(f"|{'-' * 26}|---------|--------|----------|-------|---------|")
+    missing = [str(sessions[m]) for m in modules if not sessions[m].is_file()]
+    if missing:
+        parser.error(f"no session to report: {', '.join(missing)} (run without --report-only)")
     failed = False
     survivors = []
     for module in modules:
