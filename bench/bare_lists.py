@@ -3,7 +3,7 @@
     python bench/bare_lists.py KUBECONFIG LISTS_JSON
 
 Reads one line per pass on stdin, answers with the pass's seconds on stdout. It uses the
-controller's own client (reconciler.kube.Kube: new-pykube, requests, the retry policy),
+controller's own client (reconciler.kube.client.Kube: new-pykube, requests, the retry policy),
 decodes each answer and drops it: the least any controller built on that client must do.
 It runs in its own process, so its garbage collections walk only its own objects.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reconciler.kube import Kube
+from reconciler.kube.client import Kube
 
 
 def bare_pass(kube: Kube, lists: list) -> int:

@@ -7,7 +7,7 @@ is a few KiB as in a real cluster.
 
 from __future__ import annotations
 
-from reconciler.constants import API_VERSION, CONFIG_LABEL, WORKLOAD_KINDS
+from reconciler.api.constants import API_VERSION, CONFIG_LABEL, WORKLOAD_KINDS
 from reconciler.resources import crd_manifest
 
 KINDS = tuple(WORKLOAD_KINDS)  # Deployment, StatefulSet, DaemonSet, ReplicaSet, RC
@@ -117,9 +117,9 @@ def populate(emu, workloads: int, unlabeled: int = 0, injected: bool = True) -> 
     inject` would at build time), so setting up 10,000 of them costs no PATCH each.
     ``unlabeled``: extra workloads per kind without the label (for the reaction benchmark).
     """
-    from reconciler.backup import parse_backup
-    from reconciler.plan import plan
-    from reconciler.render import Renderer
+    from reconciler.api.backup import parse_backup
+    from reconciler.controller.plan import plan
+    from reconciler.controller.render import Renderer
 
     emu.create(crd_manifest())
     backups, objs = build(workloads)
@@ -156,7 +156,7 @@ class fast_yaml:
     """
 
     def __enter__(self):
-        from reconciler import render
+        from reconciler.controller import render
 
         self.render, self.saved = render, render._yaml
         try:

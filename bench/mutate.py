@@ -1,7 +1,7 @@
 """Mutation testing of the pure core with cosmic-ray: a score per module, non-zero exit below 90 %.
 
     python bench/mutate.py                       # every module (what `make mutate` runs)
-    python bench/mutate.py reconciler/plan.py    # one module
+    python bench/mutate.py reconciler/controller/plan.py    # one module
     python bench/mutate.py --survivors           # also print each surviving mutant's diff
     python bench/mutate.py --rev COMMIT          # the tree of a commit (a "before" figure)
 
@@ -46,15 +46,17 @@ THRESHOLD = 90.0
 # module -> the pure test files that exercise it, fastest killers first (-x stops at the first
 # failure). Not the emulator, restic or property tests: too slow to run once per mutant.
 MODULES = {
-    "reconciler/schedule.py": ["tests/test_schedule.py"],
-    "reconciler/workload.py": ["tests/test_workload.py", "tests/test_plan.py"],
-    "reconciler/plan.py": ["tests/test_plan.py"],
-    "reconciler/backup.py": [
+    "reconciler/api/schedule.py": ["tests/test_schedule.py"],
+    "reconciler/api/duration.py": ["tests/test_schedule.py"],
+    "reconciler/api/fields.py": ["tests/test_backup.py", "tests/test_backup_rules.py"],
+    "reconciler/controller/podtemplate.py": ["tests/test_workload.py", "tests/test_plan.py"],
+    "reconciler/controller/plan.py": ["tests/test_plan.py"],
+    "reconciler/api/backup.py": [
         "tests/test_backup.py",
         "tests/test_backup_rules.py",
         "tests/test_render.py",
     ],
-    "reconciler/render.py": ["tests/test_render.py", "tests/test_plan.py"],
+    "reconciler/controller/render.py": ["tests/test_render.py", "tests/test_plan.py"],
 }
 PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider"]
 NO_TESTS = 5  # pytest's exit code when every test was deselected

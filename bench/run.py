@@ -33,9 +33,10 @@ sys.path.insert(0, str(ROOT))
 import cluster  # noqa: E402 - bench/ is sys.path[0] when run as a script
 from replay import ReplayProcess, record  # noqa: E402
 
-from reconciler.constants import API_VERSION, CONFIG_LABEL, WORKLOAD_KINDS  # noqa: E402
-from reconciler.controller import Controller, Settings  # noqa: E402
-from reconciler.kube import Kube  # noqa: E402
+from reconciler.api.constants import API_VERSION, CONFIG_LABEL, WORKLOAD_KINDS  # noqa: E402
+from reconciler.controller.cycle import Controller  # noqa: E402
+from reconciler.controller.options import Settings  # noqa: E402
+from reconciler.kube.client import Kube  # noqa: E402
 from tests.emulator import Emulator  # noqa: E402
 
 RESTIC = shutil.which("restic") or "restic"

@@ -7,7 +7,7 @@ recentRuns) are created in the emulator, their paged LIST answers are recorded a
 replayed byte for byte from a separate process (bench/replay.py), so the server's work is
 in neither side. Then, interleaved and alternating which goes first, median of --reps:
 
-- bare: the same paged LIST through the same client (reconciler.kube.Kube), each page
+- bare: the same paged LIST through the same client (reconciler.kube.client.Kube), each page
   decoded and dropped: the least any `status` command must do;
 - status: what `restik status -A` does after connecting: the LIST, a summary of every
   Backup (schedule, next run, overdue check, runs in 24 h, snapshots) and the table,
@@ -38,11 +38,11 @@ sys.path.insert(0, str(ROOT))
 
 from replay import ReplayProcess, record  # noqa: E402
 
-from reconciler import overview  # noqa: E402
-from reconciler.constants import API_VERSION  # noqa: E402
-from reconciler.kube import Kube  # noqa: E402
+from reconciler.api.constants import API_VERSION  # noqa: E402
+from reconciler.api.schedule import parse_schedule  # noqa: E402
+from reconciler.kube.client import Kube  # noqa: E402
+from reconciler.overview import show, summary  # noqa: E402
 from reconciler.resources import crd_manifest  # noqa: E402
-from reconciler.schedule import parse_schedule  # noqa: E402
 from tests.emulator import Emulator  # noqa: E402
 
 NAMESPACES = 10
@@ -128,7 +128,7 @@ def build(count: int, distinct: bool, recording: Path) -> tuple[int, int]:
         with tempfile.TemporaryDirectory() as tmp:
             kube = Kube.connect(str(emu.write_kubeconfig(Path(tmp) / "kubeconfig")))
             emu.clear_requests()
-            overview.list_backups(kube, None)
+            show.list_backups(kube, None)
         lists = [(r.path, dict(r.query)) for r in emu.requests]
         return record(emu.url, lists, str(recording)), len(lists)
     finally:
@@ -137,22 +137,22 @@ def build(count: int, distinct: bool, recording: Path) -> tuple[int, int]:
 
 def bare(kube: Kube) -> int:
     path = "/apis/backup.appscode.com/v1beta1/backups"
-    return sum(len(page) for _, page in kube.list_pages(path, None, overview.PAGE_SIZE))
+    return sum(len(page) for _, page in kube.list_pages(path, None, summary.PAGE_SIZE))
 
 
 def status(kube: Kube) -> int:
     for cache in (
-        overview._iterator,
-        overview._cron_next,
-        overview._interval,
-        overview._parse_time,
+        summary._iterator,
+        summary._cron_next,
+        summary._interval,
+        summary._parse_time,
     ):
         cache.cache_clear()
     now = datetime.now(UTC)
-    items = overview.list_backups(kube, None)
-    rows = sorted((overview.summarize(i, now) for i in items), key=lambda r: (r.namespace, r.name))
+    items = show.list_backups(kube, None)
+    rows = sorted((summary.summarize(i, now) for i in items), key=lambda r: (r.namespace, r.name))
     out = io.StringIO()
-    out.write(overview.render_table(rows, now, all_namespaces=True, colour=False))
+    out.write(show.render_table(rows, now, all_namespaces=True, colour=False))
     return len(rows)
 
 

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from reconciler import __version__
+from reconciler.api.constants import EXIT_ERROR
+from reconciler.controller.options import add_arguments as add_run_arguments
 from reconciler.logs import env_default
+from reconciler.overview.options import add_arguments as add_status_arguments
+from sidecar.options import add_arguments as add_watch_arguments
 
-EXIT_ERROR = 2
+# command -> "module:function" taking the parsed arguments, returning the exit code
+COMMANDS = {
+    "run": "reconciler.controller.loop:main",
+    "watch": "sidecar.main:run",
+    "status": "reconciler.overview.show:run",
+    "diff": "reconciler.offline.command:run",
+    "inject": "reconciler.offline.command:run",
+}
 
 
 def add_offline_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,10 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="the controller: keep sidecars in line with Backups")
-    _add_run_arguments(run)
+    add_run_arguments(run)
 
     watch = sub.add_parser("watch", help="the sidecar: run restic on a Backup's schedule")
-    _add_watch_arguments(watch)
+    add_watch_arguments(watch)
 
     diff = sub.add_parser(
         "diff", help="offline: show planned changes to manifests (exit 0 none, 1 changes, 2 error)"
@@ -56,81 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         help="every Backup's health in one table (exit 0 all healthy, 1 some not, 2 error)",
     )
-    from reconciler.overview import add_arguments as add_status_arguments
-
     add_status_arguments(status)
     return parser
-
-
-def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    from reconciler.controller import add_arguments
-
-    add_arguments(parser)
-
-
-def _add_watch_arguments(parser: argparse.ArgumentParser) -> None:
-    from sidecar.watch import add_arguments
-
-    add_arguments(parser)
-
-
-def _renderer(image: str | None):
-    from reconciler.render import DEFAULT_IMAGE, Renderer
-
-    return Renderer(image=image or DEFAULT_IMAGE)
-
-
-def _offline(args: argparse.Namespace, command: str) -> int:
-    from reconciler import offline
-
-    files = args.files
-    if not files:
-        if command == "inject" and not sys.stdin.isatty():
-            files = ["-"]
-        else:
-            print(f"restik {command}: -f FILE|DIR|- is required", file=sys.stderr)
-            return EXIT_ERROR
-    if command == "inject" and files == ["-"]:
-        # kustomize's exec functions send a ResourceList; a plain stream is just manifests.
-        from reconciler import krm
-        from reconciler.manifests import ManifestError, parse_source
-
-        text = sys.stdin.read()
-        try:
-            source = parse_source("<stdin>", text)
-        except ManifestError as exc:
-            print(f"restik: error: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-        if len(source.documents) == 1 and krm.is_resource_list(source.documents[0].data):
-            return krm.run_function(
-                text, lambda image: _renderer(args.image or image), sys.stdout, sys.stderr
-            )
-        import io
-
-        return offline.run_inject(["-"], _renderer(args.image), stdin=io.StringIO(text))
-    run = offline.run_diff if command == "diff" else offline.run_inject
-    return run(files, _renderer(args.image))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in ("diff", "inject"):
-        return _offline(args, args.command)
-    if args.command == "run":
-        from reconciler.controller import main as run_main
-
-        return run_main(args)
-    if args.command == "status":
-        from reconciler.overview import run as status_run
-
-        return status_run(args)
-    if args.command == "watch":
-        from sidecar.watch import run as watch_run
-
-        return watch_run(args)
-    parser.print_help()
-    return EXIT_ERROR
+    if args.command not in COMMANDS:
+        parser.print_help()
+        return EXIT_ERROR
+    module, _, function = COMMANDS[args.command].partition(":")
+    # Each command loads its own code only when it runs: `restik watch` must not load the
+    # controller's (tests/test_sidecar_imports.py), so the module is imported by name here.
+    return getattr(importlib.import_module(module), function)(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from ruamel.yaml import YAML
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 SOURCE_ROOT = PACKAGE_DIR.parent
 
@@ -21,7 +23,5 @@ def resource_dir(package: str, source_dir: str, probe: str) -> Path:
 @lru_cache(maxsize=1)
 def crd_manifest() -> dict:
     """The Backup CRD, as kustomize/crd.yaml has it."""
-    from ruamel.yaml import YAML
-
     path = resource_dir("reconciler.kustomize", "kustomize", "crd.yaml") / "crd.yaml"
     return YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from reconciler.kube import ApiError
+from reconciler.kube.client import ApiError
 from sidecar.podexec import PodExec
 
 FAIL, CONTINUE = "Fail", "Continue"

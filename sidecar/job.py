@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from reconciler.backup import Backup
-from reconciler.constants import PER_POD_HOST_KINDS
+from reconciler.api.backup import Backup
+from reconciler.api.constants import PER_POD_HOST_KINDS
 from sidecar import restic
 from sidecar.restic import Context, Failure
 from sidecar.runner import Result, Runner

@@ -6,8 +6,8 @@ import hashlib
 import logging
 import time
 
-from reconciler.kube import Kube
-from reconciler.lease import LeaderElector
+from reconciler.kube.client import Kube
+from reconciler.kube.lease import LeaderElector
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from http.server import ThreadingHTTPServer
 
 from prometheus_client import REGISTRY, Counter, Gauge
 
-from reconciler.metrics import serve_http
+from reconciler.http import serve_http
 
 LABELS = ("namespace", "backup")
 

@@ -33,7 +33,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 
-from reconciler.kube import RETRY, USER_AGENT, ApiError, Kube, unreachable
+from reconciler.kube.client import RETRY, USER_AGENT, ApiError, Kube, unreachable
 
 log = logging.getLogger(__name__)
 

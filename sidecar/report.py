@@ -6,14 +6,14 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime
 
-from reconciler.constants import API_VERSION, KIND, PLURAL
-from reconciler.kube import ApiError, Kube, api_path
+from reconciler.kube.client import ApiError, Kube
+from reconciler.kube.events import MAX_MESSAGE, backup_event, clip, rfc3339
+from reconciler.kube.resource import BACKUPS, EVENTS
 from sidecar.job import Outcome
 
 log = logging.getLogger(__name__)
 
 COMPONENT = "restik"
-MAX_MESSAGE = 1024
 MAX_CLAIMS = 200  # Events of a deleted-and-recreated Backup may still hold low numbers
 # status.recentRuns: the run history that outlives Events (the API server drops those after
 # --event-ttl, one hour by default). Newest first, bounded so the object stays small.
@@ -27,16 +27,8 @@ class BackupGone(Exception):
     """The Backup was deleted before its run could be reported."""
 
 
-def rfc3339(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def format_duration(seconds: float) -> str:
     return f"{seconds:.1f}s"
-
-
-def clip(message: str, limit: int) -> str:
-    return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
 def run_entry(n: int, outcome: Outcome, started: datetime, host: str) -> dict:
@@ -72,7 +64,7 @@ def run_condition(old: Mapping | None, outcome: Outcome, n: int, now: datetime) 
     }
 
 
-def status_patch(
+def run_status_patch(
     status: Mapping,
     outcome: Outcome,
     n: int,
@@ -111,34 +103,19 @@ def status_patch(
 def event_body(
     backup: Mapping, n: int, outcome: Outcome, now: datetime, host: str, instance: str
 ) -> dict:
-    meta = backup["metadata"]
-    message = clip(outcome.message, MAX_MESSAGE)
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {
-            "name": f"{meta['name']}-{n}",
-            "namespace": meta["namespace"],
-            "labels": {"app.kubernetes.io/managed-by": COMPONENT},
-        },
-        "involvedObject": {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "uid": meta.get("uid", ""),
-            "resourceVersion": meta.get("resourceVersion", ""),
-        },
-        "reason": "Success" if outcome.success else "Failed",
-        "type": "Normal" if outcome.success else "Warning",
-        "message": message,
-        "source": {"component": COMPONENT, "host": host},
-        "firstTimestamp": rfc3339(now),
-        "lastTimestamp": rfc3339(now),
-        "count": 1,
-        "reportingComponent": COMPONENT,
-        "reportingInstance": instance,
-    }
+    return backup_event(
+        backup,
+        name=f"{backup['metadata']['name']}-{n}",
+        reason="Success" if outcome.success else "Failed",
+        message=outcome.message,
+        warning=not outcome.success,
+        now=rfc3339(now),
+        component=COMPONENT,
+        host=host,
+        instance=instance,
+        labels={"app.kubernetes.io/managed-by": COMPONENT},
+        absent="",
+    )
 
 
 def report(
@@ -153,7 +130,7 @@ def report(
     instance: str,
 ) -> str:
     """Claim the next run number (optimistic concurrency) and create its Event; its name."""
-    path = api_path(API_VERSION, PLURAL, namespace, name)
+    path = BACKUPS.path(namespace, name)
     at_least = 0
     for _ in range(MAX_CLAIMS):
         try:
@@ -168,8 +145,8 @@ def report(
         rv = current["metadata"]["resourceVersion"]
         try:
             updated = kube.merge_patch(
-                api_path(API_VERSION, PLURAL, namespace, name, "status"),
-                status_patch(status, outcome, n, started, rv, host=host, now=now),
+                BACKUPS.path(namespace, name, "status"),
+                run_status_patch(status, outcome, n, started, rv, host=host, now=now),
             )
         except ApiError as exc:
             if exc.conflict:  # someone else (a replica, the controller) wrote first
@@ -192,7 +169,7 @@ def _create_event(kube: Kube, namespace: str, body: dict) -> bool:
     """Create the Event; False if its name is taken (409 AlreadyExists)."""
     for _ in range(5):
         try:
-            kube.create(api_path("v1", "events", namespace), body)
+            kube.create(EVENTS.path(namespace), body)
             return True
         except ApiError as exc:
             if not exc.conflict:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import enum
 import json
 import re
+import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from reconciler.backup import Backup
-from reconciler.constants import PER_POD_HOST_KINDS, REPO_MOUNT
+from reconciler.api.backup import Backup
+from reconciler.api.constants import PER_POD_HOST_KINDS, REPO_MOUNT
 
 # Exit codes of newer restic (0.17+); 0.14 exits 1 for all of these and we read stderr.
 EXIT_INCOMPLETE = 3  # backup: snapshot saved, some source files could not be read
@@ -53,8 +54,6 @@ def has_retry_lock(version: tuple[int, int, int] | None) -> bool:
 
 def detect_version(binary: str, timeout: float = 30.0) -> tuple[int, int, int] | None:
     """Run `restic version` once (no repository, no password); None if that fails."""
-    import subprocess
-
     try:
         proc = subprocess.run(
             [binary, "version"],

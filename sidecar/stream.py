@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from reconciler.kube import ApiError
+from reconciler.kube.client import ApiError
 from sidecar import restic
 from sidecar.podexec import CHUNK, ExecResult, PodExec
 from sidecar.runner import redact, secret_values

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from reconciler.kube import Kube
+from reconciler.kube.client import Kube
 from sidecar.podexec import PodExec
 from tests.emulator import Emulator
 

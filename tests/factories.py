@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import copy
 import functools
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
+import pytest
 from ruamel.yaml import YAML
 
-from reconciler.constants import CONFIG_LABEL, WORKLOAD_KINDS
+from reconciler.api.backup import parse_backup
+from reconciler.api.constants import CONFIG_LABEL, WORKLOAD_KINDS
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -161,7 +173,7 @@ def example_objects() -> list[tuple[str, dict]]:
 @functools.lru_cache(maxsize=1)
 def _example_objects() -> list[tuple[str, dict]]:
     # Parsed once per process: several test modules build their tables from the examples.
-    from reconciler.manifests import KUSTOMIZE_FILES, MANIFEST_SUFFIXES
+    from reconciler.offline.manifests import KUSTOMIZE_FILES, MANIFEST_SUFFIXES
 
     out = []
     files = (
@@ -173,3 +185,213 @@ def _example_objects() -> list[tuple[str, dict]]:
         for doc in load_all(f):
             out.append((f"{f.relative_to(REPO)}:{doc['kind']}/{doc['metadata']['name']}", doc))
     return out
+
+
+# --- restic, repositories, processes (was tests/test_sidecar_support.py) ---
+
+PASSWORD = "s3cr3t-Pa55w0rd-for-tests"  # grep-able: must never leak into args/logs/Events
+# $RESTIK_TEST_RESTIC: test with another restic binary (e.g. the image's 0.18).
+RESTIC = os.environ.get("RESTIK_TEST_RESTIC") or shutil.which("restic")
+
+needs_restic = pytest.mark.skipif(RESTIC is None, reason="restic is not installed")
+
+
+def base_env(password: str | None = PASSWORD, **extra: str) -> dict[str, str]:
+    """A sidecar's environment; ``password=None``: no RESTIC_PASSWORD (a missing Secret)."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/root"),
+    }
+    if password is not None:
+        env["RESTIC_PASSWORD"] = password
+    env.update(extra)
+    return env
+
+
+def restic(repo: str, *args: str, env: dict | None = None, check: bool = True, cache=None):
+    """Run restic directly (the test's own view of the repository)."""
+    cmd = [RESTIC, f"--repo={repo}", "--no-cache" if cache is None else f"--cache-dir={cache}"]
+    proc = subprocess.run(
+        [*cmd, *args],
+        env=env or base_env(),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"restic {args} failed ({proc.returncode}): {proc.stderr}")
+    return proc
+
+
+@functools.cache
+def _template_repo() -> Path:
+    """One initialised repository per test session (restic init costs ~3 s of KDF)."""
+    root = Path(tempfile.mkdtemp(prefix="restik-template-"))
+    atexit.register(shutil.rmtree, root, True)
+    restic(str(root / "repo"), "init")
+    return root / "repo"
+
+
+def copy_template(dest: Path) -> Path:
+    shutil.copytree(_template_repo(), dest)
+    return dest
+
+
+def make_backup(
+    source: str,
+    repository: str,
+    *,
+    name: str = "www",
+    namespace: str = "default",
+    schedule: str = "@every 2s",
+    **spec,
+):
+    raw = backup_object(source, repository, name=name, namespace=namespace, schedule=schedule)
+    raw["spec"].update(spec)
+    return parse_backup(raw)
+
+
+def backup_object(
+    source: str,
+    repository: str,
+    *,
+    name: str = "www",
+    namespace: str = "default",
+    schedule: str = "@every 2s",
+    secret: str = "www-restic",
+) -> dict:
+    return {
+        "apiVersion": "backup.appscode.com/v1beta1",
+        "kind": "Backup",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "schedule": schedule,
+            "backupSource": {"volumeName": "data", "path": source},
+            "destination": {"repositorySecretName": secret, "repository": repository},
+        },
+    }
+
+
+def write_tree(root: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+@contextlib.contextmanager
+def server(cmd: list[str], port: int, log: Path):
+    """A test server on 127.0.0.1, always stopped at the end."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_port(port, proc)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+# --- `restik watch` processes ---
+
+WATCH_NS = "default"  # the namespace of the sidecar tests
+
+
+class Sidecar:
+    """A `restik watch` process; its log is kept for assertions."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        kubeconfig: Path | None,
+        args: list[str],
+        env: dict,
+        name: str,
+        metrics_port: int | None = None,
+    ):
+        """``kubeconfig=None``: no --kubeconfig (the in-cluster service account)."""
+        self.log_path = tmp / f"{name}.log"
+        self.metrics_port = metrics_port or free_port()
+        cmd = [
+            sys.executable,
+            "-m",
+            "sidecar.main",
+            *(["--kubeconfig", str(kubeconfig)] if kubeconfig else []),
+            "--metrics-port",
+            str(self.metrics_port),
+            "--metrics-address",
+            "127.0.0.1",
+            "--restic",
+            RESTIC,
+            "--resync",
+            "5s",
+            "--log-level",
+            "debug",
+            *args,
+        ]
+        self.log_file = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=self.log_file, stderr=subprocess.STDOUT
+        )
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{self.metrics_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except OSError:
+            return 0, ""
+
+    def terminate(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self.log_file.close()
+
+
+def wait_for(cond, timeout, sidecars=()):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    logs = "\n\n".join(sc.log[-4000:] for sc in sidecars)
+    raise AssertionError(f"timed out after {timeout}s; sidecar logs:\n{logs}")

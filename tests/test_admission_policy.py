@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from reconciler.backup import parse_backup
-from reconciler.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME, WORKLOAD_KINDS
-from reconciler.kube import ApiError, Kube, api_path
-from reconciler.patch import merge_patch
-from reconciler.plan import plan
-from reconciler.render import Renderer
+from reconciler.api.backup import parse_backup
+from reconciler.api.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME, WORKLOAD_KINDS
+from reconciler.controller.patch import merge_patch
+from reconciler.controller.plan import plan
+from reconciler.controller.podtemplate import inject, remove
+from reconciler.controller.render import Renderer
+from reconciler.kube.client import ApiError, Kube
+from reconciler.kube.resource import Resource
 from reconciler.resources import crd_manifest
-from reconciler.workload import inject, remove
 from tests.emulator import Emulator
 from tests.test_controller_loop import finish, restik
 from tests.test_kustomize import NAMESPACE, SERVICE_ACCOUNT, _built
@@ -28,6 +29,10 @@ RESTIK_USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
 POLICY = "restik-controller-scope"
 DENIED = f"ValidatingAdmissionPolicy '{POLICY}' with binding '{POLICY}' denied request: "
 EXAMPLES = ("deployment-local", "daemonset-rest", "statefulset-s3")
+
+
+def api_path(api_version, plural, namespace=None, name=None, subresource=None):
+    return Resource(api_version, plural).path(namespace, name, subresource)
 
 
 def policy_objects() -> list[dict]:

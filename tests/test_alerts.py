@@ -108,7 +108,7 @@ def test_metric_names_of_the_rules():
 
 
 def test_monitors_scrape_the_controller_and_every_sidecar_keeping_their_labels():
-    from reconciler.constants import METRICS_PORT_NAME
+    from reconciler.api.constants import METRICS_PORT_NAME
     from tests.observability import prometheus_objects
 
     objs = {(o["kind"], o["metadata"]["name"]): o for o in prometheus_objects()}

@@ -7,16 +7,15 @@ import copy
 
 import pytest
 
-from reconciler.backup import (
+from reconciler.api.backup import (
     DEFAULT_RESOURCES,
     Backup,
-    FieldError,
     InvalidBackup,
     Retention,
     parse_backup,
-    parse_quantity,
 )
-from reconciler.schedule import parse_schedule
+from reconciler.api.fields import FieldError, parse_quantity
+from reconciler.api.schedule import parse_schedule
 from tests.factories import backup, crd_validator, example_objects
 
 

@@ -8,15 +8,15 @@ import json
 
 import pytest
 
-from reconciler.backup import (
-    MAX_LIST,
-    MAX_STRING,
+from reconciler.api.backup import (
+    DEFAULT_RESOURCES,
     Backup,
     InvalidBackup,
     Retention,
     backup_ref,
     parse_backup,
 )
+from reconciler.api.fields import MAX_LIST, MAX_STRING
 from sidecar.restic import Context, render_forget
 from tests.factories import backup
 
@@ -264,9 +264,9 @@ def test_an_invalid_resource_name_is_refused(name):
     "name", ["cpu", "memory", "ephemeral-storage", "nvidia.com/gpu", "hugepages-2Mi", "c" * 253]
 )
 def test_resource_names_that_are_fine(name):
-    assert parse_backup(backup(resources={"requests": {name: "1"}})).resources == {
-        "requests": {name: "1"}
-    }
+    # the given request replaces its default, the other defaults stay (issue 12 item 4)
+    resources = parse_backup(backup(resources={"requests": {name: "1"}})).resources
+    assert resources["requests"][name] == "1"
 
 
 @pytest.mark.parametrize(
@@ -285,7 +285,7 @@ def test_resource_names_that_are_fine(name):
 )
 def test_quantities_are_stored_as_strings(quantity, stored):
     b = parse_backup(backup(resources={"limits": {"memory": quantity}}))
-    assert b.resources == {"limits": {"memory": stored}}
+    assert b.resources["limits"]["memory"] == stored
 
 
 @pytest.mark.parametrize(
@@ -311,8 +311,8 @@ def test_resources_have_limits_and_requests_only():
         "spec.resources.claims: unknown field",
         "spec.resources.limits: must be an object, got string",
     ]
-    assert parse_backup(backup(resources={"limits": None})).resources == {}
-    assert parse_backup(backup()).resources == {}
+    assert parse_backup(backup(resources={"limits": None})).resources == DEFAULT_RESOURCES
+    assert parse_backup(backup()).resources == DEFAULT_RESOURCES
 
 
 # ---------------------------------------------------------------- retention as restic forget

@@ -6,10 +6,10 @@ import copy
 
 import pytest
 
-from reconciler.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME
-from reconciler.controller import Controller, Settings
-from reconciler.kube import Kube
-from reconciler.resources import crd_manifest
+from reconciler.api.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME
+from reconciler.controller.cycle import Controller
+from reconciler.controller.options import Settings
+from reconciler.kube.client import Kube
 
 NS = "web"
 BACKUP_API = "backup.appscode.com/v1beta1"
@@ -92,13 +92,6 @@ def owned_pod(owner: dict, name: str, ready: bool = True) -> dict:
         "spec": copy.deepcopy(owner["spec"]["template"]["spec"]),
         "status": {"phase": "Running", "conditions": [condition]},
     }
-
-
-@pytest.fixture
-def cluster(emulator):
-    emulator.create(crd_manifest())
-    emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-    return emulator
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reconciler.constants import CONFIG_LABEL, SIDECAR_NAME
-from reconciler.kube import Kube
-from reconciler.lease import LeaderElector
+from reconciler.api.constants import CONFIG_LABEL, SIDECAR_NAME
+from reconciler.kube.client import Kube
+from reconciler.kube.lease import LeaderElector
 from reconciler.resources import crd_manifest
 from tests.test_controller import NS, backup, containers, get, workload
 
@@ -270,7 +270,9 @@ def test_a_410_storm_costs_a_bounded_number_of_requests(cluster, kubeconfig, mon
     """Issue 12 item 9: every watch is answered 410 Gone (as an ERROR event on the open
     watch, as the watch cache does; every other one as a 410 answer). The controller backs
     off (exponential, jittered), relists, and never re-watches at once."""
-    from reconciler.controller import Controller, Runner, Settings
+    from reconciler.controller.cycle import Controller
+    from reconciler.controller.loop import Loop
+    from reconciler.controller.options import Settings
     from tests.emulator import server
     from tests.emulator.errors import gone
 
@@ -293,7 +295,7 @@ def test_a_410_storm_costs_a_bounded_number_of_requests(cluster, kubeconfig, mon
     cluster.create(backup())
     cluster.create(workload())
     settings = Settings(interval=300.0)
-    runner = Runner(Controller(Kube.connect(str(kubeconfig)), settings), settings)
+    runner = Loop(Controller(Kube.connect(str(kubeconfig)), settings), settings)
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
     try:
@@ -319,7 +321,7 @@ def test_a_410_storm_costs_a_bounded_number_of_requests(cluster, kubeconfig, mon
 
 
 def test_watch_backoff_is_exponential_capped_and_jittered():
-    from reconciler.controller import WATCH_BACKOFF_CAP, watch_backoff
+    from reconciler.controller.loop import WATCH_BACKOFF_CAP, watch_backoff
 
     assert [watch_backoff(n, rand=lambda: 1.0) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
     assert [watch_backoff(n, rand=lambda: 0.0) for n in (1, 2)] == [0.25, 0.5]
@@ -328,12 +330,14 @@ def test_watch_backoff_is_exponential_capped_and_jittered():
 
 def test_a_replica_that_is_not_the_leader_does_not_watch(cluster, kubeconfig):
     """Issue 12 item 9: watches stop while not leader (at their next event at the latest)."""
-    from reconciler.controller import Controller, Runner, Settings
+    from reconciler.controller.cycle import Controller
+    from reconciler.controller.loop import Loop
+    from reconciler.controller.options import Settings
 
     cluster.create(backup())
     cluster.create(workload())
     settings = Settings(interval=300.0)
-    runner = Runner(Controller(Kube.connect(str(kubeconfig)), settings), settings)
+    runner = Loop(Controller(Kube.connect(str(kubeconfig)), settings), settings)
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
     try:

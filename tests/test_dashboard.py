@@ -8,10 +8,9 @@ import urllib.request
 
 import pytest
 
+from tests.factories import free_port, needs_restic, wait_for
 from tests.observability import dashboard, dashboard_queries, metric_names, rule_groups
 from tests.test_controller_loop import finish, restik
-from tests.test_sidecar_support import free_port, needs_restic
-from tests.test_sidecar_watch import wait_for, world  # noqa: F401
 
 # What no component exports yet: the Restore controller is to export it (DESIGN.md,
 # Restore). When it does, this test fails: drop the name from here.
@@ -70,7 +69,7 @@ def test_metric_names_parser():
 
 @needs_restic
 @pytest.mark.slow
-def test_dashboard_and_rules_read_only_metrics_restik_exports(world):  # noqa: F811
+def test_dashboard_and_rules_read_only_metrics_restik_exports(world):
     world.backup(schedule="@every 1s")
     sidecar = world.sidecar("--workload", "Deployment/www")
     world.wait_events(1)
@@ -129,8 +128,8 @@ def test_dashboard_and_rules_read_only_metrics_restik_exports(world):  # noqa: F
 
 @needs_restic
 @pytest.mark.slow
-def test_a_fresh_sidecar_reports_the_last_success_and_result_from_status(world):  # noqa: F811
-    from tests.test_sidecar_support import backup_object
+def test_a_fresh_sidecar_reports_the_last_success_and_result_from_status(world):
+    from tests.factories import backup_object
 
     obj = backup_object(str(world.src), str(world.repo), name="www", schedule="@every 1h")
     obj["status"] = {

@@ -10,8 +10,8 @@ import kubernetes_validate
 import pytest
 
 from reconciler import cli
-from reconciler.backup import parse_backup
-from reconciler.constants import CONFIG_LABEL
+from reconciler.api.backup import parse_backup
+from reconciler.api.constants import CONFIG_LABEL
 from tests.factories import EXAMPLES, crd_validator, example_objects, load_all
 
 K8S_VERSIONS = ("1.30", "1.37")

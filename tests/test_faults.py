@@ -6,9 +6,10 @@ import copy
 
 import pytest
 
-from reconciler.constants import CONFIG_LABEL, SIDECAR_NAME, VOLUME_PREFIX, WORKLOAD_KINDS
-from reconciler.controller import Controller, Settings
-from reconciler.kube import Kube
+from reconciler.api.constants import CONFIG_LABEL, SIDECAR_NAME, VOLUME_PREFIX, WORKLOAD_KINDS
+from reconciler.controller.cycle import Controller
+from reconciler.controller.options import Settings
+from reconciler.kube.client import Kube
 from reconciler.resources import crd_manifest
 from tests.test_controller import NS, backup, workload
 
@@ -98,7 +99,7 @@ def test_converges_under_faults_and_unlabel_restores_everything(emulator, kubeco
 def test_retry_policy_honours_retry_after():
     import tenacity
 
-    from reconciler.kube import ApiError, _wait
+    from reconciler.kube.client import ApiError, _wait
 
     state = tenacity.RetryCallState(None, None, (), {})
     state.attempt_number = 1

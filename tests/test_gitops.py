@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from reconciler import cli
-from reconciler.constants import HASH_ANNOTATION, WORKLOAD_KINDS
-from reconciler.controller import Controller, Settings
-from reconciler.kube import Kube
+from reconciler.api.constants import HASH_ANNOTATION, WORKLOAD_KINDS
+from reconciler.controller.cycle import Controller
+from reconciler.controller.options import Settings
+from reconciler.kube.client import Kube
 from reconciler.resources import crd_manifest
 from tests.factories import load_all
 

@@ -357,7 +357,7 @@ def test_user_overlay_moves_namespace_and_image(tmp_path):
 
 def test_one_image_tag_everywhere():
     """`make image` builds the tag the manifests install and the controller injects."""
-    from reconciler.render import DEFAULT_IMAGE
+    from reconciler.controller.render import DEFAULT_IMAGE
 
     make = subprocess.run(
         ["make", "-s", "--eval=print-image: ; @echo $(IMAGE)", "print-image"],
@@ -457,7 +457,7 @@ def test_network_policy_monitoring_namespace_is_configurable(tmp_path):
 
 
 def test_tenant_network_policy_opens_only_the_sidecars_metrics_port(tmp_path):
-    from reconciler.constants import METRICS_PORT_NAME
+    from reconciler.api.constants import METRICS_PORT_NAME
 
     tenant = KUSTOMIZE / "components" / "network-policy" / "tenant"
     base = os.path.relpath(tenant, tmp_path)
@@ -470,8 +470,8 @@ def test_tenant_network_policy_opens_only_the_sidecars_metrics_port(tmp_path):
     (rule,) = policy["spec"]["ingress"]
     assert rule["ports"] == [{"protocol": "TCP", "port": METRICS_PORT_NAME}]
     # the port the rendered sidecar names so (and no other container of a pod does)
-    from reconciler.backup import parse_backup
-    from reconciler.render import Renderer
+    from reconciler.api.backup import parse_backup
+    from reconciler.controller.render import Renderer
     from tests.factories import backup
 
     sidecar = Renderer().render(parse_backup(backup()), "Deployment", "www").container

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from reconciler import kube as kube_module
-from reconciler.kube import ApiError, ConfigError, Kube, load_config
+from reconciler.kube import client as kube_module
+from reconciler.kube.client import ApiError, ConfigError, Kube, load_config
 
 
 @pytest.fixture

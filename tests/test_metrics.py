@@ -8,12 +8,13 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from reconciler.controller import Controller, Settings
-from reconciler.kube import Kube
-from reconciler.metrics import ControllerMetrics
-from reconciler.schedule import parse_schedule
+from reconciler.api.schedule import parse_schedule
+from reconciler.controller.cycle import Controller
+from reconciler.controller.metrics import ControllerMetrics
+from reconciler.controller.options import Settings
+from reconciler.kube.client import Kube
 from sidecar.metrics import Metrics
-from tests.test_controller import BACKUP_API, NS, backup, cluster, rolled_out, workload  # noqa: F401
+from tests.test_controller import BACKUP_API, NS, backup, rolled_out, workload
 
 LABELS = {"namespace": "web", "backup": "www"}
 
@@ -143,7 +144,7 @@ def test_status_carries_the_last_success_and_result_across_restarts_and_replicas
     assert value(reg, "restik_backup_last_run_success") == 0
 
 
-def test_controller_exports_readiness_per_backup_and_its_cycles(cluster, kubeconfig):  # noqa: F811
+def test_controller_exports_readiness_per_backup_and_its_cycles(cluster, kubeconfig):
     cluster.create(backup("www"))
     cluster.create(workload())
     cluster.create(backup("bad", schedule="every day"))

@@ -13,7 +13,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from reconciler import cli
-from reconciler.constants import CONFIG_LABEL
+from reconciler.api.constants import CONFIG_LABEL
 from tests.factories import EXAMPLES, REPO, load_all
 
 LABEL_LINE = f"{CONFIG_LABEL}: www"

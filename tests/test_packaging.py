@@ -69,7 +69,7 @@ def test_installed_copy_finds_its_own_templates(installed):
         site,
         outside,
         "-c",
-        "import reconciler; from reconciler.render import templates_dir; "
+        "import reconciler; from reconciler.controller.render import templates_dir; "
         "print(reconciler.__file__); print(templates_dir())",
     )
     assert proc.returncode == 0, proc.stderr

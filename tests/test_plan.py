@@ -6,9 +6,9 @@ import copy
 
 import pytest
 
-from reconciler.backup import InvalidBackup, parse_backup
-from reconciler.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME, WORKLOAD_KINDS
-from reconciler.plan import (
+from reconciler.api.backup import InvalidBackup, parse_backup
+from reconciler.api.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME, WORKLOAD_KINDS
+from reconciler.controller.plan import (
     INJECT,
     REMOVE,
     UPDATE,
@@ -18,8 +18,8 @@ from reconciler.plan import (
     plan,
     plan_batch,
 )
-from reconciler.render import Renderer
-from reconciler.workload import WorkloadRef, inject, remove
+from reconciler.controller.podtemplate import WorkloadRef, inject, remove
+from reconciler.controller.render import Renderer
 from tests.factories import KINDS, backup, workload
 
 RENDERER = Renderer()
@@ -598,7 +598,7 @@ def test_an_empty_plan_is_one_without_changes():
 
 
 def test_problems_as_the_offline_commands_print_them():
-    from reconciler.offline import plan_objects
+    from reconciler.offline.diff import plan_objects
 
     no_volume = workload("Deployment", "app", volumes=[{"name": "cache", "emptyDir": {}}])
     missing = workload("StatefulSet", "db", label="elsewhere")

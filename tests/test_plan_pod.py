@@ -8,12 +8,12 @@ import copy
 
 import pytest
 
-from reconciler.backup import parse_backup
-from reconciler.constants import HASH_ANNOTATION, SIDECAR_NAME, TOKEN_MOUNT, TOKEN_VOLUME
-from reconciler.plan import INJECT, UPDATE, plan
-from reconciler.pod import AppUser, PortClash, app_user, metrics_port_clash
-from reconciler.render import Renderer
-from reconciler.workload import inject
+from reconciler.api.backup import parse_backup
+from reconciler.api.constants import HASH_ANNOTATION, SIDECAR_NAME, TOKEN_MOUNT, TOKEN_VOLUME
+from reconciler.controller.plan import INJECT, UPDATE, plan
+from reconciler.controller.pod import AppUser, PortClash, app_user, metrics_port_clash
+from reconciler.controller.podtemplate import inject
+from reconciler.controller.render import Renderer
 from tests.factories import KINDS, backup, workload
 
 RENDERER = Renderer()

@@ -7,10 +7,10 @@ from __future__ import annotations
 import kubernetes_validate
 import pytest
 
-from reconciler.backup import parse_backup
-from reconciler.constants import SIDECAR_NAME, VOLUME_PREFIX
-from reconciler.plan import plan
-from reconciler.render import Renderer
+from reconciler.api.backup import parse_backup
+from reconciler.api.constants import SIDECAR_NAME, VOLUME_PREFIX
+from reconciler.controller.plan import plan
+from reconciler.controller.render import Renderer
 from tests.factories import KINDS, backup, workload
 
 K8S_VERSION = "1.37"

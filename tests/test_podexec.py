@@ -18,7 +18,7 @@ import pytest
 import requests
 import websocket
 
-from reconciler.kube import ApiError, Kube
+from reconciler.kube.client import ApiError, Kube
 from sidecar.podexec import V4, V5, Connection, exit_code_of
 from tests.emulator import Emulator
 from tests.execpods import exec_client, running_pod

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.backup import Backup, InvalidBackup, parse_backup
-from reconciler.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME, WORKLOAD_KINDS
-from reconciler.patch import merge_patch
-from reconciler.plan import REMOVE, plan
-from reconciler.pod import app_user
-from reconciler.render import Renderer
-from reconciler.workload import WorkloadError, inject, remove
+from reconciler.api.backup import Backup, InvalidBackup, parse_backup
+from reconciler.api.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME, WORKLOAD_KINDS
+from reconciler.controller.patch import merge_patch
+from reconciler.controller.plan import REMOVE, plan
+from reconciler.controller.pod import app_user
+from reconciler.controller.podtemplate import WorkloadError, inject, remove
+from reconciler.controller.render import Renderer
 from tests.emulator.patch import merge_patch as apply_rfc7386
 from tests.factories import KINDS, hypothesis_profiles
 
@@ -234,7 +234,7 @@ def test_plan_injects_converges_and_unlabel_removes(case):
 
 @given(labeled_case())
 def test_the_controllers_merge_patch_turns_before_into_after(case):
-    """What the controller sends (reconciler.patch) applied as the API server applies an
+    """What the controller sends (reconciler.controller.patch) applied as the API server applies an
     RFC 7386 merge patch (the emulator's own implementation) gives the planned object."""
     obj, _, rendered = case
     for before in (obj, inject(obj, rendered)):

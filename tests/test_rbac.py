@@ -8,15 +8,15 @@ import time
 
 import pytest
 
-from reconciler.constants import CONFIG_LABEL, SIDECAR_NAME
-from reconciler.controller import Controller, Settings
-from reconciler.kube import Kube
-from reconciler.lease import LeaderElector
+from reconciler.api.constants import CONFIG_LABEL, SIDECAR_NAME
+from reconciler.controller.cycle import Controller
+from reconciler.controller.options import Settings
+from reconciler.kube.client import Kube
+from reconciler.kube.lease import LeaderElector
+from tests.factories import needs_restic
 from tests.test_controller import NS, backup, containers, get, owned_pod, workload
 from tests.test_controller_loop import finish, restik, wait_for
 from tests.test_kustomize import CRD_CREATE_RIGHTS, KUSTOMIZE, _built, find, overlay, rights
-from tests.test_sidecar_support import needs_restic
-from tests.test_sidecar_watch import world  # noqa: F401 - the fixture
 
 # `bind` is not an API call: the RBAC API checks it when the controller writes a RoleBinding
 # that grants restik-sidecar's rights, which the controller does not all hold itself.
@@ -170,7 +170,7 @@ def test_default_install_path_needs_no_crd_create(tmp_path):
 
 
 @pytest.fixture
-def sidecar_calls(world):  # noqa: F811
+def sidecar_calls(world):
     """The sidecar's calls: start in a pod, follow the Backup, lease, run twice, report,
     pick up a change, release the Lease on SIGTERM."""
     world.emu.create(

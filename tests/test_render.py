@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from reconciler.backup import DEFAULT_RESOURCES, InvalidBackup, parse_backup
-from reconciler.constants import CACHE_VOLUME, REPO_VOLUME, SIDECAR_NAME, TOKEN_MOUNT
-from reconciler.pod import AppUser
-from reconciler.render import DEFAULT_IMAGE, Renderer, config_hash, templates_dir
+from reconciler.api.backup import DEFAULT_RESOURCES, InvalidBackup, parse_backup
+from reconciler.api.constants import CACHE_VOLUME, REPO_VOLUME, SIDECAR_NAME, TOKEN_MOUNT
+from reconciler.controller.pod import AppUser
+from reconciler.controller.render import DEFAULT_IMAGE, Renderer, config_hash, templates_dir
 from tests.factories import REPO, backup
 
 PASSWORD = "s3cr3t-Pa55word"  # a value that must never show up
@@ -509,8 +509,10 @@ def test_a_render_is_a_copy_the_caller_may_change():
 
 
 def test_the_metrics_port_reaches_the_args_and_the_port():
-    out = Renderer(metrics_port=9999).render(parse_backup(backup()), "Deployment", "app")
-    assert out.container["args"][5:] == ["--metrics-port", "9999"]
+    # the port is per Backup (spec.metricsPort, issue 12 item 5)
+    out = Renderer().render(parse_backup(backup(metricsPort=9999)), "Deployment", "app")
+    args = out.container["args"]
+    assert args[args.index("--metrics-port") + 1] == "9999"
     assert out.container["ports"] == [
         {"name": "restik-metrics", "containerPort": 9999, "protocol": "TCP"}
     ]

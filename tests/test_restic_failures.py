@@ -28,8 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_sidecar_restic import job_for  # noqa: F401 (a fixture)
-from tests.test_sidecar_support import (
+from tests.factories import (
     PASSWORD,
     RESTIC,
     backup_object,
@@ -41,9 +40,9 @@ from tests.test_sidecar_support import (
     restic,
     server,
     tree_bytes,
+    wait_for,
     write_tree,
 )
-from tests.test_sidecar_watch import wait_for, world  # noqa: F401 (world: a fixture)
 
 pytestmark = [needs_restic, pytest.mark.slow]
 
@@ -187,7 +186,7 @@ def secrets_absent(*texts: str, secrets=(PASSWORD,)) -> None:
 # Failed Events and that nothing is written; here the password is then fixed.
 
 
-def test_wrong_password_fails_then_the_fixed_secret_succeeds(world):  # noqa: F811
+def test_wrong_password_fails_then_the_fixed_secret_succeeds(world):
     world.backup(schedule="@every 1s")
     keys = sorted(p.name for p in (world.repo / "keys").iterdir())
     wrong = "Wrong-Pa55word-xyz"
@@ -215,7 +214,7 @@ def test_wrong_password_fails_then_the_fixed_secret_succeeds(world):  # noqa: F8
 
 def test_repository_gone_between_runs_is_initialised_afresh_at_its_path(
     tmp_path,
-    job_for,  # noqa: F811
+    job_for,
 ):
     """What restik does: a path without a repository config is a first run, so `restic init`
     there and back up (the Event is a plain Success). The moved original is never touched."""
@@ -246,7 +245,7 @@ def test_repository_gone_between_runs_is_initialised_afresh_at_its_path(
 
 def test_repository_vanishing_mid_run_is_not_reported_as_success(
     tmp_path,
-    job_for,  # noqa: F811
+    job_for,
 ):
     """The repository directory is renamed away while restic writes packs (an unmounted
     volume looks the same). restic 0.14 re-creates data/, index/ and snapshots/ at the old
@@ -284,7 +283,7 @@ def test_repository_vanishing_mid_run_is_not_reported_as_success(
 
 def test_leftovers_without_a_config_are_not_initialised_over(
     tmp_path,
-    job_for,  # noqa: F811
+    job_for,
 ):
     """What a vanished repository leaves at its path (see the test above): data/, index/ and
     snapshots/ under another repository's key, but no config. `restic init` there succeeds and
@@ -338,7 +337,7 @@ def tmpfs(tmp_path):
             subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
-def test_full_disk_fails_then_succeeds_once_space_is_freed(tmpfs, world):  # noqa: F811
+def test_full_disk_fails_then_succeeds_once_space_is_freed(tmpfs, world):
     # tmpfs first in the arguments: the sidecars (world) stop before it is unmounted.
     for i in range(3):
         write_tree(world.src, {f"big/f{i}": os.urandom(16 * MiB)})  # 48 MiB > 20 MiB
@@ -369,7 +368,7 @@ def test_full_disk_fails_then_succeeds_once_space_is_freed(tmpfs, world):  # noq
     [("SIGTERM", False), ("SIGKILL", False), ("SIGKILL", True)],
     ids=["SIGTERM", "SIGKILL", "SIGKILL-prune"],
 )
-def test_killed_sidecar_mid_backup_then_a_new_one_succeeds(world, sig, prune):  # noqa: F811
+def test_killed_sidecar_mid_backup_then_a_new_one_succeeds(world, sig, prune):
     """SIGTERM: restik interrupts restic (SIGINT), which removes its lock; a Failed Event
     "interrupted by shutdown". SIGKILL of the pod (sidecar and restic): no Event (nobody is
     left to report) and restic's (non-exclusive) lock stays behind. It does not stop the next
@@ -450,7 +449,7 @@ class ConnectionDropper:
         self.sock.close()
 
 
-def test_rest_backend_killed_mid_run_and_down_at_the_next_run(tmp_path, job_for):  # noqa: F811
+def test_rest_backend_killed_mid_run_and_down_at_the_next_run(tmp_path, job_for):
     """What restik does: a backend that drops connections mid-run is ridden out by restic's
     own retries (up to ~3 minutes in restic 0.14) — the run succeeds once the server is back.
     A backend that is down when a run starts fails that run at once ("connection refused"),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.constants import HASH_ANNOTATION
-from reconciler.rollout import (
+from reconciler.api.constants import HASH_ANNOTATION
+from reconciler.controller.rollout import (
     CURRENT,
     PENDING,
     ROLLING_OUT,

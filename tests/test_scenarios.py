@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from reconciler.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME
+from reconciler.api.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME
 from reconciler.resources import crd_manifest
 from tests.emulator import Emulator
 from tests.emulator.cluster import is_ready

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reconciler.schedule import ScheduleError, parse_duration, parse_schedule
+from reconciler.api.schedule import ScheduleError, parse_duration, parse_schedule
 
 T0 = datetime(2024, 1, 1, 10, 7, 12)  # a Monday
 

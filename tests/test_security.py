@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.controller import Controller, Settings
-from reconciler.kube import Kube
+from reconciler.controller.cycle import Controller
+from reconciler.controller.options import Settings
+from reconciler.kube.client import Kube
 from reconciler.resources import crd_manifest
+from tests.factories import PASSWORD, needs_restic, restic
 from tests.test_controller import NS, backup, get, workload
-from tests.test_sidecar_support import PASSWORD, needs_restic, restic
-from tests.test_sidecar_watch import world  # noqa: F401 - the fixture
 
 S3_SECRET = "aws-Secret-Key-never-shown-0042"
 
@@ -69,7 +69,7 @@ def everything_written(emulator) -> str:
 
 @needs_restic
 @pytest.mark.slow
-def test_no_secret_in_args_logs_events_status_or_metrics(world):  # noqa: F811
+def test_no_secret_in_args_logs_events_status_or_metrics(world):
     world.backup(tags=["prod"])
     sc = world.sidecar(AWS_SECRET_ACCESS_KEY=S3_SECRET)
     seen_cmdlines: list[str] = []
@@ -132,7 +132,7 @@ def test_controller_never_reads_secrets_and_renders_only_references(emulator, ku
 
 @needs_restic
 @pytest.mark.slow
-def test_hostile_backup_values_never_reach_a_shell(world, tmp_path):  # noqa: F811
+def test_hostile_backup_values_never_reach_a_shell(world, tmp_path):
     markers = [tmp_path / f"pwned{i}" for i in range(4)]
     tags = [f"$(touch {markers[0]})", f"`touch {markers[1]}`"]
     excludes = [f"; touch {markers[2]}", f"--exclude=x && touch {markers[3]}"]

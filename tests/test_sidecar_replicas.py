@@ -14,8 +14,8 @@ from collections import Counter
 import pytest
 
 from sidecar.restic import has_retry_lock, parse_version
-from tests.test_sidecar_support import RESTIC, needs_restic, restic
-from tests.test_sidecar_watch import NS, wait_for, world  # noqa: F401 (world: a fixture)
+from tests.factories import RESTIC, needs_restic, restic, wait_for
+from tests.factories import WATCH_NS as NS
 
 pytestmark = [needs_restic, pytest.mark.slow]
 
@@ -43,7 +43,7 @@ def _forgets(log: str) -> list[str]:
     return [line for line in log.splitlines() if re.search(r"running \S+ .* forget ", line)]
 
 
-def test_three_pods_on_one_repository_never_fail_each_other(world):  # noqa: F811
+def test_three_pods_on_one_repository_never_fail_each_other(world):
     world.backup(
         schedule="*/2 * * * * *",  # every 2 seconds, on the second: all pods fire together
         retentionPolicy={"keepLastSnapshots": 2, "prune": True},

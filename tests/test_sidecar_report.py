@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from reconciler.constants import API_VERSION
+from reconciler.api.constants import API_VERSION
 from reconciler.resources import crd_manifest
 from sidecar.job import Outcome
 from sidecar.report import (
@@ -13,11 +13,10 @@ from sidecar.report import (
     MAX_RUN_MESSAGE,
     RUN_CONDITION,
     report,
-    status_patch,
+    run_status_patch,
 )
 from sidecar.restic import Failure, Summary
-from tests.factories import crd_validator
-from tests.test_sidecar_support import backup_object
+from tests.factories import backup_object, crd_validator
 
 NS = "default"
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -51,7 +50,7 @@ def test_a_run_is_recorded_newest_first_and_bounded():
     status: dict = {"conditions": [READY]}
     for n in range(1, MAX_RECENT_RUNS + 3):
         outcome = ok(f"{n:08x}") if n % 2 else failed(f"error {n}")
-        patch = status_patch(status, outcome, n, T0 + timedelta(minutes=n), "7", host="www")
+        patch = run_status_patch(status, outcome, n, T0 + timedelta(minutes=n), "7", host="www")
         status = {**status, **patch["status"]}
         errors = list(crd_validator().iter_errors(backup_with(status)))
         assert errors == [], [e.message for e in errors]
@@ -72,7 +71,7 @@ def test_a_run_is_recorded_newest_first_and_bounded():
 
 
 def test_the_run_condition_leaves_ready_alone_and_moves_only_on_a_change():
-    first = status_patch({"conditions": [READY]}, failed(), 1, T0, "1")["status"]
+    first = run_status_patch({"conditions": [READY]}, failed(), 1, T0, "1")["status"]
     assert first["conditions"][0] == READY  # the controller's, as read
     cond = first["conditions"][1]
     assert cond == {
@@ -83,27 +82,27 @@ def test_the_run_condition_leaves_ready_alone_and_moves_only_on_a_change():
         "lastTransitionTime": "2026-01-02T03:04:05Z",
     }
     later = T0 + timedelta(hours=1)
-    second = status_patch(first, failed("wrong", failure=Failure.WRONG_PASSWORD), 2, later, "2")
+    second = run_status_patch(first, failed("wrong", failure=Failure.WRONG_PASSWORD), 2, later, "2")
     cond2 = second["status"]["conditions"][1]
     assert (cond2["reason"], cond2["lastTransitionTime"]) == (
         "WrongPassword",
         cond["lastTransitionTime"],
     )
-    third = status_patch(second["status"], ok(), 3, later, "3")["status"]["conditions"][1]
+    third = run_status_patch(second["status"], ok(), 3, later, "3")["status"]["conditions"][1]
     assert (third["status"], third["reason"]) == ("True", "Success")
     assert third["lastTransitionTime"] == "2026-01-02T04:04:05Z"
     assert len(second["status"]["conditions"]) == 2
 
 
 def test_long_messages_are_clipped():
-    patch = status_patch({}, failed("x" * 5000), 1, T0, "1")["status"]
+    patch = run_status_patch({}, failed("x" * 5000), 1, T0, "1")["status"]
     assert len(patch["recentRuns"][0]["message"]) == MAX_RUN_MESSAGE
     assert patch["recentRuns"][0]["message"].endswith("...")
     assert len(patch["conditions"][0]["message"]) <= 1024
 
 
 def _api(kubeconfig):
-    from reconciler.kube import Kube
+    from reconciler.kube.client import Kube
 
     return Kube.connect(str(kubeconfig))
 

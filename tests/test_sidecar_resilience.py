@@ -8,17 +8,23 @@ import socket
 
 import pytest
 
+from reconciler.resources import crd_manifest
 from tests.emulator import Emulator
-from tests.test_sidecar_support import (
+from tests.factories import REPO as ROOT
+from tests.factories import WATCH_NS as NS
+from tests.factories import (
+    Sidecar,
     backup_object,
     base_env,
     copy_template,
     free_port,
     needs_restic,
     restic,
+    wait_for,
     write_tree,
 )
-from tests.test_sidecar_watch import CRD, NS, ROOT, Sidecar, wait_for, world  # noqa: F401
+
+CRD = crd_manifest()
 
 pytestmark = [needs_restic, pytest.mark.slow]
 
@@ -68,7 +74,7 @@ def test_no_token_and_no_api_are_waited_out_never_an_exit(tmp_path):
     assert code == 0
 
 
-def test_a_taken_metrics_port_is_retried_and_runs_go_on(world):  # noqa: F811
+def test_a_taken_metrics_port_is_retried_and_runs_go_on(world):
     world.backup(schedule="@every 1s")
     port = free_port()
     holder = socket.socket()
@@ -121,7 +127,7 @@ def _hosts(repo) -> list[str]:
     )
 
 
-def test_daemonset_host_is_the_node_across_a_rollout(world):  # noqa: F811
+def test_daemonset_host_is_the_node_across_a_rollout(world):
     """A DaemonSet pod's name changes with every rollout; its node does not. With host =
     node, the new pod's `forget --host` sees the old pod's snapshots (keepLast 1 keeps one)."""
     world.backup(schedule="@every 1s", retentionPolicy={"keepLastSnapshots": 1})
@@ -148,7 +154,7 @@ def test_daemonset_host_is_the_node_across_a_rollout(world):  # noqa: F811
     ],
 )
 def test_statefulset_host_is_the_pod_and_deployment_host_the_workload(
-    world,  # noqa: F811
+    world,
     kind,
     owner,
     pod,
@@ -165,7 +171,7 @@ def test_statefulset_host_is_the_pod_and_deployment_host_the_workload(
 
 
 def test_backoff_is_capped_and_jittered():
-    from sidecar.watch import MAX_BACKOFF, backoff
+    from sidecar.follow import MAX_BACKOFF, backoff
 
     delays = [backoff(n) for n in range(1, 20)]
     assert all(0 < d <= MAX_BACKOFF for d in delays)

@@ -17,7 +17,7 @@ from sidecar import restic
 from sidecar.job import Job, format_bytes
 from sidecar.restic import Context, Failure, Lock
 from sidecar.runner import Runner, redact, secret_values
-from tests.test_sidecar_support import (
+from tests.factories import (
     PASSWORD,
     RESTIC,
     base_env,
@@ -66,8 +66,8 @@ def test_render_backup_local_volume():
     ],
 )
 def test_repository_of(destination, expected):
-    from reconciler.backup import parse_backup
-    from tests.test_sidecar_support import backup_object
+    from reconciler.api.backup import parse_backup
+    from tests.factories import backup_object
 
     raw = backup_object("/data", "/x")
     raw["spec"]["destination"] = {"repositorySecretName": "s", **destination}
@@ -457,20 +457,8 @@ def source(tmp_path) -> Path:
     )
 
 
-@pytest.fixture
-def job_for(tmp_path):
-    def make(backup, password=PASSWORD, host="www", stale_after=timedelta(minutes=30), **env):
-        cache = tmp_path / "cache"
-        cache.mkdir(exist_ok=True)
-        runner = Runner(base_env(password, TMPDIR=str(tmp_path), **env), stop_timeout=20)
-        ctx = Context(host=host, cache_dir=str(cache), restic=RESTIC)
-        return Job(backup, ctx, runner, stale_after=stale_after)
-
-    return make
-
-
 def restore(repo: str, target: Path, env=None) -> dict[str, bytes]:
-    from tests.test_sidecar_support import restic as run_restic
+    from tests.factories import restic as run_restic
 
     run_restic(repo, "restore", "latest", "--target", str(target), env=env)
     return target
@@ -479,7 +467,7 @@ def restore(repo: str, target: Path, env=None) -> dict[str, bytes]:
 def snapshots(repo: str, env=None) -> list[dict]:
     import json
 
-    from tests.test_sidecar_support import restic as run_restic
+    from tests.factories import restic as run_restic
 
     return json.loads(run_restic(repo, "snapshots", "--json", env=env).stdout)
 
@@ -680,7 +668,7 @@ def test_interrupted_backup_leaves_a_consistent_repository(tmp_path, job_for):
     assert not out.success and out.interrupted
     assert out.message.startswith("interrupted by shutdown")
     assert not any((repo / "locks").iterdir())  # restic removed its lock on SIGINT
-    from tests.test_sidecar_support import restic as run_restic
+    from tests.factories import restic as run_restic
 
     run_restic(str(repo), "check")
 

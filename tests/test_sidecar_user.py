@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backup import parse_backup
-from reconciler.constants import SIDECAR_NAME
-from reconciler.plan import plan
-from reconciler.render import Renderer
-from tests.factories import backup, workload
-from tests.test_sidecar_support import PASSWORD, RESTIC, copy_template, needs_restic
+from reconciler.api.backup import parse_backup
+from reconciler.api.constants import SIDECAR_NAME
+from reconciler.controller.plan import plan
+from reconciler.controller.render import Renderer
+from tests.factories import PASSWORD, RESTIC, backup, copy_template, needs_restic, workload
 
 SETPRIV = shutil.which("setpriv")
 APP_UID = 999

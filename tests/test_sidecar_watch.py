@@ -4,29 +4,26 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from reconciler.constants import API_VERSION
+from reconciler.api.constants import API_VERSION
 from reconciler.resources import crd_manifest
+from sidecar.follow import workload_from_pod
 from sidecar.lease import lease_name
-from sidecar.watch import workload_from_pod
-from tests.test_sidecar_support import (
+from tests.factories import (
     PASSWORD,
     RESTIC,
+    Sidecar,
     backup_object,
     base_env,
     copy_template,
-    free_port,
     needs_restic,
     restic,
     tree_bytes,
+    wait_for,
     write_tree,
 )
 
@@ -60,137 +57,6 @@ def test_lease_name():
     long = lease_name("b" * 200, "w" * 200)
     assert len(long) == 253
     assert long != lease_name("b" * 200, "w" * 199 + "x")
-
-
-class Sidecar:
-    """A `restik watch` process; its log is kept for assertions."""
-
-    def __init__(
-        self,
-        tmp: Path,
-        kubeconfig: Path | None,
-        args: list[str],
-        env: dict,
-        name: str,
-        metrics_port: int | None = None,
-    ):
-        """``kubeconfig=None``: no --kubeconfig (the in-cluster service account)."""
-        self.log_path = tmp / f"{name}.log"
-        self.metrics_port = metrics_port or free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "sidecar.watch",
-            *(["--kubeconfig", str(kubeconfig)] if kubeconfig else []),
-            "--metrics-port",
-            str(self.metrics_port),
-            "--metrics-address",
-            "127.0.0.1",
-            "--restic",
-            RESTIC,
-            "--resync",
-            "5s",
-            "--log-level",
-            "debug",
-            *args,
-        ]
-        self.log_file = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=self.log_file, stderr=subprocess.STDOUT
-        )
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def get(self, path: str) -> tuple[int, str]:
-        url = f"http://127.0.0.1:{self.metrics_port}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                return resp.status, resp.read().decode()
-        except OSError:
-            return 0, ""
-
-    def terminate(self, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            self.log_file.close()
-
-
-@pytest.fixture
-def world(emulator, kubeconfig, tmp_path):
-    """The emulator with the CRD, a source tree, a repository and a way to start sidecars."""
-    emulator.create(CRD)
-    files = {"index.html": b"<h1>hi</h1>\n", "a/b.bin": os.urandom(5000)}
-    src = write_tree(tmp_path / "src", files)
-    repo = copy_template(tmp_path / "repo")
-    started: list[Sidecar] = []
-
-    class World:
-        def __init__(self):
-            self.emu, self.src, self.repo, self.tmp = emulator, src, repo, tmp_path
-
-        def backup(self, schedule="@every 2s", name="www", **spec):
-            obj = backup_object(str(src), str(repo), name=name, schedule=schedule)
-            obj["spec"].update(spec)
-            return emulator.create(obj)
-
-        def patch_spec(self, name="www", **spec):
-            return emulator.patch(API_VERSION, "backups", name, {"spec": spec}, NS)
-
-        def sidecar(
-            self, *args, password=PASSWORD, pod="www-test", backup="www", metrics_port=None, **env
-        ):
-            full_env = base_env(
-                password,
-                POD_NAME=pod,
-                POD_NAMESPACE=NS,
-                RESTIC_CACHE_DIR=str(tmp_path / f"cache-{pod}"),
-                PYTHONPATH=str(ROOT),
-                **env,
-            )
-            sc = Sidecar(
-                tmp_path, kubeconfig, ["--backup", backup, *args], full_env, pod, metrics_port
-            )
-            started.append(sc)
-            return sc
-
-        def events(self, name="www"):
-            evs = [
-                e
-                for e in emulator.list("v1", "events", NS)
-                if e["involvedObject"].get("name") == name
-            ]
-            return sorted(evs, key=lambda e: int(e["metadata"]["name"].rsplit("-", 1)[1]))
-
-        def status(self, name="www"):
-            return (emulator.get(API_VERSION, "backups", name, NS) or {}).get("status") or {}
-
-        def wait_events(self, count, name="www", timeout=60):
-            wait_for(lambda: len(self.events(name)) >= count, timeout, started)
-            return self.events(name)
-
-    try:
-        yield World()
-    finally:
-        for sc in started:
-            sc.terminate()
-
-
-def wait_for(cond, timeout, sidecars=()):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    logs = "\n\n".join(sc.log[-4000:] for sc in sidecars)
-    raise AssertionError(f"timed out after {timeout}s; sidecar logs:\n{logs}")
 
 
 def names(events):
@@ -401,7 +267,7 @@ def test_one_replica_backs_up_and_another_takes_over(world):
 
 
 def _api(kubeconfig):
-    from reconciler.kube import Kube
+    from reconciler.kube.client import Kube
 
     return Kube.connect(str(kubeconfig))
 

@@ -15,19 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.constants import API_VERSION
-from reconciler.overview import (
+from reconciler.api.constants import API_VERSION
+from reconciler.overview.show import Spinner, render_json, render_table, run
+from reconciler.overview.summary import (
     FAILED,
     NOT_READY,
     OK,
     OVERDUE,
     PAUSED,
     PENDING,
-    Spinner,
     age,
-    render_json,
-    render_table,
-    run,
     summarize,
 )
 from reconciler.resources import crd_manifest
@@ -112,7 +109,7 @@ def test_healthy_backup_with_recent_runs_and_snapshots_per_host():
 
 
 def test_durations_in_both_forms():
-    from reconciler.overview import parse_duration_seconds
+    from reconciler.overview.summary import parse_duration_seconds
 
     assert [parse_duration_seconds(v) for v in (12, 12.5, "12.3s", "1m30s", "x", True, None)] == [
         12.0,
@@ -294,7 +291,7 @@ def backups(emulator):
                 "number": 8,
                 "result": "Failed",
                 "time": ago(minutes=1),
-                "duration": 0.4,
+                "duration": "0.4s",  # the CRD types a run's duration as a string
                 "host": "www",
                 "message": "Fatal: wrong password or no key found",
             },

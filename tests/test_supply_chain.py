@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import kube
+from reconciler.kube import client as kube
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements.lock"

@@ -8,10 +8,9 @@ import json
 
 import pytest
 
-from reconciler.backup import parse_backup
-from reconciler.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME
-from reconciler.render import Renderer
-from reconciler.workload import (
+from reconciler.api.backup import parse_backup
+from reconciler.api.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME
+from reconciler.controller.podtemplate import (
     WorkloadError,
     WorkloadRef,
     config_label,
@@ -25,6 +24,7 @@ from reconciler.workload import (
     volume_names,
     workload_ref,
 )
+from reconciler.controller.render import Renderer
 from tests.factories import KINDS, backup, workload
 
 RENDERER = Renderer()
@@ -219,20 +219,24 @@ def test_the_hash_annotation_alone_is_read_and_counts_as_restiks():
     assert not has_sidecar(workload(annotations={"team": "web"}))
 
 
-def test_the_sidecar_container_alone_counts_as_restiks():
+def test_the_sidecar_container_alone_is_the_users():
+    # ownership is by restik's hash annotation, never by a name alone
     app = {"name": "app", "image": "nginx"}
     obj = workload(containers=[app, {"name": SIDECAR_NAME, "image": "restik"}])
     assert current_hash(obj) is None
-    assert has_sidecar(obj)
-    assert has_sidecar(from_api(obj))
+    assert not has_sidecar(obj)
+    assert not has_sidecar(from_api(obj))
+    marked = workload(containers=[app, {"name": SIDECAR_NAME, "image": "restik"}])
+    marked["spec"]["template"]["metadata"]["annotations"] = {HASH_ANNOTATION: "0" * 16}
+    assert has_sidecar(marked)
     assert not has_sidecar(workload(containers=[app, {"name": "restik2", "image": "x"}]))
     assert not has_sidecar(workload(containers=[{"name": "web", "image": "x"}]))
 
 
-def test_a_restik_volume_alone_counts_as_restiks():
+def test_a_restik_volume_alone_is_the_users():
+    # ownership is by restik's hash annotation, never by a name alone
     obj = workload(volumes=[{"name": "data", "emptyDir": {}}, {"name": "restik-x", "emptyDir": {}}])
-    assert has_sidecar(obj)
-    # only the "restik-" prefix is restik's: a user's "restik" or "restikdata" volume is not
+    assert not has_sidecar(obj)
     for name in ("restik", "restikdata", "my-restik-data"):
         assert not has_sidecar(workload(volumes=[{"name": name, "emptyDir": {}}])), name
 
@@ -402,6 +406,8 @@ def test_stale_restik_items_are_replaced_in_place_and_duplicates_dropped():
             {"name": "restik-gone", "emptyDir": {}},
         ],
     )
+    # restik's items are restik's because its hash annotation is there
+    obj["spec"]["template"]["metadata"]["annotations"] = {HASH_ANNOTATION: "0" * 16}
     r = rendered(obj)
     done = inject(obj, r)
     assert pod_spec(done)["containers"] == [r.container, user]

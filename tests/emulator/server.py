@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import errors, podexec
 from .admission import pod_admission
@@ -615,7 +615,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, path: str, query: dict[str, str]) -> Route:
         store = self.emulator.store
-        segs = [s for s in path.split("/") if s]
+        segs = [unquote(s) for s in path.split("/") if s]
         route = Route()
         if not segs:
             route.doc = {"paths": ["/api", "/api/v1", "/apis", "/healthz", "/readyz", "/version"]}

@@ -5,12 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from reconciler.backup import Backup, InvalidBackup
-from reconciler.pod import UNKNOWN_USER, app_user, metrics_port_clash
-from reconciler.rbac import service_account
-from reconciler.render import Renderer
-from reconciler.rollout import needs_manual_restart
-from reconciler.workload import (
+from reconciler.api.backup import Backup, InvalidBackup
+from reconciler.controller.pod import UNKNOWN_USER, app_user, metrics_port_clash
+from reconciler.controller.podtemplate import (
     WorkloadError,
     WorkloadRef,
     config_label,
@@ -23,6 +20,9 @@ from reconciler.workload import (
     volume_names,
     workload_ref,
 )
+from reconciler.controller.reconcilers.rbac import service_account
+from reconciler.controller.render import Renderer
+from reconciler.controller.rollout import needs_manual_restart
 
 INJECT = "inject"
 UPDATE = "update"

@@ -7,23 +7,20 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from reconciler.backup import InvalidBackup, parse_backup
-from reconciler.constants import API_VERSION, KIND
-from reconciler.manifests import (
+from reconciler.api.backup import InvalidBackup, parse_backup
+from reconciler.api.constants import API_VERSION, EXIT_CHANGES, EXIT_ERROR, EXIT_OK, KIND
+from reconciler.controller.plan import Plan, plan
+from reconciler.controller.podtemplate import WorkloadError, is_workload, workload_ref
+from reconciler.controller.render import Renderer
+from reconciler.offline.manifests import (
     ManifestError,
     Source,
     dump,
-    dump_stream,
     iter_objects,
     object_label,
     parse_source,
     read_sources,
 )
-from reconciler.plan import Plan, plan
-from reconciler.render import Renderer
-from reconciler.workload import WorkloadError, is_workload, workload_ref
-
-EXIT_OK, EXIT_CHANGES, EXIT_ERROR = 0, 1, 2
 
 
 @dataclass
@@ -91,19 +88,6 @@ def load(paths: list[str], stdin=None) -> tuple[list[Source], list[tuple[str, Ma
     return sources, objects
 
 
-def apply_replacements(sources: list[Source], replacements: dict[int, Mapping]) -> None:
-    for source in sources:
-        for doc in source.documents:
-            data = doc.data
-            if id(data) in replacements:
-                doc.data = replacements[id(data)]
-            elif data.get("kind") == "List" and isinstance(data.get("items"), list):
-                items = data["items"]
-                for i, item in enumerate(items):
-                    if id(item) in replacements:
-                        items[i] = replacements[id(item)]
-
-
 def diff_name(obj: Mapping) -> str:
     """kubectl diff's file name for an object: group.version.Kind.namespace.name."""
     api = obj.get("apiVersion", "").replace("/", ".")
@@ -128,7 +112,7 @@ def report(messages: list[str], level: str, stream) -> None:
         print(f"restik: {level}: {message}", file=stream)
 
 
-def _load_and_plan(paths, renderer, stdin, stderr):
+def load_and_plan(paths, renderer, stdin, stderr):
     """(sources, result), or None after reporting why the input cannot be used."""
     try:
         sources, objects = load(paths, stdin)
@@ -138,13 +122,23 @@ def _load_and_plan(paths, renderer, stdin, stderr):
         return None
 
 
-def run_diff(paths: list[str], renderer: Renderer, stdout=None, stderr=None, stdin=None) -> int:
+def run_offline(paths: list[str], renderer: Renderer, write, stdout=None, stderr=None, stdin=None):
+    """Load and plan ``paths``, then ``write(sources, result, stdout, stderr)`` → exit code;
+    EXIT_ERROR at once if the manifests cannot be read."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    loaded = _load_and_plan(paths, renderer, stdin, stderr)
+    loaded = load_and_plan(paths, renderer, stdin, stderr)
     if loaded is None:
         return EXIT_ERROR
     sources, result = loaded
+    return write(sources, result, stdout, stderr)
+
+
+def run_diff(paths: list[str], renderer: Renderer, stdout=None, stderr=None, stdin=None) -> int:
+    return run_offline(paths, renderer, _write_diff, stdout, stderr, stdin)
+
+
+def _write_diff(sources: list[Source], result: OfflineResult, stdout, stderr) -> int:
     indent = sources[0].indent if sources else (2, 0)
     stdout.write(render_diff(result, indent))
     report(result.warnings, "warning", stderr)
@@ -152,20 +146,3 @@ def run_diff(paths: list[str], renderer: Renderer, stdout=None, stderr=None, std
     if result.errors:
         return EXIT_ERROR
     return EXIT_CHANGES if result.plan.changes else EXIT_OK
-
-
-def run_inject(paths: list[str], renderer: Renderer, stdout=None, stderr=None, stdin=None) -> int:
-    """Write the manifests with sidecars added or removed; on any error write nothing."""
-    stdout = stdout or sys.stdout
-    stderr = stderr or sys.stderr
-    loaded = _load_and_plan(paths, renderer, stdin, stderr)
-    if loaded is None:
-        return EXIT_ERROR
-    sources, result = loaded
-    report(result.warnings, "warning", stderr)
-    if result.errors:
-        report(result.errors, "error", stderr)
-        return EXIT_ERROR
-    apply_replacements(sources, result.replacements)
-    stdout.write(dump_stream(sources))
-    return EXIT_OK

@@ -14,8 +14,8 @@ import jinja2
 from ruamel.yaml import YAML
 
 from reconciler import __version__
-from reconciler.backup import Backup
-from reconciler.constants import (
+from reconciler.api.backup import Backup
+from reconciler.api.constants import (
     CACHE_MOUNT,
     CACHE_VOLUME,
     METRICS_PORT_NAME,
@@ -25,7 +25,7 @@ from reconciler.constants import (
     TOKEN_MOUNT,
     TOKEN_VOLUME,
 )
-from reconciler.pod import UNKNOWN_USER, AppUser
+from reconciler.controller.pod import UNKNOWN_USER, AppUser
 from reconciler.resources import resource_dir
 
 DEFAULT_IMAGE = f"restik:{__version__}"
@@ -131,7 +131,8 @@ class Renderer:
         app: AppUser = UNKNOWN_USER,
     ) -> str:
         """``app``: who the workload's container with the source volume runs as
-        (reconciler.pod.app_user); it decides the sidecar's user, so it is in the hash."""
+        (reconciler.controller.pod.app_user); it decides the sidecar's user, so it is in
+        the hash."""
         base = self._base(backup)
         user, group = sidecar_user(backup, app)
         key = (workload_kind, workload_name, user, group)

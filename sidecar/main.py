@@ -15,191 +15,39 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from reconciler.logs import env_default
+from reconciler.api.backup import InvalidBackup, parse_backup
+from reconciler.api.constants import PLURAL
+from reconciler.kube.client import ApiError, Kube
+from reconciler.kube.resource import BACKUPS, PODS
+from reconciler.logs import setup_logging
+from sidecar import restic
+from sidecar.follow import backoff, one_line, workload_from_pod
+from sidecar.job import Job, Outcome
+from sidecar.lease import LeaseKeeper, lease_name
+from sidecar.metrics import Metrics
+from sidecar.options import Settings, add_arguments, settings_from_args
+from sidecar.report import BackupGone, report
+from sidecar.restic import repository_of
+from sidecar.runner import Runner, redact, redact_url, restic_env, secret_values
 
 log = logging.getLogger("restik.watch")
 
 HEALTH_STALE_AFTER = 120.0  # seconds without a main-loop beat before /healthz fails
 METRICS_RETRY = 5.0  # seconds between attempts to bind a taken metrics port
-MAX_BACKOFF = 30.0
-
-
-def backoff(failures: int) -> float:
-    """Seconds before attempt ``failures + 1``: exponential, capped, with jitter (so that
-    the sidecars of many pods do not retry in step)."""
-    import random
-
-    base = min(MAX_BACKOFF, 0.5 * 2 ** min(failures, 10))
-    return base * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not crypto
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
-
-
-@dataclass(frozen=True)
-class Settings:
-    backup: str
-    namespace: str | None
-    workload: tuple[str, str] | None
-    kubeconfig: str | None
-    metrics_port: int
-    metrics_address: str
-    restic: str
-    lock_stale_after: timedelta
-    lock_wait: float
-    resync: float
-    stop_timeout: float
-    run_timeout: float
-    lease_duration: float
-    cache_dir: str | None
-    log_level: str
-    log_format: str
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the options of `restik watch` (defaults from RESTIK_* environment variables)."""
-    from reconciler.logs import add_logging_arguments
-
-    add_logging_arguments(parser)
-    parser.add_argument(
-        "--backup",
-        default=env_default("BACKUP"),
-        required=not env_default("BACKUP"),
-        help="name of the Backup to follow ($RESTIK_BACKUP)",
-    )
-    parser.add_argument(
-        "--namespace",
-        default=env_default("NAMESPACE"),
-        help="namespace of the Backup (default: $POD_NAMESPACE, the kubeconfig "
-        "context's namespace, or 'default')",
-    )
-    parser.add_argument(
-        "--workload",
-        default=env_default("WORKLOAD"),
-        metavar="KIND/NAME",
-        help="the workload this pod belongs to, e.g. Deployment/www "
-        "(default: $RESTIK_WORKLOAD, else from the pod's owner)",
-    )
-    parser.add_argument(
-        "--kubeconfig",
-        default=env_default("KUBECONFIG"),
-        help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, "
-        "or the in-cluster service account)",
-    )
-    parser.add_argument(
-        "--metrics-port",
-        type=int,
-        default=int(env_default("METRICS_PORT", "0")),
-        help="serve /metrics and /healthz on this port (0: off)",
-    )
-    parser.add_argument(
-        "--metrics-address",
-        default=env_default("METRICS_ADDRESS", "0.0.0.0"),  # noqa: S104
-        help="address to bind the metrics port to (default 0.0.0.0)",
-    )
-    parser.add_argument(
-        "--restic",
-        default=env_default("RESTIC", "restic"),
-        help="the restic binary (default: restic on $PATH)",
-    )
-    parser.add_argument(
-        "--lock-stale-after",
-        default=env_default("LOCK_STALE_AFTER", "30m"),
-        help="a repository lock older than this is stale (default 30m)",
-    )
-    parser.add_argument(
-        "--lock-wait",
-        default=env_default("LOCK_WAIT", "10m"),
-        help="how long a run waits for a repository locked by another run (a replica's "
-        "prune) before it fails (default 10m; restic >= 0.16: --retry-lock)",
-    )
-    parser.add_argument(
-        "--resync",
-        default=env_default("RESYNC", "60s"),
-        help="re-read the Backup at least this often (default 60s)",
-    )
-    parser.add_argument(
-        "--stop-timeout",
-        default=env_default("STOP_TIMEOUT", "20s"),
-        help="on SIGTERM, how long restic may take to stop (default 20s)",
-    )
-    parser.add_argument(
-        "--run-timeout",
-        default=env_default("RUN_TIMEOUT", "24h"),
-        help="interrupt a restic command running longer than this, 0 = never (default 24h)",
-    )
-    parser.add_argument(
-        "--lease-duration",
-        default=env_default("LEASE_DURATION", "60s"),
-        help="Lease duration for multi-replica workloads (default 60s)",
-    )
-    parser.add_argument(
-        "--cache-dir",
-        default=env_default("CACHE_DIR"),
-        help="restic cache and scratch directory (default: $RESTIC_CACHE_DIR, "
-        "else a temporary directory)",
-    )
-
-
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    from reconciler.schedule import parse_duration
-
-    workload = None
-    if args.workload:
-        kind, sep, name = args.workload.partition("/")
-        if not sep or not kind or not name:
-            raise ValueError(f"--workload must be KIND/NAME, got {args.workload!r}")
-        workload = (kind, name)
-    return Settings(
-        backup=args.backup,
-        namespace=args.namespace,
-        workload=workload,
-        kubeconfig=args.kubeconfig,
-        metrics_port=args.metrics_port,
-        metrics_address=args.metrics_address,
-        restic=args.restic,
-        lock_stale_after=parse_duration(args.lock_stale_after),
-        lock_wait=parse_duration(args.lock_wait).total_seconds(),
-        resync=max(1.0, parse_duration(args.resync).total_seconds()),
-        stop_timeout=parse_duration(args.stop_timeout).total_seconds(),
-        run_timeout=parse_duration(args.run_timeout).total_seconds(),
-        lease_duration=max(2.0, parse_duration(args.lease_duration).total_seconds()),
-        cache_dir=args.cache_dir,
-        log_level=args.log_level,
-        log_format=args.log_format,
-    )
 
 
 # --- logging -------------------------------------------------------------------------------
 
 
 def configure_logging(level: str, fmt: str) -> None:
-    from reconciler.logs import setup_logging
-    from sidecar.runner import redact, secret_values
 
     secrets = secret_values(os.environ)
     setup_logging(level, fmt, lambda text: redact(text, secrets))
 
 
 # --- the pod -------------------------------------------------------------------------------
-
-
-def workload_from_pod(pod: dict) -> tuple[str, str] | None:
-    """The workload owning a pod, from its controller ownerReference."""
-    for ref in (pod.get("metadata") or {}).get("ownerReferences") or []:
-        if not ref.get("controller"):
-            continue
-        kind, name = ref.get("kind"), ref.get("name")
-        template_hash = ((pod.get("metadata") or {}).get("labels") or {}).get("pod-template-hash")
-        if kind == "ReplicaSet" and template_hash and name.endswith("-" + template_hash):
-            return ("Deployment", name[: -len(template_hash) - 1])
-        return (kind, name)
-    return None
 
 
 # --- the sidecar ---------------------------------------------------------------------------
@@ -251,8 +99,6 @@ class Sidecar:
         self.pod_name = os.environ.get("POD_NAME") or socket.gethostname()
         self.namespace = s.namespace or os.environ.get("POD_NAMESPACE")
         if s.metrics_port:
-            from sidecar.metrics import Metrics
-
             self.metrics = Metrics(self.namespace or "", s.backup)
             self._bind_metrics()
         threading.Thread(target=self._start, name="start", daemon=True).start()
@@ -300,7 +146,7 @@ class Sidecar:
                 log.warning(
                     "cannot start following Backup %s (%s); again in %.0fs, no runs until then",
                     self.s.backup,
-                    _one_line(exc),
+                    one_line(exc),
                     delay,
                 )
                 self._stop.wait(delay)
@@ -318,9 +164,6 @@ class Sidecar:
     def _setup(self) -> None:
         """Connect, find the own pod and derive the snapshot host; raises while the API
         cannot be reached (no token, no kubeconfig, connection refused, 5xx, 401)."""
-        from reconciler.kube import Kube
-        from sidecar import restic
-        from sidecar.runner import Runner, restic_env
 
         s = self.s
         kube = Kube.connect(s.kubeconfig)
@@ -345,8 +188,6 @@ class Sidecar:
         os.makedirs(cache_dir, exist_ok=True)
         lease = prune_lease = None
         if in_pod and kind:
-            from sidecar.lease import LeaseKeeper, lease_name
-
             if restic.needs_lease(kind):
                 name = lease_name(s.backup, wname)
                 lease = LeaseKeeper(kube, ns, name, self.pod_name, s.lease_duration)
@@ -395,14 +236,13 @@ class Sidecar:
     def _reconnect_on_401(self, exc: Exception) -> None:
         """A 401: the token expired or was rotated (a projected token is rewritten by the
         kubelet); connect again, which reads the token file anew."""
-        from reconciler.kube import ApiError, Kube
 
         if not (isinstance(exc, ApiError) and exc.status == 401):
             return
         try:
             kube = Kube.connect(self.s.kubeconfig)
         except Exception as err:
-            log.warning("reconnecting after 401: %s", _one_line(err))
+            log.warning("reconnecting after 401: %s", one_line(err))
             return
         self.kube = kube
         for lease in (self.lease, self.prune_lease):
@@ -413,11 +253,10 @@ class Sidecar:
     def _find_pod(self, kube, ns: str) -> tuple[bool, tuple[str, str] | None, str | None]:
         """(in a pod, its workload, its node). Raises while the API cannot answer (so the
         start is retried): guessing then would back up under a wrong host."""
-        from reconciler.kube import ApiError, api_path
 
         workload = self.s.workload
         try:
-            pod = kube.get(api_path("v1", "pods", ns, self.pod_name))
+            pod = kube.get(PODS.path(ns, self.pod_name))
         except ApiError as exc:
             if exc.not_found:
                 return False, workload, None
@@ -432,10 +271,7 @@ class Sidecar:
     # --- following the Backup (a thread) ---
 
     def _follow(self) -> None:
-        from reconciler.constants import API_VERSION, PLURAL
-        from reconciler.kube import api_path
-
-        path = api_path(API_VERSION, PLURAL, self.namespace)
+        path = BACKUPS.path(self.namespace)
         selector = {"fieldSelector": f"metadata.name={self.s.backup}"}
         failures = 0
         while not self._stop.is_set():
@@ -463,7 +299,7 @@ class Sidecar:
                     "following %s %s failed (%s); again in %.0fs",
                     PLURAL,
                     self.s.backup,
-                    _one_line(exc),
+                    one_line(exc),
                     delay,
                 )
                 self._reconnect_on_401(exc)
@@ -504,9 +340,6 @@ class Sidecar:
                 self.metrics.schedule(self.backup and self.backup.schedule, self.next_fire)
 
     def _apply(self, raw: dict | None) -> None:
-        from reconciler.backup import InvalidBackup, parse_backup
-        from sidecar.restic import repository_of
-
         old = self.backup
         if raw is None:
             self._problem(f"Backup {self.namespace}/{self.s.backup} not found: not scheduling")
@@ -549,7 +382,7 @@ class Sidecar:
             try:
                 lease.tick()
             except Exception as exc:
-                log.warning("Lease %s: %s", lease.name, _one_line(exc))
+                log.warning("Lease %s: %s", lease.name, one_line(exc))
                 self._reconnect_on_401(exc)
             self._stop.wait(max(1.0, lease.duration / 3))
 
@@ -575,9 +408,6 @@ class Sidecar:
         self._worker.start()
 
     def _run_once(self, backup) -> None:
-        from sidecar.job import Job
-        from sidecar.report import BackupGone, report
-
         started = datetime.now(UTC)
         log.info("run of %s/%s started (host %s)", backup.namespace, backup.name, self.host)
         job = Job(
@@ -593,8 +423,6 @@ class Sidecar:
             outcome = job.run()
             self._locks_tidied = self._locks_tidied or outcome.success
         except Exception as exc:  # e.g. restic missing: still a Failed Event, never a crash
-            from sidecar.job import Outcome
-
             log.exception("run failed")
             outcome = Outcome(success=False, message=f"{type(exc).__name__}: {exc}", duration=0.0)
         if self.metrics:
@@ -645,7 +473,6 @@ class Sidecar:
 
 
 def _safe_url(url: str) -> str:
-    from sidecar.runner import redact_url
 
     return redact_url(url)
 
@@ -666,7 +493,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m sidecar.watch`, for trying the sidecar without the full CLI."""
+    """`python -m sidecar.main`, for trying the sidecar without the full CLI."""
     parser = argparse.ArgumentParser(prog="restik watch")
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -8,10 +8,10 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from reconciler.kube import ApiError, Kube, api_path
+from reconciler.kube.client import ApiError, Kube
+from reconciler.kube.resource import LEASES
 
 log = logging.getLogger("restik.lease")
-LEASE_API = "coordination.k8s.io/v1"
 
 
 def micro_time(t: datetime) -> str:
@@ -82,7 +82,7 @@ class LeaderElector:
 
     @property
     def path(self) -> str:
-        return api_path(LEASE_API, "leases", self.namespace, self.name)
+        return LEASES.path(self.namespace, self.name)
 
     def acquire(self) -> str | None:
         """One attempt to take or renew the Lease: "acquired", "took over" or "renewed";
@@ -93,14 +93,12 @@ class LeaderElector:
             lease = self.kube.get_or_none(self.path)
             if lease is None:
                 body = {
-                    "apiVersion": LEASE_API,
+                    "apiVersion": LEASES.api_version,
                     "kind": "Lease",
                     "metadata": {"name": self.name, "namespace": self.namespace},
                     "spec": self._spec(now, now, 0),
                 }
-                self._wrote(
-                    self.kube.create(api_path(LEASE_API, "leases", self.namespace), body), started
-                )
+                self._wrote(self.kube.create(LEASES.path(self.namespace), body), started)
                 return "acquired"
             record = lease_record(lease)
             if record != self._observed:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from reconciler.constants import API_VERSION, KIND, SIDECAR_CLUSTER_ROLE
+from reconciler.api.constants import API_VERSION, KIND, SIDECAR_CLUSTER_ROLE
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "restik"

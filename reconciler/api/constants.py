@@ -41,4 +41,6 @@ PER_POD_HOST_KINDS = frozenset({"StatefulSet", "DaemonSet"})
 # (StatefulSets and DaemonSets with updateStrategy OnDelete too: see rollout.py).
 MANUAL_RESTART_KINDS = frozenset({"ReplicaSet", "ReplicationController"})
 
-DEFAULT_IMAGE = "restik:0.1.0"
+# Exit codes of every command: success; "changes planned" (diff) or "some Backup not
+# healthy" (status); an error.
+EXIT_OK, EXIT_CHANGES, EXIT_ERROR = 0, 1, 2

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from reconciler.manifests import Document, ManifestError, Source, dump, iter_objects, parse_source
-from reconciler.offline import EXIT_ERROR, EXIT_OK, plan_objects
-from reconciler.render import Renderer
+from reconciler.api.constants import EXIT_ERROR, EXIT_OK
+from reconciler.controller.render import Renderer
+from reconciler.offline.diff import plan_objects
+from reconciler.offline.manifests import (
+    Document,
+    ManifestError,
+    Source,
+    dump,
+    iter_objects,
+    parse_source,
+)
 
 RESOURCE_LIST_VERSIONS = ("config.kubernetes.io/v1", "config.kubernetes.io/v1beta1")
 

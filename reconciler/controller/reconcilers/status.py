@@ -5,14 +5,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-from reconciler.backup import Backup, InvalidBackup
-from reconciler.constants import API_VERSION, CONFIG_LABEL, KIND
-from reconciler.plan import Plan
-from reconciler.rollout import PENDING
-from reconciler.workload import WorkloadRef
+from reconciler.api.backup import Backup, InvalidBackup
+from reconciler.api.constants import CONFIG_LABEL
+from reconciler.controller.plan import Plan
+from reconciler.controller.podtemplate import WorkloadRef
+from reconciler.controller.rollout import PENDING
+from reconciler.kube.events import backup_event, clip
 
 READY = "Ready"
-MAX_MESSAGE = 1024
 
 
 def ready_condition(
@@ -24,13 +24,13 @@ def ready_condition(
     """(status, reason, message) of the Ready condition. ``rollout``: the Backup's
     status.rollout entries; Ready is True only when every workload runs the current sidecar."""
     if isinstance(parsed, InvalidBackup):
-        return ("False", "InvalidSpec", _clip("; ".join(map(str, parsed.errors))))
+        return ("False", "InvalidSpec", clip("; ".join(map(str, parsed.errors))))
     problems = [
         p for p in plan.problems if (p.namespace, p.backup) == key and p.severity == "error"
     ]
     if problems:
         text = "; ".join(f"{p.ref}: {p.message}" if p.ref else p.message for p in problems)
-        return ("False", "WorkloadMisconfigured", _clip(text))
+        return ("False", "WorkloadMisconfigured", clip(text))
     selected = plan.selected.get(key, [])
     notes = "".join(f"; {text}" for _, text in warnings(plan, key))
     behind = [e for e in rollout or () if not e["current"]]
@@ -39,14 +39,14 @@ def ready_condition(
         done = len(rollout) - len(behind)
         text = "; ".join(f"{e['workload']}: {e.get('message') or e['state']}" for e in behind)
         message = f"{done}/{len(rollout)} workload(s) run the current sidecar; {text}{notes}"
-        return ("False", reason, _clip(message))
+        return ("False", reason, clip(message))
     if not selected:
         return (
             "True",
             "NoWorkloads",
-            _clip(f"no workload is labeled {CONFIG_LABEL}={key[1]}{notes}"),
+            clip(f"no workload is labeled {CONFIG_LABEL}={key[1]}{notes}"),
         )
-    return ("True", "Ready", _clip(f"{len(selected)} workload(s) backed up{notes}"))
+    return ("True", "Ready", clip(f"{len(selected)} workload(s) backed up{notes}"))
 
 
 def warnings(plan: Plan, key: tuple[str, str]) -> list[tuple[str, str]]:
@@ -142,31 +142,18 @@ def is_new_problem(raw: Mapping, patch: Mapping | None) -> bool:
 
 
 def warning_event(raw: Mapping, reason: str, message: str, now: str, component: str) -> dict:
-    """A core/v1 Event on the Backup. Its name never collides with the sidecar's <name>-<n>."""
-    meta = raw.get("metadata") or {}
-    name = meta.get("name")
+    """A Warning Event on the Backup. Its name never collides with the sidecar's <name>-<n>."""
     suffix = hashlib.sha256(f"{now}/{reason}/{message}".encode()).hexdigest()[:16]
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": f"{name}.{suffix}", "namespace": meta.get("namespace")},
-        "involvedObject": {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "name": name,
-            "namespace": meta.get("namespace"),
-            "uid": meta.get("uid"),
-            "resourceVersion": meta.get("resourceVersion"),
-        },
-        "reason": reason,
-        "message": _clip(message),
-        "type": "Warning",
-        "source": {"component": component},
-        "reportingComponent": component,
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-    }
+    name = (raw.get("metadata") or {}).get("name")
+    return backup_event(
+        raw,
+        name=f"{name}.{suffix}",
+        reason=reason,
+        message=message,
+        warning=True,
+        now=now,
+        component=component,
+    )
 
 
 def _condition(status: Mapping, kind: str) -> dict | None:
@@ -174,7 +161,3 @@ def _condition(status: Mapping, kind: str) -> dict | None:
         if isinstance(cond, Mapping) and cond.get("type") == kind:
             return dict(cond)
     return None
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from reconciler.constants import HASH_ANNOTATION, MANUAL_RESTART_KINDS
+from reconciler.api.constants import HASH_ANNOTATION, MANUAL_RESTART_KINDS
 
 # Rollout states, as shown in a Backup's status.rollout[].state
 CURRENT = "Current"
@@ -232,3 +232,29 @@ def _get(obj: object, *path: str):
             return None
         obj = obj.get(key)
     return obj
+
+
+def rollouts_now(
+    result, observed: dict, restarts: dict, deferred: set, pending_restarts: set, patched_now: set
+) -> dict:
+    """WorkloadRef -> Rollout for every labeled workload with restik's sidecar: what its
+    status said at LIST time, unless this cycle knows better (patched now, deferred by
+    --max-rollouts, or restarted by restik)."""
+    patched = {c.ref for c in result.changes if c.action != "remove"}
+    out = {}
+    for ref, rollout in observed.items():
+        if ref not in result.injected and ref not in patched:
+            continue  # no sidecar (yet): a problem on the Backup says why
+        if ref in deferred:
+            rollout = Rollout(ROLLING_OUT, None, None, None, "queued by --max-rollouts")
+        elif ref in restarts:
+            if not restarts[ref].current:  # else: the same counts as the status has
+                rollout = restarts[ref]
+        elif ref in pending_restarts:
+            rollout = Rollout(ROLLING_OUT, rollout.pods, None, rollout.ready, "restart pending")
+        elif ref in patched_now:
+            # what the next LIST will say until the workload's controller catches up
+            message = f"waiting for the {ref.kind} controller to observe it"
+            rollout = Rollout(ROLLING_OUT, rollout.pods, None, rollout.ready, message)
+        out[ref] = rollout
+    return out

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 
 from croniter import CroniterBadDateError, croniter
+
+from reconciler.api.duration import ScheduleError, parse_duration
+
+__all__ = ["Schedule", "ScheduleError", "parse_duration", "parse_schedule"]
 
 DESCRIPTORS = {
     "@yearly": "0 0 1 1 *",
@@ -18,8 +21,6 @@ DESCRIPTORS = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
-_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 MIN_EVERY = timedelta(seconds=1)
 
 
@@ -34,27 +35,6 @@ _CRON_FIELDS = (
     ("day of week", 0, 7, _DAYS),
 )
 _SECOND_FIELD = ("second", 0, 59, None)
-
-
-class ScheduleError(ValueError):
-    """A schedule string that cannot be parsed; the message says why."""
-
-
-def parse_duration(text: str) -> timedelta:
-    """Parse a Go-style duration such as ``90m``, ``1h30m`` or ``45s``."""
-    text = text.strip()
-    if text == "0":
-        return timedelta(0)
-    pos = 0
-    total = 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        pos = match.end()
-    if not text or pos != len(text):
-        raise ScheduleError(f"invalid duration {text!r} (use e.g. 90s, 30m, 1h30m)")
-    return timedelta(seconds=total)
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,14 @@ import copy
 from collections.abc import Mapping, MutableMapping
 from typing import NamedTuple
 
-from reconciler.constants import (
+from reconciler.api.constants import (
     CONFIG_LABEL,
     HASH_ANNOTATION,
     SIDECAR_NAME,
     VOLUME_PREFIX,
     WORKLOAD_KINDS,
 )
-from reconciler.render import Rendered
+from reconciler.controller.render import Rendered
 
 
 class WorkloadError(ValueError):

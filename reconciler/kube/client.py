@@ -17,6 +17,7 @@ import requests
 import tenacity
 
 from reconciler import __version__
+from reconciler.kube.resource import PODS
 
 log = logging.getLogger(__name__)
 USER_AGENT = f"restik/{__version__}"
@@ -79,25 +80,6 @@ EVICT_RETRY = RETRY.copy(
         lambda e: isinstance(e, ApiError) and e.retryable and e.status != 429
     )
 )
-
-
-def api_path(
-    api_version: str,
-    plural: str,
-    namespace: str | None = None,
-    name: str | None = None,
-    subresource: str | None = None,
-) -> str:
-    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    parts = [base]
-    if namespace:
-        parts += ["namespaces", namespace]
-    parts.append(plural)
-    if name:
-        parts.append(name)
-    if subresource:
-        parts.append(subresource)
-    return "/".join(parts)
 
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -261,7 +243,7 @@ class Kube:
             "kind": "Eviction",
             "metadata": {"name": name, "namespace": namespace},
         }
-        path = api_path("v1", "pods", namespace, name, "eviction")
+        path = PODS.path(namespace, name, "eviction")
         try:
             EVICT_RETRY(self._request_once, "POST", path, None, body, "application/json")
         except ApiError as exc:

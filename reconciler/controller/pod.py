@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from reconciler.constants import SIDECAR_NAME
+from reconciler.api.constants import SIDECAR_NAME
 
 
 class AppUser(NamedTuple):

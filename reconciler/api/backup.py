@@ -6,16 +6,21 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from functools import cached_property
 
-from reconciler.constants import API_VERSION, KIND, METRICS_PORT, VOLUME_PREFIX
-from reconciler.schedule import Schedule, ScheduleError, parse_schedule
+from reconciler.api.constants import API_VERSION, KIND, METRICS_PORT, VOLUME_PREFIX
+from reconciler.api.fields import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    QUANTITY,
+    Collector,
+    FieldError,
+    parse_quantity,
+    plain,
+    type_name,
+)
+from reconciler.api.schedule import Schedule, ScheduleError, parse_schedule
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-NAME_LIMITS = {DNS_LABEL: 63, DNS_SUBDOMAIN: 253}
-QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?\d+)?$")
 REPOSITORY_SCHEMES = (
     "s3:",
     "rest:",
@@ -29,9 +34,6 @@ REPOSITORY_SCHEMES = (
 )
 RESERVED_MOUNT = "/restik"
 MAX_ID = 2**31 - 1  # the largest uid/gid Kubernetes accepts
-MAX_STRING = 4096
-MAX_LIST = 256
-
 KEEP_FIELDS = {
     "keepLastSnapshots": "last",
     "keepHourlySnapshots": "hourly",
@@ -68,15 +70,6 @@ DEFAULT_RESOURCES = {
     "requests": {"cpu": "50m", "memory": "64Mi"},
     "limits": {"cpu": "1", "memory": "512Mi"},
 }
-
-
-@dataclass(frozen=True)
-class FieldError:
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
 
 
 class InvalidBackup(ValueError):
@@ -158,121 +151,6 @@ class Backup:
         return json.dumps(fields, sort_keys=True, default=str)
 
 
-class _Collector:
-    def __init__(self) -> None:
-        self.errors: list[FieldError] = []
-
-    def add(self, path: str, message: str) -> None:
-        self.errors.append(FieldError(path, message))
-
-    def mapping(self, value: object, path: str, allowed: set[str] | None = None) -> Mapping:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.add(path, f"must be an object, got {_type_name(value)}")
-            return {}
-        if allowed is not None:
-            for key in value:
-                if key not in allowed:
-                    self.add(f"{path}.{key}", "unknown field")
-        return value
-
-    def string(
-        self, value: object, path: str, *, required: bool = False, pattern=None, what: str = ""
-    ) -> str | None:
-        if value is None:
-            if required:
-                self.add(path, "required")
-            return None
-        if not isinstance(value, str):
-            self.add(path, f"must be a string, got {_type_name(value)}")
-            return None
-        if required and not value:
-            self.add(path, "must not be empty")
-            return None
-        if len(value) > MAX_STRING:
-            self.add(path, f"too long ({len(value)} characters, at most {MAX_STRING})")
-            return None
-        if "\x00" in value or "\n" in value or "\r" in value:
-            self.add(path, "must not contain NUL or line breaks")
-            return None
-        if pattern is not None and not pattern.match(value):
-            self.add(path, f"{value!r} is not a valid {what}")
-            return None
-        limit = NAME_LIMITS.get(pattern)
-        if limit is not None and len(value) > limit:
-            self.add(path, f"{what} too long ({len(value)} characters, at most {limit})")
-            return None
-        return value
-
-    def strings(self, value: object, path: str, *, forbid: str = "") -> tuple[str, ...]:
-        if value is None:
-            return ()
-        if not isinstance(value, list):
-            self.add(path, f"must be a list of strings, got {_type_name(value)}")
-            return ()
-        if len(value) > MAX_LIST:
-            self.add(path, f"too many entries ({len(value)}, at most {MAX_LIST})")
-            return ()
-        out = []
-        for i, item in enumerate(value):
-            text = self.string(item, f"{path}[{i}]", required=True)
-            if text is None:
-                continue
-            if forbid and any(ch in text for ch in forbid):
-                self.add(f"{path}[{i}]", f"must not contain any of {forbid!r}")
-                continue
-            out.append(text)
-        return tuple(out)
-
-    def count(self, value: object, path: str) -> int | None:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.add(path, f"must be an integer, got {_type_name(value)}")
-            return None
-        if value < 0 or value > 1_000_000:
-            self.add(path, "must be between 0 and 1000000")
-            return None
-        return value
-
-    def boolean(self, value: object, path: str) -> bool:
-        if value is None:
-            return False
-        if not isinstance(value, bool):
-            self.add(path, f"must be true or false, got {_type_name(value)}")
-            return False
-        return value
-
-    def abs_path(self, value: object, path: str, *, required: bool = True) -> str | None:
-        text = self.string(value, path, required=required)
-        if text is None:
-            return None
-        if not text.startswith("/"):
-            self.add(path, f"{text!r} must be an absolute path")
-            return None
-        if ".." in text.split("/"):
-            self.add(path, f"{text!r} must not contain '..'")
-            return None
-        return text
-
-
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, Mapping):
-        return "object"
-    return type(value).__name__
-
-
 def backup_ref(raw: Mapping) -> tuple[str, str]:
     """(namespace, name) of a raw Backup, tolerating a broken metadata block."""
     meta = raw.get("metadata") if isinstance(raw, Mapping) else None
@@ -285,7 +163,7 @@ def backup_ref(raw: Mapping) -> tuple[str, str]:
 def parse_backup(raw: Mapping) -> Backup:
     """Parse a raw Backup object; raise InvalidBackup listing every bad field."""
     namespace, name = backup_ref(raw)
-    c = _Collector()
+    c = Collector()
     if not isinstance(raw, Mapping):
         raise InvalidBackup(namespace, name, [FieldError("", "must be an object")])
     if raw.get("apiVersion") not in (None, API_VERSION):
@@ -398,7 +276,7 @@ def parse_backup(raw: Mapping) -> Backup:
     )
 
 
-def _parse_repository(c: _Collector, value: object) -> str | None:
+def _parse_repository(c: Collector, value: object) -> str | None:
     path = "spec.destination.repository"
     text = c.string(value, path, required=True)
     if text is None:
@@ -413,7 +291,7 @@ def _parse_repository(c: _Collector, value: object) -> str | None:
     return None
 
 
-def _parse_volume(c: _Collector, value: object) -> Mapping | None:
+def _parse_volume(c: Collector, value: object) -> Mapping | None:
     path = "spec.destination.volume"
     if value is None:
         c.add(path, "required with spec.destination.path")
@@ -433,10 +311,10 @@ def _parse_volume(c: _Collector, value: object) -> Mapping | None:
         return None
     if "name" in volume:
         c.string(volume["name"], f"{path}.name", pattern=DNS_LABEL, what="volume name")
-    return _plain(volume)
+    return plain(volume)
 
 
-def _parse_retention(c: _Collector, value: object) -> Retention:
+def _parse_retention(c: Collector, value: object) -> Retention:
     path = "spec.retentionPolicy"
     policy = c.mapping(value, path, RETENTION_FIELDS)
     counts = {attr: c.count(policy.get(key), f"{path}.{key}") for key, attr in KEEP_FIELDS.items()}
@@ -449,7 +327,7 @@ def _parse_retention(c: _Collector, value: object) -> Retention:
     )
 
 
-def _parse_resources(c: _Collector, value: object) -> dict:
+def _parse_resources(c: Collector, value: object) -> dict:
     """The sidecar's effective resources: DEFAULT_RESOURCES with each field the user gives
     replacing its default. A default never contradicts a user value: a request above the
     default limit raises that limit to the request, a limit below the default request
@@ -466,7 +344,7 @@ def _parse_resources(c: _Collector, value: object) -> dict:
                 c.add(where, "is not a valid resource name")
                 continue
             if isinstance(qty, bool) or not isinstance(qty, str | int | float):
-                c.add(where, f"must be a quantity, got {_type_name(qty)}")
+                c.add(where, f"must be a quantity, got {type_name(qty)}")
                 continue
             if not QUANTITY.match(str(qty)):
                 c.add(where, f"{qty!r} is not a valid quantity")
@@ -492,32 +370,11 @@ def _parse_resources(c: _Collector, value: object) -> dict:
     return out
 
 
-_SUFFIXES = {
-    "m": Decimal("0.001"),
-    "": Decimal(1),
-    **{s: Decimal(1000) ** (i + 1) for i, s in enumerate("kMGTPE")},
-    **{s + "i": Decimal(1024) ** (i + 1) for i, s in enumerate("KMGTPE")},
-}
-
-
-def parse_quantity(text: str) -> Decimal:
-    """A Kubernetes quantity ("500m", "1.5Gi", "2e3") as a number, for comparisons."""
-    match = re.match(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))(.*)$", text)
-    if match is None:
-        raise ValueError(f"{text!r} is not a quantity")
-    number, suffix = Decimal(match.group(1)), match.group(2)
-    if re.match(r"^[eE][+-]?\d+$", suffix):
-        return number * Decimal(10) ** int(suffix[1:])
-    if suffix not in _SUFFIXES:
-        raise ValueError(f"{text!r} is not a quantity")
-    return number * _SUFFIXES[suffix]
-
-
-def _parse_port(c: _Collector, value: object, path: str) -> int:
+def _parse_port(c: Collector, value: object, path: str) -> int:
     if value is None:
         return METRICS_PORT
     if isinstance(value, bool) or not isinstance(value, int):
-        c.add(path, f"must be an integer, got {_type_name(value)}")
+        c.add(path, f"must be an integer, got {type_name(value)}")
         return METRICS_PORT
     if not 1024 <= value <= 65535:
         c.add(path, f"{value} must be between 1024 and 65535 (the sidecar has no privileges)")
@@ -525,23 +382,14 @@ def _parse_port(c: _Collector, value: object, path: str) -> int:
     return value
 
 
-def _parse_id(c: _Collector, value: object, path: str, lowest: int) -> int | None:
+def _parse_id(c: Collector, value: object, path: str, lowest: int) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        c.add(path, f"must be an integer, got {_type_name(value)}")
+        c.add(path, f"must be an integer, got {type_name(value)}")
         return None
     if not lowest <= value <= MAX_ID:
         why = " (the sidecar never runs as root)" if lowest else ""
         c.add(path, f"{value} must be between {lowest} and {MAX_ID}{why}")
         return None
-    return value
-
-
-def _plain(value: object) -> object:
-    """A deep copy as plain dicts and lists (drops ruamel's comment-carrying types)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
     return value

@@ -4,28 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from reconciler.api.fields import plain
+
 
 def merge_patch(before: Mapping, after: Mapping) -> dict:
     """The smallest merge patch turning ``before`` into ``after`` (lists are replaced whole)."""
     patch: dict = {}
     for key, value in after.items():
         if key not in before:
-            patch[key] = _plain(value)
+            patch[key] = plain(value)
         elif isinstance(value, Mapping) and isinstance(before[key], Mapping):
             sub = merge_patch(before[key], value)
             if sub:
                 patch[key] = sub
-        elif _plain(before[key]) != _plain(value):
-            patch[key] = _plain(value)
+        elif plain(before[key]) != plain(value):
+            patch[key] = plain(value)
     for key in before:
         if key not in after:
             patch[key] = None
     return patch
-
-
-def _plain(value: object) -> object:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value

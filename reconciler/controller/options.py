@@ -1,0 +1,140 @@
+"""Options of `restik run` and the Settings they make: stdlib only, so that building the
+CLI's parsers imports nothing of the controller (the sidecar's memory stays small)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from dataclasses import dataclass
+
+from reconciler.api.duration import ScheduleError, parse_duration
+from reconciler.logs import add_logging_arguments, env_default
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = parse_duration(text).total_seconds()
+    except ScheduleError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _bool_env(name: str, default: bool) -> bool:
+    value = env_default(name)
+    if value is None:
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `restik run`; each also reads a RESTIK_* environment variable."""
+    add_logging_arguments(parser)
+    parser.add_argument("--once", action="store_true", help="run one cycle and exit")
+    parser.add_argument(
+        "--interval",
+        type=_seconds,
+        default=_seconds(env_default("INTERVAL", "30s")),
+        help="time between cycles, e.g. 30s, 2m (RESTIK_INTERVAL, default 30s)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=_bool_env("DRY_RUN", False),
+        help="print the planned patches as a diff and write nothing "
+        "(exit 0 none, 1 planned, 2 error)",
+    )
+    parser.add_argument(
+        "--namespace",
+        default=env_default("NAMESPACE") or None,
+        help="only this namespace (RESTIK_NAMESPACE, default all namespaces)",
+    )
+    parser.add_argument("--kubeconfig", default=None, help="kubeconfig file (default $KUBECONFIG)")
+    parser.add_argument(
+        "--sidecar-image",
+        default=env_default("SIDECAR_IMAGE"),
+        help="image of the injected sidecar (RESTIK_SIDECAR_IMAGE)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env_default("METRICS_PORT", "0")),
+        help="serve /metrics and /healthz on this port, 0 = off (RESTIK_METRICS_PORT)",
+    )
+    parser.add_argument(
+        "--metrics-address",
+        default=env_default("METRICS_ADDRESS", "0.0.0.0"),  # noqa: S104 - probes reach the pod IP
+        help="address for /metrics and /healthz (RESTIK_METRICS_ADDRESS, default 0.0.0.0)",
+    )
+    parser.add_argument(
+        "--max-restarts",
+        type=int,
+        default=int(env_default("MAX_RESTARTS", "5")),
+        help="stale ReplicaSet/ReplicationController pods deleted per cycle (RESTIK_MAX_RESTARTS)",
+    )
+    parser.add_argument(
+        "--max-rollouts",
+        type=int,
+        default=int(env_default("MAX_ROLLOUTS", "10")),
+        help="workloads whose sidecar is updated per cycle (an image upgrade rolls them in "
+        "batches; new injections and removals are not limited; 0 = no limit) "
+        "(RESTIK_MAX_ROLLOUTS, default 10)",
+    )
+    parser.add_argument(
+        "--page-size",
+        type=int,
+        default=int(env_default("PAGE_SIZE", "500")),
+        help="objects per LIST page, as client-go's pager (RESTIK_PAGE_SIZE, default 500)",
+    )
+    parser.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=_bool_env("LEADER_ELECT", bool(os.environ.get("POD_NAMESPACE"))),
+        help="hold a Lease so that only one replica acts (default on inside a cluster)",
+    )
+    parser.add_argument(
+        "--lease-namespace",
+        default=env_default("LEASE_NAMESPACE")
+        or os.environ.get("POD_NAMESPACE")
+        or "restik-system",
+        help="namespace of the leader-election Lease (default $POD_NAMESPACE)",
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    once: bool = False
+    interval: float = 30.0
+    dry_run: bool = False
+    namespace: str | None = None
+    kubeconfig: str | None = None
+    sidecar_image: str | None = None
+    metrics_port: int = 0
+    metrics_address: str = "0.0.0.0"  # noqa: S104
+    max_restarts: int = 5
+    max_rollouts: int = 10
+    page_size: int = 500
+    leader_elect: bool = False
+    lease_namespace: str = "restik-system"
+    identity: str = ""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Settings:
+        return cls(
+            once=args.once,
+            interval=args.interval,
+            dry_run=args.dry_run,
+            namespace=args.namespace,
+            kubeconfig=args.kubeconfig,
+            sidecar_image=args.sidecar_image,
+            metrics_port=args.metrics_port,
+            metrics_address=args.metrics_address,
+            max_restarts=args.max_restarts,
+            max_rollouts=args.max_rollouts,
+            page_size=args.page_size,
+            leader_elect=args.leader_elect and not args.once and not args.dry_run,
+            lease_namespace=args.lease_namespace,
+            identity=os.environ.get("POD_NAME") or socket.gethostname(),
+        )

@@ -1,0 +1,76 @@
+"""core/v1 Events on a Backup and the API's time format: one builder for the controller's
+warnings and the sidecar's run reports."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from reconciler.api.constants import API_VERSION, KIND
+
+MAX_MESSAGE = 1024  # of an Event's and a condition's message
+
+
+def rfc3339(t: datetime) -> str:
+    """``t`` as the API writes times (seconds, "Z"); a naive ``t`` is taken as UTC."""
+    if t.tzinfo is not None:
+        t = t.astimezone(UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now_rfc3339() -> str:
+    return rfc3339(datetime.now(UTC))
+
+
+def clip(message: str, limit: int = MAX_MESSAGE) -> str:
+    """At most ``limit`` characters, "..." marking a cut."""
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def backup_event(
+    backup: Mapping,
+    *,
+    name: str,
+    reason: str,
+    message: str,
+    warning: bool,
+    now: str,
+    component: str,
+    host: str | None = None,
+    instance: str | None = None,
+    labels: Mapping | None = None,
+    absent: str | None = None,
+) -> dict:
+    """An Event on ``backup`` (its metadata as read); ``absent`` stands for a uid or
+    resourceVersion the object lacks. The message is clipped to MAX_MESSAGE."""
+    meta = backup.get("metadata") or {}
+    metadata: dict = {"name": name, "namespace": meta.get("namespace")}
+    if labels:
+        metadata["labels"] = dict(labels)
+    source = {"component": component}
+    if host is not None:
+        source["host"] = host
+    body = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": metadata,
+        "involvedObject": {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid", absent),
+            "resourceVersion": meta.get("resourceVersion", absent),
+        },
+        "reason": reason,
+        "message": clip(message),
+        "type": "Warning" if warning else "Normal",
+        "source": source,
+        "reportingComponent": component,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    if instance is not None:
+        body["reportingInstance"] = instance
+    return body

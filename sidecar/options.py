@@ -1,0 +1,141 @@
+"""Options of `restik watch` and the Settings they make: stdlib only (the CLI builds this
+parser for every command; importing it must not load the sidecar's or controller's code)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from datetime import timedelta
+
+from reconciler.api.duration import parse_duration
+from reconciler.logs import add_logging_arguments, env_default
+
+
+@dataclass(frozen=True)
+class Settings:
+    backup: str
+    namespace: str | None
+    workload: tuple[str, str] | None
+    kubeconfig: str | None
+    metrics_port: int
+    metrics_address: str
+    restic: str
+    lock_stale_after: timedelta
+    lock_wait: float
+    resync: float
+    stop_timeout: float
+    run_timeout: float
+    lease_duration: float
+    cache_dir: str | None
+    log_level: str
+    log_format: str
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of `restik watch` (defaults from RESTIK_* environment variables)."""
+    add_logging_arguments(parser)
+    parser.add_argument(
+        "--backup",
+        default=env_default("BACKUP"),
+        required=not env_default("BACKUP"),
+        help="name of the Backup to follow ($RESTIK_BACKUP)",
+    )
+    parser.add_argument(
+        "--namespace",
+        default=env_default("NAMESPACE"),
+        help="namespace of the Backup (default: $POD_NAMESPACE, the kubeconfig "
+        "context's namespace, or 'default')",
+    )
+    parser.add_argument(
+        "--workload",
+        default=env_default("WORKLOAD"),
+        metavar="KIND/NAME",
+        help="the workload this pod belongs to, e.g. Deployment/www "
+        "(default: $RESTIK_WORKLOAD, else from the pod's owner)",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        default=env_default("KUBECONFIG"),
+        help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, "
+        "or the in-cluster service account)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env_default("METRICS_PORT", "0")),
+        help="serve /metrics and /healthz on this port (0: off)",
+    )
+    parser.add_argument(
+        "--metrics-address",
+        default=env_default("METRICS_ADDRESS", "0.0.0.0"),  # noqa: S104
+        help="address to bind the metrics port to (default 0.0.0.0)",
+    )
+    parser.add_argument(
+        "--restic",
+        default=env_default("RESTIC", "restic"),
+        help="the restic binary (default: restic on $PATH)",
+    )
+    parser.add_argument(
+        "--lock-stale-after",
+        default=env_default("LOCK_STALE_AFTER", "30m"),
+        help="a repository lock older than this is stale (default 30m)",
+    )
+    parser.add_argument(
+        "--lock-wait",
+        default=env_default("LOCK_WAIT", "10m"),
+        help="how long a run waits for a repository locked by another run (a replica's "
+        "prune) before it fails (default 10m; restic >= 0.16: --retry-lock)",
+    )
+    parser.add_argument(
+        "--resync",
+        default=env_default("RESYNC", "60s"),
+        help="re-read the Backup at least this often (default 60s)",
+    )
+    parser.add_argument(
+        "--stop-timeout",
+        default=env_default("STOP_TIMEOUT", "20s"),
+        help="on SIGTERM, how long restic may take to stop (default 20s)",
+    )
+    parser.add_argument(
+        "--run-timeout",
+        default=env_default("RUN_TIMEOUT", "24h"),
+        help="interrupt a restic command running longer than this, 0 = never (default 24h)",
+    )
+    parser.add_argument(
+        "--lease-duration",
+        default=env_default("LEASE_DURATION", "60s"),
+        help="Lease duration for multi-replica workloads (default 60s)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=env_default("CACHE_DIR"),
+        help="restic cache and scratch directory (default: $RESTIC_CACHE_DIR, "
+        "else a temporary directory)",
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    workload = None
+    if args.workload:
+        kind, sep, name = args.workload.partition("/")
+        if not sep or not kind or not name:
+            raise ValueError(f"--workload must be KIND/NAME, got {args.workload!r}")
+        workload = (kind, name)
+    return Settings(
+        backup=args.backup,
+        namespace=args.namespace,
+        workload=workload,
+        kubeconfig=args.kubeconfig,
+        metrics_port=args.metrics_port,
+        metrics_address=args.metrics_address,
+        restic=args.restic,
+        lock_stale_after=parse_duration(args.lock_stale_after),
+        lock_wait=parse_duration(args.lock_wait).total_seconds(),
+        resync=max(1.0, parse_duration(args.resync).total_seconds()),
+        stop_timeout=parse_duration(args.stop_timeout).total_seconds(),
+        run_timeout=parse_duration(args.run_timeout).total_seconds(),
+        lease_duration=max(2.0, parse_duration(args.lease_duration).total_seconds()),
+        cache_dir=args.cache_dir,
+        log_level=args.log_level,
+        log_format=args.log_format,
+    )
