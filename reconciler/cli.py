@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         "diff", help="offline: show planned changes to manifests (exit 0 none, 1 changes, 2 error)"
     )
     add_offline_arguments(diff)
+    diff.add_argument(
+        "--strict",
+        action="store_true",
+        help="treat warnings (e.g. a label naming a Backup that is not among the inputs) as "
+        "errors: exit 2",
+    )
     inject = sub.add_parser(
         "inject",
         help="offline: print the manifests with sidecars added/removed; "

@@ -282,6 +282,25 @@ def test_missing_backup_is_a_warning_and_leaves_the_workload(tmp_path):
     assert "warning" in proc.stderr and "Backup web/www not found" in proc.stderr
 
 
+def test_strict_diff_fails_on_a_label_naming_a_missing_backup(tmp_path):
+    """A typo in the label: a warning with the closest name; --strict makes CI fail (exit 2)."""
+    typo = USER_DEPLOYMENT.replace(
+        "backup.appscode.com/config: www", "backup.appscode.com/config: wwww"
+    )
+    assert typo != USER_DEPLOYMENT
+    write(tmp_path, "app.yaml", typo)
+    write(tmp_path, "backup.yaml", BACKUP)
+    lenient = restik("diff", "-f", str(tmp_path))
+    assert lenient.returncode == 0, lenient.stderr
+    assert "Backup web/wwww not found (did you mean 'www'?)" in lenient.stderr
+    strict = restik("diff", "--strict", "-f", str(tmp_path))
+    assert strict.returncode == 2
+    assert "did you mean 'www'?" in strict.stderr
+    fine = write(tmp_path, "app.yaml", USER_DEPLOYMENT)
+    assert fine.exists()
+    assert restik("diff", "--strict", "-f", str(tmp_path)).returncode == 1  # changes, no warning
+
+
 def test_owned_workload_is_left_alone_with_a_warning(tmp_path):
     """Issue 12 item 1: a ReplicaSet of a Deployment that inherited the label."""
     rs = (

@@ -193,6 +193,37 @@ def test_missing_backup_and_no_sidecar_is_a_no_op():
     assert run([], [workload()], remove_when_missing=True).changes == []
 
 
+@pytest.mark.parametrize("remove_when_missing", [True, False])
+def test_a_label_naming_a_missing_backup_is_a_warning_with_the_closest_name(remove_when_missing):
+    """A typo in the label (config: wwww) is never silent, live or offline."""
+    typo = workload(name="app", label="wwww")
+    result = run([backup()], [typo], remove_when_missing=remove_when_missing)
+    [problem] = result.problems
+    assert problem.severity == "warning"
+    assert problem.message == "Backup web/wwww not found (did you mean 'www'?)"
+    far = run([backup()], [workload(label="zzz")], remove_when_missing=remove_when_missing)
+    assert far.problems[0].message == "Backup web/zzz not found"
+    elsewhere = run(
+        [backup(namespace="prod")], [typo], remove_when_missing=remove_when_missing
+    )  # a Backup of another namespace is no suggestion
+    assert elsewhere.problems[0].message == "Backup web/wwww not found"
+
+
+def test_a_deleted_backup_removes_its_sidecar_without_a_warning():
+    result = run([], [injected(workload())], remove_when_missing=True)
+    assert [c.action for c in result.changes] == [REMOVE]
+    assert result.problems == []
+
+
+def test_a_missing_volume_lists_the_volumes_the_workload_has():
+    w = workload(volumes=[{"name": "cache", "emptyDir": {}}, {"name": "logs", "emptyDir": {}}])
+    [problem] = run([backup()], [w]).problems
+    assert problem.message.endswith("has no volume 'data' (its volumes: cache, logs)")
+    bare = workload(volumes=[])
+    [problem] = run([backup()], [bare]).problems
+    assert problem.message.endswith("(its volumes: none)")
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_invalid_backup_keeps_an_existing_sidecar_and_injects_nothing(kind):
     bad = backup(schedule="not a cron")
@@ -607,7 +638,7 @@ def test_problems_as_the_offline_commands_print_them():
     )
     assert result.errors == [
         "app.yaml: Backup web/www: Deployment/web/app: "
-        "spec.backupSource.volumeName: Deployment/app has no volume 'data'"
+        "spec.backupSource.volumeName: Deployment/app has no volume 'data' (its volumes: cache)"
     ]
     assert result.warnings == [
         "db.yaml: Backup web/elsewhere: StatefulSet/web/db: Backup web/elsewhere not found"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -212,18 +213,23 @@ def plan_workload(
     if key in invalid:
         return None
     if backup is None:
-        if remove_when_missing:
-            return _removal(obj, ref, label) if owned else None
-        message = f"Backup {ref.namespace}/{label} not found"
+        if remove_when_missing and owned:
+            return _removal(obj, ref, label)  # its Backup was deleted: the removal says it
+        message = f"Backup {ref.namespace}/{label} not found" + _did_you_mean(
+            label, [name for ns, name in (*valid, *invalid) if ns == ref.namespace]
+        )
         result.problems.append(Problem(ref.namespace, label, ref, message, "warning"))
         return None
-    if backup.source_volume not in volume_names(obj, template):
+    volumes = volume_names(obj, template)
+    if backup.source_volume not in volumes:
+        has = ", ".join(sorted(v for v in volumes if isinstance(v, str))) or "none"
         result.problems.append(
             Problem(
                 ref.namespace,
                 label,
                 ref,
-                f"spec.backupSource.volumeName: {ref} has no volume {backup.source_volume!r}",
+                f"spec.backupSource.volumeName: {ref} has no volume {backup.source_volume!r} "
+                f"(its volumes: {has})",
             )
         )
         return None
@@ -237,6 +243,12 @@ def plan_workload(
     action = UPDATE if owned else INJECT
     rendered = renderer.render(backup, ref.kind, ref.name, app)
     return Change(ref, action, label, obj, inject(obj, rendered))
+
+
+def _did_you_mean(name: str, names: list[str]) -> str:
+    """' (did you mean 'www'?)' for the closest existing Backup name, if one is close."""
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _removal(obj: Mapping, ref: WorkloadRef, label: str | None) -> Change:

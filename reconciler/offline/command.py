@@ -41,5 +41,6 @@ def run(args: argparse.Namespace) -> int:
                 text, lambda image: _renderer(args.image or image), sys.stdout, sys.stderr
             )
         return run_inject(["-"], _renderer(args.image), stdin=io.StringIO(text))
-    run = run_diff if command == "diff" else run_inject
-    return run(files, _renderer(args.image))
+    if command == "diff":
+        return run_diff(files, _renderer(args.image), strict=args.strict)
+    return run_inject(files, _renderer(args.image))

@@ -134,15 +134,22 @@ def run_offline(paths: list[str], renderer: Renderer, write, stdout=None, stderr
     return write(sources, result, stdout, stderr)
 
 
-def run_diff(paths: list[str], renderer: Renderer, stdout=None, stderr=None, stdin=None) -> int:
-    return run_offline(paths, renderer, _write_diff, stdout, stderr, stdin)
+def run_diff(
+    paths: list[str], renderer: Renderer, stdout=None, stderr=None, stdin=None, strict=False
+) -> int:
+    """The planned changes as a unified diff; ``strict``: warnings fail too (exit 2, for CI)."""
+
+    def write(sources: list[Source], result: OfflineResult, out, err) -> int:
+        return _write_diff(sources, result, out, err, strict)
+
+    return run_offline(paths, renderer, write, stdout, stderr, stdin)
 
 
-def _write_diff(sources: list[Source], result: OfflineResult, stdout, stderr) -> int:
+def _write_diff(sources: list[Source], result: OfflineResult, stdout, stderr, strict) -> int:
     indent = sources[0].indent if sources else (2, 0)
     stdout.write(render_diff(result, indent))
     report(result.warnings, "warning", stderr)
     report(result.errors, "error", stderr)
-    if result.errors:
+    if result.errors or (strict and result.warnings):
         return EXIT_ERROR
     return EXIT_CHANGES if result.plan.changes else EXIT_OK
