@@ -24,12 +24,12 @@ from reconciler.kube.resource import BACKUPS, PODS
 from reconciler.logs import setup_logging
 from sidecar import restic
 from sidecar.follow import backoff, one_line, workload_from_pod
-from sidecar.job import Job, Outcome
+from sidecar.job import SECRET_MISSING, Job, Outcome
 from sidecar.lease import LeaseKeeper, lease_name
 from sidecar.metrics import Metrics
 from sidecar.options import Settings, add_arguments, settings_from_args
 from sidecar.report import BackupGone, report
-from sidecar.restic import repository_of
+from sidecar.restic import Failure, repository_of
 from sidecar.runner import Runner, redact, redact_url, restic_env, secret_values
 
 log = logging.getLogger("restik.watch")
@@ -445,14 +445,17 @@ class Sidecar:
         except Exception as exc:
             event = None
             log.error("could not report the run: %s", exc)
-        log.info(
-            "run of %s/%s %s in %.1fs%s: %s",
+        level, hint = run_log_level(outcome, backup)
+        log.log(
+            level,
+            "run of %s/%s %s in %.1fs%s: %s%s",
             backup.namespace,
             backup.name,
             "succeeded" if outcome.success else "FAILED",
             outcome.duration,
             f" (Event {event})" if event else "",
             outcome.message,
+            hint,
         )
 
     def _shutdown(self) -> None:
@@ -470,6 +473,23 @@ class Sidecar:
         if self._server is not None:
             self._server.shutdown()
         log.info("stopped")
+
+
+def run_log_level(outcome: Outcome, backup) -> tuple[int, str]:
+    """How loud a finished run is logged, and the next step for a failure: INFO for a
+    success, WARNING for a failed run, ERROR when the repository cannot be used at all."""
+    if outcome.success:
+        return logging.INFO, ""
+    secret = f"Secret {backup.namespace}/{backup.secret_name}"
+    if outcome.failure is Failure.WRONG_PASSWORD:
+        return logging.ERROR, f" (next: check the {secret}, key 'password')"
+    if outcome.failure is Failure.NO_REPOSITORY:
+        return logging.ERROR, " (next: check spec.destination and that the repository exists)"
+    if outcome.reason == SECRET_MISSING:
+        return logging.ERROR, f" (next: create the {secret} with key 'password', restart the pod)"
+    if outcome.failure is Failure.LOCKED:
+        return logging.WARNING, " (next: `restic list locks`; a stale lock is removed by restik)"
+    return logging.WARNING, ""
 
 
 def _safe_url(url: str) -> str:

@@ -59,11 +59,14 @@ OURS = ("reconciler", "sidecar")
 
 
 def _loaded(code: str) -> dict:
+    # what the interpreter itself loaded before any restik code (site hooks, .pth files of
+    # the machine: e.g. a CA bundle's certifi) is not restik's
     script = (
-        "import json, sys\n" + code + "\n"
+        "import json, sys\nbefore = set(sys.modules)\n" + code + "\n"
         "ours = sorted(m for m in sys.modules if m.split('.')[0] in " + repr(OURS) + ")\n"
         "std = sys.stdlib_module_names\n"
-        "others = sorted(m for m in sys.modules if m.split('.')[0] not in std)\n"
+        "others = sorted(m for m in sys.modules if m.split('.')[0] not in std"
+        " and m not in before)\n"
         "print(json.dumps({'ours': ours, 'others': others}))\n"
     )
     out = subprocess.run(
