@@ -319,7 +319,7 @@ def tally(db_path: Path) -> tuple[dict, list]:
 
 def preload(workdir: Path) -> None:
     """Import, once for all children, what costs time and is never mutated: the third-party
-    libraries and the test helpers (which parse the examples), from the copy."""
+    libraries, from the copy."""
     sys.dont_write_bytecode = True  # a mutant must never be run from a stale .pyc
     os.chdir(workdir)
     sys.path.insert(0, str(workdir))
@@ -328,9 +328,8 @@ def preload(workdir: Path) -> None:
             importlib.import_module(name)
         except ImportError:
             pass
-    from tests import factories
-
-    factories.example_objects()
+    # tests.factories is not preloaded: it imports the modules under test (a preloaded copy
+    # would hand every child the unmutated functions)
     mutated = {m.removesuffix(".py").replace("/", ".") for m in MODULES}
     loaded = mutated & set(sys.modules)
     assert not loaded, f"the parent must not import the code under test: {loaded}"

@@ -125,6 +125,11 @@ def test_parse_duration(text, expected):
         ("a b c d e", "minute field 'a': 'a' is not a number"),
         ("70 * * * * *", "second field '70': 70 is out of range 0-59"),  # seconds first
         ("0 70 * * * *", "minute field '70': 70 is out of range 0-59"),
+        # the first wrong field is named, after fields at their limits and valid steps
+        ("*/5 24 * * *", "hour field '24': 24 is out of range 0-23"),
+        ("*/1 24 * * *", "hour field '24': 24 is out of range 0-23"),
+        ("59 24 * * *", "hour field '24': 24 is out of range 0-23"),
+        ("1-2-3 * * * *", "minute field '1-2-3': '2-3' is not a number"),
         ("@fortnightly", "unknown descriptor"),
         ("@reboot", "unknown descriptor"),
         ("@every", "@every <duration>"),
