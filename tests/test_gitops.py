@@ -121,19 +121,18 @@ def standalone_kustomize() -> str:
     return path
 
 
-@pytest.mark.slow
-def test_kustomize_build_runs_the_krm_function_end_to_end(tmp_path):
-    """Real `kustomize build --enable-exec` runs `restik inject`; the output is in sync."""
+def kustomize_build_with_exec(path: Path) -> subprocess.CompletedProcess:
+    """`kustomize build --enable-exec PATH` with this Python's `restik` first on PATH."""
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     build = [standalone_kustomize(), "build", "--enable-alpha-plugins", "--enable-exec"]
-    proc = subprocess.run(
-        [*build, str(GITOPS / "build-time")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    return subprocess.run([*build, str(path)], capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.mark.slow
+def test_kustomize_build_runs_the_krm_function_end_to_end(tmp_path):
+    """Real `kustomize build --enable-exec` runs `restik inject`; the output is in sync."""
+    proc = kustomize_build_with_exec(GITOPS / "build-time")
     assert proc.returncode == 0, proc.stderr
     built = load_all(proc.stdout)
     rendered = {(o["kind"], o["metadata"]["name"]): o for o in load_all(RENDERED.read_text())}
@@ -176,16 +175,7 @@ def test_krm_function_failure_fails_the_build(tmp_path):
     (app / "app.yaml").write_text(BROKEN_APP)
     (app / "kustomization.yaml").write_text("resources:\n- app.yaml\n")
     shutil.copytree(GITOPS / "build-time", tmp_path / "build-time")
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    build = [standalone_kustomize(), "build", "--enable-alpha-plugins", "--enable-exec"]
-    proc = subprocess.run(
-        [*build, str(tmp_path / "build-time")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    proc = kustomize_build_with_exec(tmp_path / "build-time")
     assert proc.returncode != 0
     assert proc.stdout == ""
     assert "spec.schedule" in proc.stderr
