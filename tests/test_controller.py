@@ -269,7 +269,9 @@ def test_remove_when_unlabeled_restores_the_original(cluster, controller):
     assert writes(cluster) == []
 
 
-def test_unlabel_is_seen_by_a_fresh_controller_through_the_status(cluster, kubeconfig):
+def test_unlabel_is_seen_by_a_fresh_controller_through_the_annotation(cluster, kubeconfig):
+    """A restarted controller finds the sidecar by restik's hash annotation (never by the
+    Backup's status.workloads, which the sidecar role may write)."""
     cluster.create(backup())
     original = cluster.create(workload())
     Controller(Kube.connect(str(kubeconfig)), Settings()).cycle()

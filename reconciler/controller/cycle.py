@@ -13,7 +13,6 @@ from reconciler.api.constants import (
     API_VERSION,
     CONFIG_LABEL,
     CRD_NAME,
-    WORKLOAD_KINDS,
 )
 from reconciler.controller.observe import (
     established,
@@ -27,7 +26,7 @@ from reconciler.controller.observe import (
 from reconciler.controller.options import Settings
 from reconciler.controller.patch import merge_patch
 from reconciler.controller.plan import BackupIndex, plan_batch
-from reconciler.controller.podtemplate import WorkloadRef, controller_owner
+from reconciler.controller.podtemplate import controller_owner
 from reconciler.controller.reconcilers.rbac import (
     MANAGED_BY,
     MANAGER,
@@ -129,17 +128,13 @@ class Controller:
     def _list(self, path: str, selector: str | None, rvs: dict[str, str]) -> list[dict]:
         return [item for page in self._pages(path, selector, rvs) for item in page]
 
-    def _orphans(self, labeled: set, backups: list[dict]) -> list[dict]:
-        """Workloads that had a sidecar but lost their label: one GET each, only on change."""
-        candidates = set(self.known_injected)
-        for b in backups:
-            ns = b["metadata"].get("namespace")
-            for entry in (b.get("status") or {}).get("workloads") or []:
-                kind, _, name = str(entry).partition("/")
-                if kind in WORKLOAD_KINDS and name:
-                    candidates.add(WorkloadRef(kind, ns, name))
+    def _orphans(self, labeled: set) -> list[dict]:
+        """Workloads that had a sidecar but lost their label: one GET each, only on change.
+        Only restik's own record says which: what it injected or saw injected (after a start
+        or a new leadership, the unselected first LIST finds them by the hash annotation).
+        Never a Backup's status.workloads: any pod bound to the sidecar role may write it."""
         found = []
-        for ref in sorted(candidates - labeled):
+        for ref in sorted(self.known_injected - labeled):
             if self.settings.namespace and ref.namespace != self.settings.namespace:
                 continue
             res = WORKLOADS[ref.kind]
@@ -186,7 +181,7 @@ class Controller:
             # The first cycle after a start lists every workload, unselected and paged, to find
             # sidecars orphaned while no controller ran (label and Backup both gone by then):
             # restik's hash annotation marks them. Later cycles list labeled ones only and
-            # follow unlabeling through known_injected and the Backups' status.workloads.
+            # follow unlabeling through known_injected (restik's own record, never a status).
             selector = None if self.first_cycle else CONFIG_LABEL
             for kind, api_version, path in self.workload_paths():
                 for page in self._pages(path, selector, rvs):
@@ -213,7 +208,7 @@ class Controller:
                 (rb["metadata"]["namespace"], rb["metadata"]["name"]): rb
                 for rb in self._list(rb_path, f"{MANAGED_BY}={MANAGER}", rvs)
             }
-            orphans = self._orphans(labeled, raw_backups)
+            orphans = self._orphans(labeled)
             plan_batch(index, orphans, self.renderer, result)
             result.finish()
         finally:

@@ -81,6 +81,10 @@ class Loop:
 
     def _leadership(self, leader: bool) -> None:
         log.info("leadership %s", "acquired" if leader else "lost")
+        if leader and not self.leader:
+            # Another leader may have injected sidecars meanwhile, and restik trusts only its
+            # own record of them: look for orphans as after a start (the unselected LIST).
+            self.controller.first_cycle = True
         self.leader = leader
         if self.controller.metrics:
             self.controller.metrics.set_leader(leader)
