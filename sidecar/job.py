@@ -173,9 +173,11 @@ class Job:
                 # and never over files that are there: they belong to some repository.
                 leftovers = self._local_leftovers()
                 if leftovers:
+                    # A count, never the names: the message becomes an Event and a status
+                    # that readers of the namespace see (issue 13 item 3).
                     return self._refused(
                         f"repository {self._repo} has no config but is not empty "
-                        f"({', '.join(leftovers)}): not initialising over it; restore the "
+                        f"({leftovers} entries): not initialising over it; restore the "
                         "repository or clear the directory",
                         started,
                     )
@@ -242,11 +244,12 @@ class Job:
             repo = repo[len("local:") :]
         return Path(repo) if repo.startswith("/") else None
 
-    def _local_leftovers(self) -> list[str]:
+    def _local_leftovers(self) -> int:
+        """How many entries the repository's directory has (0 when it is not there)."""
         local = self._local_dir
         if local is None or not local.is_dir():
-            return []
-        return sorted(p.name for p in local.iterdir())[:5]
+            return 0
+        return sum(1 for _ in local.iterdir())
 
     def _snapshot_stored(self, snapshot_id: str) -> bool:
         local = self._local_dir

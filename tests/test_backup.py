@@ -41,8 +41,12 @@ BASE = backup()
 
 VALID = {
     "local-pvc": backup(),
-    "local-nfs": backup(volume={"nfs": {"server": "nfs.example", "path": "/exports"}}),
-    "local-named-volume": backup(volume={"name": "repo", "hostPath": {"path": "/mnt"}}),
+    "local-pvc-read-only": backup(
+        volume={"persistentVolumeClaim": {"claimName": "nas", "readOnly": True}}
+    ),
+    "local-named-volume": backup(
+        volume={"name": "repo", "persistentVolumeClaim": {"claimName": "nas"}}
+    ),
     "six-field": backup(schedule="0 */30 * * * *"),
     "every": backup(schedule="@every 90m"),
     "paused": backup(paused=True),
@@ -338,12 +342,23 @@ INVALID = {
     "dest-volume-no-source": (
         backup(volume={"name": "repo"}),
         {"spec.destination.volume"},
-        False,
+        True,
     ),
     "dest-volume-two-sources": (
         backup(volume={"emptyDir": {}, "hostPath": {"path": "/x"}}),
         {"spec.destination.volume"},
-        False,
+        True,
+    ),
+    # Issue 13 item 3: only a claim, never a node's or a network's filesystem.
+    "dest-volume-host-path": (
+        backup(volume={"hostPath": {"path": "/"}}),
+        {"spec.destination.volume"},
+        True,
+    ),
+    "dest-volume-nfs": (
+        backup(volume={"nfs": {"server": "nfs", "path": "/"}}),
+        {"spec.destination.volume"},
+        True,
     ),
     "dest-path-relative": (backup(dest_path="repo"), {"spec.destination.path"}, True),
     "tag-with-comma": (backup(tags=["a,b"]), {"spec.tags[0]"}, True),
@@ -469,8 +484,6 @@ MODEL_ONLY = {
     "path-reserved": "/restik is reserved for restik's own mounts",
     "path-newline": "no line breaks in backupSource.path (the schema has no pattern for it)",
     "repository-newline": "no line breaks in the repository",
-    "dest-volume-no-source": "exactly one volume source (the schema preserves unknown fields)",
-    "dest-volume-two-sources": "exactly one volume source",
     "cpu-not-quantity": "quantity syntax (int-or-string in the schema)",
     "cpu-negative": "quantity sign (int-or-string in the schema)",
     "request-above-limit": "requests <= limits needs quantity arithmetic",

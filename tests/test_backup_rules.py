@@ -195,36 +195,58 @@ def test_excludes_may_contain_commas():
 # ---------------------------------------------------------------- the destination volume
 
 
+PVC = {"persistentVolumeClaim": {"claimName": "backups"}}
+ONLY_PVC = (
+    "spec.destination.volume: must be a persistentVolumeClaim ({}): restik mounts no other volume"
+)
+
+
 @pytest.mark.parametrize(
     ("volume", "error"),
     [
         (
-            {"name": "Repo", "emptyDir": {}},
+            {"name": "Repo", **PVC},
             "spec.destination.volume.name: 'Repo' is not a valid volume name",
         ),
         (
-            {"name": "r" * 64, "emptyDir": {}},
+            {"name": "r" * 64, **PVC},
             "spec.destination.volume.name: volume name too long (64 characters, at most 63)",
         ),
         (
-            {"name": 5, "emptyDir": {}},
+            {"name": 5, **PVC},
             "spec.destination.volume.name: must be a string, got number",
         ),
         ("backups", "spec.destination.volume: must be an object, got string"),
         (
             {"persistentVolumeClaim": "backups"},
-            "spec.destination.volume.persistentVolumeClaim: must be an object",
+            "spec.destination.volume.persistentVolumeClaim: must be an object, got string",
         ),
         (
-            {},
-            "spec.destination.volume: must name exactly one volume source "
-            "(e.g. persistentVolumeClaim), got 0",
+            {"persistentVolumeClaim": {}},
+            "spec.destination.volume.persistentVolumeClaim.claimName: required",
         ),
         (
-            {"nfs": {"server": "n"}, "emptyDir": {}},
-            "spec.destination.volume: must name exactly one volume source "
-            "(e.g. persistentVolumeClaim), got 2",
+            {"persistentVolumeClaim": {"claimName": "Big"}},
+            "spec.destination.volume.persistentVolumeClaim.claimName: 'Big' is not a valid "
+            "claim name",
         ),
+        (
+            {"persistentVolumeClaim": {"claimName": "b", "readOnly": "no"}},
+            "spec.destination.volume.persistentVolumeClaim.readOnly: "
+            "must be true or false, got string",
+        ),
+        (
+            {"persistentVolumeClaim": {"claimName": "b", "dataSource": {}}},
+            "spec.destination.volume.persistentVolumeClaim.dataSource: unknown field",
+        ),
+        ({}, ONLY_PVC.format("got none")),
+        # Issue 13 item 3: a node's or a network's filesystem, mounted read-write into
+        # workloads the Backup's author may not edit.
+        ({"hostPath": {"path": "/"}}, ONLY_PVC.format("got hostPath")),
+        ({"nfs": {"server": "n", "path": "/"}}, ONLY_PVC.format("got nfs")),
+        ({"csi": {"driver": "x"}}, ONLY_PVC.format("got csi")),
+        ({"emptyDir": {}}, ONLY_PVC.format("got emptyDir")),
+        ({"nfs": {"server": "n"}, **PVC}, ONLY_PVC.format("got nfs, persistentVolumeClaim")),
     ],
 )
 def test_destination_volume_rules(volume, error):
@@ -573,9 +595,9 @@ def test_every_bad_resource_entry_is_reported():
 
 def test_a_backup_as_the_api_server_sends_it():
     # Decoded from JSON: no string is the same object as a literal in restik's code.
-    raw = backup(volume={"name": "repo", "nfs": {"server": "nfs", "path": "/x"}})
+    raw = backup(volume={"name": "repo", "persistentVolumeClaim": {"claimName": "nas"}})
     b = parse_backup(json.loads(json.dumps(raw)))
-    assert b.destination_volume == {"name": "repo", "nfs": {"server": "nfs", "path": "/x"}}
+    assert b.destination_volume == {"name": "repo", "persistentVolumeClaim": {"claimName": "nas"}}
     assert b.destination_path == "/repo"
 
 
@@ -592,10 +614,10 @@ def test_the_destination_volume_is_a_plain_copy_of_what_was_read():
         "    repositorySecretName: s\n"
         "    path: /repo\n"
         "    volume:\n"
-        "      nfs: {server: nfs, path: /x}  # the NAS\n"
+        "      persistentVolumeClaim: {claimName: nas}  # the NAS\n"
     )
     b = parse_backup(raw)
     assert type(b.destination_volume) is dict
-    assert type(b.destination_volume["nfs"]) is dict
-    raw["spec"]["destination"]["volume"]["nfs"]["path"] = "/changed"
-    assert b.destination_volume == {"nfs": {"server": "nfs", "path": "/x"}}
+    assert type(b.destination_volume["persistentVolumeClaim"]) is dict
+    raw["spec"]["destination"]["volume"]["persistentVolumeClaim"]["claimName"] = "changed"
+    assert b.destination_volume == {"persistentVolumeClaim": {"claimName": "nas"}}

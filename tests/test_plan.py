@@ -110,7 +110,7 @@ def test_remove_when_label_removed(kind):
         backup(path="/srv"),
         backup(secret="other-restic"),
         backup(repository="s3:host/bucket"),
-        backup(volume={"nfs": {"server": "nfs", "path": "/x"}}),
+        backup(volume={"persistentVolumeClaim": {"claimName": "other"}}),
         backup(resources={"limits": {"memory": "1Gi"}}),
     ],
     ids=["path", "secret", "remote", "dest-volume", "resources"],

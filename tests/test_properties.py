@@ -137,7 +137,12 @@ def backup_for(draw, obj) -> Backup:
         destination["repository"] = draw(st.sampled_from(["s3:h/b", "/mnt/r", "rest:http://r"]))
     else:
         destination["volume"] = draw(
-            st.sampled_from([{"emptyDir": {}}, {"persistentVolumeClaim": {"claimName": "p"}}])
+            st.sampled_from(
+                [
+                    {"persistentVolumeClaim": {"claimName": "q", "readOnly": False}},
+                    {"persistentVolumeClaim": {"claimName": "p"}},
+                ]
+            )
         )
         destination["path"] = "/repo"
     raw = {

@@ -126,8 +126,8 @@ def test_remote_backup_renders_no_repo_volume():
 
 
 def test_named_destination_volume_is_renamed_restik_repo():
-    out = render(backup(volume={"name": "mine", "nfs": {"server": "nfs", "path": "/x"}}))
-    assert out.volumes[1] == {"name": "restik-repo", "nfs": {"server": "nfs", "path": "/x"}}
+    out = render(backup(volume={"name": "mine", "persistentVolumeClaim": {"claimName": "x"}}))
+    assert out.volumes[1] == {"name": "restik-repo", "persistentVolumeClaim": {"claimName": "x"}}
 
 
 def test_resources_image_and_workload_reach_the_container():
@@ -489,8 +489,8 @@ def test_a_backup_is_rendered_once_for_all_its_workloads_and_cycles():
 def test_the_same_backup_written_in_another_key_order_is_not_rendered_again():
     renderer = CountingRenderer()
     limits = {"cpu": "1", "memory": "1Gi"}
-    volume = {"nfs": {"server": "nfs", "path": "/x"}}
-    swapped = {"nfs": {"path": "/x", "server": "nfs"}}
+    volume = {"persistentVolumeClaim": {"claimName": "nas", "readOnly": True}}
+    swapped = {"persistentVolumeClaim": {"readOnly": True, "claimName": "nas"}}
     one = parse_backup(backup(resources={"limits": limits}, volume=volume))
     other = parse_backup(
         backup(resources={"limits": dict(reversed(limits.items()))}, volume=swapped)
@@ -557,12 +557,10 @@ def test_the_render_cache_is_bounded():
 @pytest.mark.parametrize(
     "source",
     [
-        {"hostPath": {"path": "/mnt/backups"}},
-        {"csi": {"driver": "nfs.csi.k8s.io"}},
         {"persistentVolumeClaim": {"claimName": "backups"}},
-        {"nfs": {"server": "nfs", "path": "/x"}},
+        {"persistentVolumeClaim": {"claimName": "backups", "readOnly": True}},
     ],
-    ids=lambda s: next(iter(s)),
+    ids=["claim", "read-only"],
 )
 def test_any_named_destination_volume_arrives_as_restik_repo(source):
     # As the API server sends it: decoded from JSON.

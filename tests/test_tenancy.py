@@ -7,6 +7,7 @@ from reconciler.controller.cycle import Controller
 from reconciler.controller.loop import Loop
 from reconciler.controller.options import Settings
 from reconciler.kube.client import Kube
+from tests.factories import make_backup, needs_restic, write_tree
 from tests.test_controller import BACKUP_API, NS, backup, containers, get, workload
 
 FORGED = [
@@ -77,3 +78,15 @@ def test_a_leader_again_looks_for_orphans_like_after_a_start(cluster, kubeconfig
     assert ours.cycle().patched == 2
     assert get(cluster, "Deployment")["spec"]["template"] == original["spec"]["template"]
     assert get(cluster, "Deployment", "later")["spec"]["template"] == other["spec"]["template"]
+
+
+@needs_restic
+def test_a_directory_listing_never_reaches_an_event(tmp_path, job_for):
+    """Item 3: the repository directory is not empty and has no config: the run fails without
+    `restic init`, and its message (the Event, the status) counts entries, never names them."""
+    src = write_tree(tmp_path / "src", {"a.txt": b"one\n"})
+    repo = write_tree(tmp_path / "repo", {"payroll-2026.xlsx": b"x", "hr/notes.txt": b"y"})
+    out = job_for(make_backup(str(src), str(repo))).run()
+    assert not out.success and not (repo / "config").exists()
+    assert "not empty (2 entries)" in out.message
+    assert "payroll" not in out.message and "hr," not in out.message

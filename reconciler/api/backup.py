@@ -33,6 +33,7 @@ REPOSITORY_SCHEMES = (
     "local:",
 )
 RESERVED_MOUNT = "/restik"
+PVC = "persistentVolumeClaim"
 MAX_ID = 2**31 - 1  # the largest uid/gid Kubernetes accepts
 KEEP_FIELDS = {
     "keepLastSnapshots": "last",
@@ -292,25 +293,35 @@ def _parse_repository(c: Collector, value: object) -> str | None:
 
 
 def _parse_volume(c: Collector, value: object) -> Mapping | None:
+    """A PersistentVolumeClaim, nothing else: whoever may create a Backup must not be able
+    to mount a node's or a network's filesystem (hostPath, nfs, csi, ...) read-write into
+    workloads they may not edit. The claim is a namespaced object its owner controls."""
     path = "spec.destination.volume"
     if value is None:
         c.add(path, "required with spec.destination.path")
         return None
     volume = c.mapping(value, path)
-    sources = [k for k in volume if k != "name"]
     if not isinstance(value, Mapping):
-        return None
-    if len(sources) != 1:
-        c.add(
-            path,
-            f"must name exactly one volume source (e.g. persistentVolumeClaim), got {len(sources)}",
-        )
-        return None
-    if not isinstance(volume[sources[0]], Mapping):
-        c.add(f"{path}.{sources[0]}", "must be an object")
         return None
     if "name" in volume:
         c.string(volume["name"], f"{path}.name", pattern=DNS_LABEL, what="volume name")
+    sources = sorted(str(k) for k in volume if k != "name")
+    if sources != [PVC]:
+        got = f"got {', '.join(sources)}" if sources else "got none"
+        c.add(path, f"must be a persistentVolumeClaim ({got}): restik mounts no other volume")
+        return None
+    claim = c.mapping(volume[PVC], f"{path}.{PVC}", {"claimName", "readOnly"})
+    if not isinstance(volume[PVC], Mapping):
+        return None
+    c.string(
+        claim.get("claimName"),
+        f"{path}.{PVC}.claimName",
+        required=True,
+        pattern=DNS_SUBDOMAIN,
+        what="claim name",
+    )
+    if "readOnly" in claim:
+        c.boolean(claim["readOnly"], f"{path}.{PVC}.readOnly")
     return plain(volume)
 
 
