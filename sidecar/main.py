@@ -381,6 +381,8 @@ class Sidecar:
         while not self._stop.is_set():
             try:
                 lease.tick()
+                if lease is self.prune_lease and lease.suspect:
+                    self._problem(f"{lease.suspect} (no pod forgets and prunes meanwhile)")
             except Exception as exc:
                 log.warning("Lease %s: %s", lease.name, one_line(exc))
                 self._reconnect_on_401(exc)
@@ -398,6 +400,13 @@ class Sidecar:
             if self.metrics:
                 self.metrics.skipped()
             return
+        if self.lease is not None and not self.lease.holding and self.lease.suspect:
+            # Someone else's Lease, not another replica's: a Failed run (Event, metrics).
+            self._worker = threading.Thread(
+                target=self._run_once, args=(backup, self.lease.suspect), name="run"
+            )
+            self._worker.start()
+            return
         if self.lease is not None and not self.lease.holding:
             level = logging.DEBUG if self._was_follower else logging.INFO
             log.log(level, "not the holder of Lease %s: another replica backs up", self.lease.name)
@@ -407,7 +416,8 @@ class Sidecar:
         self._worker = threading.Thread(target=self._run_once, args=(backup,), name="run")
         self._worker.start()
 
-    def _run_once(self, backup) -> None:
+    def _run_once(self, backup, refused: str | None = None) -> None:
+        """One run and its report; ``refused``: not run, reported as Failed with that reason."""
         started = datetime.now(UTC)
         log.info("run of %s/%s started (host %s)", backup.namespace, backup.name, self.host)
         job = Job(
@@ -420,7 +430,10 @@ class Sidecar:
             workload=self.workload,
         )
         try:
-            outcome = job.run()
+            if refused is not None:
+                outcome = Outcome(success=False, message=refused, duration=0.0)
+            else:
+                outcome = job.run()
             self._locks_tidied = self._locks_tidied or outcome.success
         except Exception as exc:  # e.g. restic missing: still a Failed Event, never a crash
             log.exception("run failed")

@@ -491,3 +491,75 @@ def test_emulated_daemonsets_carry_the_servers_template_generation(fenced):
     (change,) = result.changes
     answer = patch_as(fenced.restik_kubeconfig, live, merge_patch(change.before, change.after))
     assert answer["metadata"]["annotations"][key] == "2"
+
+
+# --------------------------------------------------------------------------- sidecar Roles
+
+
+def _sidecar_role(**changes) -> dict:
+    from reconciler.controller.reconcilers.rbac import desired_role
+
+    raw = {"metadata": {"name": "www", "namespace": "web", "uid": "u"}}
+    role = desired_role(raw, ["Deployment/www"])
+    del role["metadata"]["ownerReferences"]  # no such Backup in these tests
+    role["metadata"].update(changes.pop("metadata", {}))
+    role.update(changes)
+    return role
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _sidecar_role(metadata={"name": "admin"}),
+        _sidecar_role(rules=[{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]),
+        _sidecar_role(
+            rules=[
+                {"apiGroups": ["backup.appscode.com"], "resources": ["backups"], "verbs": ["get"]}
+            ]
+        ),
+        _sidecar_role(
+            rules=[
+                {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["update"]}
+            ]
+        ),
+        _sidecar_role(
+            rules=[
+                {
+                    "apiGroups": ["coordination.k8s.io"],
+                    "resources": ["leases"],
+                    "verbs": ["update"],
+                    "resourceNames": ["app-leader"],
+                }
+            ]
+        ),
+        _sidecar_role(
+            rules=[{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["patch"]}]
+        ),
+    ],
+    ids=["name", "secrets", "any-backup", "any-lease", "app-lease", "workloads"],
+)
+def test_sidecar_roles_beyond_the_backups_own_objects_are_denied(fenced, body):
+    """Issue 13 item 2: the controller holds Lease, Backup and pod rights to grant them by
+    name; the policy keeps what it writes into a Role to exactly that."""
+    fenced.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web"}})
+    kube = Kube.connect(str(fenced.restik_kubeconfig))
+    roles = api_path("rbac.authorization.k8s.io/v1", "roles", "web")
+    with pytest.raises(ApiError) as info:
+        kube.create(roles, body)
+    assert info.value.status == 403 and DENIED in info.value.message
+    assert kube.create(roles, _sidecar_role())["metadata"]["name"] == "restik-sidecar-www"
+
+
+def test_the_controller_writes_no_lease_but_its_own(fenced):
+    fenced.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web"}})
+    kube = Kube.connect(str(fenced.restik_kubeconfig))
+    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+             "metadata": {"name": "restik-www-www", "namespace": "web"},
+             "spec": {"holderIdentity": "evil", "leaseDurationSeconds": 999999}}  # fmt: skip
+    leases = api_path("coordination.k8s.io/v1", "leases", "web")
+    with pytest.raises(ApiError) as info:
+        kube.create(leases, lease)
+    assert info.value.status == 403
+    assert "may write only its leader-election Lease restik-controller" in info.value.message
+    lease["metadata"]["name"] = "restik-controller"
+    kube.create(leases, lease)

@@ -21,6 +21,7 @@ LISTS = [
     ("GET", "/apis/apps/v1/replicasets"),
     ("GET", "/api/v1/replicationcontrollers"),
     ("GET", "/apis/rbac.authorization.k8s.io/v1/rolebindings"),
+    ("GET", "/apis/rbac.authorization.k8s.io/v1/roles"),
 ]
 
 
@@ -138,7 +139,7 @@ def test_creates_the_crd_when_absent(emulator, kubeconfig):
         ("GET", f"{crd_path}/backups.backup.appscode.com"),
         ("POST", crd_path),
     ]
-    assert calls(emulator)[-7:] == LISTS
+    assert calls(emulator)[-len(LISTS) :] == LISTS
     assert emulator.get(
         "apiextensions.k8s.io/v1", "customresourcedefinitions", "backups.backup.appscode.com"
     )
@@ -159,7 +160,9 @@ def test_injects_then_does_nothing(cluster, controller, kind):
     )
     expected = [
         ("PATCH", f"{plural}/www"),
+        ("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/web/roles"),
         ("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/web/rolebindings"),
+        ("POST", "/api/v1/namespaces/web/events"),  # the default ServiceAccount is bound
         ("PATCH", "/apis/backup.appscode.com/v1beta1/namespaces/web/backups/www/status"),
     ]
     assert writes(cluster) == expected
@@ -186,7 +189,7 @@ def test_injects_then_does_nothing(cluster, controller, kind):
     assert status["conditions"][0]["status"] == "True"
     assert status["rollout"][0]["current"] is True
     rb = cluster.get("rbac.authorization.k8s.io/v1", "rolebindings", "restik-sidecar-www", NS)
-    assert rb["roleRef"]["name"] == "restik-sidecar"
+    assert (rb["roleRef"]["kind"], rb["roleRef"]["name"]) == ("Role", "restik-sidecar-www")
     assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "default", "namespace": NS}]
     assert rb["metadata"]["ownerReferences"][0]["uid"] == get(cluster, "Backup")["metadata"]["uid"]
 
@@ -301,8 +304,8 @@ def test_remove_when_the_backup_is_deleted(cluster, controller):
 def test_invalid_backup_is_reported_once_and_keeps_the_sidecar(cluster, controller):
     cluster.create(backup())
     cluster.create(backup(name="ok", path="/data"))
-    cluster.create(workload())
-    cluster.create(workload(name="second", label="ok"))
+    cluster.create(workload(sa="app"))
+    cluster.create(workload(name="second", label="ok", sa="app"))
     controller.cycle()
     rolled_out(cluster, "Deployment")
     rolled_out(cluster, "Deployment", "second")
@@ -484,7 +487,7 @@ def test_lists_are_read_page_by_page(cluster, kubeconfig):
 def test_owned_replicaset_is_never_patched_and_reported_once(cluster, controller):
     """Issue 12 item 1: the Deployment's ReplicaSet inherits the template's opt-in label."""
     cluster.create(backup())
-    dep = cluster.create(workload())
+    dep = cluster.create(workload(sa="app"))
     rs = workload("ReplicaSet", name="www-5d8f")
     rs["metadata"]["ownerReferences"] = [
         {
@@ -602,7 +605,7 @@ def test_max_rollouts_option_and_environment(monkeypatch):
 
 def test_owned_replicasets_of_one_deployment_make_one_warning(cluster, controller):
     cluster.create(backup())
-    dep = cluster.create(workload())
+    dep = cluster.create(workload(sa="app"))
     for name in ("www-b", "www-a"):
         rs = workload("ReplicaSet", name=name)
         rs["metadata"]["ownerReferences"] = [

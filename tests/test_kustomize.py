@@ -43,6 +43,12 @@ _WORKLOAD = {
     ("apps", "replicasets"),
     ("", "replicationcontrollers"),
 }
+# Held only to grant them, by name, in each Backup's sidecar Role (RBAC's escalation check;
+# tests/test_tenancy.py::test_the_controller_holds_every_right_it_grants).
+GRANTED_ONLY_RIGHTS = {
+    ("backup.appscode.com", "backups", "get", None),
+    ("", "pods", "get", None),
+} | {("coordination.k8s.io", "leases", v, None) for v in ("get", "create", "update")}
 NAMESPACED_RIGHTS = (
     {("backup.appscode.com", "backups", v, None) for v in ("list", "watch")}
     | {("backup.appscode.com", "backups/status", "patch", None)}
@@ -50,10 +56,11 @@ NAMESPACED_RIGHTS = (
     | {("", "pods", "list", None), ("", "pods/eviction", "create", None)}
     | {("", "events", "create", None)}
     | {
-        ("rbac.authorization.k8s.io", "rolebindings", v, None)
+        ("rbac.authorization.k8s.io", res, v, None)
+        for res in ("roles", "rolebindings")
         for v in ("list", "create", "update", "delete")
     }
-    | {("rbac.authorization.k8s.io", "clusterroles", "bind", "restik-sidecar")}
+    | GRANTED_ONLY_RIGHTS
 )
 CONTROLLER_CLUSTER_RIGHTS = CRD_RIGHTS | NAMESPACED_RIGHTS
 LEADER_ELECTION_RIGHTS = {
@@ -61,12 +68,6 @@ LEADER_ELECTION_RIGHTS = {
     ("coordination.k8s.io", "leases", "update", "restik-controller"),
     ("coordination.k8s.io", "leases", "create", None),
 }
-SIDECAR_RIGHTS = (
-    {("backup.appscode.com", "backups", v, None) for v in ("get", "list", "watch")}
-    | {("backup.appscode.com", "backups/status", "patch", None)}
-    | {("", "events", "create", None), ("", "pods", "get", None)}
-    | {("coordination.k8s.io", "leases", v, None) for v in ("get", "create", "update")}
-)
 
 
 def kustomize(path: Path) -> list[dict]:
@@ -163,7 +164,6 @@ def test_install_contains_everything():
             ("ServiceAccount", SERVICE_ACCOUNT),
             ("ClusterRole", "restik-controller"),
             ("ClusterRoleBinding", "restik-controller"),
-            ("ClusterRole", "restik-sidecar"),
             ("Role", "restik-leader-election"),
             ("RoleBinding", "restik-leader-election"),
             ("Service", "restik-metrics"),
@@ -193,21 +193,16 @@ def test_no_wildcards_no_secrets_no_escalation(objects):
                 assert "*" not in rule.get(field, []), f"{name}: wildcard in {field}"
             assert not {"secrets", "secrets/*"} & set(rule["resources"]), name
             assert not {"escalate", "impersonate"} & set(rule["verbs"]), name
-            # `bind` only ever on the sidecar's role
-            if "bind" in rule["verbs"]:
-                assert rule["resources"] == ["clusterroles"], name
-                assert rule["resourceNames"] == ["restik-sidecar"], name
+            # the sidecars' Roles are written by the controller, which holds their rights
+            assert "bind" not in rule["verbs"], name
 
 
-def test_sidecar_cluster_role_is_exact(objects):
-    assert rights(find(objects, "ClusterRole", "restik-sidecar")) == SIDECAR_RIGHTS
-
-
-def test_sidecar_role_is_not_bound_statically(objects):
-    # the controller binds it per workload namespace
-    for binding in objects:
-        if binding["kind"] in ("RoleBinding", "ClusterRoleBinding"):
-            assert binding["roleRef"]["name"] != "restik-sidecar"
+def test_no_sidecar_role_is_installed(objects):
+    # the controller writes one Role per Backup (restik-sidecar-<backup>), limited by name
+    # to that Backup's objects: tests/test_tenancy.py
+    for obj in objects:
+        if obj["kind"] in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"):
+            assert not obj["metadata"]["name"].startswith("restik-sidecar"), obj["metadata"]
 
 
 def test_controller_rights_cluster_wide():

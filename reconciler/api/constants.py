@@ -25,8 +25,6 @@ TOKEN_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 - a 
 METRICS_PORT = 9464
 METRICS_PORT_NAME = "restik-metrics"
 
-SIDECAR_CLUSTER_ROLE = "restik-sidecar"
-
 WORKLOAD_KINDS = {
     # kind: (apiVersion, plural)
     "Deployment": ("apps/v1", "deployments"),

@@ -30,7 +30,10 @@ from reconciler.controller.podtemplate import controller_owner
 from reconciler.controller.reconcilers.rbac import (
     MANAGED_BY,
     MANAGER,
+    default_account_warning,
+    desired_role,
     desired_rolebinding,
+    role_in_sync,
     rolebinding_in_sync,
     rolebinding_name,
 )
@@ -50,7 +53,7 @@ from reconciler.controller.rollout import (
 from reconciler.controller.stats import CycleStats, ready_status
 from reconciler.kube.client import ApiError
 from reconciler.kube.events import now_rfc3339
-from reconciler.kube.resource import BACKUPS, CRDS, EVENTS, PODS, ROLEBINDINGS, WORKLOADS
+from reconciler.kube.resource import BACKUPS, CRDS, EVENTS, PODS, ROLEBINDINGS, ROLES, WORKLOADS
 from reconciler.offline.diff import OfflineResult, render_diff
 from reconciler.resources import crd_manifest
 
@@ -208,6 +211,11 @@ class Controller:
                 (rb["metadata"]["namespace"], rb["metadata"]["name"]): rb
                 for rb in self._list(rb_path, f"{MANAGED_BY}={MANAGER}", rvs)
             }
+            roles_path = ROLES.path(self.settings.namespace)
+            roles = {
+                (r["metadata"]["namespace"], r["metadata"]["name"]): r
+                for r in self._list(roles_path, f"{MANAGED_BY}={MANAGER}", rvs)
+            }
             orphans = self._orphans(labeled)
             plan_batch(index, orphans, self.renderer, result)
             result.finish()
@@ -225,7 +233,7 @@ class Controller:
         else:
             self._apply_changes(result, stats)
             restarts = self._restart_stale(stats)
-            self._sync_rolebindings(result, rolebindings, raw_by_key, parsed, stats)
+            self._sync_rolebindings(result, (rolebindings, roles), raw_by_key, parsed, stats)
             current = rollouts_now(
                 result, rollouts, restarts, self.deferred, self.pending_restarts, self.patched_now
             )
@@ -361,23 +369,29 @@ class Controller:
                     log.error("restarting pods of %s/%s failed: %s", ref.namespace, ref, exc)
         return views
 
-    def _sync_rolebindings(self, result, rolebindings: dict, raw_by_key, parsed, stats) -> None:
+    def _sync_rolebindings(self, result, live_rbac, raw_by_key, parsed, stats) -> None:
+        """Per Backup: its Role (the sidecar's rights on its own objects), then the RoleBinding
+        to its workloads' ServiceAccounts; both go when no workload is left."""
+        rolebindings, roles = live_rbac
         for item in parsed:
             if not self._may_write(stats):
                 return
             key = (item.namespace, item.name)
             raw = raw_by_key[key]
             live = rolebindings.get((item.namespace, rolebinding_name(item.name)))
+            live_role = roles.get((item.namespace, rolebinding_name(item.name)))
             sas = result.service_accounts.get(key)
             path_ns = ROLEBINDINGS.path(item.namespace)
             try:
                 if isinstance(item, InvalidBackup):
                     continue  # running sidecars keep their rights while the Backup is fixed
                 if not sas:
-                    if live is not None:
-                        self.kube.delete(f"{path_ns}/{live['metadata']['name']}")
-                        stats.status_writes += 1
+                    for obj, res in ((live, ROLEBINDINGS), (live_role, ROLES)):
+                        if obj is not None:
+                            self.kube.delete(res.path(item.namespace, obj["metadata"]["name"]))
+                            stats.status_writes += 1
                     continue
+                self._sync_role(desired_role(raw, result.selected.get(key, [])), live_role, stats)
                 desired = desired_rolebinding(raw, sas)
                 if live is None:
                     self._note_write(self.kube.create(path_ns, desired))
@@ -392,12 +406,35 @@ class Controller:
                 else:
                     continue
                 stats.status_writes += 1
+                self._warn_default_account(raw, sas, live)
             except ApiError as exc:
                 if exc.conflict:
                     stats.conflicts += 1
                 else:
                     stats.errors += 1
                     log.error("RoleBinding for Backup %s/%s: %s", item.namespace, item.name, exc)
+
+    def _sync_role(self, desired: dict, live: dict | None, stats: CycleStats) -> None:
+        namespace, name = desired["metadata"]["namespace"], desired["metadata"]["name"]
+        if live is None:
+            self._note_write(self.kube.create(ROLES.path(namespace), desired))
+        elif not role_in_sync(live, desired):
+            desired["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
+            self._note_write(self.kube.replace(ROLES.path(namespace, name), desired))
+        else:
+            return
+        stats.status_writes += 1
+
+    def _warn_default_account(self, raw: dict, sas: set, live: dict | None) -> None:
+        """Once, when ``default`` joins the RoleBinding's subjects: a log line and an Event."""
+        before = {s.get("name") for s in (live or {}).get("subjects") or []}
+        message = default_account_warning(sas)
+        if message is None or "default" in before:
+            return
+        meta = raw["metadata"]
+        log.warning("Backup %s/%s: %s", meta["namespace"], meta["name"], message)
+        event = warning_event(raw, "DefaultServiceAccount", message, now_rfc3339(), COMPONENT)
+        self.kube.create(EVENTS.path(meta["namespace"]), event)
 
     def _sync_status(self, result, raw_by_key, parsed, stats, rollouts=None) -> None:
         now = now_rfc3339()

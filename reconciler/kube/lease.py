@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -12,6 +13,18 @@ from reconciler.kube.client import ApiError, Kube
 from reconciler.kube.resource import LEASES
 
 log = logging.getLogger("restik.lease")
+
+MAX_NAME = 253
+
+
+def lease_name(backup: str, workload: str) -> str:
+    """The Lease of a Backup's sidecars in one workload: the sidecar takes it, the controller
+    names it in the sidecar's Role (the only Leases the sidecar may read and renew)."""
+    name = f"restik-{backup}-{workload}".lower()
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return name[: MAX_NAME - 11].rstrip("-.") + "-" + digest
 
 
 def micro_time(t: datetime) -> str:

@@ -40,6 +40,7 @@ BACKUPS = Resource(API_VERSION, PLURAL, KIND)
 PODS = Resource("v1", "pods", "Pod")
 EVENTS = Resource("v1", "events", "Event")
 LEASES = Resource("coordination.k8s.io/v1", "leases", "Lease")
+ROLES = Resource("rbac.authorization.k8s.io/v1", "roles", "Role")
 ROLEBINDINGS = Resource("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding")
 CRDS = Resource("apiextensions.k8s.io/v1", "customresourcedefinitions", "CustomResourceDefinition")
 WORKLOADS = {kind: Resource(av, plural, kind) for kind, (av, plural) in WORKLOAD_KINDS.items()}
