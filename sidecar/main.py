@@ -23,6 +23,7 @@ from reconciler.kube.client import ApiError, Kube
 from reconciler.kube.resource import BACKUPS, PODS
 from reconciler.logs import setup_logging
 from sidecar import restic
+from sidecar.environment import scrub
 from sidecar.follow import backoff, one_line, workload_from_pod
 from sidecar.job import SECRET_MISSING, Job, Outcome
 from sidecar.lease import LeaseKeeper, lease_name
@@ -512,12 +513,17 @@ def _safe_url(url: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the sidecar until SIGTERM; the process exit code."""
+    loud, quiet = scrub()  # before anything reads the environment (RESTIC_CACHE_DIR, ...)
     try:
         settings = settings_from_args(args)
     except ValueError as exc:
         print(f"restik watch: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    if loud:
+        log.warning("ignoring environment variables restik does not pass on: %s", loud)
+    if quiet:
+        log.debug("dropped environment variables: %s", quiet)
     try:
         return Sidecar(settings).main()
     except Exception as exc:

@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from sidecar.environment import FROM_SECRET, restic_environment
+
 log = logging.getLogger(__name__)
 
 # Environment variables whose values are secrets: redacted from anything logged or reported.
@@ -34,20 +36,26 @@ class Result:
 
 
 def secret_values(env: Mapping[str, str]) -> tuple[str, ...]:
-    """Values of the environment that look like secrets, longest first (for redaction)."""
+    """Values to redact, longest first: every value that came from the repository Secret
+    (whatever its name: AZURE_ACCOUNT_SAS, an access key id), and any other that looks like
+    a secret by its name (a sidecar run by hand)."""
     values = {
         value
         for name, value in env.items()
-        if value and len(value) >= MIN_SECRET_LEN and any(h in name.upper() for h in SECRET_HINTS)
+        if value
+        and len(value) >= MIN_SECRET_LEN
+        and (name in FROM_SECRET or any(h in name.upper() for h in SECRET_HINTS))
     }
     return tuple(sorted(values, key=len, reverse=True))
 
 
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@/\s]+@")
+# The password runs to the last "@" of the word: it may hold "/" or "@" itself.
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)\S*@")
 
 
 def redact_url(text: str) -> str:
-    """Hide the password of any ``scheme://user:password@host`` (e.g. a rest: repository)."""
+    """Hide the password of any ``scheme://user:password@host`` (e.g. a rest: repository),
+    also one with "/" or "@" in it (more than the password may go: never less)."""
     return _URL_PASSWORD.sub(r"\1***@", text)
 
 
@@ -60,9 +68,10 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 
 
 def restic_env(base: Mapping[str, str], cache_dir: str) -> dict[str, str]:
-    """The child's environment: ours (RESTIC_PASSWORD, AWS_*, ... from the Secret) plus
-    a writable TMPDIR, because restic stages pack files there and the root is read-only."""
-    env = dict(base)
+    """The child's environment: only what restic may see of ours (RESTIC_PASSWORD, AWS_*,
+    ... from the Secret: environment.FOR_RESTIC) plus a writable TMPDIR, because restic
+    stages pack files there and the root is read-only."""
+    env = restic_environment(dict(base))
     if not env.get("TMPDIR"):
         tmp = os.path.join(cache_dir, "tmp")
         os.makedirs(tmp, exist_ok=True)

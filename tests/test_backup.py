@@ -77,7 +77,7 @@ VALID = {
         for repo in (
             "s3:http://minio.backup:9000/bucket/www",
             "s3:s3.amazonaws.com/bucket",
-            "rest:https://user:pass@host:8000/www",
+            "rest:https://host:8000/www",  # credentials: the Secret (issue 13 item 8)
             "sftp:user@host:/srv/restic-repo",
             "b2:bucketname:path/to/repo",
             "gs:foo:/bar",
@@ -109,7 +109,7 @@ def test_local_backup_parses_to_the_expected_dataclass():
         excludes=["*.tmp"],
         paused=False,
         retentionPolicy={"keepLastSnapshots": 7, "keepDailySnapshots": 14, "prune": True},
-        resources={"limits": {"cpu": "500m", "memory": 512}},
+        resources={"limits": {"cpu": "500m", "memory": 40000000}},
     )
     raw["metadata"].update(uid="u-1", generation=3)
     assert parse_backup(raw) == Backup(
@@ -127,8 +127,8 @@ def test_local_backup_parses_to_the_expected_dataclass():
         retention=Retention(last=7, daily=14, prune=True),
         paused=False,
         resources={
-            "limits": {"cpu": "500m", "memory": "512"},
-            "requests": {"cpu": "50m", "memory": "512"},  # lowered to the limit
+            "limits": {"cpu": "500m", "memory": "40000000"},
+            "requests": {"cpu": "50m", "memory": "40000000"},  # lowered to the limit
         },
         uid="u-1",
         generation=3,

@@ -282,32 +282,70 @@ def test_an_invalid_resource_name_is_refused(name):
     ]
 
 
-@pytest.mark.parametrize(
-    "name", ["cpu", "memory", "ephemeral-storage", "nvidia.com/gpu", "hugepages-2Mi", "c" * 253]
-)
+@pytest.mark.parametrize("name", ["cpu", "memory", "ephemeral-storage"])
 def test_resource_names_that_are_fine(name):
     # the given request replaces its default, the other defaults stay (issue 12 item 4)
-    resources = parse_backup(backup(resources={"requests": {name: "1"}})).resources
-    assert resources["requests"][name] == "1"
+    quantity = "1" if name == "cpu" else "40Mi"
+    resources = parse_backup(backup(resources={"requests": {name: quantity}})).resources
+    assert resources["requests"][name] == quantity
+
+
+@pytest.mark.parametrize("name", ["nvidia.com/gpu", "hugepages-2Mi", "c" * 253])
+def test_other_resources_are_refused(name):
+    """Issue 13 item 7: a Backup must not claim special devices for workloads it injects."""
+    assert errors_of(backup(resources={"requests": {name: "1"}})) == [
+        f"spec.resources.requests.{name}: only cpu, memory, ephemeral-storage may be set for "
+        "the sidecar"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "quantity", "bounds"),
+    [
+        ("cpu", "900", "from 1m to 8"),
+        ("cpu", "9", "from 1m to 8"),
+        ("cpu", "0", "from 1m to 8"),
+        ("memory", "65Gi", "from 32Mi to 64Gi"),
+        ("memory", "1Mi", "from 32Mi to 64Gi"),
+        ("ephemeral-storage", "2Ti", "from 1Mi to 1Ti"),
+    ],
+)
+def test_resources_beyond_their_bounds_are_refused(name, quantity, bounds):
+    assert errors_of(backup(resources={"limits": {name: quantity}})) == [
+        f"spec.resources.limits.{name}: {quantity!r} is out of bounds ({bounds})"
+    ]
+
+
+AT_BOUNDS = [("cpu", "8"), ("cpu", "1m"), ("memory", "64Gi"), ("memory", "32Mi"),
+             ("ephemeral-storage", "1Ti")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "quantity"), AT_BOUNDS)
+def test_resources_at_their_bounds_are_fine(name, quantity):
+    assert (
+        parse_backup(backup(resources={"limits": {name: quantity}})).resources["limits"][name]
+        == quantity
+    )
 
 
 @pytest.mark.parametrize(
     ("quantity", "stored"),
     [
         ("500m", "500m"),
-        ("1.5Gi", "1.5Gi"),
+        ("1.5", "1.5"),
         (".5", ".5"),
         ("5.", "5."),
         ("+1", "+1"),
-        ("1e3", "1e3"),
+        ("1e0", "1e0"),
         ("2E-2", "2E-2"),
         (1, "1"),
         (0.5, "0.5"),
     ],
 )
 def test_quantities_are_stored_as_strings(quantity, stored):
-    b = parse_backup(backup(resources={"limits": {"memory": quantity}}))
-    assert b.resources["limits"]["memory"] == stored
+    # cpu: every one of these is within its bounds (1m to 8)
+    b = parse_backup(backup(resources={"limits": {"cpu": quantity}}))
+    assert b.resources["limits"]["cpu"] == stored
 
 
 @pytest.mark.parametrize(
@@ -580,7 +618,7 @@ def test_every_bad_entry_of_a_list_is_reported():
 
 def test_every_bad_resource_entry_is_reported():
     resources = {
-        "limits": {"bad name": "1", "cpu": True, "memory": "lots", "x y": "1", "ok": "1"},
+        "limits": {"bad name": "1", "cpu": True, "memory": "lots", "x y": "1", "cpu2": "1"},
         "requests": {"cpu": "much", "memory": []},
     }
     assert errors_of(backup(resources=resources)) == [
@@ -588,6 +626,8 @@ def test_every_bad_resource_entry_is_reported():
         "spec.resources.limits.cpu: must be a quantity, got boolean",
         "spec.resources.limits.memory: 'lots' is not a valid quantity",
         "spec.resources.limits.x y: is not a valid resource name",
+        "spec.resources.limits.cpu2: only cpu, memory, ephemeral-storage may be set for the "
+        "sidecar",
         "spec.resources.requests.cpu: 'much' is not a valid quantity",
         "spec.resources.requests.memory: must be a quantity, got list",
     ]

@@ -97,8 +97,9 @@ def test_controller_makes_no_patch_on_build_time_injected_workloads(emulator, ku
     workload_plurals = {plural for _, plural in WORKLOAD_KINDS.values()}
     patched = [r for r in emulator.writes() if r.resource in workload_plurals]
     assert patched == []
-    # the first cycle only writes what the controller owns outside git: status, RoleBindings
-    assert {r.resource for r in emulator.writes()} <= {"backups", "rolebindings"}
+    # the first cycle only writes what the controller owns outside git: status, the sidecars'
+    # Roles and RoleBindings, an Event (the shop's workloads run as the default ServiceAccount)
+    assert {r.resource for r in emulator.writes()} <= {"backups", "roles", "rolebindings", "events"}
     emulator.clear_requests()
     controller.cycle()
     assert emulator.writes() == []

@@ -8,7 +8,7 @@ import kubernetes_validate
 import pytest
 
 from reconciler.api.backup import parse_backup
-from reconciler.api.constants import SIDECAR_NAME, VOLUME_PREFIX
+from reconciler.api.constants import SECRET_ENV, SIDECAR_NAME, VOLUME_PREFIX
 from reconciler.controller.plan import plan
 from reconciler.controller.render import Renderer
 from tests.factories import KINDS, backup, workload
@@ -175,7 +175,7 @@ def test_a_missing_secret_never_keeps_the_pod_from_starting(raw_backup):
     (CreateContainerConfigError) unless the reference is optional."""
     after = injected(workload(), raw_backup)
     refs = list(secret_references(sidecar(after)))
-    assert len(refs) == 2  # RESTIC_PASSWORD and the envFrom of the other keys
+    assert len(refs) == 1 + len(SECRET_ENV)  # RESTIC_PASSWORD and restic's backend variables
     assert all(ref["optional"] is True for ref in refs), refs
     restik_volumes = [
         v for v in after["spec"]["template"]["spec"]["volumes"] if v["name"].startswith("restik-")

@@ -9,7 +9,13 @@ import json
 import pytest
 
 from reconciler.api.backup import DEFAULT_RESOURCES, InvalidBackup, parse_backup
-from reconciler.api.constants import CACHE_VOLUME, REPO_VOLUME, SIDECAR_NAME, TOKEN_MOUNT
+from reconciler.api.constants import (
+    CACHE_VOLUME,
+    REPO_VOLUME,
+    SECRET_ENV,
+    SIDECAR_NAME,
+    TOKEN_MOUNT,
+)
 from reconciler.controller.pod import AppUser
 from reconciler.controller.render import DEFAULT_IMAGE, Renderer, config_hash, templates_dir
 from tests.factories import REPO, backup
@@ -81,10 +87,18 @@ def expected_container(*, local: bool, image=DEFAULT_IMAGE, resources=None) -> d
                     "secretKeyRef": {"name": "www-restic", "key": "password", "optional": True}
                 },
             },
+            *(
+                {
+                    "name": name,
+                    "valueFrom": {
+                        "secretKeyRef": {"name": "www-restic", "key": name, "optional": True}
+                    },
+                }
+                for name in SECRET_ENV
+            ),
             {"name": "RESTIC_CACHE_DIR", "value": "/restik/cache"},
             {"name": "TMPDIR", "value": "/restik/cache"},
         ],
-        "envFrom": [{"secretRef": {"name": "www-restic", "optional": True}}],
         "ports": [{"name": "restik-metrics", "containerPort": 9464, "protocol": "TCP"}],
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": "restik-metrics"},
@@ -131,12 +145,15 @@ def test_named_destination_volume_is_renamed_restik_repo():
 
 
 def test_resources_image_and_workload_reach_the_container():
-    raw = backup(resources={"limits": {"cpu": "500m", "memory": 512}, "requests": {"cpu": "1m"}})
+    # 40000000 bytes: an integer quantity arrives as a string (and is within bounds)
+    raw = backup(
+        resources={"limits": {"cpu": "500m", "memory": 40000000}, "requests": {"cpu": "1m"}}
+    )
     out = render(raw, kind="StatefulSet", name="pg", image="reg.example/restik:9")
     assert out.container["image"] == "reg.example/restik:9"
     assert out.container["resources"] == {
-        "limits": {"cpu": "500m", "memory": "512"},
-        "requests": {"cpu": "1m", "memory": "512"},
+        "limits": {"cpu": "500m", "memory": "40000000"},
+        "requests": {"cpu": "1m", "memory": "40000000"},
     }
     assert out.container["args"][4] == "StatefulSet/pg"
 

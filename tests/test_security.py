@@ -124,7 +124,7 @@ def test_controller_never_reads_secrets_and_renders_only_references(emulator, ku
         "name": "RESTIC_PASSWORD",
         "valueFrom": {"secretKeyRef": {"name": "www-restic", "key": "password", "optional": True}},
     }
-    assert sidecar["envFrom"] == [{"secretRef": {"name": "www-restic", "optional": True}}]
+    assert "envFrom" not in sidecar  # only named keys, never the whole Secret (issue 13 item 5)
     assert all(
         "value" not in e or e["name"] in ("RESTIC_CACHE_DIR", "TMPDIR") for e in sidecar["env"]
     )

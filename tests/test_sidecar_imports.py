@@ -30,6 +30,7 @@ SIDECAR_MODULES = {
     "reconciler.overview",
     "reconciler.overview.options",
     "sidecar",
+    "sidecar.environment",
     "sidecar.follow",
     "sidecar.job",
     "sidecar.lease",

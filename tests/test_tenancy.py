@@ -7,13 +7,18 @@ from datetime import UTC, datetime
 
 import pytest
 
-from reconciler.api.constants import CONFIG_LABEL, SIDECAR_NAME
+from reconciler.api.backup import InvalidBackup, parse_backup
+from reconciler.api.constants import CONFIG_LABEL, SECRET_ENV, SIDECAR_NAME
 from reconciler.controller.cycle import Controller
 from reconciler.controller.loop import Loop
 from reconciler.controller.options import Settings
 from reconciler.controller.reconcilers.rbac import desired_role, desired_rolebinding
+from reconciler.controller.render import Renderer
 from reconciler.kube.client import Kube
-from tests.factories import make_backup, needs_restic, write_tree
+from sidecar.environment import scrub
+from sidecar.runner import Runner, redact, redact_url, restic_env, secret_values
+from tests.factories import RESTIC, base_env, make_backup, needs_restic, write_tree
+from tests.factories import backup as backup_object
 from tests.test_controller import BACKUP_API, NS, backup, containers, get, workload
 from tests.test_kustomize import _built, find, rights
 
@@ -296,3 +301,226 @@ def test_a_holder_that_is_a_pod_of_the_workload_is_trusted(world):
     [event, *_] = world.wait_events(1, timeout=40)
     assert event["reason"] != "Failed", event["message"]
     assert "took over Lease" in sc.log
+
+
+# ---------------------------------------------------------------- item 5: env from the Secret
+
+
+def test_only_restics_backend_variables_are_taken_from_the_secret():
+    """Item 5: the sidecar references the Secret key by key (restic's backend variables and
+    `password`), never envFrom: a key RESTIC_PASSWORD_COMMAND, LD_PRELOAD, PYKUBE_* or
+    RESTIK_RESTIC in the Secret becomes nothing."""
+    rendered = Renderer().render(parse_backup(backup()), "Deployment", "www")
+    container = rendered.container
+    assert "envFrom" not in container
+    keys = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]["key"]
+        for e in container["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert keys == {"RESTIC_PASSWORD": "password", **{n: n for n in SECRET_ENV}}
+    for name in SECRET_ENV:
+        assert not name.startswith(("LD_", "PYTHON", "PYKUBE_", "RESTIK_", "RCLONE_"))
+        assert name != "RESTIC_PASSWORD_COMMAND" and not name.endswith("_FILE")
+    assert {"AZURE_ACCOUNT_SAS", "RESTIC_REST_PASSWORD", "AWS_SECRET_ACCESS_KEY"} <= set(keys)
+
+
+def test_the_sidecar_scrubs_its_environment_and_restic_sees_only_its_own():
+    environ = {
+        "PATH": "/usr/bin",
+        "HOME": "/home/restik",
+        "POD_NAME": "www-0",
+        "RESTIC_PASSWORD": "pw-1234",
+        "AWS_ACCESS_KEY_ID": "AKIA1234",
+        "RESTIC_PASSWORD_COMMAND": "sh -c 'curl evil'",
+        "LD_PRELOAD": "/x.so",
+        "PYKUBE_KUBERNETES_SERVICE_HOST": "evil",
+        "PYTHONPATH": "/tmp",
+        "RCLONE_PASSWORD_COMMAND": "sh",
+        "WWW_SERVICE_HOST": "10.0.0.1",
+        "RESTIK_LOG_FORMAT": "json",
+    }
+    loud, quiet = scrub(environ)
+    assert loud == ["LD_PRELOAD", "PYKUBE_KUBERNETES_SERVICE_HOST", "PYTHONPATH",
+                    "RCLONE_PASSWORD_COMMAND", "RESTIC_PASSWORD_COMMAND"]  # fmt: skip
+    assert quiet == ["WWW_SERVICE_HOST"]
+    assert set(environ) == {"PATH", "HOME", "POD_NAME", "RESTIC_PASSWORD", "AWS_ACCESS_KEY_ID",
+                            "RESTIK_LOG_FORMAT"}  # fmt: skip
+    child = restic_env({**environ, "LD_PRELOAD": "/x.so", "RESTIK_RESTIC": "/bin/sh"}, "/c")
+    assert set(child) == {"PATH", "HOME", "RESTIC_PASSWORD", "AWS_ACCESS_KEY_ID", "TMPDIR",
+                          "RESTIC_CACHE_DIR"}  # fmt: skip
+
+
+@needs_restic
+@pytest.mark.slow
+def test_a_password_command_in_the_environment_never_runs(world, tmp_path):
+    """Item 5 with real restic: RESTIC_PASSWORD_COMMAND (as a Secret key once became) would
+    make restic run a command beside the password. The run succeeds with RESTIC_PASSWORD and
+    the command never runs; the log names the variable, never its value."""
+    marker = tmp_path / "ran"
+    command = f"sh -c 'touch {marker}; echo wrong-password'"
+    world.backup(schedule="@every 1s")
+    sc = world.sidecar(RESTIC_PASSWORD_COMMAND=command, LD_PRELOAD="")
+    [event, *_] = world.wait_events(1)
+    assert event["reason"] == "Success", event["message"]
+    assert not marker.exists()
+    assert sc.terminate() == 0
+    assert "RESTIC_PASSWORD_COMMAND" in sc.log and "wrong-password" not in sc.log
+
+
+# ---------------------------------------------------------------- item 8: secrets in text
+
+
+@pytest.mark.parametrize(
+    ("repository", "instead"),
+    [
+        (
+            "rest:https://admin:pw@backup.example/www",
+            "RESTIC_REST_USERNAME and RESTIC_REST_PASSWORD",
+        ),
+        ("rest:https://admin:p/w@backup.example/www", "RESTIC_REST_USERNAME"),
+        ("rest:https://admin:p@ss@backup.example/www", "RESTIC_REST_USERNAME"),
+        ("s3:https://AKIA:s3cr3t@minio.example/bucket", "AWS_ACCESS_KEY_ID and AWS_SECRET"),
+        ("sftp://admin:s3cr3t@host//srv/repo", "an SSH key"),
+        ("rclone::s3,access_key_id=AKIA,secret_access_key=s3cr3t:bucket", "env_auth"),
+    ],
+)
+def test_credentials_in_the_repository_url_are_refused_without_repeating_them(repository, instead):
+    """Item 8: the URL was copied verbatim into the Ready condition and a Warning Event."""
+    with pytest.raises(InvalidBackup) as info:
+        parse_backup(backup_object(repository=repository))
+    [error] = info.value.errors
+    assert error.path == "spec.destination.repository"
+    assert "must not contain credentials" in error.message and instead in error.message
+    for secret in ("pw", "p/w", "p@ss", "s3cr3t"):
+        assert f":{secret}@" not in str(info.value) and f"={secret}" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "repository",
+    ["rest:https://backup.example:8000/www", "sftp:admin@host:/srv/repo",
+     "sftp://admin@host:22//srv/repo", "rclone:nas:backups/www", "s3:s3.amazonaws.com/b/www"],
+)  # fmt: skip
+def test_urls_without_credentials_are_accepted(repository):
+    assert parse_backup(backup_object(repository=repository)).repository == repository
+
+
+def test_every_value_from_the_secret_is_redacted_whatever_its_name():
+    """Item 8: redaction went by variable name and missed AZURE_ACCOUNT_SAS, an access key
+    id, a user name; now every variable the template takes from the Secret counts."""
+    env = {
+        "AZURE_ACCOUNT_SAS": "sv=2024-01-01&sig=QUJD",
+        "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+        "RESTIC_REST_USERNAME": "backup-bot",
+        "PATH": "/usr/bin",
+    }
+    text = "failed for sv=2024-01-01&sig=QUJD as backup-bot with AKIAEXAMPLE on /usr/bin"
+    assert redact(text, secret_values(env)) == (
+        "failed for [REDACTED] as [REDACTED] with [REDACTED] on /usr/bin"
+    )
+    assert redact_url("rest:https://admin:p/w@ss@host/www: no such repo") == (
+        "rest:https://admin:***@host/www: no such repo"
+    )
+
+
+@needs_restic
+def test_a_secret_value_in_restics_output_is_redacted(tmp_path):
+    """With real restic: its error names a location that holds a value the Secret gave under
+    a name redaction by name never knew (AZURE_ACCOUNT_SAS): stderr, and so every Event and
+    log line made from it, shows [REDACTED]."""
+    value = "sig-QUJDRA-sas-token"
+    runner = Runner(restic_env(base_env(AZURE_ACCOUNT_SAS=value), str(tmp_path / "cache")))
+    result = runner.run([RESTIC, f"--repo={tmp_path / value}", "--no-cache", "snapshots"])
+    assert not result.ok
+    assert value not in result.stderr and "[REDACTED]" in result.stderr, result.stderr
+
+
+# ---------------------------------------------------------------- item 6: the sidecar's own dirs
+
+
+@pytest.mark.parametrize(
+    ("path", "shadowed"),
+    [
+        ("/opt/restik/bin", "/opt"),
+        ("/opt", "/opt"),
+        ("/usr/lib/python3", "/usr"),
+        ("/home/restik/.local", "/home"),
+        ("/var/run/secrets", "/var/run"),
+        ("/var", "/var/run"),
+        ("/etc/", "/etc"),
+    ],
+)
+def test_a_source_over_the_sidecars_own_directories_is_refused(path, shadowed):
+    """Item 6: the application's files there would run inside the sidecar, beside the
+    password (/opt/restik/bin, Python's user site in /home/restik/.local) or replace its
+    token (/var/run/secrets)."""
+    with pytest.raises(InvalidBackup) as info:
+        parse_backup(backup(path=path))
+    [error] = info.value.errors
+    assert error.path == "spec.backupSource.path"
+    assert f"would cover the sidecar's own {shadowed}" in error.message
+
+
+@pytest.mark.parametrize(
+    "path", ["/data", "/var/www", "/var/lib/postgresql/data", "/srv", "/mnt/x", "/optional"]
+)
+def test_a_source_elsewhere_is_fine(path):
+    assert parse_backup(backup(path=path)).source_path == path
+
+
+# ---------------------------------------------------------------- item 9: shared process namespace
+
+
+def test_a_pod_sharing_its_process_namespace_gets_no_sidecar(cluster, kubeconfig):
+    """Item 9: with shareProcessNamespace every container reads the sidecar's environment (the
+    password) from /proc. restik refuses to inject and says so on the Backup (Ready=False, a
+    Warning Event); a sidecar injected before stays as it is, and the other workloads go on."""
+    shared = workload(name="shared", sa="app")
+    shared["spec"]["template"]["spec"]["shareProcessNamespace"] = True
+    cluster.create(backup())
+    cluster.create(shared)
+    cluster.create(workload(sa="app"))
+    controller = Controller(Kube.connect(str(kubeconfig)), Settings())
+    controller.cycle()
+    assert containers(get(cluster, "Deployment", "shared")) == ["app"]
+    assert containers(get(cluster, "Deployment")) == ["app", SIDECAR_NAME]
+    [ready] = get(cluster, "Backup")["status"]["conditions"]
+    assert (ready["status"], ready["reason"]) == ("False", "WorkloadMisconfigured")
+    assert "shareProcessNamespace is true" in ready["message"]
+    [event] = cluster.list("v1", "events", NS)
+    assert event["type"] == "Warning" and "shareProcessNamespace" in event["message"]
+    obj = get(cluster, "Deployment")  # the injected one starts sharing: left as it is
+    obj["spec"]["template"]["spec"]["shareProcessNamespace"] = True
+    cluster.update(obj)
+    controller.cycle()
+    assert containers(get(cluster, "Deployment")) == ["app", SIDECAR_NAME]
+
+
+# ---------------------------------------------------------------- item 10: metrics off
+
+
+def test_metrics_can_be_turned_off_per_backup():
+    """Item 10: spec.metrics.enabled false: no port (the NetworkPolicy has nothing to open),
+    the sidecar serves nothing (--metrics-port 0), so no liveness probe either."""
+    on = Renderer().render(parse_backup(backup()), "Deployment", "www")
+    off = Renderer().render(parse_backup(backup(metrics={"enabled": False})), "Deployment", "www")
+    assert on.container["ports"] and on.container["livenessProbe"]
+    assert "ports" not in off.container and "livenessProbe" not in off.container
+    args = off.container["args"]
+    assert args[args.index("--metrics-port") + 1] == "0"
+    assert on.config_hash != off.config_hash  # turning it off updates the workloads
+    with pytest.raises(InvalidBackup) as info:
+        parse_backup(backup(metrics={"enabled": "no", "port": 1}))
+    assert [str(e) for e in info.value.errors] == [
+        "spec.metrics.port: unknown field",
+        "spec.metrics.enabled: must be true or false, got string",
+    ]
+
+
+def test_metrics_off_skips_the_port_clash_check():
+    from reconciler.controller.plan import plan
+
+    taken = workload()
+    taken["spec"]["template"]["spec"]["containers"][0]["ports"] = [{"containerPort": 9464}]
+    result = plan([parse_backup(backup(metrics={"enabled": False}))], [taken], Renderer())
+    assert result.problems == [] and [c.action for c in result.changes] == ["inject"]

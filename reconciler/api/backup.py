@@ -54,6 +54,7 @@ SPEC_FIELDS = {
     "resources",
     "metricsPort",
     "securityContext",
+    "metrics",
 }
 RETENTION_FIELDS = {*KEEP_FIELDS, "keepTags", "retainHostname", "retainTags", "prune"}
 SOURCE_FIELDS = {"volumeName", "path"}
@@ -121,6 +122,7 @@ class Backup:
     paused: bool = False
     resources: Mapping = field(default_factory=lambda: json.loads(json.dumps(DEFAULT_RESOURCES)))
     metrics_port: int = METRICS_PORT
+    metrics_enabled: bool = True  # spec.metrics.enabled: false renders no metrics port
     run_as_user: int | None = None  # spec.securityContext: overrides the app's user
     run_as_group: int | None = None
     uid: str | None = None
@@ -147,6 +149,7 @@ class Backup:
             "destination_volume": self.destination_volume,
             "resources": self.resources,
             "metrics_port": self.metrics_port,
+            "metrics": self.metrics_enabled,
             "run_as": [self.run_as_user, self.run_as_group],
         }
         return json.dumps(fields, sort_keys=True, default=str)
@@ -212,6 +215,8 @@ def parse_backup(raw: Mapping) -> Backup:
         c.add("spec.backupSource.path", f"{RESERVED_MOUNT} is reserved for restik")
     if source_path == "/":
         c.add("spec.backupSource.path", "must not be /")
+    elif source_path:
+        _check_source_path(c, source_path)
 
     dest = c.mapping(spec.get("destination"), "spec.destination", DESTINATION_FIELDS)
     if has_spec and "destination" not in spec:
@@ -246,6 +251,10 @@ def parse_backup(raw: Mapping) -> Backup:
     paused = c.boolean(spec.get("paused"), "spec.paused")
     resources = _parse_resources(c, spec.get("resources"))
     metrics_port = _parse_port(c, spec.get("metricsPort"), "spec.metricsPort")
+    metrics = c.mapping(spec.get("metrics"), "spec.metrics", {"enabled"})
+    metrics_enabled = True
+    if "enabled" in metrics:
+        metrics_enabled = c.boolean(metrics["enabled"], "spec.metrics.enabled")
     security = c.mapping(spec.get("securityContext"), "spec.securityContext", SECURITY_FIELDS)
     run_as_user = _parse_id(c, security.get("runAsUser"), "spec.securityContext.runAsUser", 1)
     run_as_group = _parse_id(c, security.get("runAsGroup"), "spec.securityContext.runAsGroup", 0)
@@ -270,6 +279,7 @@ def parse_backup(raw: Mapping) -> Backup:
         paused=paused,
         resources=resources,
         metrics_port=metrics_port,
+        metrics_enabled=metrics_enabled,
         run_as_user=run_as_user,
         run_as_group=run_as_group,
         uid=status_meta.get("uid"),
@@ -285,10 +295,52 @@ def _parse_repository(c: Collector, value: object) -> str | None:
     if text.startswith("-"):
         c.add(path, "must not start with '-'")
         return None
+    credentials = repository_credentials(text)
+    if credentials is not None:
+        c.add(path, credentials)  # never the value: it would reach the status and Events
+        return None
     if text.startswith("/") or text.startswith(REPOSITORY_SCHEMES):
         return text
     schemes = ", ".join(REPOSITORY_SCHEMES)
     c.add(path, f"{text!r} is not a restic repository (use an absolute path or one of {schemes})")
+    return None
+
+
+# Where each backend's credentials go instead of the repository URL.
+CREDENTIAL_KEYS = {
+    "rest:": "the Secret's keys RESTIC_REST_USERNAME and RESTIC_REST_PASSWORD",
+    "s3:": "the Secret's keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+    "sftp:": "an SSH key (restik passes no password to sftp)",
+    "rclone:": "a named rclone remote with env_auth, and the backend's keys in the Secret "
+    "(e.g. AWS_ACCESS_KEY_ID)",
+}
+_RCLONE_SECRET_PARAM = re.compile(r"[,:](\w*(key|secret|pass|token|auth)\w*)=", re.IGNORECASE)
+
+
+def repository_credentials(text: str) -> str | None:
+    """Why ``text`` carries credentials (the message never repeats them), or None.
+
+    A URL's user information is everything between "://" and the last "@" (a password may
+    hold "/" or "@"); a ":" in it means a password. rclone's on-the-fly remotes take
+    credentials as parameters (``rclone::s3,secret_access_key=...:bucket``)."""
+    scheme = next((s for s in CREDENTIAL_KEYS if text.startswith(s)), None)
+    instead = CREDENTIAL_KEYS.get(scheme or "", "the repository Secret")
+    _, sep, rest = text.partition("://")
+    if sep and "@" in rest:
+        userinfo = rest.rpartition("@")[0]
+        user, colon, _ = userinfo.partition(":")
+        if colon and "/" not in user:
+            return (
+                "must not contain credentials (user:password@ in the URL would be copied into "
+                f"the status, Events and logs); use {instead} instead"
+            )
+    if scheme == "rclone:":
+        found = _RCLONE_SECRET_PARAM.search(text)
+        if found:
+            return (
+                f"must not contain credentials (rclone parameter {found.group(1)!r}); use "
+                f"{instead} instead"
+            )
     return None
 
 
@@ -354,6 +406,9 @@ def _parse_resources(c: Collector, value: object) -> dict:
             if not isinstance(rname, str) or not re.match(r"^[A-Za-z0-9./_-]{1,253}$", rname):
                 c.add(where, "is not a valid resource name")
                 continue
+            if rname not in RESOURCE_BOUNDS:
+                c.add(where, f"only {', '.join(RESOURCE_BOUNDS)} may be set for the sidecar")
+                continue
             if isinstance(qty, bool) or not isinstance(qty, str | int | float):
                 c.add(where, f"must be a quantity, got {type_name(qty)}")
                 continue
@@ -362,6 +417,10 @@ def _parse_resources(c: Collector, value: object) -> dict:
                 continue
             if parse_quantity(str(qty)) < 0:
                 c.add(where, f"{qty!r} must not be negative")
+                continue
+            low, high = RESOURCE_BOUNDS[rname]
+            if not parse_quantity(low) <= parse_quantity(str(qty)) <= parse_quantity(high):
+                c.add(where, f"{qty!r} is out of bounds (from {low} to {high})")
                 continue
             given[section][rname] = qty if isinstance(qty, str) else str(qty)
     out = {section: {**DEFAULT_RESOURCES[section], **given[section]} for section in given}
@@ -379,6 +438,42 @@ def _parse_resources(c: Collector, value: object) -> dict:
         else:
             out["requests"][rname] = limit
     return out
+
+
+# The sidecar image's own directories (Dockerfile: the venv in /opt/restik, the user's home
+# /home/restik, the service-account token under /var/run/secrets): a source mounted on,
+# under or above one of them would put the application's files where the sidecar runs code
+# or reads its credentials from.
+IMAGE_DIRS = (
+    "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/opt",
+    "/proc", "/root", "/run", "/sbin", "/sys", "/usr", "/var/run",
+)  # fmt: skip
+
+
+def _check_source_path(c: Collector, path: str) -> None:
+    clean = path.rstrip("/") or "/"
+    for image_dir in IMAGE_DIRS:
+        if clean == image_dir or clean.startswith(image_dir + "/"):
+            shadowed = image_dir
+        elif image_dir.startswith(clean + "/"):
+            shadowed = image_dir
+        else:
+            continue
+        c.add(
+            "spec.backupSource.path",
+            f"{path} would cover the sidecar's own {shadowed} (its programs, libraries or "
+            "credentials); mount the data elsewhere in the sidecar, e.g. /data",
+        )
+        return
+
+
+# Bounds of spec.resources (README "Resources"): a sidecar needs no more to back up, and a
+# Backup must not be a way to claim a node's capacity or special devices.
+RESOURCE_BOUNDS = {
+    "cpu": ("1m", "8"),
+    "memory": ("32Mi", "64Gi"),
+    "ephemeral-storage": ("1Mi", "1Ti"),
+}
 
 
 def _parse_port(c: Collector, value: object, path: str) -> int:

@@ -25,6 +25,61 @@ TOKEN_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 - a 
 METRICS_PORT = 9464
 METRICS_PORT_NAME = "restik-metrics"
 
+# The repository Secret's keys the sidecar gets, each as an optional secretKeyRef of the same
+# name: restic's documented backend variables (restic's "Environment Variables" list), and
+# nothing else. Any other key of the Secret (RESTIC_PASSWORD_COMMAND, LD_PRELOAD, PYKUBE_*,
+# PATH, RESTIK_*, ...) never reaches the sidecar. The key `password` is RESTIC_PASSWORD.
+SECRET_PASSWORD_KEY = "password"  # noqa: S105 - a key name
+SECRET_ENV = (
+    # S3 (and S3-compatible)
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "RESTIC_AWS_ASSUME_ROLE_ARN",
+    "RESTIC_AWS_ASSUME_ROLE_SESSION_NAME",
+    "RESTIC_AWS_ASSUME_ROLE_EXTERNAL_ID",
+    "RESTIC_AWS_ASSUME_ROLE_POLICY",
+    "RESTIC_AWS_ASSUME_ROLE_REGION",
+    "RESTIC_AWS_ASSUME_ROLE_STS_ENDPOINT",
+    # Backblaze B2
+    "B2_ACCOUNT_ID",
+    "B2_ACCOUNT_KEY",
+    # Azure Blob Storage
+    "AZURE_ACCOUNT_NAME",
+    "AZURE_ACCOUNT_KEY",
+    "AZURE_ACCOUNT_SAS",
+    "AZURE_ENDPOINT_SUFFIX",
+    # Google Cloud Storage (a token: the sidecar has no credentials file to point to)
+    "GOOGLE_PROJECT_ID",
+    "GOOGLE_ACCESS_TOKEN",
+    # OpenStack Swift
+    "ST_AUTH",
+    "ST_USER",
+    "ST_KEY",
+    "OS_AUTH_URL",
+    "OS_REGION_NAME",
+    "OS_USERNAME",
+    "OS_USER_ID",
+    "OS_PASSWORD",
+    "OS_TENANT_ID",
+    "OS_TENANT_NAME",
+    "OS_USER_DOMAIN_NAME",
+    "OS_USER_DOMAIN_ID",
+    "OS_PROJECT_NAME",
+    "OS_PROJECT_DOMAIN_NAME",
+    "OS_PROJECT_DOMAIN_ID",
+    "OS_TRUST_ID",
+    "OS_APPLICATION_CREDENTIAL_ID",
+    "OS_APPLICATION_CREDENTIAL_NAME",
+    "OS_APPLICATION_CREDENTIAL_SECRET",
+    "OS_STORAGE_URL",
+    "OS_AUTH_TOKEN",
+    # REST server
+    "RESTIC_REST_USERNAME",
+    "RESTIC_REST_PASSWORD",
+)
+
 WORKLOAD_KINDS = {
     # kind: (apiVersion, plural)
     "Deployment": ("apps/v1", "deployments"),

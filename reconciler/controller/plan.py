@@ -194,7 +194,14 @@ def plan_workload(
     result.selected.setdefault(key, []).append(str(ref))
     result.service_accounts.setdefault(key, set()).add(service_account(obj))
     backup = valid.get(key)
-    clash = metrics_port_clash(obj, backup.metrics_port) if backup is not None else None
+    if backup is not None and shares_process_namespace(obj):
+        if has_sidecar(obj):
+            result.injected.add(ref)
+        result.problems.append(Problem(ref.namespace, label, ref, SHARED_PROCESSES))
+        return None
+    clash = None
+    if backup is not None and backup.metrics_enabled:
+        clash = metrics_port_clash(obj, backup.metrics_port)
     app = app_user(obj, backup.source_volume) if backup is not None else UNKNOWN_USER
     # The steady state first: one hash comparison and done, before any full check.
     if (
@@ -243,6 +250,21 @@ def plan_workload(
     action = UPDATE if owned else INJECT
     rendered = renderer.render(backup, ref.kind, ref.name, app)
     return Change(ref, action, label, obj, inject(obj, rendered))
+
+
+SHARED_PROCESSES = (
+    "spec.template.spec.shareProcessNamespace is true: every container of the pod could read "
+    "the sidecar's environment (the repository password) from /proc; restik does not inject "
+    "into such pods (and leaves a sidecar it injected before as it is). Turn it off, or back "
+    "up the volume from a workload that does not share its process namespace"
+)
+
+
+def shares_process_namespace(obj: Mapping) -> bool:
+    try:
+        return obj["spec"]["template"]["spec"].get("shareProcessNamespace") is True
+    except (KeyError, TypeError, AttributeError):
+        return False  # a broken template: the checks below report it
 
 
 def _did_you_mean(name: str, names: list[str]) -> str:

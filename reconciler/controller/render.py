@@ -21,6 +21,8 @@ from reconciler.api.constants import (
     METRICS_PORT_NAME,
     REPO_MOUNT,
     REPO_VOLUME,
+    SECRET_ENV,
+    SECRET_PASSWORD_KEY,
     SIDECAR_NAME,
     TOKEN_MOUNT,
     TOKEN_VOLUME,
@@ -191,6 +193,8 @@ class Renderer:
             "token_volume": TOKEN_VOLUME,
             "token_mount": TOKEN_MOUNT,
             "repo_volume_source": _repo_volume(backup),
+            "password_key": SECRET_PASSWORD_KEY,
+            "secret_env": SECRET_ENV,
         }
         container = _to_data(self._sidecar.render(values))
         volumes = tuple(_to_data(self._volumes.render(values)))
