@@ -14,6 +14,14 @@ FROM_SECRET = frozenset({PASSWORD_ENV, *SECRET_ENV})
 # What restic (and the rclone or ssh it may start) runs with: the Secret's variables, restik's
 # cache and scratch directories, and the basics of a process. Never the rest of ours.
 FOR_RESTIC = FROM_SECRET | {
+    # a cluster's egress proxy (set on the pod by a platform's admission webhook, never
+    # from the Secret): restic and the API client must keep using it
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
     "PATH",
     "HOME",
     "TZ",

@@ -339,16 +339,17 @@ def test_the_sidecar_scrubs_its_environment_and_restic_sees_only_its_own():
         "RCLONE_PASSWORD_COMMAND": "sh",
         "WWW_SERVICE_HOST": "10.0.0.1",
         "RESTIK_LOG_FORMAT": "json",
+        "HTTPS_PROXY": "http://proxy.corp:3128",
     }
     loud, quiet = scrub(environ)
     assert loud == ["LD_PRELOAD", "PYKUBE_KUBERNETES_SERVICE_HOST", "PYTHONPATH",
                     "RCLONE_PASSWORD_COMMAND", "RESTIC_PASSWORD_COMMAND"]  # fmt: skip
     assert quiet == ["WWW_SERVICE_HOST"]
     assert set(environ) == {"PATH", "HOME", "POD_NAME", "RESTIC_PASSWORD", "AWS_ACCESS_KEY_ID",
-                            "RESTIK_LOG_FORMAT"}  # fmt: skip
+                            "RESTIK_LOG_FORMAT", "HTTPS_PROXY"}  # fmt: skip
     child = restic_env({**environ, "LD_PRELOAD": "/x.so", "RESTIK_RESTIC": "/bin/sh"}, "/c")
     assert set(child) == {"PATH", "HOME", "RESTIC_PASSWORD", "AWS_ACCESS_KEY_ID", "TMPDIR",
-                          "RESTIC_CACHE_DIR"}  # fmt: skip
+                          "RESTIC_CACHE_DIR", "HTTPS_PROXY"}  # fmt: skip
 
 
 @needs_restic
