@@ -704,7 +704,8 @@ def test_custom_resources_are_pruned_and_validated_by_the_crd_schema(emulator, h
             "backupSource": {"volumeName": "data", "path": "/data"},
             "destination": {
                 "repositorySecretName": "s",
-                "volume": {"nfs": {"server": "x", "path": "/"}},  # preserved: any volume source
+                # only a claim is in the schema: any other volume source is pruned
+                "volume": {"persistentVolumeClaim": {"claimName": "c"}, "nfs": {"server": "x"}},
                 "path": "/r",
             },
         },
@@ -713,7 +714,7 @@ def test_custom_resources_are_pruned_and_validated_by_the_crd_schema(emulator, h
     assert created.status_code == 201, created.text
     spec = created.json()["spec"]
     assert "unknownField" not in spec
-    assert spec["destination"]["volume"] == {"nfs": {"server": "x", "path": "/"}}
+    assert spec["destination"]["volume"] == {"persistentVolumeClaim": {"claimName": "c"}}
 
     bad = json.loads(json.dumps(good))
     bad["metadata"]["name"] = "bad"

@@ -53,6 +53,9 @@ def test_render_backup_local_volume():
     ]
 
 
+CLAIM = {"name": "r", "persistentVolumeClaim": {"claimName": "c"}}
+
+
 @pytest.mark.parametrize(
     ("destination", "expected"),
     [
@@ -60,9 +63,9 @@ def test_render_backup_local_volume():
         ({"repository": "rest:http://rest:8000/www"}, "rest:http://rest:8000/www"),
         ({"repository": "/mnt/repo"}, "/mnt/repo"),
         ({"repository": "local:/x"}, "local:/x"),
-        ({"volume": {"name": "r", "emptyDir": {}}, "path": "/repo"}, "/restik/repo/repo"),
-        ({"volume": {"name": "r", "emptyDir": {}}, "path": "/a/b/"}, "/restik/repo/a/b"),
-        ({"volume": {"name": "r", "emptyDir": {}}, "path": "/"}, "/restik/repo"),
+        ({"volume": CLAIM, "path": "/repo"}, "/restik/repo/repo"),
+        ({"volume": CLAIM, "path": "/a/b/"}, "/restik/repo/a/b"),
+        ({"volume": CLAIM, "path": "/"}, "/restik/repo"),
     ],
 )
 def test_repository_of(destination, expected):
