@@ -616,3 +616,105 @@ def test_owned_replicasets_of_one_deployment_make_one_warning(cluster, controlle
     )
     message = get(cluster, "Backup")["status"]["conditions"][0]["message"]
     assert message.endswith("; " + event["message"])
+
+
+def converged_restart_cluster(cluster, kubeconfig):
+    """Backups in "web" and "db"; in "web" a ReplicaSet (2 pods), a ReplicationController and
+    a Deployment, in "db" an OnDelete StatefulSet (1 pod), an unrelated pod in each: all
+    injected, every pod running the current template."""
+    cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "db"}})
+    for ns in (NS, "db"):
+        b = backup()
+        b["metadata"]["namespace"] = ns
+        cluster.create(b)
+    rs = workload("ReplicaSet")
+    rs["spec"]["replicas"] = 2
+    cluster.create(rs)
+    cluster.create(workload("ReplicationController", name="rc"))
+    cluster.create(workload("Deployment", name="dep"))
+    sts = workload("StatefulSet", name="pg")
+    sts["metadata"]["namespace"] = "db"
+    sts["spec"]["updateStrategy"] = {"type": "OnDelete"}
+    cluster.create(sts)
+    Controller(Kube.connect(str(kubeconfig)), Settings()).cycle()
+    rs = get(cluster, "ReplicaSet")
+    for i in range(2):
+        cluster.create(owned_pod(rs, f"www-{i}"))
+    sts = cluster.get("apps/v1", "StatefulSet", "pg", "db")
+    pod = owned_pod(sts, "pg-0")
+    pod["metadata"]["namespace"] = "db"
+    cluster.create(pod)
+    for ns in (NS, "db"):
+        cluster.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "unrelated", "namespace": ns, "labels": {"app": "www"}},
+                "spec": {"containers": [{"name": "x", "image": "x"}]},
+            }
+        )
+    rolled_out(cluster, "Deployment", "dep")
+    sts["status"] = {"observedGeneration": sts["metadata"]["generation"], "replicas": 1}
+    cluster.update(sts, subresource="status")
+    converge = Controller(Kube.connect(str(kubeconfig)), Settings())
+    converge.cycle()
+    cluster.clear_requests()
+    converge.cycle()
+    assert writes(cluster) == []
+
+
+def test_a_first_cycle_on_a_converged_cluster_lists_pods_once_per_namespace(cluster, kubeconfig):
+    """Issue 14: after a start, stale pods are looked for with one pod LIST per namespace
+    that has workloads restik restarts (no GET, no pod LIST per workload); the cycle after
+    it is the LISTs only."""
+    converged_restart_cluster(cluster, kubeconfig)
+    fresh = Controller(Kube.connect(str(kubeconfig)), Settings())
+    cluster.clear_requests()
+    stats = fresh.cycle()
+    assert (stats.patched, stats.restarted, stats.errors) == (0, 0, 0)
+    assert calls(cluster) == [
+        (
+            "GET",
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/backups.backup.appscode.com",
+        ),
+        *LISTS,
+        ("GET", "/api/v1/namespaces/db/pods"),
+        ("GET", "/api/v1/namespaces/web/pods"),
+    ]
+    pod_lists = [r for r in cluster.requests if r.resource == "pods"]
+    assert [r.query.get("labelSelector") for r in pod_lists] == [None, None]
+    assert writes(cluster) == []
+    cluster.clear_requests()
+    fresh.cycle()
+    assert calls(cluster) == LISTS
+
+
+def test_the_pod_list_is_read_page_by_page(cluster, kubeconfig):
+    converged_restart_cluster(cluster, kubeconfig)
+    fresh = Controller(Kube.connect(str(kubeconfig)), Settings(page_size=2))
+    cluster.clear_requests()
+    fresh.cycle()
+    pages = [r for r in cluster.requests if r.path == "/api/v1/namespaces/web/pods"]
+    assert [r.query.get("limit") for r in pages] == ["2", "2"]  # 3 pods
+    assert [bool(r.query.get("continue")) for r in pages] == [False, True]
+    assert writes(cluster) == []
+
+
+def test_a_stale_pod_found_after_a_start_is_evicted_without_a_get(cluster, kubeconfig):
+    converged_restart_cluster(cluster, kubeconfig)
+    pod = cluster.get("v1", "Pod", "www-1", NS)
+    pod["metadata"]["annotations"][HASH_ANNOTATION] = "old"
+    cluster.update(pod)  # as if the controller had died before restarting it
+    fresh = Controller(Kube.connect(str(kubeconfig)), Settings())
+    cluster.clear_requests()
+    assert fresh.cycle().restarted == 1
+    gets = [r.path for r in cluster.requests if r.method == "GET" and r.name]
+    assert gets == [
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/backups.backup.appscode.com"
+    ]  # no GET of the ReplicaSet
+    assert writes(cluster) == [
+        ("POST", "/api/v1/namespaces/web/pods/www-1/eviction"),
+        ("PATCH", "/apis/backup.appscode.com/v1beta1/namespaces/web/backups/www/status"),
+    ]
+    rollout = {e["workload"]: e for e in get(cluster, "Backup")["status"]["rollout"]}
+    assert rollout["ReplicaSet/www"]["current"] is False
