@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 
 import pytest
 
@@ -10,6 +11,8 @@ from reconciler.api.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME
 from reconciler.controller.cycle import Controller
 from reconciler.controller.options import Settings
 from reconciler.kube.client import Kube
+from sidecar.job import Outcome
+from sidecar.report import run_status_patch
 
 NS = "web"
 BACKUP_API = "backup.appscode.com/v1beta1"
@@ -718,3 +721,63 @@ def test_a_stale_pod_found_after_a_start_is_evicted_without_a_get(cluster, kubec
     ]
     rollout = {e["workload"]: e for e in get(cluster, "Backup")["status"]["rollout"]}
     assert rollout["ReplicaSet/www"]["current"] is False
+
+
+def test_the_sidecars_status_fields_survive_the_controllers_status_writes(cluster, controller):
+    """The controller's status patch replaces status.conditions whole: it is conditional on
+    the Backup it was computed from, so a sidecar's report written in between (its
+    LastRunSucceeded condition, backupCount, lastBackupTime) makes it a conflict, replanned
+    next cycle, never a lost report."""
+    cluster.create(backup())
+    cluster.create(workload())
+    controller.cycle()
+
+    def sidecar_reports():
+        current = get(cluster, "Backup")
+        patch = run_status_patch(
+            current.get("status") or {},
+            Outcome(success=True, message="snapshot abc saved", duration=1.5),
+            1,
+            datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+            current["metadata"]["resourceVersion"],
+            host="www",
+        )
+        cluster.patch(BACKUP_API, "backups", "www", patch, NS, subresource="status")
+
+    real_patch = controller.kube.merge_patch
+
+    def racing_patch(path, patch, dry_run=False):
+        if path.endswith("/status"):
+            sidecar_reports()  # between the controller's LIST and its status write
+        return real_patch(path, patch, dry_run)
+
+    cluster.create(workload(name="second"))  # the Ready message changes
+    controller.kube.merge_patch = racing_patch
+    stats = controller.cycle()
+    assert (stats.conflicts, stats.errors, stats.status_writes) == (1, 0, 0)
+    controller.kube.merge_patch = real_patch
+    status = get(cluster, "Backup")["status"]
+    assert [c["type"] for c in status["conditions"]] == ["Ready", "LastRunSucceeded"]
+    assert status["backupCount"] == 1
+    stats = controller.cycle()
+    assert (stats.conflicts, stats.status_writes) == (0, 1)
+    status = get(cluster, "Backup")["status"]
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["LastRunSucceeded"]["message"] == "run 1: snapshot abc saved"
+    assert "2 workload(s)" in conditions["Ready"]["message"]
+    assert (status["backupCount"], status["lastBackupTime"]) == (1, "2026-01-02T03:04:05Z")
+    assert status["workloads"] == ["Deployment/second", "Deployment/www"]
+
+
+def test_rolebinding_writes_are_counted_apart_from_status_writes(cluster, controller):
+    cluster.create(backup())
+    cluster.create(workload())
+    stats = controller.cycle()
+    assert (stats.patched, stats.rbac_writes, stats.status_writes) == (1, 1, 1)
+    cluster.delete(BACKUP_API, "Backup", "www", NS)
+    cluster.create(backup(name="other"))
+    obj = get(cluster, "Deployment")
+    obj["metadata"]["labels"][CONFIG_LABEL] = "other"
+    cluster.update(obj)
+    stats = controller.cycle()
+    assert (stats.patched, stats.rbac_writes, stats.status_writes) == (1, 1, 1)

@@ -172,7 +172,8 @@ def reconcile_status(
     component: str,
     rollouts: Mapping | None = None,
 ) -> list[PatchStatus | CreateEvent]:
-    """Per Backup whose controller-owned status fields are not current: a status patch, then
+    """Per Backup whose controller-owned status fields are not current: a status patch
+    (conditional on the Backup's resourceVersion as listed), then
     its Warning Events (a new failing Ready condition, each new warning), which go out only
     once the patch lands: the patched message is what says they were sent."""
     actions: list = []
@@ -181,6 +182,11 @@ def reconcile_status(
         patch = status_patch(raw, item, plan, now, rollouts)
         if patch is None:
             continue
+        # status.conditions is shared with the sidecars (LastRunSucceeded) and a merge patch
+        # replaces it whole: written only over the status it was computed from, or a 409.
+        rv = (raw.get("metadata") or {}).get("resourceVersion")
+        if rv:
+            patch = {"metadata": {"resourceVersion": rv}, **patch}
         write = PatchStatus(item.namespace, item.name, patch)
         actions.append(write)
         about = f"Backup {item.namespace}/{item.name}"
