@@ -781,3 +781,44 @@ def test_rolebinding_writes_are_counted_apart_from_status_writes(cluster, contro
     cluster.update(obj)
     stats = controller.cycle()
     assert (stats.patched, stats.rbac_writes, stats.status_writes) == (1, 1, 1)
+
+
+def test_a_label_naming_a_missing_backup_is_a_warning_event_on_the_workload_once(
+    cluster, kubeconfig
+):
+    """Issue 18: `config: wwww` with a Backup `www` is reported on the workload, with the
+    closest name, once per problem (remembered by the process: a restart reports it once
+    more), and again if the mistake comes back after a fix."""
+    controller = Controller(Kube.connect(str(kubeconfig)), Settings())
+    cluster.create(backup())
+    dep = cluster.create(workload(label="wwww"))
+    stats = controller.cycle()
+    assert (stats.events, stats.patched, stats.errors) == (1, 0, 0)
+    [event] = cluster.list("v1", "events", NS)
+    assert event["type"] == "Warning"
+    assert event["reason"] == "BackupNotFound"
+    assert event["message"] == "Backup web/wwww not found (did you mean 'www'?)"
+    assert event["involvedObject"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "www",
+        "namespace": NS,
+        "uid": dep["metadata"]["uid"],
+    }
+    assert event["source"] == {"component": "restik-controller"}
+    cluster.clear_requests()
+    controller.cycle()
+    assert calls(cluster) == LISTS  # not every cycle
+    fixed = get(cluster, "Deployment")
+    fixed["metadata"]["labels"][CONFIG_LABEL] = "www"
+    cluster.update(fixed)
+    assert controller.cycle().patched == 1
+    broken = get(cluster, "Deployment")
+    broken["metadata"]["labels"][CONFIG_LABEL] = "wwww"
+    cluster.update(broken)
+    controller.cycle()  # the Backup is missing now: the sidecar goes, nothing to warn of
+    assert controller.cycle().events == 1  # unowned and mislabeled again: reported again
+    assert len(cluster.list("v1", "events", NS)) == 2
+    restarted = Controller(Kube.connect(str(kubeconfig)), Settings())
+    assert restarted.cycle().events == 1
+    assert restarted.cycle().events == 0

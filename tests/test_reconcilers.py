@@ -27,6 +27,10 @@ from reconciler.controller.reconcilers.rbac import (
 )
 from reconciler.controller.reconcilers.restarts import reconcile_restarts
 from reconciler.controller.reconcilers.status import reconcile_status
+from reconciler.controller.reconcilers.workload_warnings import (
+    reconcile_workload_warnings,
+    warning_keys,
+)
 from reconciler.controller.reconcilers.workloads import deferred, reconcile_workloads
 from reconciler.controller.render import Renderer
 from reconciler.controller.rollout import CURRENT, ROLLING_OUT, Rollout, restart_view
@@ -319,6 +323,44 @@ def test_a_new_warning_is_an_event_once():
     assert (event.reason, event.needs) == ("OwnedWorkload", status.key)
     raw["status"] = status.patch["status"]
     assert status_actions(raw, [dep, owned]) == []
+
+
+# ------------------------------------------------------------------ workload warnings
+def test_a_label_naming_no_backup_is_one_warning_event_on_the_workload():
+    typo = live(workload(name="a", label="wwww"), uid="a-uid")
+    far = live(workload("StatefulSet", name="b", label="zzz"), uid="b-uid")
+    result = plan(parsed(backup(name="www")), [typo, far], RENDERER)
+    actions = reconcile_workload_warnings(result, set(), NOW, "restik-controller", "n1")
+    assert [(a.about, a.reason, a.body["message"]) for a in actions] == [
+        ("Deployment web/a", "BackupNotFound", "Backup web/wwww not found (did you mean 'www'?)"),
+        ("StatefulSet web/b", "BackupNotFound", "Backup web/zzz not found"),
+    ]
+    first = actions[0]
+    assert first.body["involvedObject"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "a",
+        "namespace": "web",
+        "uid": "a-uid",
+    }
+    assert (first.body["type"], first.body["metadata"]["namespace"]) == ("Warning", "web")
+    assert first.body["metadata"]["name"].startswith("a.")
+    assert first.remember == (ref(name="a"), "a-uid", "BackupNotFound", first.body["message"])
+    assert set(warning_keys(result)) == {a.remember for a in actions}
+    kept = reconcile_workload_warnings(result, {first.remember}, NOW, "restik-controller", "n1")
+    assert kept == actions[1:]
+    again = reconcile_workload_warnings(result, set(), NOW, "restik-controller", "n2")
+    assert again[0].body["metadata"]["name"] != first.body["metadata"]["name"]
+
+
+def test_other_warnings_are_not_workload_events():
+    owned = live(workload("ReplicaSet", name="www-1", label="www"))
+    owned["metadata"]["ownerReferences"] = [
+        {"kind": "Deployment", "name": "www", "uid": "u", "controller": True}
+    ]
+    result = plan(parsed(backup(name="www")), [owned], RENDERER)
+    assert result.problems  # reported on the Backup, not here
+    assert reconcile_workload_warnings(result, set(), NOW, "c") == []
 
 
 # ------------------------------------------------------------------ all of them

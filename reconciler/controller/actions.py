@@ -139,6 +139,7 @@ class CreateEvent:
     about: str
     reason: str
     needs: tuple | None = None
+    remember: tuple | None = None  # what the controller keeps once sent, to send it once
     write = EVENT
 
     @property

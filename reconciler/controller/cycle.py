@@ -10,13 +10,17 @@ from dataclasses import dataclass
 
 from reconciler.api.backup import InvalidBackup
 from reconciler.api.constants import CRD_NAME
-from reconciler.controller.actions import Action, PatchWorkload
+from reconciler.controller.actions import Action, CreateEvent, PatchWorkload
 from reconciler.controller.apply import Applier
 from reconciler.controller.observe import BackupsNotServed, Observer, Snapshot, established
 from reconciler.controller.options import Settings
 from reconciler.controller.reconcilers.rbac import reconcile_rbac
 from reconciler.controller.reconcilers.restarts import Restarts, reconcile_restarts
 from reconciler.controller.reconcilers.status import reconcile_status
+from reconciler.controller.reconcilers.workload_warnings import (
+    reconcile_workload_warnings,
+    warning_keys,
+)
 from reconciler.controller.reconcilers.workloads import deferred, reconcile_workloads
 from reconciler.controller.render import DEFAULT_IMAGE, Renderer
 from reconciler.controller.rollout import rollouts_now
@@ -41,9 +45,16 @@ class Decisions:
     readiness: dict  # (namespace, name) -> the Ready condition's status after the cycle
 
 
-def decide(snapshot: Snapshot, settings: Settings, now: str) -> Decisions:
+def decide(
+    snapshot: Snapshot,
+    settings: Settings,
+    now: str,
+    reported: frozenset | set = frozenset(),
+    nonce: str = "",
+) -> Decisions:
     """Every reconciler over one snapshot (pure): workload patches, evictions, RoleBindings,
-    then each Backup's status with its Warning Events."""
+    each Backup's status with its Warning Events, then Warning Events on workloads whose
+    label names no Backup (``reported``: those this process has sent already)."""
     plan = snapshot.plan
     patches = reconcile_workloads(plan, settings.max_rollouts)
     restarts = reconcile_restarts(snapshot, patches)
@@ -65,7 +76,8 @@ def decide(snapshot: Snapshot, settings: Settings, now: str) -> Decisions:
         key: ready_status(patched_status.get(key) or raw)
         for key, raw in snapshot.raw_backups.items()
     }
-    actions = [*patches, *restarts.actions, *rbac, *status]
+    warnings = reconcile_workload_warnings(plan, reported, now, COMPONENT, nonce)
+    actions = [*patches, *restarts.actions, *rbac, *status, *warnings]
     return Decisions(patches, restarts, actions, readiness)
 
 
@@ -81,6 +93,7 @@ class Controller:
         self.observer = Observer(kube, settings, self.renderer)
         self.known_injected: set = set()
         self.pending_restarts: set = set()
+        self.reported_warnings: set = set()  # keys of the workload warnings sent (in memory)
         self.first_cycle = True
         self.crd_ready = False
         self.own_writes: set[str] = set()
@@ -151,7 +164,9 @@ class Controller:
         if self.settings.dry_run:
             self._print_plan(plan)
         else:
-            decisions = decide(snapshot, self.settings, now_rfc3339())
+            now = now_rfc3339()
+            nonce = f"{time.time_ns():x}"  # unique Event names within one second
+            decisions = decide(snapshot, self.settings, now, self.reported_warnings, nonce)
             stats.deferred = len(deferred(plan, decisions.patches))
             stats.readiness = decisions.readiness
             for ref, reason in decisions.restarts.waiting.items():
@@ -176,9 +191,9 @@ class Controller:
         return stats
 
     def _remember(self, snapshot: Snapshot, decisions: Decisions, applied: list) -> None:
-        """What the next cycles need of this one: which workloads carry a sidecar, and
-        whose pods restik still has to restart (a planned patch that did not land is
-        replanned, not pending)."""
+        """What the next cycles need of this one: which workloads carry a sidecar, whose
+        pods restik still has to restart (a planned patch that did not land is replanned,
+        not pending), and which workload warnings were sent."""
         pending = set(snapshot.pending_restarts)
         for action in applied:
             if isinstance(action, PatchWorkload):
@@ -189,6 +204,9 @@ class Controller:
                 if action.restart:
                     pending.add(action.ref)
         self.pending_restarts = pending - decisions.restarts.done - snapshot.gone
+        sent = {a.remember for a in applied if isinstance(a, CreateEvent) and a.remember}
+        # forget what is fixed: the same mistake made again later is reported again
+        self.reported_warnings = (self.reported_warnings | sent) & set(warning_keys(snapshot.plan))
 
     def _print_plan(self, plan) -> None:
         text = render_diff(OfflineResult(plan))
