@@ -10,7 +10,7 @@ import pytest
 from reconciler.api.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME
 from reconciler.controller.cycle import Controller
 from reconciler.controller.options import Settings
-from reconciler.kube.client import Kube
+from reconciler.kube.client import ApiError, Kube
 from sidecar.job import Outcome
 from sidecar.report import run_status_patch
 
@@ -822,3 +822,58 @@ def test_a_label_naming_a_missing_backup_is_a_warning_event_on_the_workload_once
     restarted = Controller(Kube.connect(str(kubeconfig)), Settings())
     assert restarted.cycle().events == 1
     assert restarted.cycle().events == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "counted"),
+    [(409, "conflicts"), (403, "errors"), (500, "errors")],
+)
+def test_one_error_policy_for_every_write(
+    cluster, controller, monkeypatch, caplog, status, counted
+):
+    """A 409 is a conflict and any other error an error, whatever the write (a RoleBinding
+    here: its 409 used to count as a conflict but a status write's as an error); the error
+    is logged with the object, and the other writes of the cycle go on."""
+    cluster.create(backup())
+    cluster.create(workload())
+
+    def failing_create(path, body):
+        raise ApiError(status, "Refused", "by the test")
+
+    monkeypatch.setattr(controller.kube, "create", failing_create)
+    stats = controller.cycle()
+    other = "errors" if counted == "conflicts" else "conflicts"
+    assert (getattr(stats, counted), getattr(stats, other)) == (1, 0)
+    assert (stats.patched, stats.rbac_writes, stats.status_writes) == (1, 0, 1)
+    if counted == "errors":
+        assert f"creating RoleBinding web/restik-sidecar-www failed: {status} Refused" in (
+            caplog.text
+        )
+
+
+def test_a_rolebinding_already_deleted_is_not_an_error(cluster, controller, monkeypatch):
+    """A 404 on a delete means the object is gone, as wanted: no error, no conflict."""
+    cluster.create(backup())
+    cluster.create(workload())
+    controller.cycle()
+    obj = get(cluster, "Deployment")
+    obj["metadata"]["labels"][CONFIG_LABEL] = "other"  # no workload left for "www"
+    cluster.update(obj)
+    rb_api = "rbac.authorization.k8s.io/v1"
+    listed = cluster.get(rb_api, "rolebindings", "restik-sidecar-www", NS)
+    cluster.delete(rb_api, "rolebindings", "restik-sidecar-www", NS)  # by someone else
+    real_pages = controller.kube.list_pages
+
+    def pages_listed_before_the_delete(path, selector=None, limit=500):
+        for rv, items in real_pages(path, selector, limit):
+            yield rv, [listed] if "/rolebindings" in path else items
+
+    monkeypatch.setattr(controller.kube, "list_pages", pages_listed_before_the_delete)
+    cluster.clear_requests()
+    stats = controller.cycle()
+    assert (stats.errors, stats.conflicts, stats.rbac_writes) == (0, 0, 0)
+    [delete] = [r for r in cluster.requests if r.method == "DELETE"]
+    assert (delete.path, delete.status) == (
+        f"/apis/{rb_api}/namespaces/web/rolebindings/restik-sidecar-www",
+        404,
+    )
