@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 from datetime import UTC, datetime
 
 import pytest
@@ -690,6 +691,10 @@ def test_a_first_cycle_on_a_converged_cluster_lists_pods_once_per_namespace(clus
     cluster.clear_requests()
     fresh.cycle()
     assert calls(cluster) == LISTS
+    dry = Controller(Kube.connect(str(kubeconfig)), Settings(dry_run=True), out=io.StringIO())
+    cluster.clear_requests()
+    dry.cycle()  # restarts nothing, so looks at no pod
+    assert calls(cluster)[1:] == LISTS
 
 
 def test_the_pod_list_is_read_page_by_page(cluster, kubeconfig):

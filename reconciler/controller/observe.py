@@ -196,7 +196,8 @@ class Observer:
         result.finish()
         planned = {c.ref for c in result.changes if c.restart}
         snap.restart_candidates = snap.pending_restarts | planned
-        self._list_pods(snap)
+        if not self.settings.dry_run:  # a dry run restarts nothing: no pods to look at
+            self._list_pods(snap)
 
     def _keep_restart_view(self, snap: Snapshot, obj: dict) -> None:
         if needs_manual_restart(obj) or ref_of(obj) in snap.pending_restarts:
