@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 from reconciler.api.backup import InvalidBackup
 from reconciler.api.constants import CRD_NAME
-from reconciler.controller.actions import Action, CreateEvent, PatchWorkload
+from reconciler.controller.actions import Action, CreateEvent, PatchStatus, PatchWorkload
 from reconciler.controller.apply import Applier
 from reconciler.controller.observe import BackupsNotServed, Observer, Snapshot, established
 from reconciler.controller.options import Settings
+from reconciler.controller.plan import REMOVE
 from reconciler.controller.reconcilers.rbac import reconcile_rbac
 from reconciler.controller.reconcilers.restarts import Restarts, reconcile_restarts
 from reconciler.controller.reconcilers.status import reconcile_status
@@ -40,6 +41,7 @@ class Decisions:
     """One cycle's actions, in the order they are applied, and what the status was told."""
 
     patches: list[PatchWorkload]
+    deferred: set  # WorkloadRefs whose planned update waits for --max-rollouts
     restarts: Restarts
     actions: list[Action]
     readiness: dict  # (namespace, name) -> the Ready condition's status after the cycle
@@ -61,24 +63,20 @@ def decide(
     rbac = reconcile_rbac(
         snapshot.raw_backups, snapshot.parsed, plan.service_accounts, snapshot.rolebindings
     )
+    waiting = deferred(plan, patches)
     pending = snapshot.restart_candidates - restarts.done
     current = rollouts_now(
-        plan,
-        snapshot.rollouts,
-        restarts.rollouts,
-        deferred(plan, patches),
-        pending,
-        {a.ref for a in patches},
+        plan, snapshot.rollouts, restarts.rollouts, waiting, pending, {a.ref for a in patches}
     )
     status = reconcile_status(snapshot.raw_backups, snapshot.parsed, plan, now, COMPONENT, current)
-    patched_status = {(a.namespace, a.name): a.patch for a in status if a.write == "status"}
+    patched_status = {(a.namespace, a.name): a.patch for a in status if isinstance(a, PatchStatus)}
     readiness = {
         key: ready_status(patched_status.get(key) or raw)
         for key, raw in snapshot.raw_backups.items()
     }
     warnings = reconcile_workload_warnings(plan, reported, now, COMPONENT, nonce)
     actions = [*patches, *restarts.actions, *rbac, *status, *warnings]
-    return Decisions(patches, restarts, actions, readiness)
+    return Decisions(patches, waiting, restarts, actions, readiness)
 
 
 class Controller:
@@ -167,7 +165,7 @@ class Controller:
             now = now_rfc3339()
             nonce = f"{time.time_ns():x}"  # unique Event names within one second
             decisions = decide(snapshot, self.settings, now, self.reported_warnings, nonce)
-            stats.deferred = len(deferred(plan, decisions.patches))
+            stats.deferred = len(decisions.deferred)
             stats.readiness = decisions.readiness
             for ref, reason in decisions.restarts.waiting.items():
                 log.info("restart of %s/%s waits: %s", ref.namespace, ref, reason)
@@ -197,7 +195,7 @@ class Controller:
         pending = set(snapshot.pending_restarts)
         for action in applied:
             if isinstance(action, PatchWorkload):
-                if action.action == "remove":
+                if action.action == REMOVE:
                     self.known_injected.discard(action.ref)
                 else:
                     self.known_injected.add(action.ref)
