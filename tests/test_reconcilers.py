@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 
-from reconciler.api.backup import InvalidBackup, parse_backup
 from reconciler.api.constants import CONFIG_LABEL, HASH_ANNOTATION
 from reconciler.controller.actions import (
     ROLEBINDING,
@@ -34,22 +33,12 @@ from reconciler.controller.reconcilers.workload_warnings import (
 from reconciler.controller.reconcilers.workloads import deferred, reconcile_workloads
 from reconciler.controller.render import Renderer
 from reconciler.controller.rollout import CURRENT, ROLLING_OUT, Rollout, restart_view
-from tests.factories import backup, workload
+from tests.factories import backup, parsed, workload
 
 RENDERER = Renderer()
 NOW = "2026-01-02T03:04:05Z"
 RB_PATH = "/apis/rbac.authorization.k8s.io/v1/namespaces/web/rolebindings"
 STATUS_PATH = "/apis/backup.appscode.com/v1beta1/namespaces/web/backups/www/status"
-
-
-def parsed(*raws):
-    out = []
-    for raw in raws:
-        try:
-            out.append(parse_backup(raw))
-        except InvalidBackup as exc:
-            out.append(exc)
-    return out
 
 
 def live(obj, rv="7", uid=None):
@@ -136,6 +125,21 @@ def pod(owner, name, template_hash, ready=True):
     return {"metadata": meta, "status": {"phase": "Running", "conditions": [cond]}}
 
 
+def restart_snapshot(rs, pods=None, raw_backup=None, also=(), **fields) -> Snapshot:
+    """A snapshot where ``rs`` (and the refs ``also``) are restart candidates; ``pods``
+    None: its namespace's pods could not be listed."""
+    rsref = ref(rs["kind"], rs["metadata"]["name"])
+    return snapshot(
+        [raw_backup or backup()],
+        [rs],
+        restart_candidates={rsref, *also},
+        restart_owners={rsref: restart_view(rs)},
+        pods={} if pods is None else {rs["metadata"]["uid"]: pods},
+        pod_namespaces=set() if pods is None else {"web"},
+        **fields,
+    )
+
+
 def replicaset(name="rs", replicas=2):
     obj = live(injected(workload("ReplicaSet", name=name)))
     obj["spec"]["replicas"] = replicas
@@ -145,14 +149,7 @@ def replicaset(name="rs", replicas=2):
 def test_a_stale_pod_is_evicted_when_the_others_are_ready():
     rs = replicaset()
     current = rs["spec"]["template"]["metadata"]["annotations"][HASH_ANNOTATION]
-    snap = snapshot(
-        [backup()],
-        [rs],
-        restart_candidates={ref("ReplicaSet", "rs")},
-        restart_owners={ref("ReplicaSet", "rs"): restart_view(rs)},
-        pods={"uid-ReplicaSet-rs": [pod(rs, "rs-a", current), pod(rs, "rs-b", "old")]},
-        pod_namespaces={"web"},
-    )
+    snap = restart_snapshot(rs, [pod(rs, "rs-a", current), pod(rs, "rs-b", "old")])
     out = reconcile_restarts(snap, [])
     assert out.actions == [Evict(ref("ReplicaSet", "rs"), "rs-b")]
     assert out.rollouts == {
@@ -165,14 +162,7 @@ def test_a_workload_patched_now_is_judged_by_its_new_template_and_waits_for_the_
     rs = live(workload("ReplicaSet", name="rs"))  # no sidecar yet: its pods have no hash
     rs["spec"]["replicas"] = 2
     rsref = ref("ReplicaSet", "rs")
-    snap = snapshot(
-        [backup()],
-        [rs],
-        restart_candidates={rsref},
-        restart_owners={rsref: restart_view(rs)},
-        pods={"uid-ReplicaSet-rs": [pod(rs, "rs-b", None), pod(rs, "rs-a", None)]},
-        pod_namespaces={"web"},
-    )
+    snap = restart_snapshot(rs, [pod(rs, "rs-b", None), pod(rs, "rs-a", None)])
     [patch] = reconcile_workloads(snap.plan)
     out = reconcile_restarts(snap, [patch])
     assert out.actions == [Evict(rsref, "rs-a", needs=("workload", rsref))]
@@ -182,14 +172,8 @@ def test_a_workload_patched_now_is_judged_by_its_new_template_and_waits_for_the_
 def test_restarts_wait_for_a_pod_that_is_not_ready_and_forget_a_deleted_owner():
     rs = replicaset()
     current = rs["spec"]["template"]["metadata"]["annotations"][HASH_ANNOTATION]
-    snap = snapshot(
-        [backup()],
-        [rs],
-        restart_candidates={ref("ReplicaSet", "rs"), ref("ReplicaSet", "deleted")},
-        restart_owners={ref("ReplicaSet", "rs"): restart_view(rs)},
-        pods={"uid-ReplicaSet-rs": [pod(rs, "rs-a", current, ready=False), pod(rs, "rs-b", "x")]},
-        pod_namespaces={"web"},
-    )
+    pods = [pod(rs, "rs-a", current, ready=False), pod(rs, "rs-b", "x")]
+    snap = restart_snapshot(rs, pods, also={ref("ReplicaSet", "deleted")})
     out = reconcile_restarts(snap, [])
     assert out.actions == []
     assert out.waiting == {ref("ReplicaSet", "rs"): "pod rs-a is not Ready yet"}
@@ -198,12 +182,7 @@ def test_restarts_wait_for_a_pod_that_is_not_ready_and_forget_a_deleted_owner():
 
 def test_no_decision_where_the_pods_could_not_be_listed():
     rs = replicaset()
-    snap = snapshot(
-        [backup()],
-        [rs],
-        restart_candidates={ref("ReplicaSet", "rs")},
-        restart_owners={ref("ReplicaSet", "rs"): restart_view(rs)},
-    )
+    snap = restart_snapshot(rs)
     out = reconcile_restarts(snap, [])
     assert (out.actions, out.rollouts, out.done, out.waiting) == ([], {}, set(), {})
 
@@ -211,14 +190,7 @@ def test_no_decision_where_the_pods_could_not_be_listed():
 def test_current_pods_finish_the_restart():
     rs = replicaset(replicas=1)
     current = rs["spec"]["template"]["metadata"]["annotations"][HASH_ANNOTATION]
-    snap = snapshot(
-        [backup()],
-        [rs],
-        restart_candidates={ref("ReplicaSet", "rs")},
-        restart_owners={ref("ReplicaSet", "rs"): restart_view(rs)},
-        pods={"uid-ReplicaSet-rs": [pod(rs, "rs-a", current)]},
-        pod_namespaces={"web"},
-    )
+    snap = restart_snapshot(rs, [pod(rs, "rs-a", current)])
     out = reconcile_restarts(snap, [])
     assert (out.actions, out.done) == ([], {ref("ReplicaSet", "rs")})
     assert out.rollouts[ref("ReplicaSet", "rs")] == Rollout(CURRENT, 1, 1, 1)
@@ -262,7 +234,7 @@ def test_a_changed_role_ref_is_a_delete_then_a_create_that_needs_it():
     old["roleRef"]["name"] = "something-else"
     actions = rbac_actions(raw, [workload()], {("web", "restik-sidecar-www"): old})
     what = "RoleBinding web/restik-sidecar-www"
-    delete = DeleteObject(f"{RB_PATH}/restik-sidecar-www", what, ROLEBINDING)
+    delete = DeleteObject(f"{RB_PATH}/restik-sidecar-www", None, what, ROLEBINDING)
     create = CreateObject(
         RB_PATH, desired_rolebinding(raw, ["default"]), what, ROLEBINDING, delete.key
     )
@@ -274,7 +246,7 @@ def test_rolebinding_deleted_without_workloads_and_kept_for_an_invalid_backup():
     rb = {("web", "restik-sidecar-www"): live(desired_rolebinding(raw, ["default"]))}
     what = "RoleBinding web/restik-sidecar-www"
     assert rbac_actions(raw, [], rb) == [
-        DeleteObject(f"{RB_PATH}/restik-sidecar-www", what, ROLEBINDING)
+        DeleteObject(f"{RB_PATH}/restik-sidecar-www", None, what, ROLEBINDING)
     ]
     broken = live(backup(name="www", schedule="never"), uid="b-uid")
     assert rbac_actions(broken, [], rb) == []
@@ -369,15 +341,8 @@ def test_decide_orders_patches_evictions_rbac_then_status():
     rs["spec"]["replicas"] = 2
     rsref = ref("ReplicaSet", "rs")
     raw = live(backup(name="www"), uid="b-uid")
-    snap = snapshot(
-        [raw],
-        [rs],
-        restart_candidates={rsref},
-        restart_owners={rsref: restart_view(rs)},
-        pods={"uid-ReplicaSet-rs": [pod(rs, "rs-a", None), pod(rs, "rs-b", None)]},
-        pod_namespaces={"web"},
-        rollouts={rsref: Rollout(CURRENT, 2, 2, 2)},
-    )
+    pods = [pod(rs, "rs-a", None), pod(rs, "rs-b", None)]
+    snap = restart_snapshot(rs, pods, raw, rollouts={rsref: Rollout(CURRENT, 2, 2, 2)})
     decisions = decide(snap, Settings(), NOW)
     kinds = [type(a).__name__ for a in decisions.actions]
     assert kinds == ["PatchWorkload", "Evict", "CreateObject", "PatchStatus"]

@@ -65,47 +65,30 @@ class Evict:
 
 
 @dataclass(frozen=True)
-class CreateObject:
-    """POST ``body`` to the collection ``path`` (``what``: "RoleBinding web/x" for logs)."""
+class ObjectWrite:
+    """A write of a whole object at ``path`` (``what``: "RoleBinding web/x", for logs)."""
 
     path: str
-    body: Mapping = field(repr=False)
+    body: Mapping | None = field(repr=False)
     what: str
     write: str
     needs: tuple | None = None
 
     @property
     def key(self) -> tuple:
-        return ("create", self.path, self.what)
+        return (type(self).__name__, self.path, self.what)  # a create's path: its collection
 
 
-@dataclass(frozen=True)
-class ReplaceObject:
+class CreateObject(ObjectWrite):
+    """POST ``body`` to the collection ``path``."""
+
+
+class ReplaceObject(ObjectWrite):
     """PUT ``body`` (with the resourceVersion it replaces) to ``path``."""
 
-    path: str
-    body: Mapping = field(repr=False)
-    what: str
-    write: str
-    needs: tuple | None = None
 
-    @property
-    def key(self) -> tuple:
-        return ("replace", self.path)
-
-
-@dataclass(frozen=True)
-class DeleteObject:
-    """DELETE ``path``; an object already gone counts as deleted."""
-
-    path: str
-    what: str
-    write: str
-    needs: tuple | None = None
-
-    @property
-    def key(self) -> tuple:
-        return ("delete", self.path)
+class DeleteObject(ObjectWrite):
+    """DELETE ``path`` (no body); an object already gone counts as deleted."""
 
 
 @dataclass(frozen=True)

@@ -166,6 +166,7 @@ class Observer:
         # restik's hash annotation marks them. Later cycles list labeled ones only and
         # follow unlabeling through known_injected and the Backups' status.workloads.
         selector = None if first_cycle else CONFIG_LABEL
+        desired: dict = {}  # DaemonSet ref -> status.desiredNumberScheduled (dropped by slim)
         for kind, api_version, path in self.workload_paths():
             for page in self._pages(path, selector, rvs):
                 items = [with_kind(w, api_version, kind) for w in page]
@@ -174,7 +175,6 @@ class Observer:
                     items = [w for w in items if labeled_or_injected(w)]
                 for w in items:
                     if not is_labeled(w):
-                        self._keep_restart_view(snap, w)
                         continue
                     snap.workloads += 1
                     ref = ref_of(w)
@@ -182,26 +182,40 @@ class Observer:
                     if controller_owner(w) is not None:
                         continue  # never changed, never restarted (plan reports it)
                     snap.rollouts[ref] = observe_rollout(w)  # from its status, before slim
-                    self._keep_restart_view(snap, w)
                     if first_cycle and needs_manual_restart(w):
                         snap.pending_restarts.add(ref)  # after a start: look for stale pods
+                    if ref in snap.pending_restarts:
+                        snap.restart_owners[ref] = restart_view(w)
+                    elif w["kind"] == "DaemonSet" and needs_manual_restart(w):
+                        desired[ref] = (w.get("status") or {}).get("desiredNumberScheduled")
                 items = [slim(w) for w in items]
+                planned = len(result.changes)
                 plan_batch(index, items, self.renderer, result)
                 del items
+                self._keep_restart_views(snap, result.changes[planned:], desired)
         rb_path = ROLEBINDINGS.path(self.settings.namespace)
         for rb in self._list(rb_path, f"{MANAGED_BY}={MANAGER}", rvs):
             snap.rolebindings[(rb["metadata"]["namespace"], rb["metadata"]["name"])] = rb
         orphans = self._orphans(snap, known_injected | pending, raw_backups)
+        planned = len(result.changes)
         plan_batch(index, orphans, self.renderer, result)
+        self._keep_restart_views(snap, result.changes[planned:], desired)
         result.finish()
         planned = {c.ref for c in result.changes if c.restart}
         snap.restart_candidates = snap.pending_restarts | planned
         if not self.settings.dry_run:  # a dry run restarts nothing: no pods to look at
             self._list_pods(snap)
 
-    def _keep_restart_view(self, snap: Snapshot, obj: dict) -> None:
-        if needs_manual_restart(obj) or ref_of(obj) in snap.pending_restarts:
-            snap.restart_owners[ref_of(obj)] = restart_view(obj)
+    @staticmethod
+    def _keep_restart_views(snap: Snapshot, changes: list, desired: dict) -> None:
+        """What plan_restart needs of the workloads a change will make restik restart: their
+        objects as listed (slim keeps what it reads but a DaemonSet's desired pod count)."""
+        for change in changes:
+            if change.restart and change.ref not in snap.restart_owners:
+                view = restart_view(change.before)
+                if desired.get(change.ref) is not None:
+                    view["status"] = {"desiredNumberScheduled": desired[change.ref]}
+                snap.restart_owners[change.ref] = view
 
     def _pages(self, path: str, selector: str | None, rvs: dict[str, str]) -> Iterator[list]:
         """The LIST of ``path`` page by page; the first page's resourceVersion (the list's
@@ -249,7 +263,7 @@ class Observer:
                 snap.gone.add(ref)
                 continue
             obj = with_kind(obj, res.api_version, ref.kind)
-            self._keep_restart_view(snap, obj)
+            snap.restart_owners[ref] = restart_view(obj)  # in case restik restarts its pods
             found.append(slim(obj))
         return found
 

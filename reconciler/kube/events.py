@@ -27,22 +27,9 @@ def clip(message: str, limit: int = MAX_MESSAGE) -> str:
     return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
-def backup_event(
-    backup: Mapping,
-    *,
-    name: str,
-    reason: str,
-    message: str,
-    warning: bool,
-    now: str,
-    component: str,
-    host: str | None = None,
-    instance: str | None = None,
-    labels: Mapping | None = None,
-    absent: str | None = None,
-) -> dict:
-    """An Event on ``backup`` (its metadata as read); ``absent`` stands for a uid or
-    resourceVersion the object lacks. The message is clipped to MAX_MESSAGE."""
+def backup_event(backup: Mapping, *, absent: str | None = None, **fields) -> dict:
+    """An Event on ``backup`` (its metadata as read; ``fields`` as object_event takes them);
+    ``absent`` stands for a uid or resourceVersion the object lacks."""
     meta = backup.get("metadata") or {}
     involved = {
         "apiVersion": API_VERSION,
@@ -52,18 +39,7 @@ def backup_event(
         "uid": meta.get("uid", absent),
         "resourceVersion": meta.get("resourceVersion", absent),
     }
-    return object_event(
-        involved,
-        name=name,
-        reason=reason,
-        message=message,
-        warning=warning,
-        now=now,
-        component=component,
-        host=host,
-        instance=instance,
-        labels=labels,
-    )
+    return object_event(involved, **fields)
 
 
 def object_event(

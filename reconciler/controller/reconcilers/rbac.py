@@ -97,14 +97,14 @@ def reconcile_rbac(
         what = f"RoleBinding {item.namespace}/{name}"
         if not sas:
             if live is not None:
-                actions.append(DeleteObject(path, what, ROLEBINDING))
+                actions.append(DeleteObject(path, None, what, ROLEBINDING))
             continue
         desired = desired_rolebinding(raw_backups[key], sas)
         if live is None:
             actions.append(CreateObject(collection, desired, what, ROLEBINDING))
         elif not rolebinding_in_sync(live, desired):
             if live.get("roleRef") != desired["roleRef"]:
-                delete = DeleteObject(path, what, ROLEBINDING)
+                delete = DeleteObject(path, None, what, ROLEBINDING)
                 actions += [
                     delete,
                     CreateObject(collection, desired, what, ROLEBINDING, delete.key),
