@@ -217,6 +217,7 @@ class Sidecar:
             restic_env(os.environ, cache_dir),
             stop_timeout=s.stop_timeout,
             command_timeout=s.run_timeout,
+            backend_timeout=s.backend_timeout,
         )
         if self._stop.is_set():
             self.runner.stop()

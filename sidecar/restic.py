@@ -319,18 +319,92 @@ def _plain(line: str) -> str:
     return line
 
 
+# restik's own lines appended to restic's stderr (why restik stopped restic), kept apart
+# from restic's error and added after it in the message.
+RESTIK_NOTE = "restik: "
+
+
 def first_error_line(stderr: str, exit_code: int | None = None) -> str:
-    """The line of restic's stderr that says what went wrong, for an Event message."""
-    lines = [_plain(line.strip()) for line in stderr.splitlines() if line.strip()]
+    """The line of restic's stderr that says what went wrong, for an Event message, with
+    why restik interrupted restic if it did."""
+    notes = [
+        line.strip()[len(RESTIK_NOTE) :]
+        for line in stderr.splitlines()
+        if line.strip().startswith(RESTIK_NOTE)
+    ]
+    lines = [
+        part.strip()
+        for line in stderr.splitlines()
+        if line.strip() and not line.strip().startswith(RESTIK_NOTE)
+        for part in _plain(line.strip()).splitlines()  # a JSON message may hold several
+        if part.strip()
+    ]
+    found = _error_line(lines)
+    if found is not None and found.endswith(_CANCELED):
+        # restic was interrupted while it retried its backend: the last backend error is the
+        # cause ("unable to open config file: context canceled" says nothing).
+        cause = last_backend_error(stderr)
+        if cause:
+            found = found[: -len(_CANCELED)] + cause
+    if found is None:
+        if notes:
+            return "; ".join(notes)
+        return f"restic exited with code {exit_code}" if exit_code is not None else "restic failed"
+    return "; ".join([found, *notes])
+
+
+_CANCELED = "context canceled"
+
+
+def _error_line(lines: list[str]) -> str | None:
     for line in lines:
         if line.startswith("Fatal:"):
             return line[len("Fatal:") :].strip()
     for line in lines:
         if line.lower().startswith(("error", "unable", "repository")):
             return line
-    if lines:
-        return lines[-1]
-    return f"restic exited with code {exit_code}" if exit_code is not None else "restic failed"
+    return lines[-1] if lines else None
+
+
+# --- backend retries ---------------------------------------------------------------------
+# restic retries a failing backend request after a growing pause and says so on stderr, in
+# the same words since 0.9: 0.14 gives up after 10 attempts (a minute or two), 0.17+ only
+# after 15 minutes per request (a repository that is down when a run starts keeps the run
+# waiting that long). A success after retries is reported too.
+_RETRYING = re.compile(r"^(?:\x1b\[2K)?(\S.*?) returned error, retrying after \S+?: (.+)$")
+_RECOVERED = re.compile(r"^(?:\x1b\[2K)?\S.*? operation successful after \d+ retries")
+
+
+def last_backend_error(stderr: str) -> str | None:
+    """The error of restic's last backend retry in its stderr, if it retried at all."""
+    found = None
+    for line in stderr.splitlines():
+        m = _RETRYING.match(line.strip())
+        if m:
+            found = m.group(2).strip()
+    return found
+
+
+@dataclass
+class BackendWatch:
+    """Fed restic's stderr line by line: since when its backend has failed without a single
+    success in between (every request retried, none answered)."""
+
+    failing_since: float | None = None
+    last_error: str = ""
+
+    def feed(self, line: str, now: float) -> None:
+        line = line.strip()
+        m = _RETRYING.match(line)
+        if m:
+            if self.failing_since is None:
+                self.failing_since = now
+            self.last_error = m.group(2).strip()
+        elif _RECOVERED.match(line):
+            self.failing_since = None
+
+    def failing_for(self, now: float) -> float:
+        return 0.0 if self.failing_since is None else now - self.failing_since
 
 
 # --- locks -------------------------------------------------------------------------------

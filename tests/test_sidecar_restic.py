@@ -356,6 +356,49 @@ def test_first_error_line():
     assert restic.first_error_line("{not json\n") == "{not json"
 
 
+# What restic 0.18 prints when its REST backend is down and restik interrupts it (--json).
+RETRYING_STDERR = (
+    'Stat(<config/>) returned error, retrying after 590.49ms: Head "http://:***@h:1/www/'
+    'config": dial tcp 127.0.0.1:1: connect: connection refused\n'
+    'Stat(<config/>) returned error, retrying after 1.48s: Head "http://:***@h:1/www/config":'
+    " dial tcp 127.0.0.1:1: connect: connection reset by peer\n"
+    "\x1b[2Ksignal interrupt received, cleaning up\n"
+    '{"message_type":"exit_error","code":1,"message":"Fatal: unable to open config file: '
+    'context canceled\\nIs there a repository at the following location?\\nrest:http://h:1/www/"}'
+    "\n"
+)
+
+
+def test_first_error_line_of_an_interrupted_retry_names_the_backend_error():
+    """ "context canceled" says nothing: the last error restic retried is the cause; a JSON
+    message's further lines ("Is there a repository ...") are not part of it; restik's own
+    note (why it interrupted restic) follows."""
+    note = f"{restic.RESTIK_NOTE}the repository did not answer for 5s"
+    assert restic.first_error_line(RETRYING_STDERR + note + "\n", 1) == (
+        'unable to open config file: Head "http://:***@h:1/www/config": dial tcp '
+        "127.0.0.1:1: connect: connection reset by peer; the repository did not answer for 5s"
+    )
+    assert restic.first_error_line(f"{restic.RESTIK_NOTE}restic did not finish", 1) == (
+        "restic did not finish"
+    )
+    assert restic.last_backend_error("Fatal: x\n") is None
+
+
+def test_backend_watch_counts_from_the_first_failure_until_a_success():
+    watch = restic.BackendWatch()
+    watch.feed("scan finished in 0.1s\n", 1.0)
+    assert watch.failing_for(5.0) == 0.0
+    first, second = RETRYING_STDERR.splitlines()[:2]
+    watch.feed(first, 10.0)
+    watch.feed(second, 12.0)
+    assert watch.failing_for(15.0) == 5.0  # since the first failure, not the latest
+    assert watch.last_error.endswith("connection reset by peer")
+    watch.feed("Save(<data/0a1b2c3d>) operation successful after 3 retries\n", 16.0)
+    assert watch.failing_for(100.0) == 0.0
+    watch.feed(first, 101.0)
+    assert watch.failing_for(102.0) == 1.0
+
+
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
@@ -520,11 +563,17 @@ def test_wrong_password_is_classified_and_never_reinitialises(tmp_path, source, 
 @needs_restic
 @pytest.mark.slow
 def test_unreachable_repository_is_not_initialised(tmp_path, source, job_for):
+    """restic 0.14 gives up on a refused connection after a few retries; 0.17+ retries for
+    15 minutes, so restik interrupts it after --backend-timeout and says why."""
     port = free_port()  # nothing listens there
-    out = job_for(make_backup(str(source), f"rest:http://127.0.0.1:{port}/www")).run()
+    backup = make_backup(str(source), f"rest:http://127.0.0.1:{port}/www")
+    started = time.monotonic()
+    out = job_for(backup, backend_timeout=3).run()
+    assert time.monotonic() - started < 60
     assert not out.success and not out.initialised
     assert out.failure is Failure.OTHER
-    assert "connection refused" in out.message
+    assert "connection refused" in out.message and f"127.0.0.1:{port}" in out.message
+    assert out.message.startswith("unable to open config file"), out.message
 
 
 def _frozen_locker(repo: Path, cmd_prefix: list[str] = ()) -> subprocess.Popen:
