@@ -64,8 +64,11 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 
 def restic_env(base: Mapping[str, str], cache_dir: str) -> dict[str, str]:
     """The child's environment: ours (RESTIC_PASSWORD, AWS_*, ... from the Secret) plus
-    a writable TMPDIR, because restic stages pack files there and the root is read-only."""
+    a writable TMPDIR, because restic stages pack files there and the root is read-only.
+    Without RESTIC_REPOSITORY_FILE: that is for people exec'ing into the container, and
+    restic refuses it together with the --repo restik passes."""
     env = dict(base)
+    env.pop("RESTIC_REPOSITORY_FILE", None)
     if not env.get("TMPDIR"):
         tmp = os.path.join(cache_dir, "tmp")
         os.makedirs(tmp, exist_ok=True)
