@@ -283,11 +283,18 @@ def _repository_missing(stderr: str) -> bool:
     if re.search(r"^Fatal: repository does not exist", stderr, re.MULTILINE):
         return True  # restic 0.17+ wording (with exit code 10)
     m = _CONFIG_ERROR.search(stderr)
-    return bool(m and _NOT_EXIST.search(m.group(1)) and not _NETWORK.search(m.group(1)))
+    if not m:
+        return False
+    error = m.group(1)
+    if error.strip().endswith(_CANCELED):
+        # interrupted while retrying (see BackendWatch): the error it retried
+        error = last_backend_error(stderr) or error
+    return bool(_NOT_EXIST.search(error) and not _NETWORK.search(error))
 
 
 def classify(exit_code: int, stderr: str) -> Failure:
     """What kind of failure a non-zero restic exit is."""
+    stderr = "\n".join(_plain(line.strip()) for line in stderr.splitlines())
     if exit_code == EXIT_WRONG_PASSWORD or any(p.search(stderr) for p in _WRONG_PASSWORD):
         return Failure.WRONG_PASSWORD
     if exit_code == EXIT_LOCKED or any(p.search(stderr) for p in _LOCKED):
@@ -372,6 +379,7 @@ def _error_line(lines: list[str]) -> str | None:
 # after 15 minutes per request (a repository that is down when a run starts keeps the run
 # waiting that long). A success after retries is reported too.
 _RETRYING = re.compile(r"^(?:\x1b\[2K)?(\S.*?) returned error, retrying after \S+?: (.+)$")
+_BUCKET_MISSING = re.compile(r"NoSuchBucket|bucket does not exist", re.IGNORECASE)
 _RECOVERED = re.compile(r"^(?:\x1b\[2K)?\S.*? operation successful after \d+ retries")
 
 
@@ -392,6 +400,10 @@ class BackendWatch:
 
     failing_since: float | None = None
     last_error: str = ""
+    # S3 answers a missing bucket with NoSuchBucket, which restic 0.17+ retries like any
+    # error for 15 minutes (0.14 gave up at once): the repository is missing, `restic init`
+    # creates the bucket, so waiting is pointless.
+    bucket_missing: bool = False
 
     def feed(self, line: str, now: float) -> None:
         line = line.strip()
@@ -400,6 +412,8 @@ class BackendWatch:
             if self.failing_since is None:
                 self.failing_since = now
             self.last_error = m.group(2).strip()
+            if m.group(1).startswith("Stat(<config/>") and _BUCKET_MISSING.search(line):
+                self.bucket_missing = True
         elif _RECOVERED.match(line):
             self.failing_since = None
 

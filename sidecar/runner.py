@@ -166,6 +166,8 @@ class Runner:
             now = time.monotonic()
             if timeout is not None and now - started >= timeout:
                 note = f"restic did not finish within {timeout:.0f}s and was interrupted"
+            elif watch.bucket_missing:
+                note = "the repository's bucket does not exist: restic was interrupted"
             elif self.backend_timeout and watch.failing_for(now) >= self.backend_timeout:
                 note = (
                     f"the repository did not answer for {self.backend_timeout:.0f}s "

@@ -270,6 +270,28 @@ def test_parse_summary():
     assert restic.parse_summary('{"message_type":"status"}\nnot json\n') is None
 
 
+# What restic 0.18 prints when its REST backend is down and restik interrupts it (--json).
+RETRYING_STDERR = (
+    'Stat(<config/>) returned error, retrying after 590.49ms: Head "http://:***@h:1/www/'
+    'config": dial tcp 127.0.0.1:1: connect: connection refused\n'
+    'Stat(<config/>) returned error, retrying after 1.48s: Head "http://:***@h:1/www/config":'
+    " dial tcp 127.0.0.1:1: connect: connection reset by peer\n"
+    "\x1b[2Ksignal interrupt received, cleaning up\n"
+    '{"message_type":"exit_error","code":1,"message":"Fatal: unable to open config file: '
+    'context canceled\\nIs there a repository at the following location?\\nrest:http://h:1/www/"}'
+    "\n"
+)
+
+
+S3_BUCKET_MISSING_STDERR = (
+    "Stat(<config/>) returned error, retrying after 720.1ms: Stat: The specified bucket does "
+    "not exist\n"
+    "\x1b[2Ksignal interrupt received, cleaning up\n"
+    '{"message_type":"exit_error","code":1,"message":"Fatal: unable to open config file: '
+    'context canceled\\nIs there a repository at the following location?\\ns3:http://h/b/r"}\n'
+)
+
+
 @pytest.mark.parametrize(
     ("code", "stderr", "kind"),
     [
@@ -323,6 +345,10 @@ def test_parse_summary():
         (11, "Fatal: unable to create lock in backend\n", Failure.LOCKED),
         (12, "Fatal: wrong password\n", Failure.WRONG_PASSWORD),
         (10, "", Failure.NO_REPOSITORY),
+        # restic 0.18 retrying a missing S3 bucket, interrupted by restik (--json)...
+        (1, S3_BUCKET_MISSING_STDERR, Failure.NO_REPOSITORY),
+        # ... and a refused connection, interrupted the same way
+        (1, RETRYING_STDERR, Failure.OTHER),
         (11, "", Failure.LOCKED),
     ],
 )
@@ -356,19 +382,6 @@ def test_first_error_line():
     assert restic.first_error_line("{not json\n") == "{not json"
 
 
-# What restic 0.18 prints when its REST backend is down and restik interrupts it (--json).
-RETRYING_STDERR = (
-    'Stat(<config/>) returned error, retrying after 590.49ms: Head "http://:***@h:1/www/'
-    'config": dial tcp 127.0.0.1:1: connect: connection refused\n'
-    'Stat(<config/>) returned error, retrying after 1.48s: Head "http://:***@h:1/www/config":'
-    " dial tcp 127.0.0.1:1: connect: connection reset by peer\n"
-    "\x1b[2Ksignal interrupt received, cleaning up\n"
-    '{"message_type":"exit_error","code":1,"message":"Fatal: unable to open config file: '
-    'context canceled\\nIs there a repository at the following location?\\nrest:http://h:1/www/"}'
-    "\n"
-)
-
-
 def test_first_error_line_of_an_interrupted_retry_names_the_backend_error():
     """ "context canceled" says nothing: the last error restic retried is the cause; a JSON
     message's further lines ("Is there a repository ...") are not part of it; restik's own
@@ -397,6 +410,9 @@ def test_backend_watch_counts_from_the_first_failure_until_a_success():
     assert watch.failing_for(100.0) == 0.0
     watch.feed(first, 101.0)
     assert watch.failing_for(102.0) == 1.0
+    assert not watch.bucket_missing
+    watch.feed(S3_BUCKET_MISSING_STDERR.splitlines()[0], 103.0)
+    assert watch.bucket_missing  # init creates it: no point in waiting
 
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
