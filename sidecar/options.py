@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backup",
         default=env_default("BACKUP"),
         required=not env_default("BACKUP"),
-        help="name of the Backup to follow ($RESTIK_BACKUP)",
+        help="name of the Backup to follow (required unless $RESTIK_BACKUP is set)",
     )
     parser.add_argument(
         "--namespace",
@@ -64,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics-port",
         type=int,
         default=int(env_default("METRICS_PORT", "0")),
-        help="serve /metrics and /healthz on this port (0: off)",
+        help="serve /metrics and /healthz on this port, 0 = off (RESTIK_METRICS_PORT, default "
+        "0; the injected sidecar gets spec.metricsPort, 9464 unless set)",
     )
     parser.add_argument(
         "--metrics-address",
