@@ -109,3 +109,15 @@ def test_run_help_shows_the_image_and_restart_defaults():
     assert f"(RESTIK_SIDECAR_IMAGE, default {DEFAULT_IMAGE})" in text
     assert "(RESTIK_MAX_RESTARTS, default 5)" in text
     assert parser.parse_args([]).max_restarts == 5
+
+
+def test_the_readme_names_the_default_image_the_cli_injects():
+    import re
+    from pathlib import Path
+
+    from reconciler.controller.render import DEFAULT_IMAGE
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    tags = set(re.findall(r"\brestik:\d+\.\d+\.\d+\b", readme))
+    assert tags == {DEFAULT_IMAGE}
+    assert f"[--sidecar-image {DEFAULT_IMAGE}]" in readme
