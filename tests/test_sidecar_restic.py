@@ -642,7 +642,8 @@ def test_a_run_waits_for_a_live_exclusive_lock_and_gives_up_after_lock_wait(
     b = make_backup(str(source), str(repo))
 
     def job(wait: float) -> Job:
-        runner = Runner(base_env(TMPDIR=str(tmp_path)), stop_timeout=20)
+        runner = Runner(base_env(TMPDIR=str(tmp_path)), stop_timeout=20, command_timeout=300,
+                        backend_timeout=20)  # fmt: skip
         ctx = Context(host="db-1", cache_dir=str(tmp_path / "cache"), restic=RESTIC,
                       retry_lock=wait, native_retry_lock=native)  # fmt: skip
         return Job(b, ctx, runner)
@@ -677,6 +678,8 @@ def _lock_readable(repo: Path) -> bool:
             env=base_env(),
             capture_output=True,
             text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
         )
         if shown.returncode == 0 and '"exclusive": true' in shown.stdout:
             return True
@@ -789,7 +792,7 @@ def test_remote_repository_init_backup_restore(backend, request, tmp_path, sourc
 
 @needs_restic
 def test_runner_passes_password_only_through_environment(tmp_path):
-    runner = Runner(base_env())
+    runner = Runner(base_env(), command_timeout=60)
     res = runner.run([RESTIC, "version"])
     assert res.ok
     assert not any(PASSWORD in a for a in res.args)
