@@ -380,7 +380,14 @@ def _error_line(lines: list[str]) -> str | None:
 # waiting that long). A success after retries is reported too.
 _RETRYING = re.compile(r"^(?:\x1b\[2K)?(\S.*?) returned error, retrying after \S+?: (.+)$")
 _BUCKET_MISSING = re.compile(r"NoSuchBucket|bucket does not exist", re.IGNORECASE)
-_RECOVERED = re.compile(r"^(?:\x1b\[2K)?\S.*? operation successful after \d+ retries")
+# The end of a retried request: a success, or (0.17+) restic giving up on it.
+_RETRY_ENDED = re.compile(
+    r"^(?:\x1b\[2K)?\S.*?(?: operation successful after \d+ retries| failed: )"
+)
+# restic's longest pause between two retries of a request (backoff's 60 s, +50 % jitter),
+# with a margin: a request of 0.14 that ran out of its 10 attempts ends without a word, so
+# retries falling silent for longer than this ends the failure too.
+RETRY_SILENCE = 120.0
 
 
 def last_backend_error(stderr: str) -> str | None:
@@ -399,6 +406,7 @@ class BackendWatch:
     success in between (every request retried, none answered)."""
 
     failing_since: float | None = None
+    last_retry: float = 0.0
     last_error: str = ""
     # S3 answers a missing bucket with NoSuchBucket, which restic 0.17+ retries like any
     # error for 15 minutes (0.14 gave up at once): the repository is missing, `restic init`
@@ -409,16 +417,19 @@ class BackendWatch:
         line = line.strip()
         m = _RETRYING.match(line)
         if m:
-            if self.failing_since is None:
+            if self.failing_for(now) == 0.0:
                 self.failing_since = now
+            self.last_retry = now
             self.last_error = m.group(2).strip()
             if m.group(1).startswith("Stat(<config/>") and _BUCKET_MISSING.search(line):
                 self.bucket_missing = True
-        elif _RECOVERED.match(line):
+        elif _RETRY_ENDED.match(line):
             self.failing_since = None
 
     def failing_for(self, now: float) -> float:
-        return 0.0 if self.failing_since is None else now - self.failing_since
+        if self.failing_since is None or now - self.last_retry > RETRY_SILENCE:
+            return 0.0
+        return now - self.failing_since
 
 
 # --- locks -------------------------------------------------------------------------------

@@ -410,6 +410,14 @@ def test_backend_watch_counts_from_the_first_failure_until_a_success():
     assert watch.failing_for(100.0) == 0.0
     watch.feed(first, 101.0)
     assert watch.failing_for(102.0) == 1.0
+    # restic gave up on that request (0.17+ says so; 0.14 falls silent): not failing now
+    watch.feed("Load(<lock/4f2e>) failed: <lock/4f2e> does not exist\n", 103.0)
+    assert watch.failing_for(104.0) == 0.0
+    watch.feed(first, 200.0)
+    assert watch.failing_for(200.0 + restic.RETRY_SILENCE) == restic.RETRY_SILENCE
+    assert watch.failing_for(200.0 + restic.RETRY_SILENCE + 1) == 0.0  # fell silent
+    watch.feed(second, 500.0)  # a new failure counts from its own start
+    assert watch.failing_for(510.0) == 10.0
     assert not watch.bucket_missing
     watch.feed(S3_BUCKET_MISSING_STDERR.splitlines()[0], 103.0)
     assert watch.bucket_missing  # init creates it: no point in waiting
