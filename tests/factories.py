@@ -365,6 +365,11 @@ class Sidecar:
             RESTIC,
             "--resync",
             "5s",
+            # every restic of a test is bounded (a test's own args come later and win)
+            "--run-timeout",
+            "300s",
+            "--backend-timeout",
+            "30s",
             "--log-level",
             "debug",
             *args,
