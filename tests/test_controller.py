@@ -134,14 +134,15 @@ def test_creates_the_crd_when_absent(emulator, kubeconfig):
     c = Controller(Kube.connect(str(kubeconfig)), Settings())
     c.cycle()
     crd_path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-    assert calls(emulator)[:2] == [
+    assert calls(emulator)[:4] == [
         ("GET", f"{crd_path}/backups.backup.appscode.com"),
+        ("POST", crd_path),
+        ("GET", f"{crd_path}/restores.backup.appscode.com"),
         ("POST", crd_path),
     ]
     assert calls(emulator)[-7:] == LISTS
-    assert emulator.get(
-        "apiextensions.k8s.io/v1", "customresourcedefinitions", "backups.backup.appscode.com"
-    )
+    for name in ("backups.backup.appscode.com", "restores.backup.appscode.com"):
+        assert emulator.get("apiextensions.k8s.io/v1", "customresourcedefinitions", name)
 
 
 @pytest.mark.parametrize(

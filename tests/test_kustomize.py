@@ -30,10 +30,14 @@ IMAGE = "restik:0.1.0"
 METRICS_PORT = 8080
 WATCHED_NAMESPACE = "default"  # overlays/namespaced/watched-namespace.yaml
 CRD_NAME = "backups.backup.appscode.com"
+RESTORE_CRD_NAME = "restores.backup.appscode.com"
 
 # Rights as (apiGroup, resource, verb, resourceName or None): exactly the API calls made
 # (tests/test_rbac.py records those calls and checks them against these roles).
-CRD_RIGHTS = {("apiextensions.k8s.io", "customresourcedefinitions", "get", CRD_NAME)}
+CRD_RIGHTS = {
+    ("apiextensions.k8s.io", "customresourcedefinitions", "get", name)
+    for name in (CRD_NAME, RESTORE_CRD_NAME)
+}
 # components/crd-create: opt-in, the install applies the CRD itself
 CRD_CREATE_RIGHTS = {("apiextensions.k8s.io", "customresourcedefinitions", "create", None)}
 _WORKLOAD = {
@@ -159,6 +163,7 @@ def test_install_contains_everything():
     assert kinds == sorted(
         [
             ("CustomResourceDefinition", CRD_NAME),
+            ("CustomResourceDefinition", RESTORE_CRD_NAME),
             ("Namespace", NAMESPACE),
             ("ServiceAccount", SERVICE_ACCOUNT),
             ("ClusterRole", "restik-controller"),

@@ -144,7 +144,8 @@ def test_default_install_path_needs_no_crd_create(tmp_path):
 
     objs = _built("install")
     with Emulator() as emu:
-        emu.create(find(objs, "CustomResourceDefinition"))  # as `kubectl apply` does
+        for crd in (o for o in objs if o["kind"] == "CustomResourceDefinition"):
+            emu.create(crd)  # as `kubectl apply` does
         kube = Kube.connect(str(emu.write_kubeconfig(tmp_path / "kubeconfig")))
         c = Controller(kube, Settings())
         emu.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})

@@ -12,7 +12,6 @@ from reconciler.api.backup import InvalidBackup, parse_backup
 from reconciler.api.constants import (
     API_VERSION,
     CONFIG_LABEL,
-    CRD_NAME,
     WORKLOAD_KINDS,
 )
 from reconciler.controller.observe import (
@@ -53,7 +52,7 @@ from reconciler.kube.client import ApiError
 from reconciler.kube.events import now_rfc3339
 from reconciler.kube.resource import BACKUPS, CRDS, EVENTS, PODS, ROLEBINDINGS, WORKLOADS
 from reconciler.offline.diff import OfflineResult, render_diff
-from reconciler.resources import crd_manifest
+from reconciler.resources import crd_manifests
 
 log = logging.getLogger("restik.controller")
 COMPONENT = "restik-controller"
@@ -94,17 +93,24 @@ class Controller:
 
     # ---------------------------------------------------------------- CRD
     def ensure_crd(self) -> bool:
-        """Create the Backup CRD when absent and wait until it is Established."""
+        """Create restik's CRDs (Backup, Restore) when absent; wait until they are Established."""
+        for manifest in crd_manifests():
+            if not self._ensure_one_crd(manifest):
+                return False
+        self.crd_ready = True
+        return True
 
-        path = CRDS.path(name=CRD_NAME)
+    def _ensure_one_crd(self, manifest: Mapping) -> bool:
+        name = manifest["metadata"]["name"]
+        path = CRDS.path(name=name)
         crd = self.kube.get_or_none(path)
         if crd is None:
             if self.settings.dry_run:
-                log.info("dry run: would create CustomResourceDefinition %s", CRD_NAME)
+                log.info("dry run: would create CustomResourceDefinition %s", name)
                 return False
-            log.info("creating CustomResourceDefinition %s", CRD_NAME)
+            log.info("creating CustomResourceDefinition %s", name)
             try:
-                crd = self.kube.create(CRDS.path(), crd_manifest())
+                crd = self.kube.create(CRDS.path(), manifest)
             except ApiError as exc:
                 if not exc.conflict:  # another replica created it first
                     raise
@@ -112,10 +118,9 @@ class Controller:
         deadline = time.monotonic() + 60
         while not established(crd):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"CustomResourceDefinition {CRD_NAME} is not Established")
+                raise TimeoutError(f"CustomResourceDefinition {name} is not Established")
             time.sleep(0.5)
             crd = self.kube.get(path)
-        self.crd_ready = True
         return True
 
     # ---------------------------------------------------------------- observe
