@@ -12,6 +12,7 @@ from reconciler.controller.options import add_arguments as add_run_arguments
 from reconciler.logs import env_default
 from reconciler.overview.options import add_arguments as add_status_arguments
 from sidecar.options import add_arguments as add_watch_arguments
+from sidecar.restore_options import add_arguments as add_restore_run_arguments
 
 # command -> "module:function" taking the parsed arguments, returning the exit code
 COMMANDS = {
@@ -20,6 +21,7 @@ COMMANDS = {
     "status": "reconciler.overview.show:run",
     "diff": "reconciler.offline.command:run",
     "inject": "reconciler.offline.command:run",
+    "restore-run": "sidecar.restore:run",
 }
 
 
@@ -75,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="every Backup's health in one table (exit 0 all healthy, 1 some not, 2 error)",
     )
     add_status_arguments(status)
+
+    restore_run = sub.add_parser(
+        "restore-run",
+        help="run one Restore for this pod's host, once (the restik-restore init container "
+        "and the restore Job; exit 0 restored, 1 failed)",
+    )
+    add_restore_run_arguments(restore_run)
     return parser
 
 

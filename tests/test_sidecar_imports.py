@@ -38,6 +38,7 @@ SIDECAR_MODULES = {
     "sidecar.options",
     "sidecar.report",
     "sidecar.restic",
+    "sidecar.restore_options",
     "sidecar.runner",
 }
 # Building the parser of every command imports their options modules only (stdlib-only).
@@ -54,6 +55,7 @@ PARSER_MODULES = {
     "reconciler.overview.options",
     "sidecar",
     "sidecar.options",
+    "sidecar.restore_options",
 }
 OURS = ("reconciler", "sidecar")
 

@@ -40,9 +40,11 @@ def backup_event(
     instance: str | None = None,
     labels: Mapping | None = None,
     absent: str | None = None,
+    kind: str = KIND,
 ) -> dict:
-    """An Event on ``backup`` (its metadata as read); ``absent`` stands for a uid or
-    resourceVersion the object lacks. The message is clipped to MAX_MESSAGE."""
+    """An Event on ``backup`` (its metadata as read; ``kind``: another restik kind, e.g. a
+    Restore); ``absent`` stands for a uid or resourceVersion the object lacks. The message
+    is clipped to MAX_MESSAGE."""
     meta = backup.get("metadata") or {}
     metadata: dict = {"name": name, "namespace": meta.get("namespace")}
     if labels:
@@ -56,7 +58,7 @@ def backup_event(
         "metadata": metadata,
         "involvedObject": {
             "apiVersion": API_VERSION,
-            "kind": KIND,
+            "kind": kind,
             "name": meta.get("name"),
             "namespace": meta.get("namespace"),
             "uid": meta.get("uid", absent),
