@@ -11,6 +11,7 @@ from reconciler.api.constants import EXIT_ERROR
 from reconciler.controller.options import add_arguments as add_run_arguments
 from reconciler.logs import env_default
 from reconciler.overview.options import add_arguments as add_status_arguments
+from reconciler.restores.options import add_backup_now_arguments, add_snapshots_arguments
 from sidecar.options import add_arguments as add_watch_arguments
 from sidecar.restore_options import add_arguments as add_restore_run_arguments
 
@@ -22,6 +23,8 @@ COMMANDS = {
     "diff": "reconciler.offline.command:run",
     "inject": "reconciler.offline.command:run",
     "restore-run": "sidecar.restore:run",
+    "snapshots": "reconciler.restores.snapshots:run",
+    "backup-now": "reconciler.restores.backup_now:run",
 }
 
 
@@ -84,6 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
         "and the restore Job; exit 0 restored, 1 failed)",
     )
     add_restore_run_arguments(restore_run)
+
+    snapshots = sub.add_parser(
+        "snapshots",
+        help="the snapshots of a Backup's repository (your kubeconfig, the Backup's Secret)",
+    )
+    add_snapshots_arguments(snapshots)
+    backup_now = sub.add_parser(
+        "backup-now",
+        help="ask a Backup's sidecars for a backup now (--wait: exit 0 success, 1 failed)",
+    )
+    add_backup_now_arguments(backup_now)
     return parser
 
 

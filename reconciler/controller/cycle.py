@@ -94,9 +94,11 @@ class Controller:
     # ---------------------------------------------------------------- CRD
     def ensure_crd(self) -> bool:
         """Create restik's CRDs (Backup, Restore) when absent; wait until they are Established."""
-        for manifest in crd_manifests():
-            if not self._ensure_one_crd(manifest):
-                return False
+        backups_crd, *others = crd_manifests()
+        if not self._ensure_one_crd(backups_crd):
+            return False
+        for manifest in others:
+            self._ensure_one_crd(manifest)  # a dry run only reports an absent one
         self.crd_ready = True
         return True
 
