@@ -21,6 +21,7 @@ LISTS = [
     ("GET", "/apis/apps/v1/replicasets"),
     ("GET", "/api/v1/replicationcontrollers"),
     ("GET", "/apis/rbac.authorization.k8s.io/v1/rolebindings"),
+    ("GET", "/apis/backup.appscode.com/v1beta1/restores"),  # after the writes (Restores)
 ]
 
 
@@ -140,7 +141,7 @@ def test_creates_the_crd_when_absent(emulator, kubeconfig):
         ("GET", f"{crd_path}/restores.backup.appscode.com"),
         ("POST", crd_path),
     ]
-    assert calls(emulator)[-7:] == LISTS
+    assert calls(emulator)[-8:] == LISTS
     for name in ("backups.backup.appscode.com", "restores.backup.appscode.com"):
         assert emulator.get("apiextensions.k8s.io/v1", "customresourcedefinitions", name)
 

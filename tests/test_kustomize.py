@@ -47,6 +47,7 @@ _WORKLOAD = {
     ("apps", "replicasets"),
     ("", "replicationcontrollers"),
 }
+RESTIK_ROLES = ("restik-sidecar", "restik-restore")  # the ClusterRoles the controller binds
 NAMESPACED_RIGHTS = (
     {("backup.appscode.com", "backups", v, None) for v in ("list", "watch")}
     | {("backup.appscode.com", "backups/status", "patch", None)}
@@ -57,7 +58,11 @@ NAMESPACED_RIGHTS = (
         ("rbac.authorization.k8s.io", "rolebindings", v, None)
         for v in ("list", "create", "update", "delete")
     }
-    | {("rbac.authorization.k8s.io", "clusterroles", "bind", "restik-sidecar")}
+    | {("rbac.authorization.k8s.io", "clusterroles", "bind", r) for r in RESTIK_ROLES}
+    | {("backup.appscode.com", "restores", "list", None)}
+    | {("backup.appscode.com", "restores/status", "patch", None)}
+    | {("batch", "jobs", v, None) for v in ("get", "create")}
+    | {("", "persistentvolumeclaims", "get", None)}
 )
 CONTROLLER_CLUSTER_RIGHTS = CRD_RIGHTS | NAMESPACED_RIGHTS
 LEADER_ELECTION_RIGHTS = {
@@ -70,6 +75,13 @@ SIDECAR_RIGHTS = (
     | {("backup.appscode.com", "backups/status", "patch", None)}
     | {("", "events", "create", None), ("", "pods", "get", None)}
     | {("coordination.k8s.io", "leases", v, None) for v in ("get", "create", "update")}
+)
+RESTORE_RIGHTS = (
+    {("backup.appscode.com", "restores", "get", None)}
+    | {("backup.appscode.com", "restores/status", "patch", None)}
+    | {("backup.appscode.com", "backups", "get", None), ("", "events", "create", None)}
+    | {("coordination.k8s.io", "leases", v, None) for v in ("get", "create", "update")}
+    | {("", "persistentvolumeclaims", v, None) for v in ("get", "patch")}
 )
 
 
@@ -169,6 +181,7 @@ def test_install_contains_everything():
             ("ClusterRole", "restik-controller"),
             ("ClusterRoleBinding", "restik-controller"),
             ("ClusterRole", "restik-sidecar"),
+            ("ClusterRole", "restik-restore"),
             ("Role", "restik-leader-election"),
             ("RoleBinding", "restik-leader-election"),
             ("Service", "restik-metrics"),
@@ -198,21 +211,25 @@ def test_no_wildcards_no_secrets_no_escalation(objects):
                 assert "*" not in rule.get(field, []), f"{name}: wildcard in {field}"
             assert not {"secrets", "secrets/*"} & set(rule["resources"]), name
             assert not {"escalate", "impersonate"} & set(rule["verbs"]), name
-            # `bind` only ever on the sidecar's role
+            # `bind` only ever on the sidecar's and the restore executor's roles
             if "bind" in rule["verbs"]:
                 assert rule["resources"] == ["clusterroles"], name
-                assert rule["resourceNames"] == ["restik-sidecar"], name
+                assert rule["resourceNames"] == list(RESTIK_ROLES), name
 
 
 def test_sidecar_cluster_role_is_exact(objects):
     assert rights(find(objects, "ClusterRole", "restik-sidecar")) == SIDECAR_RIGHTS
 
 
+def test_restore_cluster_role_is_exact(objects):
+    assert rights(find(objects, "ClusterRole", "restik-restore")) == RESTORE_RIGHTS
+
+
 def test_sidecar_role_is_not_bound_statically(objects):
-    # the controller binds it per workload namespace
+    # the controller binds them per workload namespace (per Restore)
     for binding in objects:
         if binding["kind"] in ("RoleBinding", "ClusterRoleBinding"):
-            assert binding["roleRef"]["name"] != "restik-sidecar"
+            assert binding["roleRef"]["name"] not in RESTIK_ROLES
 
 
 def test_controller_rights_cluster_wide():

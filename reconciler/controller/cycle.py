@@ -41,6 +41,7 @@ from reconciler.controller.reconcilers.status import (
     warning_event,
 )
 from reconciler.controller.render import DEFAULT_IMAGE, Renderer
+from reconciler.controller.restores import sync_restores
 from reconciler.controller.rollout import (
     needs_manual_restart,
     observe_rollout,
@@ -242,6 +243,7 @@ class Controller:
                 result, rollouts, restarts, self.deferred, self.pending_restarts, self.patched_now
             )
             self._sync_status(result, raw_by_key, parsed, stats, current)
+            sync_restores(self, raw_backups, stats)
         if stats.lost_leadership:
             log.warning("leadership lost during the cycle: stopped writing")
         for p in result.problems:

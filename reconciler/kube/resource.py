@@ -46,6 +46,7 @@ class Resource:
 BACKUPS = Resource(API_VERSION, PLURAL, KIND)
 RESTORES = Resource(API_VERSION, RESTORE_PLURAL, RESTORE_KIND)
 PVCS = Resource("v1", "persistentvolumeclaims", "PersistentVolumeClaim")
+JOBS = Resource("batch/v1", "jobs", "Job")
 PODS = Resource("v1", "pods", "Pod")
 EVENTS = Resource("v1", "events", "Event")
 LEASES = Resource("coordination.k8s.io/v1", "leases", "Lease")
