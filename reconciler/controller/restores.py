@@ -19,7 +19,6 @@ from reconciler.api.restore import InvalidRestore, parse_restore
 from reconciler.controller.observe import selector_string, with_kind
 from reconciler.controller.patch import merge_patch
 from reconciler.controller.reconcilers.restores import RestoreActions, job_name, plan_restore
-from reconciler.controller.rollout import needs_manual_restart
 from reconciler.kube.client import ApiError
 from reconciler.kube.events import backup_event, rfc3339
 from reconciler.kube.resource import EVENTS, JOBS, PODS, PVCS, RESTORES, ROLEBINDINGS, WORKLOADS
@@ -140,8 +139,6 @@ def _apply(controller, raw: dict, acts: RestoreActions, stats) -> None:
             ref.name,
             name,
         )
-        if needs_manual_restart(after):
-            controller.pending_restarts.add(ref)  # its pods do not roll by themselves
     if acts.job is not None:
         try:
             controller._note_write(kube.create(JOBS.path(ns), acts.job))
