@@ -11,7 +11,11 @@ from reconciler.api.constants import EXIT_ERROR
 from reconciler.controller.options import add_arguments as add_run_arguments
 from reconciler.logs import env_default
 from reconciler.overview.options import add_arguments as add_status_arguments
-from reconciler.restores.options import add_backup_now_arguments, add_snapshots_arguments
+from reconciler.restores.options import (
+    add_backup_now_arguments,
+    add_restore_arguments,
+    add_snapshots_arguments,
+)
 from sidecar.options import add_arguments as add_watch_arguments
 from sidecar.restore_options import add_arguments as add_restore_run_arguments
 
@@ -25,6 +29,7 @@ COMMANDS = {
     "restore-run": "sidecar.restore:run",
     "snapshots": "reconciler.restores.snapshots:run",
     "backup-now": "reconciler.restores.backup_now:run",
+    "restore": "reconciler.restores.restore_cmd:run",
 }
 
 
@@ -98,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="ask a Backup's sidecars for a backup now (--wait: exit 0 success, 1 failed)",
     )
     add_backup_now_arguments(backup_now)
+    restore = sub.add_parser(
+        "restore",
+        help="print a Restore manifest to commit, or --apply --wait it (exit 0 Succeeded, "
+        "1 Failed)",
+    )
+    add_restore_arguments(restore)
     return parser
 
 

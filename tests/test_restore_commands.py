@@ -193,3 +193,90 @@ def test_backup_now_without_wait_only_sets_the_annotation(emulator, kubeconfig):
     assert meta["annotations"]["backup.appscode.com/backup-now"] in out
     code, _, err = cli(["backup-now", "nope", "--kubeconfig", str(kubeconfig)], backup_now)
     assert code == 2 and "not found" in err
+
+
+# ---------------------------------------------------------------- restik restore
+
+
+def test_restore_prints_the_manifest_to_commit():
+    from reconciler.restores import restore_cmd
+
+    argv = ["restore", "www", "-n", "web", "--to", "sts/db", "--as-of", "2026-01-31T00:00:00Z"]
+    argv += [
+        "--include",
+        "uploads",
+        "--host",
+        "db-3=db-0",
+        "--name",
+        "r1",
+        "--kubeconfig",
+        "/nonexistent",
+    ]
+    code, out, err = cli(argv, restore_cmd)
+    assert (code, err) == (0, "")
+    assert out == (
+        "apiVersion: backup.appscode.com/v1beta1\nkind: Restore\nmetadata:\n  name: r1\n"
+        "  namespace: web\nspec:\n  backup: www\n  target:\n    workload:\n"
+        "      kind: StatefulSet\n      name: db\n  asOf: '2026-01-31T00:00:00Z'\n"
+        "  hosts:\n    db-3: db-0\n  include:\n"
+        "  - uploads\n"
+    )
+    code, out, _ = cli(
+        [*argv[:6], "--to", "pvc/copy", "-o", "json", "--kubeconfig", "/x"], restore_cmd
+    )
+    assert code == 0 and json.loads(out)["spec"]["target"] == {"pvc": {"claimName": "copy"}}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--to", "Job/x"], "--to: 'Job' is not a workload kind"),
+        (["--to", "db"], "--to must be KIND/NAME or pvc/NAME, got 'db'"),
+        (
+            ["--to", "sts/db", "--snapshot", "9b7d03e1"],
+            "spec.snapshot: a StatefulSet has a snapshot per pod",
+        ),
+        (["--to", "pvc/c", "--include", "/etc"], "spec.include[0]: '/etc' must be relative"),
+        (["--to", "pvc/c", "--host", "x"], "--host must be TARGET=SOURCE, got 'x'"),
+    ],
+)
+def test_restore_refuses_bad_input_with_the_field(extra, message):
+    from reconciler.restores import restore_cmd
+
+    code, out, err = cli(["restore", "www", "-n", "web", "--kubeconfig", "/x", *extra], restore_cmd)
+    assert code == 2 and out == "" and message in err
+
+
+def test_restore_apply_wait_follows_to_the_end(emulator, kubeconfig):
+    import threading
+    import time
+
+    from reconciler.resources import restore_crd_manifest
+    from reconciler.restores import restore_cmd
+
+    emulator.create(restore_crd_manifest())
+    api = "backup.appscode.com/v1beta1"
+
+    def executor():  # stands in for the controller and restore-run
+        for _ in range(100):
+            raw = emulator.get(api, "restores", "r1", "default")
+            if raw:
+                break
+            time.sleep(0.05)
+        raw["status"] = {
+            "phase": "Running",
+            "hosts": [{"host": "copy", "phase": "Running", "percent": 40.0}],
+        }
+        raw = emulator.update(raw, "status")
+        time.sleep(1.5)
+        raw["status"] = {"phase": "Succeeded", "message": "host copy: 3 files"}
+        emulator.update(raw, "status")
+
+    worker = threading.Thread(target=executor)
+    worker.start()
+    argv = ["restore", "www", "--to", "pvc/copy", "--name", "r1", "--apply", "--wait"]
+    code, out, err = cli([*argv, "--kubeconfig", str(kubeconfig)], restore_cmd)
+    worker.join(10)
+    assert code == 0
+    assert out == "Restore default/r1 created\nSucceeded: host copy: 3 files\n"
+    assert "Running: copy Running 40%" in err

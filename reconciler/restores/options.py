@@ -44,3 +44,40 @@ def add_backup_now_arguments(parser: argparse.ArgumentParser) -> None:
         default="30m",
         help="with --wait: give up after this long (default 30m; exit 2)",
     )
+
+
+def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    parser.add_argument(
+        "--to",
+        required=True,
+        metavar="KIND/NAME|pvc/NAME",
+        help="the target: a workload (in place, e.g. StatefulSet/db) or pvc/CLAIM",
+    )
+    parser.add_argument("--name", help="the Restore's name (default: <backup>-<time>)")
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--as-of", metavar="RFC3339", help="the newest snapshot at or before")
+    when.add_argument("--snapshot", metavar="ID", help="one snapshot id (single-host targets)")
+    parser.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="TARGET=SOURCE",
+        help="map a target host to a source host (repeatable)",
+    )
+    parser.add_argument("--include", action="append", default=[], metavar="PATH")
+    parser.add_argument("--exclude", action="append", default=[], metavar="PATH")
+    parser.add_argument("--delete", action="store_true", help="remove files not in the snapshot")
+    parser.add_argument("--verify", action="store_true", help="read the restored files back")
+    parser.add_argument(
+        "-o", "--output", choices=("yaml", "json"), default="yaml", help="manifest format"
+    )
+    parser.add_argument(
+        "--apply", action="store_true", help="create the Restore instead of printing it"
+    )
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="with --apply: show progress until it ends (exit 0 Succeeded, 1 Failed)",
+    )
+    parser.add_argument("--timeout", default="6h", help="with --wait: give up after (exit 2)")
