@@ -117,9 +117,11 @@ class Scene:
             if uid in self.ran:
                 continue
             self.ran.add(uid)
-            containers = obj["spec"]["template"]["spec"]["containers"] if obj["kind"] == "Job" else [
-                c for c in obj["spec"].get("initContainers") or [] if c["name"] == RESTORE_CONTAINER
-            ]  # fmt: skip
+            if obj["kind"] == "Job":
+                containers = obj["spec"]["template"]["spec"]["containers"]
+            else:
+                inits = obj["spec"].get("initContainers") or []
+                containers = [c for c in inits if c["name"] == RESTORE_CONTAINER]
             [container] = containers
             args = list(container["args"])
             target = volume_of(name)
@@ -155,7 +157,8 @@ class Scene:
 
     def kubectl_apply(self, manifest: str) -> str:
         proc = subprocess.run(
-            ["kubectl", "--kubeconfig", str(self.kubeconfig), "apply", "--validate=false", "-f", "-"],
+            ["kubectl", "--kubeconfig", str(self.kubeconfig), "apply", "--validate=false",
+             "-f", "-"],
             input=manifest, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
@@ -194,8 +197,8 @@ def statefulset() -> dict:
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
-                    "containers": [{"name": "pg", "image": "postgres:16",
-                                    "volumeMounts": [{"name": "data", "mountPath": "/var/lib/pg"}]}],
+                    "containers": [{"name": "pg", "image": "postgres:16", "volumeMounts": [
+                        {"name": "data", "mountPath": "/var/lib/pg"}]}],
                 },
             },
             "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
