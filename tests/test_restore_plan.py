@@ -380,3 +380,77 @@ def test_the_controller_creates_the_job_once_the_claim_is_free(cluster, kubeconf
     assert job["metadata"]["name"] == "restik-restore-r1"
     c.cycle()
     assert len(cluster.list("batch/v1", "jobs", "web")) == 1
+
+
+# ---------------------------------------------------------------- restik inject / diff
+
+
+OFFLINE = """\
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: app
+  namespace: web
+  labels: {backup.appscode.com/config: www}
+spec:
+  serviceName: app
+  selector: {matchLabels: {app: app}}
+  template:
+    metadata: {labels: {app: app}}
+    spec:
+      containers:
+      - name: app   # the application
+        image: nginx:1.27
+        volumeMounts: [{name: data, mountPath: /srv}]
+      volumes:
+      - {name: data, persistentVolumeClaim: {claimName: data}}
+"""
+
+
+def _offline(tmp_path, *docs, command="inject"):
+    import io
+
+    from ruamel.yaml import YAML
+
+    from reconciler.controller.render import Renderer
+    from reconciler.offline.diff import run_diff
+    from reconciler.offline.inject import run_inject
+
+    path = tmp_path / "in.yaml"
+    yaml = YAML()
+    texts = [OFFLINE]
+    for doc in docs:
+        buf = io.StringIO()
+        yaml.dump(doc, buf)
+        texts.append(buf.getvalue())
+    path.write_text("---\n".join(texts))
+    out, err = io.StringIO(), io.StringIO()
+    run = run_inject if command == "inject" else run_diff
+    code = run([str(path)], Renderer(image=IMAGE), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_inject_renders_the_init_container_the_controller_expects(tmp_path):
+    from tests.factories import load_all
+
+    code, out, err = _offline(tmp_path, backup(), restore())
+    assert (code, err) == (0, "")
+    assert "- name: app   # the application" in out  # the user's file is kept as it was
+    [sts_out, *_] = load_all(out)
+    assert sts_out["spec"]["template"]["spec"]["initContainers"][0]["name"] == RESTORE_CONTAINER
+    # the controller finds the same rendering in place: no patch
+    acts = plan(restore(), workload=sts_out, backup_=parse_backup(backup()))
+    assert acts.workload is None
+    code, out, _ = _offline(tmp_path, backup(), restore(), command="diff")
+    assert code == 1 and "+      - name: restik-restore" in out
+
+
+def test_inject_reports_what_it_cannot_render(tmp_path):
+    code, out, err = _offline(tmp_path, backup(), restore(target={"pvc": {"claimName": "c"}}))
+    assert code == 0 and "a PVC target is restored by a Job the controller creates" in err
+    code, _, err = _offline(
+        tmp_path, backup(), restore(target={"workload": {"kind": "Deployment", "name": "x"}})
+    )
+    assert code == 0 and "Deployment/x is not among the inputs; left alone" in err
+    code, out, err = _offline(tmp_path, backup(), restore(include=["/abs"]))
+    assert code == 2 and out == "" and "spec.include[0]" in err
