@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from reconciler.api.backup import Backup, InvalidBackup, parse_backup
-from reconciler.api.constants import RESTORE_KIND, RESTORED_ANNOTATION
+from reconciler.api.constants import RESTORE_KIND, RESTORED_ANNOTATION, WORKLOAD_KINDS
 from reconciler.api.restore import (
     FINISHED,
     InvalidRestore,
@@ -417,10 +417,26 @@ class Executor:
             instance=self.pod,
             kind=RESTORE_KIND,
         )
-        try:
-            self.kube.create(EVENTS.path(self.namespace), body)
-        except ApiError as exc:
-            log.warning("Event %s on Restore %s: %s", reason, self.s.restore, exc)
+        bodies = [body]
+        spec_target = ((raw.get("spec") or {}).get("target") or {}).get("workload") or {}
+        kind, wname = spec_target.get("kind"), spec_target.get("name")
+        if kind in WORKLOAD_KINDS and isinstance(wname, str):
+            # the same Event on the workload: `kubectl describe sts db` shows the restore too
+            on_workload = json.loads(json.dumps(body))
+            on_workload["metadata"]["name"] = f"{wname}.{secrets.token_hex(8)}"
+            on_workload["message"] = clip(f"Restore {raw['metadata']['name']}: {message}")
+            on_workload["involvedObject"] = {
+                "apiVersion": WORKLOAD_KINDS[kind][0],
+                "kind": kind,
+                "name": wname,
+                "namespace": self.namespace,
+            }
+            bodies.append(on_workload)
+        for event in bodies:
+            try:
+                self.kube.create(EVENTS.path(self.namespace), event)
+            except ApiError as exc:
+                log.warning("Event %s on Restore %s: %s", reason, self.s.restore, exc)
 
     # -- the run
 

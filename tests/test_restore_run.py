@@ -415,6 +415,13 @@ def test_each_statefulset_pod_restores_its_own_host_and_hosts_map(site, tmp_path
         target = tmp_path / pod
         assert site.executor(target=target, workload=("StatefulSet", "db"), pod=pod).run() == 0
         assert (target / "who").read_bytes() == expected
+    on_sts = [
+        (e["reason"], e["message"])
+        for e in site.emu.list("v1", "events", NS)
+        if e["involvedObject"]["kind"] == "StatefulSet"
+    ]
+    assert sorted(r for r, _ in on_sts) == ["RestoreStarted"] * 3 + ["RestoreSucceeded"] * 3
+    assert all(m.startswith("Restore r1: host db-") for _, m in on_sts)
     status = site.get()["status"]
     assert [(h["host"], h["sourceHost"], h["phase"]) for h in status["hosts"]] == [
         ("db-0", "db-0", "Succeeded"),
