@@ -115,6 +115,8 @@ def test_the_init_container_goes_first_with_its_own_volumes():
     assert {"name": "data", "mountPath": "/var/lib/db"} in init["volumeMounts"]
     assert init["securityContext"]["runAsUser"] == 999  # the application's own user
     assert init["securityContext"]["runAsNonRoot"] is True
+    repo_mount = next(m for m in init["volumeMounts"] if m["name"] == "restik-restore-repo")
+    assert "readOnly" not in repo_mount  # restic restore locks the repository
     assert {v["name"] for v in pod["volumes"]} == {
         "data",
         "restik-restore-cache",
