@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+from reconciler.api.constants import TRIGGER_ANNOTATION
+
 MAX_BACKOFF = 30.0
 
 
@@ -30,3 +32,20 @@ def workload_from_pod(pod: dict) -> tuple[str, str] | None:
             return ("Deployment", name[: -len(template_hash) - 1])
         return (kind, name)
     return None
+
+
+def pending_trigger(raw: dict | None, seen: str | None) -> str | None:
+    """The backup-now annotation's value when it asks for a run that no sidecar recorded
+    yet (status.lastTrigger) and this one has not taken up (``seen``); else None."""
+    meta = (raw or {}).get("metadata") or {}
+    value = (meta.get("annotations") or {}).get(TRIGGER_ANNOTATION)
+    if not isinstance(value, str) or not value or value == seen:
+        return None
+    if ((raw or {}).get("status") or {}).get("lastTrigger") == value:
+        return None
+    return value
+
+
+def trigger_status(value: str, event_name: str) -> dict:
+    """The status patch that records which run (its Event's number) served a trigger."""
+    return {"status": {"lastTrigger": value, "lastTriggerRun": int(event_name.rsplit("-", 1)[1])}}

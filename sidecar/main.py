@@ -23,7 +23,7 @@ from reconciler.kube.client import ApiError, Kube
 from reconciler.kube.resource import BACKUPS, PODS
 from reconciler.logs import setup_logging
 from sidecar import restic
-from sidecar.follow import backoff, one_line, workload_from_pod
+from sidecar.follow import backoff, one_line, pending_trigger, trigger_status, workload_from_pod
 from sidecar.job import SECRET_MISSING, Job, Outcome
 from sidecar.lease import LeaseKeeper, lease_name
 from sidecar.metrics import Metrics
@@ -78,6 +78,8 @@ class Sidecar:
         self._lease_thread: threading.Thread | None = None
         self._metrics_failed = False
         self._next_bind = 0.0
+        self._trigger_seen: str | None = None  # restik backup-now: the value taken up
+        self._trigger: str | None = None  # ... and not yet served by a run
 
     # called from the follower thread
     def set_backup(self, raw: dict | None) -> None:
@@ -362,6 +364,11 @@ class Sidecar:
         self.backup = new
         if old is None or old.paused or old.schedule != new.schedule or self.next_fire is None:
             self.next_fire = new.schedule.next_after(datetime.now(UTC))
+        trigger = pending_trigger(raw, self._trigger_seen)
+        if trigger is not None:  # restik backup-now: run at once
+            log.info("backup requested (%s): running now", trigger)
+            self._trigger_seen = self._trigger = trigger
+            self.next_fire = datetime.now(UTC)
         if old != new:
             log.info(
                 "following Backup %s/%s: schedule %r, repository %s, next run %s",
@@ -412,6 +419,7 @@ class Sidecar:
 
     def _run_once(self, backup) -> None:
         started = datetime.now(UTC)
+        trigger, self._trigger = self._trigger, None
         log.info("run of %s/%s started (host %s)", backup.namespace, backup.name, self.host)
         job = Job(
             backup,
@@ -448,6 +456,12 @@ class Sidecar:
         except Exception as exc:
             event = None
             log.error("could not report the run: %s", exc)
+        if trigger is not None and event is not None:
+            try:  # which run served `restik backup-now` (it waits for that run's Event)
+                path = BACKUPS.path(self.namespace, backup.name, "status")
+                self.kube.merge_patch(path, trigger_status(trigger, event))
+            except Exception as exc:
+                log.warning("could not record the served backup request: %s", one_line(exc))
         level, hint = run_log_level(outcome, backup)
         log.log(
             level,

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from reconciler.api.constants import API_VERSION
-from reconciler.resources import crd_manifest
+from reconciler.resources import crd_manifest, restore_crd_manifest
 from sidecar.job import Job
 from sidecar.restic import Context
 from sidecar.runner import Runner
@@ -134,7 +134,8 @@ def job_for(tmp_path):
 
 @pytest.fixture
 def cluster(emulator):
-    """The emulator with the Backup CRD and the namespace "web" (the controller tests')."""
+    """The emulator with restik's CRDs and the namespace "web" (the controller tests')."""
     emulator.create(crd_manifest())
+    emulator.create(restore_crd_manifest())
     emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web"}})
     return emulator

@@ -491,3 +491,44 @@ def test_emulated_daemonsets_carry_the_servers_template_generation(fenced):
     (change,) = result.changes
     answer = patch_as(fenced.restik_kubeconfig, live, merge_patch(change.before, change.after))
     assert answer["metadata"]["annotations"][key] == "2"
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_the_restore_init_container_passes_the_fence(fenced, example):
+    """The controller, as its ServiceAccount, adds a Restore's init container (next to the
+    sidecar) and takes it out again: both patches are admitted."""
+    from reconciler.api.constants import RESTORE_CONTAINER
+    from reconciler.controller.cycle import Controller
+    from reconciler.controller.options import Settings
+    from reconciler.resources import restore_crd_manifest
+
+    fenced.create(restore_crd_manifest())
+    backups, workloads = load_example(fenced, example)
+    w, b = workloads[0], backups[0]
+    ns = w["metadata"]["namespace"]
+    restore = {
+        "apiVersion": "backup.appscode.com/v1beta1",
+        "kind": "Restore",
+        "metadata": {"name": "back", "namespace": ns},
+        "spec": {
+            "backup": b["metadata"]["name"],
+            "target": {"workload": {"kind": w["kind"], "name": w["metadata"]["name"]}},
+        },
+    }
+    fenced.create(restore)
+    c = Controller(Kube.connect(str(fenced.restik_kubeconfig)), Settings())
+    api, plural = WORKLOAD_KINDS[w["kind"]]
+
+    def inits() -> list[str]:
+        obj = fenced.get(api, plural, w["metadata"]["name"], ns)
+        return [i["name"] for i in obj["spec"]["template"]["spec"].get("initContainers") or []]
+
+    for _ in range(3):  # the sidecar and the init container (a 409 between them is fine)
+        stats = c.cycle()
+        assert stats.errors == 0
+    assert RESTORE_CONTAINER in inits()
+    done = fenced.get("backup.appscode.com/v1beta1", "restores", "back", ns)
+    done["status"] = {"phase": "Succeeded"}
+    fenced.update(done, "status")
+    assert c.cycle().errors == 0
+    assert RESTORE_CONTAINER not in inits()

@@ -25,6 +25,7 @@ LISTS = [
     ("GET", "/apis/apps/v1/replicasets"),
     ("GET", "/api/v1/replicationcontrollers"),
     ("GET", "/apis/rbac.authorization.k8s.io/v1/rolebindings"),
+    ("GET", "/apis/backup.appscode.com/v1beta1/restores"),  # after the writes (Restores)
 ]
 
 
@@ -138,14 +139,15 @@ def test_creates_the_crd_when_absent(emulator, kubeconfig):
     c = Controller(Kube.connect(str(kubeconfig)), Settings())
     c.cycle()
     crd_path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-    assert calls(emulator)[:2] == [
+    assert calls(emulator)[:4] == [
         ("GET", f"{crd_path}/backups.backup.appscode.com"),
         ("POST", crd_path),
+        ("GET", f"{crd_path}/restores.backup.appscode.com"),
+        ("POST", crd_path),
     ]
-    assert calls(emulator)[-7:] == LISTS
-    assert emulator.get(
-        "apiextensions.k8s.io/v1", "customresourcedefinitions", "backups.backup.appscode.com"
-    )
+    assert calls(emulator)[-8:] == LISTS
+    for name in ("backups.backup.appscode.com", "restores.backup.appscode.com"):
+        assert emulator.get("apiextensions.k8s.io/v1", "customresourcedefinitions", name)
 
 
 @pytest.mark.parametrize(
@@ -681,9 +683,14 @@ def test_a_first_cycle_on_a_converged_cluster_lists_pods_once_per_namespace(clus
             "GET",
             "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/backups.backup.appscode.com",
         ),
-        *LISTS,
+        (
+            "GET",
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/restores.backup.appscode.com",
+        ),
+        *LISTS[:-1],
         ("GET", "/api/v1/namespaces/db/pods"),
         ("GET", "/api/v1/namespaces/web/pods"),
+        LISTS[-1],  # the Restores, after the Backups' writes
     ]
     pod_lists = [r for r in cluster.requests if r.resource == "pods"]
     assert [r.query.get("labelSelector") for r in pod_lists] == [None, None]
@@ -694,7 +701,7 @@ def test_a_first_cycle_on_a_converged_cluster_lists_pods_once_per_namespace(clus
     dry = Controller(Kube.connect(str(kubeconfig)), Settings(dry_run=True), out=io.StringIO())
     cluster.clear_requests()
     dry.cycle()  # restarts nothing, so looks at no pod
-    assert calls(cluster)[1:] == LISTS
+    assert calls(cluster)[2:] == LISTS[:-1]  # a dry run plans no Restore
 
 
 def test_the_pod_list_is_read_page_by_page(cluster, kubeconfig):
@@ -718,7 +725,8 @@ def test_a_stale_pod_found_after_a_start_is_evicted_without_a_get(cluster, kubec
     assert fresh.cycle().restarted == 1
     gets = [r.path for r in cluster.requests if r.method == "GET" and r.name]
     assert gets == [
-        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/backups.backup.appscode.com"
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/backups.backup.appscode.com",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/restores.backup.appscode.com",
     ]  # no GET of the ReplicaSet
     assert writes(cluster) == [
         ("POST", "/api/v1/namespaces/web/pods/www-1/eviction"),

@@ -30,10 +30,14 @@ IMAGE = "restik:0.1.0"
 METRICS_PORT = 8080
 WATCHED_NAMESPACE = "default"  # overlays/namespaced/watched-namespace.yaml
 CRD_NAME = "backups.backup.appscode.com"
+RESTORE_CRD_NAME = "restores.backup.appscode.com"
 
 # Rights as (apiGroup, resource, verb, resourceName or None): exactly the API calls made
 # (tests/test_rbac.py records those calls and checks them against these roles).
-CRD_RIGHTS = {("apiextensions.k8s.io", "customresourcedefinitions", "get", CRD_NAME)}
+CRD_RIGHTS = {
+    ("apiextensions.k8s.io", "customresourcedefinitions", "get", name)
+    for name in (CRD_NAME, RESTORE_CRD_NAME)
+}
 # components/crd-create: opt-in, the install applies the CRD itself
 CRD_CREATE_RIGHTS = {("apiextensions.k8s.io", "customresourcedefinitions", "create", None)}
 _WORKLOAD = {
@@ -43,6 +47,7 @@ _WORKLOAD = {
     ("apps", "replicasets"),
     ("", "replicationcontrollers"),
 }
+RESTIK_ROLES = ("restik-sidecar", "restik-restore")  # the ClusterRoles the controller binds
 NAMESPACED_RIGHTS = (
     {("backup.appscode.com", "backups", v, None) for v in ("list", "watch")}
     | {("backup.appscode.com", "backups/status", "patch", None)}
@@ -53,7 +58,11 @@ NAMESPACED_RIGHTS = (
         ("rbac.authorization.k8s.io", "rolebindings", v, None)
         for v in ("list", "create", "update", "delete")
     }
-    | {("rbac.authorization.k8s.io", "clusterroles", "bind", "restik-sidecar")}
+    | {("rbac.authorization.k8s.io", "clusterroles", "bind", r) for r in RESTIK_ROLES}
+    | {("backup.appscode.com", "restores", "list", None)}
+    | {("backup.appscode.com", "restores/status", "patch", None)}
+    | {("batch", "jobs", v, None) for v in ("get", "create")}
+    | {("", "persistentvolumeclaims", "get", None)}
 )
 CONTROLLER_CLUSTER_RIGHTS = CRD_RIGHTS | NAMESPACED_RIGHTS
 LEADER_ELECTION_RIGHTS = {
@@ -66,6 +75,13 @@ SIDECAR_RIGHTS = (
     | {("backup.appscode.com", "backups/status", "patch", None)}
     | {("", "events", "create", None), ("", "pods", "get", None)}
     | {("coordination.k8s.io", "leases", v, None) for v in ("get", "create", "update")}
+)
+RESTORE_RIGHTS = (
+    {("backup.appscode.com", "restores", "get", None)}
+    | {("backup.appscode.com", "restores/status", "patch", None)}
+    | {("backup.appscode.com", "backups", "get", None), ("", "events", "create", None)}
+    | {("coordination.k8s.io", "leases", v, None) for v in ("get", "create", "update")}
+    | {("", "persistentvolumeclaims", v, None) for v in ("get", "patch")}
 )
 
 
@@ -159,11 +175,13 @@ def test_install_contains_everything():
     assert kinds == sorted(
         [
             ("CustomResourceDefinition", CRD_NAME),
+            ("CustomResourceDefinition", RESTORE_CRD_NAME),
             ("Namespace", NAMESPACE),
             ("ServiceAccount", SERVICE_ACCOUNT),
             ("ClusterRole", "restik-controller"),
             ("ClusterRoleBinding", "restik-controller"),
             ("ClusterRole", "restik-sidecar"),
+            ("ClusterRole", "restik-restore"),
             ("Role", "restik-leader-election"),
             ("RoleBinding", "restik-leader-election"),
             ("Service", "restik-metrics"),
@@ -193,21 +211,25 @@ def test_no_wildcards_no_secrets_no_escalation(objects):
                 assert "*" not in rule.get(field, []), f"{name}: wildcard in {field}"
             assert not {"secrets", "secrets/*"} & set(rule["resources"]), name
             assert not {"escalate", "impersonate"} & set(rule["verbs"]), name
-            # `bind` only ever on the sidecar's role
+            # `bind` only ever on the sidecar's and the restore executor's roles
             if "bind" in rule["verbs"]:
                 assert rule["resources"] == ["clusterroles"], name
-                assert rule["resourceNames"] == ["restik-sidecar"], name
+                assert rule["resourceNames"] == list(RESTIK_ROLES), name
 
 
 def test_sidecar_cluster_role_is_exact(objects):
     assert rights(find(objects, "ClusterRole", "restik-sidecar")) == SIDECAR_RIGHTS
 
 
+def test_restore_cluster_role_is_exact(objects):
+    assert rights(find(objects, "ClusterRole", "restik-restore")) == RESTORE_RIGHTS
+
+
 def test_sidecar_role_is_not_bound_statically(objects):
-    # the controller binds it per workload namespace
+    # the controller binds them per workload namespace (per Restore)
     for binding in objects:
         if binding["kind"] in ("RoleBinding", "ClusterRoleBinding"):
-            assert binding["roleRef"]["name"] != "restik-sidecar"
+            assert binding["roleRef"]["name"] not in RESTIK_ROLES
 
 
 def test_controller_rights_cluster_wide():

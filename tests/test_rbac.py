@@ -20,7 +20,10 @@ from tests.test_kustomize import CRD_CREATE_RIGHTS, KUSTOMIZE, _built, find, ove
 
 # `bind` is not an API call: the RBAC API checks it when the controller writes a RoleBinding
 # that grants restik-sidecar's rights, which the controller does not all hold itself.
-NOT_API_CALLS = {("rbac.authorization.k8s.io", "clusterroles", "bind", "restik-sidecar")}
+NOT_API_CALLS = {
+    ("rbac.authorization.k8s.io", "clusterroles", "bind", role)
+    for role in ("restik-sidecar", "restik-restore")
+}
 
 
 def used_rights(requests) -> set[tuple]:
@@ -80,6 +83,24 @@ def controller_scenarios(emulator, kubeconfig) -> None:
         del obj["metadata"]["labels"][CONFIG_LABEL]
         emulator.update(obj)
     c.cycle()  # the last workloads go: RoleBinding deleted
+    # Restores: into a claim (a Job) and in place (the init container in and out)
+    emulator.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                     "metadata": {"name": "copy", "namespace": NS},
+                     "spec": {"accessModes": ["ReadWriteOnce"],
+                              "resources": {"requests": {"storage": "1Gi"}}}})  # fmt: skip
+    targets = {
+        "to-pvc": {"pvc": {"claimName": "copy"}},
+        "in-place": {"workload": {"kind": "Deployment", "name": "www"}},
+    }
+    for name, target in targets.items():
+        emulator.create({"apiVersion": "backup.appscode.com/v1beta1", "kind": "Restore",
+                         "metadata": {"name": name, "namespace": NS},
+                         "spec": {"backup": "www", "target": target}})  # fmt: skip
+    c.cycle()  # Job, RoleBindings, init container, status
+    done = emulator.get("backup.appscode.com/v1beta1", "restores", "in-place", NS)
+    done["status"] = {"phase": "Succeeded"}
+    emulator.update(done, "status")
+    c.cycle()  # the init container goes
     LeaderElector(kube, "restik-system", "restik-controller", "me").try_acquire()
     emulator.create(
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "restik-system"}}
@@ -144,7 +165,8 @@ def test_default_install_path_needs_no_crd_create(tmp_path):
 
     objs = _built("install")
     with Emulator() as emu:
-        emu.create(find(objs, "CustomResourceDefinition"))  # as `kubectl apply` does
+        for crd in (o for o in objs if o["kind"] == "CustomResourceDefinition"):
+            emu.create(crd)  # as `kubectl apply` does
         kube = Kube.connect(str(emu.write_kubeconfig(tmp_path / "kubeconfig")))
         c = Controller(kube, Settings())
         emu.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})

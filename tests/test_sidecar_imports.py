@@ -29,6 +29,8 @@ SIDECAR_MODULES = {
     "reconciler.logs",
     "reconciler.overview",
     "reconciler.overview.options",
+    "reconciler.restores",
+    "reconciler.restores.options",
     "sidecar",
     "sidecar.follow",
     "sidecar.job",
@@ -38,6 +40,7 @@ SIDECAR_MODULES = {
     "sidecar.options",
     "sidecar.report",
     "sidecar.restic",
+    "sidecar.restore_options",
     "sidecar.runner",
     "sidecar.shell",
 }
@@ -53,8 +56,11 @@ PARSER_MODULES = {
     "reconciler.logs",
     "reconciler.overview",
     "reconciler.overview.options",
+    "reconciler.restores",
+    "reconciler.restores.options",
     "sidecar",
     "sidecar.options",
+    "sidecar.restore_options",
 }
 OURS = ("reconciler", "sidecar")
 

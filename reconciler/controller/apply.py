@@ -119,7 +119,7 @@ class Applier:
             )
             return False
         if action.write != EVENT:
-            self._note_write(answer)
+            self.note_write(answer)
         self._count(action)
         return True
 
@@ -160,7 +160,7 @@ class Applier:
             verb = {CreateObject: "created", ReplaceObject: "replaced", DeleteObject: "deleted"}
             log.info("%s %s", verb[type(action)], action.what)
 
-    def _note_write(self, answer: Mapping) -> None:
+    def note_write(self, answer: Mapping) -> None:
         rv = (
             (answer.get("metadata") or {}).get("resourceVersion")
             if isinstance(answer, Mapping)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from reconciler.api.backup import InvalidBackup
-from reconciler.api.constants import CRD_NAME
 from reconciler.controller.actions import Action, CreateEvent, PatchStatus, PatchWorkload
 from reconciler.controller.apply import Applier
 from reconciler.controller.observe import BackupsNotServed, Observer, Snapshot, established
@@ -24,13 +24,14 @@ from reconciler.controller.reconcilers.workload_warnings import (
 )
 from reconciler.controller.reconcilers.workloads import deferred, reconcile_workloads
 from reconciler.controller.render import DEFAULT_IMAGE, Renderer
+from reconciler.controller.restores import sync_restores
 from reconciler.controller.rollout import rollouts_now
 from reconciler.controller.stats import CycleStats, ready_status
 from reconciler.kube.client import ApiError
 from reconciler.kube.events import now_rfc3339
 from reconciler.kube.resource import BACKUPS, CRDS
 from reconciler.offline.diff import OfflineResult, render_diff
-from reconciler.resources import crd_manifest
+from reconciler.resources import crd_manifests
 
 log = logging.getLogger("restik.controller")
 COMPONENT = "restik-controller"
@@ -108,17 +109,28 @@ class Controller:
         return self.observer.workload_paths()
 
     def ensure_crd(self) -> bool:
-        """Create the Backup CRD when absent and wait until it is Established. (The one
-        write outside `apply`: it happens before any cycle, and a failure stops the cycle.)"""
-        path = CRDS.path(name=CRD_NAME)
+        """Create restik's CRDs (Backup, Restore) when absent and wait until they are
+        Established. (The one write outside `apply`: it happens before any cycle, and a
+        failure stops the cycle.)"""
+        backups_crd, *others = crd_manifests()
+        if not self._ensure_one_crd(backups_crd):
+            return False
+        for manifest in others:
+            self._ensure_one_crd(manifest)  # a dry run only reports an absent one
+        self.crd_ready = True
+        return True
+
+    def _ensure_one_crd(self, manifest: Mapping) -> bool:
+        name = manifest["metadata"]["name"]
+        path = CRDS.path(name=name)
         crd = self.kube.get_or_none(path)
         if crd is None:
             if self.settings.dry_run:
-                log.info("dry run: would create CustomResourceDefinition %s", CRD_NAME)
+                log.info("dry run: would create CustomResourceDefinition %s", name)
                 return False
-            log.info("creating CustomResourceDefinition %s", CRD_NAME)
+            log.info("creating CustomResourceDefinition %s", name)
             try:
-                crd = self.kube.create(CRDS.path(), crd_manifest())
+                crd = self.kube.create(CRDS.path(), manifest)
             except ApiError as exc:
                 if not exc.conflict:  # another replica created it first
                     raise
@@ -126,10 +138,9 @@ class Controller:
         deadline = time.monotonic() + 60
         while not established(crd):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"CustomResourceDefinition {CRD_NAME} is not Established")
+                raise TimeoutError(f"CustomResourceDefinition {name} is not Established")
             time.sleep(0.5)
             crd = self.kube.get(path)
-        self.crd_ready = True
         return True
 
     def cycle(self) -> CycleStats:
@@ -179,6 +190,7 @@ class Controller:
             )
             applied = applier.apply(decisions.actions)
             self._remember(snapshot, decisions, applied)
+            sync_restores(self, applier, snapshot.raw_backups.values(), stats)
         if stats.lost_leadership:
             log.warning("leadership lost during the cycle: stopped writing")
         for p in plan.problems:

@@ -8,6 +8,7 @@ from http.server import ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from reconciler.api.restore import PHASES
 from reconciler.http import serve_http
 
 
@@ -57,6 +58,13 @@ class ControllerMetrics:
         if interval is not None:
             self.interval.set(interval)
         self._ready_keys: set[tuple[str, str]] = set()
+        self.restore_phase = Gauge(
+            "restik_restore_phase",
+            "1 for a Restore's current phase (Pending, Running, Succeeded, Failed, Invalid)",
+            ["namespace", "restore", "phase"],
+            registry=r,
+        )
+        self._restore_series: set[tuple[str, str, str]] = set()
 
     def set_leader(self, leader: bool) -> None:
         self.leader.set(1 if leader else 0)
@@ -84,6 +92,19 @@ class ControllerMetrics:
         for key in self._ready_keys - readiness.keys():  # deleted Backups
             self.backup_ready.remove(*key)
         self._ready_keys = set(readiness)
+
+    def set_restore_phases(self, phases: dict) -> None:
+        """(namespace, restore) -> phase; series of deleted Restores go."""
+        series = set()
+        for (namespace, restore), current in phases.items():
+            for phase in PHASES:
+                self.restore_phase.labels(namespace, restore, phase).set(
+                    1 if phase == current else 0
+                )
+                series.add((namespace, restore, phase))
+        for key in self._restore_series - series:
+            self.restore_phase.remove(*key)
+        self._restore_series = series
 
     def serve(self, address: str, port: int, healthy: Callable[[], bool]) -> ThreadingHTTPServer:
         return serve_http(address, port, self.registry, healthy)

@@ -292,3 +292,26 @@ class Observer:
                 log.error("listing the pods of namespace %s failed: %s", ns, exc)
                 continue
             snap.pod_namespaces.add(ns)
+
+
+def selector_string(obj: Mapping, kind: str) -> str | None:
+    selector = (obj.get("spec") or {}).get("selector")
+    if not isinstance(selector, Mapping):
+        return None
+    if kind == "ReplicationController":
+        labels, expressions = selector, []
+    else:
+        labels = selector.get("matchLabels") or {}
+        expressions = selector.get("matchExpressions") or []
+    parts = [f"{k}={v}" for k, v in sorted(labels.items())]
+    for expr in expressions:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        if op == "In":
+            parts.append(f"{key} in ({','.join(values)})")
+        elif op == "NotIn":
+            parts.append(f"{key} notin ({','.join(values)})")
+        elif op == "Exists":
+            parts.append(key)
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+    return ",".join(parts) or None

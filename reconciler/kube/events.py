@@ -27,13 +27,14 @@ def clip(message: str, limit: int = MAX_MESSAGE) -> str:
     return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
-def backup_event(backup: Mapping, *, absent: str | None = None, **fields) -> dict:
-    """An Event on ``backup`` (its metadata as read; ``fields`` as object_event takes them);
-    ``absent`` stands for a uid or resourceVersion the object lacks."""
+def backup_event(backup: Mapping, *, absent: str | None = None, kind: str = KIND, **fields) -> dict:
+    """An Event on ``backup`` (its metadata as read; ``kind``: another restik kind, e.g. a
+    Restore; ``fields`` as object_event takes them); ``absent`` stands for a uid or
+    resourceVersion the object lacks."""
     meta = backup.get("metadata") or {}
     involved = {
         "apiVersion": API_VERSION,
-        "kind": KIND,
+        "kind": kind,
         "name": meta.get("name"),
         "namespace": meta.get("namespace"),
         "uid": meta.get("uid", absent),
