@@ -244,6 +244,11 @@ class Controller:
         stats.seconds = time.monotonic() - started
         return stats
 
+    def backup_index(self) -> BackupIndex:
+        """The Backups as the last cycle parsed them: what a watch event's one workload is
+        planned against between full cycles (reconciler.controller.single)."""
+        return BackupIndex.of(item for _, item in self._parsed.values())
+
     def _parse(self, raw: dict, previous: dict):
         """parse_backup, once per resourceVersion of each Backup."""
         meta = raw.get("metadata") or {}
