@@ -17,6 +17,7 @@ from reconciler.controller.options import Settings
 from reconciler.controller.plan import BackupIndex
 from reconciler.controller.podtemplate import WorkloadRef
 from reconciler.controller.relevance import IRRELEVANT, RELEVANT, Relevance, fingerprint
+from reconciler.controller.shard import Shard, ShardKube
 from reconciler.controller.single import plans_change, reconcile_workload
 from reconciler.controller.stats import CycleStats
 from reconciler.kube.client import ApiError, Kube
@@ -63,7 +64,7 @@ class Loop:
             self.elector = LeaderElector(
                 self.controller.kube,
                 self.settings.lease_namespace,
-                "restik-controller",
+                self.settings.lease_name,
                 self.settings.identity,
                 on_change=self._leadership,
             )
@@ -215,10 +216,14 @@ class Loop:
                 metrics.errors.inc()
             return None
         self.last_cycle_end = time.monotonic()
-        log.info("%s", stats.summary(), extra={"fields": stats.__dict__})
+        log.info("%s%s", self._shard_prefix(), stats.summary(), extra={"fields": stats.__dict__})
         if metrics:
             metrics.observe(stats)
         return stats
+
+    def _shard_prefix(self) -> str:
+        s = self.settings
+        return f"shard {s.shard_index}/{s.shards}: " if s.shards > 1 else ""
 
     def _start(self, target, *args) -> None:
         t = threading.Thread(target=target, args=args, daemon=True)
@@ -334,15 +339,31 @@ def main(args: argparse.Namespace) -> int:
     """Entry point of `restik run`."""
 
     setup_logging(args.log_level, args.log_format)
-    settings = Settings.from_args(args)
+    try:
+        settings = Settings.from_args(args)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return EXIT_ERROR
     try:
         kube = Kube.connect(settings.kubeconfig)
     except Exception as exc:  # pykube raises several types for a bad kubeconfig
         log.error("cannot load the Kubernetes configuration: %s", exc)
         return EXIT_ERROR
+    if settings.shards > 1:
+        kube = ShardKube(kube, Shard(settings.shards, settings.shard_index))
+        log.info(
+            "shard %d of %d: namespaces whose SHA-256 mod %d is %d; Lease %s",
+            settings.shard_index,
+            settings.shards,
+            settings.shards,
+            settings.shard_index,
+            settings.lease_name,
+        )
     metrics = None
     if settings.metrics_port and not settings.once:
-        metrics = ControllerMetrics(interval=settings.interval)
+        metrics = ControllerMetrics(
+            interval=settings.interval, shard=(settings.shard_index, settings.shards)
+        )
     controller = Controller(kube, settings, metrics=metrics)
     if settings.once:
         try:
@@ -350,7 +371,8 @@ def main(args: argparse.Namespace) -> int:
         except (ApiError, TimeoutError) as exc:
             log.error("cycle failed: %s", exc)
             return EXIT_ERROR
-        log.info("%s", stats.summary())
+        prefix = f"shard {settings.shard_index}/{settings.shards}: " if settings.shards > 1 else ""
+        log.info("%s%s", prefix, stats.summary())
         if stats.errors:
             return EXIT_ERROR
         if settings.dry_run:
