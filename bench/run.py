@@ -260,9 +260,12 @@ def bench_cycles(
             f"{out['writes_steady']} writes, planned={steady.planned} ({steady.seconds:.2f}s)"
         )
         lists = list_requests(requests)
+        ns_lists = shard_lists(emu, kubeconfig, shards)
         recording = str(tmp / f"replay-{size}.pickle")
         crd = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/backups.backup.appscode.com"
         out["recorded_bytes"] = record(emu.url, [(crd, None), *lists], recording)
+        if ns_lists:
+            record(emu.url, [(crd, None), *lists, *ns_lists], recording)
         if restart_reps:
             out.update(bench_restart(kubeconfig, controller, restart_reps, size))
         if rss:
@@ -287,9 +290,10 @@ def bench_cycles(
             assert check.planned == 0 and not bad, f"replayed cycle is not steady: {check} {bad}"
             _, items = base.run()
             assert items == check.backups + check.workloads + info["backups"], items
-            sharded = shard_controllers(replay_config, shards, replay, check)
+            sharded = shard_controllers(replay_config, shards, replay, check, False)
+            sharded += shard_controllers(replay_config, shards, replay, check, True)
             runs: dict[str, list[float]] = {"cycle": [], "base": []}
-            runs.update((f"shard{i}", []) for i in range(shards))
+            runs.update((f"shard{i}", []) for i in range(2 * shards))
             whats = list(runs)
             for i in range(reps):
                 for what in whats[i % len(whats) :] + whats[: i % len(whats)]:
@@ -297,6 +301,8 @@ def bench_cycles(
                         runs["base"].append(base.run()[0])
                         continue
                     c = controller if what == "cycle" else sharded[int(what[5:])]
+                    if c is not controller:
+                        c.kube.expire_namespaces()  # cycles 30 s apart list them each time
                     t = time.perf_counter()
                     c.cycle()
                     runs[what].append(time.perf_counter() - t)
@@ -310,9 +316,12 @@ def bench_cycles(
         out["base_spread"] = (min(base_s), max(base_s))
         out["replayed_requests"] = len(served)
         if shards:
-            out["shard_s"] = [median(runs[f"shard{i}"]) for i in range(shards)]
-            out["shard_workloads"] = [c.last_workloads for c in sharded]
+            medians = [median(runs[f"shard{i}"]) for i in range(2 * shards)]
+            out["shard_s"], out["ns_shard_s"] = medians[:shards], medians[shards:]
+            out["shard_workloads"] = [c.last_workloads for c in sharded[:shards]]
+            out["shard_requests"] = [c.last_requests for c in sharded]
             out["shard_ratio"] = max(out["shard_s"]) / out["cycle_s"]
+            out["ns_shard_ratio"] = max(out["ns_shard_s"]) / out["cycle_s"]
     say(
         f"  {size}: cycle {out['cycle_s'] * 1000:.0f} ms vs bare LISTs "
         f"{out['base_s'] * 1000:.0f} ms (medians of {reps}, replayed "
@@ -320,14 +329,18 @@ def bench_cycles(
         f"spread {ms_range(out['cycle_spread'])} vs {ms_range(out['base_spread'])}"
     )
     if shards:
-        say(
-            f"  {size}: per shard (--shards {shards}): "
-            + ", ".join(
-                f"{t * 1000:.0f} ms ({n} workloads)"
-                for t, n in zip(out["shard_s"], out["shard_workloads"], strict=True)
+        for what, key in (("cluster-wide LISTs", "shard"), ("LISTs per namespace", "ns_shard")):
+            times = out[f"{key}_s"]
+            requests = out["shard_requests"][:shards] if key == "shard" else out[
+                "shard_requests"][shards:]  # fmt: skip
+            say(
+                f"  {size}: per shard (--shards {shards}, {what}): "
+                + ", ".join(
+                    f"{t * 1000:.0f} ms ({n} workloads, {r} requests)"
+                    for t, n, r in zip(times, out["shard_workloads"], requests, strict=True)
+                )
+                + f" → slowest x{out[f'{key}_ratio']:.2f} the single controller's cycle"
             )
-            + f" → slowest x{out['shard_ratio']:.2f} the single controller's cycle"
-        )
     return out
 
 
@@ -335,22 +348,46 @@ def ms_range(spread: tuple[float, float]) -> str:
     return f"{spread[0] * 1000:.0f}-{spread[1] * 1000:.0f} ms"
 
 
-def shard_controllers(replay_config: str, shards: int, replay, whole) -> list[Controller]:
-    """One warm Controller per shard on the replayed LISTs (as `restik run --shards N
-    --shard-index I` builds it), checked steady: together they see every workload once."""
+def shard_controller(kubeconfig: str, shards: int, i: int, per_namespace: bool) -> Controller:
+    """A Controller as `restik run --shards N --shard-index I` builds it. Its unselected first
+    LIST is skipped (the replay answers only the steady LISTs; the stale-pod search after a
+    start is measured by bench_restart)."""
+    settings = Settings(shards=shards, shard_index=i)
+    kube = ShardKube(Kube.connect(kubeconfig), Shard(shards, i), per_namespace=per_namespace)
+    c = Controller(kube, settings)
+    c.first_cycle = False
+    return c
+
+
+def shard_lists(emu: Emulator, kubeconfig: str, shards: int) -> list[tuple[str, dict]]:
+    """The LISTs of a steady cycle of each shard reading per namespace (to record them)."""
+    out: list[tuple[str, dict]] = []
+    for i in range(shards):
+        c = shard_controller(kubeconfig, shards, i, per_namespace=True)
+        c.cycle()
+        emu.clear_requests()
+        c.kube.expire_namespaces()
+        stats = c.cycle()
+        assert stats.planned == 0 and not emu.writes(), stats.summary()
+        out += [x for x in list_requests(emu.requests) if x not in out]
+    return out
+
+
+def shard_controllers(replay_config: str, shards: int, replay, whole, per_namespace: bool):
+    """One warm Controller per shard on the replayed LISTs, checked steady: together they see
+    every workload once."""
     out = []
     for i in range(shards):
-        settings = Settings(shards=shards, shard_index=i)
-        c = Controller(ShardKube(Kube.connect(replay_config), Shard(shards, i)), settings)
-        # Its unselected first LIST was not recorded (the replay answers only the steady
-        # LISTs); the stale-pod search is measured by bench_restart, not here.
-        c.first_cycle = False
+        c = shard_controller(replay_config, shards, i, per_namespace)
         c.cycle()  # renders its Backups
         replay.log()
+        c.kube.expire_namespaces()
         stats = c.cycle()
-        bad = [r for r in replay.log() if r[0] != "GET"]
-        assert stats.planned == 0 and not bad, f"shard {i} is not steady: {stats} {bad}"
+        served = replay.log()
+        bad = [r for r in served if r[0] != "GET"]
+        assert stats.planned == 0 and not bad, f"shard {i} is not steady: {stats} {bad[:3]}"
         c.last_workloads = stats.workloads
+        c.last_requests = len(served)
         out.append(c)
     if out:
         assert sum(c.last_workloads for c in out) == whole.workloads

@@ -13,7 +13,7 @@ import pytest
 from reconciler.api.constants import CONFIG_LABEL, SIDECAR_NAME
 from reconciler.controller.cycle import Controller
 from reconciler.controller.options import Settings, add_arguments
-from reconciler.controller.shard import Shard, shard_of
+from reconciler.controller.shard import Shard, ShardKube, shard_of
 from reconciler.kube.client import Kube
 from reconciler.resources import crd_manifest
 from tests.emulator import Emulator
@@ -199,3 +199,43 @@ def test_shards_together_patch_what_one_controller_would_while_they_start_and_st
             for lease in emu.list("coordination.k8s.io/v1", "leases", "restik-system")
         }
         assert set(leases) == {f"restik-controller-{i}" for i in range(3)}
+
+
+def test_per_namespace_lists_read_only_the_shards_namespaces(emulator, tmp_path):
+    populate(emulator)
+    kube = Kube.connect(str(emulator.write_kubeconfig(tmp_path / "kc")))
+    now = [0.0]
+    wide = ShardKube(kube, Shard(3, 2))
+    narrow = ShardKube(kube, Shard(3, 2), per_namespace=True, clock=lambda: now[0])
+    own = sorted(ns for ns in NAMESPACES if shard_of(ns, 3) == 2)
+    path = "/apis/apps/v1/deployments"
+
+    def names(client):
+        pages = list(client.list_pages(path, CONFIG_LABEL))
+        return pages[0][0], sorted(
+            (o["metadata"]["namespace"], o["metadata"]["name"]) for _, items in pages for o in items
+        )
+
+    _, want = names(wide)
+    assert want and {ns for ns, _ in want} == set(own)
+    emulator.clear_requests()
+    rv_narrow, got = names(narrow)
+    assert got == want
+    assert int(rv_narrow) <= int(emulator.resource_version)
+    assert [r.path for r in emulator.requests] == [
+        "/api/v1/namespaces",
+        *(f"/apis/apps/v1/namespaces/{ns}/deployments" for ns in own),
+    ]
+    emulator.clear_requests()
+    now[0] += 1.0
+    names(narrow)  # within the TTL: the namespaces are not listed again
+    assert "/api/v1/namespaces" not in [r.path for r in emulator.requests]
+    now[0] += 10.0
+    emulator.clear_requests()
+    names(narrow)
+    assert next(r.path for r in emulator.requests) == "/api/v1/namespaces"
+    assert names(ShardKube(kube, Shard(3, 2), per_namespace=True))[1] == want
+    # paths that are not the cycle's cluster-wide collections pass through, filtered
+    emulator.clear_requests()
+    pods = list(narrow.list_pages("/api/v1/pods"))
+    assert [r.path for r in emulator.requests] == ["/api/v1/pods"] and pods[0][1] == []
