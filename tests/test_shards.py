@@ -70,6 +70,8 @@ def test_shard_index_comes_from_the_option_or_the_statefulset_ordinal(monkeypatc
         settings("--shards", "3")
     with pytest.raises(ValueError, match="--shards: must be at least 1"):
         settings("--shards", "0")
+    assert settings().shard_lists == "cluster"
+    assert settings("--shard-lists", "namespace").shard_lists == "namespace"
 
 
 def test_run_without_a_shard_index_exits_2_with_the_reason(kubeconfig):
@@ -131,6 +133,8 @@ class ShardProcess:
         self.proc = restik(
             "run", "--interval", "1s", "--shards", "3", "--shard-index", str(index),
             "--leader-elect", "--lease-namespace", "restik-system", "--kubeconfig", str(config),
+            # both ways of listing: shard 2 reads its namespaces one by one
+            "--shard-lists", "namespace" if index == 2 else "cluster",
             env={"POD_NAME": identity},
         )  # fmt: skip
 
@@ -194,6 +198,9 @@ def test_shards_together_patch_what_one_controller_would_while_they_start_and_st
             if r.namespace in NAMESPACES and r.user.startswith("shard-"):
                 assert shard_of(r.namespace, 3) == int(r.user[6:]), (r.user, r.method, r.path)
         assert all("shard " in err for err in logs)  # each says its shard in its log
+        listed = {(r.user, r.path) for r in emu.requests if r.verb == "list"}
+        assert ("shard-2", "/api/v1/namespaces") in listed
+        assert ("shard-0", "/api/v1/namespaces") not in listed
         leases = {
             lease["metadata"]["name"]: lease["spec"]["holderIdentity"]
             for lease in emu.list("coordination.k8s.io/v1", "leases", "restik-system")

@@ -350,13 +350,18 @@ def main(args: argparse.Namespace) -> int:
         log.error("cannot load the Kubernetes configuration: %s", exc)
         return EXIT_ERROR
     if settings.shards > 1:
-        kube = ShardKube(kube, Shard(settings.shards, settings.shard_index))
+        kube = ShardKube(
+            kube,
+            Shard(settings.shards, settings.shard_index),
+            per_namespace=settings.shard_lists == "namespace",
+        )
         log.info(
-            "shard %d of %d: namespaces whose SHA-256 mod %d is %d; Lease %s",
+            "shard %d of %d: namespaces whose SHA-256 mod %d is %d, LISTs per %s; Lease %s",
             settings.shard_index,
             settings.shards,
             settings.shards,
             settings.shard_index,
+            settings.shard_lists,
             settings.lease_name,
         )
     metrics = None

@@ -109,6 +109,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "ordinal of a StatefulSet pod's name, e.g. restik-2 is shard 2)",
     )
     parser.add_argument(
+        "--shard-lists",
+        choices=("cluster", "namespace"),
+        default=env_default("SHARD_LISTS", "cluster"),
+        help="with --shards: read the cycle's LISTs cluster-wide and keep the shard's objects "
+        "(cluster, default), or one LIST per namespace of the shard (namespace: fewer bytes, "
+        "more requests, needs `list` on namespaces) (RESTIK_SHARD_LISTS)",
+    )
+    parser.add_argument(
         "--lease-namespace",
         default=env_default("LEASE_NAMESPACE")
         or os.environ.get("POD_NAMESPACE")
@@ -141,6 +149,7 @@ class Settings:
     identity: str = ""
     shards: int = 1
     shard_index: int = 0
+    shard_lists: str = "cluster"
 
     @property
     def lease_name(self) -> str:
@@ -185,4 +194,5 @@ class Settings:
             identity=identity,
             shards=shards,
             shard_index=index,
+            shard_lists=getattr(args, "shard_lists", "cluster"),
         )
