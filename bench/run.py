@@ -54,7 +54,7 @@ GOALS = {
     "reaction_ratio_10k_over_1k": ("<=", 1.5),
     "lists_per_irrelevant_event": ("<=", 0.01),
     "restart_ratio_10k": ("<=", 1.5),
-    "shard_cycle_ratio_10k": ("<=", 1.0),
+    "shard_cycle_ratio_10k": ("<=", 0.43),  # close to 1/SHARDS
     "sidecar_overhead_ratio": ("<=", 1.05),
     "sidecar_idle_rss_mib": ("<=", 40),
     "controller_rss_mib_10k": ("<=", 200),
@@ -886,7 +886,7 @@ def main(argv: list[str] | None = None) -> int:
         "reaction_ratio_10k_over_1k": round(react["median_10k"] / react["median_1k"], 2),
         "lists_per_irrelevant_event": round(react["lists"] / react["events"], 4),
         "restart_ratio_10k": round(large["restart_ratio"], 2),
-        "shard_cycle_ratio_10k": round(large["shard_ratio"], 3),
+        "shard_cycle_ratio_10k": round(large["ns_shard_ratio"], 3),
         "controller_rss_mib_10k": round(large["rss_mib"], 1),
     }
     spread = " ".join
@@ -910,10 +910,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{large['restart_steady_s']:.2f}s (first: "
         + spread(f"{t:.1f}" for t in large["restart_runs"][0])
         + ")",
-        "shard_cycle_ratio_10k": "slowest of "
+        "shard_cycle_ratio_10k": "--shard-lists namespace: slowest of "
+        + ", ".join(f"{t * 1e3:.0f}" for t in large["ns_shard_s"])
+        + f" ms / {large['cycle_s'] * 1e3:.0f} ms ("
+        + "/".join(str(n) for n in large["shard_requests"][SHARDS:])
+        + " requests); cluster-wide LISTs: "
         + ", ".join(f"{t * 1e3:.0f}" for t in large["shard_s"])
-        + f" ms / {large['cycle_s'] * 1e3:.0f} ms; bare LISTs {large['base_s'] * 1e3:.0f} ms "
-        "(every shard decodes every LIST)",
+        + f" ms, x{large['shard_ratio']:.2f}",
         "controller_rss_mib_10k": f"fresh run --once, {large['once_s']:.0f}s "
         f"(first cycle in-process {large['first_cycle_s']:.0f}s)",
     }
