@@ -169,11 +169,14 @@ class Loop:
         """Hand one watch event (not restik's own write) to the loop: a Backup event or a
         deletion asks for a full cycle; a workload event that cannot change the plan is
         dropped; any other reconciles that one workload."""
-        if kind is None or event_type not in ("ADDED", "MODIFIED"):
-            self._request_full()
-            return
         meta = obj.get("metadata") or {}
         ref = WorkloadRef(kind, meta.get("namespace") or "default", meta.get("name"))
+        if kind is None or event_type not in ("ADDED", "MODIFIED"):
+            if kind is not None:
+                with self.lock:
+                    self.relevance.forget(ref)  # a new object of that name starts afresh
+            self._request_full()
+            return
         with self.lock:
             verdict = self.relevance.classify(ref, obj)
             if verdict == IRRELEVANT:
