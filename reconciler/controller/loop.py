@@ -108,10 +108,9 @@ class Loop:
 
     def _take_work(self) -> tuple[bool, dict]:
         """(full cycle?, workloads to reconcile one by one: ref -> (the relevant event's
-        resourceVersion, or the first-seen event's copy to plan first)): a full cycle when
-        asked for, when due
-        (--interval), before the Backups are known, or when more workloads wait for a GET
-        than a cycle costs."""
+        resourceVersion, or the first-seen event's copy to plan first)). A full cycle when
+        asked for, when due (--interval), before the Backups are known, or when more
+        workloads wait for a GET than a cycle costs."""
         with self.lock:
             full = (
                 self.full_needed
@@ -241,7 +240,8 @@ class Loop:
             self._start(self._watch, path, selector, kind)
 
     def _watch(self, path: str, selector: str | None, kind: str | None = None) -> None:
-        """Wake the loop on any change not made by this controller; resume after errors.
+        """Hand every change not made by this controller to the loop (``_event``: a full
+        cycle, one workload, or nothing); resume after errors.
 
         A failed watch (an ERROR event, an error answer, a dropped connection) is retried
         after an exponential, capped, jittered backoff, never at once. A 410 Gone means the
