@@ -31,6 +31,7 @@ from sidecar.options import Settings, add_arguments, settings_from_args
 from sidecar.report import BackupGone, report
 from sidecar.restic import Failure, repository_of
 from sidecar.runner import Runner, redact, redact_url, restic_env, secret_values
+from sidecar.shell import publish_repository
 
 log = logging.getLogger("restik.watch")
 
@@ -217,6 +218,7 @@ class Sidecar:
             restic_env(os.environ, cache_dir),
             stop_timeout=s.stop_timeout,
             command_timeout=s.run_timeout,
+            backend_timeout=s.backend_timeout,
         )
         if self._stop.is_set():
             self.runner.stop()
@@ -351,6 +353,7 @@ class Sidecar:
             self._problem(f"{exc}: not scheduling until it is fixed")
             self.backup, self.next_fire = None, None
             return
+        publish_repository(os.environ, repository_of(new))
         if new.paused:
             self._problem(f"Backup {self.namespace}/{self.s.backup} is paused: not scheduling")
             self.backup, self.next_fire = new, None

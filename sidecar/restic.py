@@ -283,11 +283,18 @@ def _repository_missing(stderr: str) -> bool:
     if re.search(r"^Fatal: repository does not exist", stderr, re.MULTILINE):
         return True  # restic 0.17+ wording (with exit code 10)
     m = _CONFIG_ERROR.search(stderr)
-    return bool(m and _NOT_EXIST.search(m.group(1)) and not _NETWORK.search(m.group(1)))
+    if not m:
+        return False
+    error = m.group(1)
+    if error.strip().endswith(_CANCELED):
+        # interrupted while retrying (see BackendWatch): the error it retried
+        error = last_backend_error(stderr) or error
+    return bool(_NOT_EXIST.search(error) and not _NETWORK.search(error))
 
 
 def classify(exit_code: int, stderr: str) -> Failure:
     """What kind of failure a non-zero restic exit is."""
+    stderr = "\n".join(_plain(line.strip()) for line in stderr.splitlines())
     if exit_code == EXIT_WRONG_PASSWORD or any(p.search(stderr) for p in _WRONG_PASSWORD):
         return Failure.WRONG_PASSWORD
     if exit_code == EXIT_LOCKED or any(p.search(stderr) for p in _LOCKED):
@@ -319,18 +326,110 @@ def _plain(line: str) -> str:
     return line
 
 
+# restik's own lines appended to restic's stderr (why restik stopped restic), kept apart
+# from restic's error and added after it in the message.
+RESTIK_NOTE = "restik: "
+
+
 def first_error_line(stderr: str, exit_code: int | None = None) -> str:
-    """The line of restic's stderr that says what went wrong, for an Event message."""
-    lines = [_plain(line.strip()) for line in stderr.splitlines() if line.strip()]
+    """The line of restic's stderr that says what went wrong, for an Event message, with
+    why restik interrupted restic if it did."""
+    notes = [
+        line.strip()[len(RESTIK_NOTE) :]
+        for line in stderr.splitlines()
+        if line.strip().startswith(RESTIK_NOTE)
+    ]
+    lines = [
+        part.strip()
+        for line in stderr.splitlines()
+        if line.strip() and not line.strip().startswith(RESTIK_NOTE)
+        for part in _plain(line.strip()).splitlines()  # a JSON message may hold several
+        if part.strip()
+    ]
+    found = _error_line(lines)
+    if found is not None and found.endswith(_CANCELED):
+        # restic was interrupted while it retried its backend: the last backend error is the
+        # cause ("unable to open config file: context canceled" says nothing).
+        cause = last_backend_error(stderr)
+        if cause:
+            found = found[: -len(_CANCELED)] + cause
+    if found is None:
+        if notes:
+            return "; ".join(notes)
+        return f"restic exited with code {exit_code}" if exit_code is not None else "restic failed"
+    return "; ".join([found, *notes])
+
+
+_CANCELED = "context canceled"
+
+
+def _error_line(lines: list[str]) -> str | None:
     for line in lines:
         if line.startswith("Fatal:"):
             return line[len("Fatal:") :].strip()
     for line in lines:
         if line.lower().startswith(("error", "unable", "repository")):
             return line
-    if lines:
-        return lines[-1]
-    return f"restic exited with code {exit_code}" if exit_code is not None else "restic failed"
+    return lines[-1] if lines else None
+
+
+# --- backend retries ---------------------------------------------------------------------
+# restic retries a failing backend request after a growing pause and says so on stderr, in
+# the same words since 0.9: 0.14 gives up after 10 attempts (a minute or two), 0.17+ only
+# after 15 minutes per request (a repository that is down when a run starts keeps the run
+# waiting that long). A success after retries is reported too.
+_RETRYING = re.compile(r"^(?:\x1b\[2K)?(\S.*?) returned error, retrying after \S+?: (.+)$")
+_BUCKET_MISSING = re.compile(r"NoSuchBucket|bucket does not exist", re.IGNORECASE)
+# The end of a retried request: a success, or (0.17+) restic giving up on it.
+_RETRY_ENDED = re.compile(
+    r"^(?:\x1b\[2K)?\S.*?(?: operation successful after \d+ retries| failed: )"
+)
+# restic's longest pause between two retries of a request (backoff's 60 s, +50 % jitter),
+# with a margin: a request of 0.14 that ran out of its 10 attempts ends without a word, so
+# retries falling silent for longer than this ends the failure too.
+RETRY_SILENCE = 120.0
+
+
+def last_backend_error(stderr: str) -> str | None:
+    """The error of restic's last backend retry in its stderr, if it retried at all."""
+    found = None
+    for line in stderr.splitlines():
+        m = _RETRYING.match(line.strip())
+        if m:
+            found = m.group(2).strip()
+    return found
+
+
+@dataclass
+class BackendWatch:
+    """Fed restic's stderr line by line: since when its backend has failed without a single
+    success in between (every request retried, none answered)."""
+
+    failing_since: float | None = None
+    last_retry: float = 0.0
+    last_error: str = ""
+    # S3 answers a missing bucket with NoSuchBucket, which restic 0.17+ retries like any
+    # error for 15 minutes (0.14 gave up at once): the repository is missing, `restic init`
+    # creates the bucket, so waiting is pointless.
+    bucket_missing: bool = False
+
+    def feed(self, line: str, now: float) -> None:
+        line = line.strip()
+        m = _RETRYING.match(line)
+        if m:
+            if self.failing_for(now) == 0.0:
+                self.failing_since = now
+            self.last_retry = now
+            self.last_error = m.group(2).strip()
+            if m.group(1).startswith("Stat(<config/>") and _BUCKET_MISSING.search(line):
+                self.bucket_missing = True
+        elif _RETRY_ENDED.match(line):
+            self.failing_since = None
+
+    def failing_for(self, now: float) -> float:
+        if self.failing_since is None or now - self.last_retry > RETRY_SILENCE:
+            return 0.0
+        return now - self.failing_since
 
 
 # --- locks -------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ SIDECAR_MODULES = {
     "sidecar.report",
     "sidecar.restic",
     "sidecar.runner",
+    "sidecar.shell",
 }
 # Building the parser of every command imports their options modules only (stdlib-only).
 PARSER_MODULES = {

@@ -7,9 +7,11 @@ import logging
 import time
 from collections.abc import Mapping
 
+from reconciler.controller.apply import Applier
 from reconciler.controller.observe import is_labeled, slim, with_kind
-from reconciler.controller.plan import UPDATE, BackupIndex, Plan, plan_batch
+from reconciler.controller.plan import REMOVE, BackupIndex, Plan, plan_batch
 from reconciler.controller.podtemplate import WorkloadRef
+from reconciler.controller.reconcilers.workloads import reconcile_workloads
 from reconciler.controller.render import Renderer
 from reconciler.controller.stats import CycleStats
 from reconciler.kube.resource import WORKLOADS
@@ -31,10 +33,11 @@ def plans_change(index: BackupIndex, obj: dict, renderer: Renderer) -> bool:
 
 
 def reconcile_workload(controller, index: BackupIndex, ref: WorkloadRef) -> CycleStats:
-    """GET ``ref`` fresh, plan it, apply the one change if there is one (print it in a dry
-    run). An update that the last full cycle deferred (--max-rollouts) stays for the cycles,
-    so an event never lets a workload jump the rollout queue. Backup status, RoleBindings and
-    restarts of stale pods are left to the next full cycle."""
+    """GET ``ref`` fresh, plan it, apply its one patch if there is one (print it in a dry
+    run), through the same Applier as a full cycle (resourceVersion precondition, 409 =
+    conflict, restik's own writes noted). Backup status, RoleBindings and restarts of stale
+    pods are left to the next full cycle, which learns of this patch through
+    ``known_injected`` and ``pending_restarts``."""
     started = time.monotonic()
     stats = CycleStats()
     res = WORKLOADS[ref.kind]
@@ -43,20 +46,25 @@ def reconcile_workload(controller, index: BackupIndex, ref: WorkloadRef) -> Cycl
         with_kind(obj, res.api_version, ref.kind)
         stats.workloads = 1 if is_labeled(obj) else 0
         result = plan_one(index, obj, controller.renderer)
-        result.changes = [
-            c for c in result.changes if not (c.action == UPDATE and c.ref in controller.deferred)
-        ]
         stats.planned = len(result.changes)
         if controller.settings.dry_run:
             if result.changes:
                 controller._print_plan(result)
         elif result.changes:
-            # _apply_changes starts a cycle's bookkeeping afresh; keep the full cycle's.
-            deferred, patched = controller.deferred, controller.patched_now
-            try:
-                controller._apply_changes(result, stats)
-            finally:
-                controller.deferred = deferred
-                controller.patched_now = patched | controller.patched_now
+            applier = Applier(
+                controller.kube,
+                stats,
+                leading=controller.leading,
+                own_writes=controller.own_writes,
+                metrics=controller.metrics,
+            )
+            for action in applier.apply(reconcile_workloads(result)):
+                if action.action == REMOVE:
+                    controller.known_injected.discard(action.ref)
+                else:
+                    controller.known_injected.add(action.ref)
+                if action.restart:
+                    controller.pending_restarts.add(action.ref)
+                log.info("%s restik sidecar: %s (watch event)", action.action, action.what)
     stats.seconds = time.monotonic() - started
     return stats
