@@ -547,3 +547,36 @@ def test_user_overlay_moves_the_admission_policys_user(tmp_path):
         "request.userInfo.username == 'system:serviceaccount:backup-ops:restik'"
     )
     find(objs, "ServiceAccount", SERVICE_ACCOUNT, "backup-ops")
+
+
+# --------------------------------------------------------------------------- shards
+
+
+def test_sharded_overlay_runs_three_shards_as_a_statefulset():
+    objs = kustomize(KUSTOMIZE / "overlays" / "sharded")
+    for obj in objs:
+        kubernetes_validate.validate(obj, K8S_VERSIONS[-1], strict=True)
+    assert not [o for o in objs if o["kind"] == "Deployment"]
+    sts = find(objs, "StatefulSet", "restik", NAMESPACE)
+    spec = sts["spec"]
+    (container,) = spec["template"]["spec"]["containers"]
+    args = container["args"]
+    shards = int(args[args.index("--shards") + 1])
+    assert spec["replicas"] == shards == 3
+    assert "--shard-index" not in args  # from the pod's name: restik-0, restik-1, restik-2
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["RESTIK_SIDECAR_IMAGE"]["value"] == container["image"] == IMAGE
+    assert spec["template"]["spec"]["serviceAccountName"] == SERVICE_ACCOUNT
+    service = find(objs, "Service", "restik-metrics", NAMESPACE)
+    assert service["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()
+    leases = rights(find(objs, "Role", "restik-leader-election", NAMESPACE))
+    assert leases == {
+        *{("coordination.k8s.io", "leases", v, f"restik-controller-{i}")
+          for v in ("get", "update") for i in range(shards)},
+        ("coordination.k8s.io", "leases", "create", None),
+    }  # fmt: skip
+    find(objs, "ValidatingAdmissionPolicy", "restik-controller-scope")
+    limits = container["resources"]["limits"]
+    base = controller(_built("install"))["resources"]["limits"]
+    assert limits == base  # each shard holds at most what one controller does

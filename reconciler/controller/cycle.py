@@ -14,7 +14,7 @@ from reconciler.controller.actions import Action, CreateEvent, PatchStatus, Patc
 from reconciler.controller.apply import Applier
 from reconciler.controller.observe import BackupsNotServed, Observer, Snapshot, established
 from reconciler.controller.options import Settings
-from reconciler.controller.plan import REMOVE
+from reconciler.controller.plan import REMOVE, BackupIndex
 from reconciler.controller.reconcilers.rbac import reconcile_rbac
 from reconciler.controller.reconcilers.restarts import Restarts, reconcile_restarts
 from reconciler.controller.reconcilers.status import reconcile_status
@@ -199,6 +199,11 @@ class Controller:
         stats.not_ready = len(snapshot.parsed) - stats.ready
         stats.seconds = time.monotonic() - started
         return stats
+
+    def backup_index(self) -> BackupIndex:
+        """The Backups as the last cycle parsed them: what a watch event's one workload is
+        planned against between full cycles (reconciler.controller.single)."""
+        return BackupIndex.of(self.observer.backups())
 
     def _remember(self, snapshot: Snapshot, decisions: Decisions, applied: list) -> None:
         """What the next cycles need of this one: which workloads carry a sidecar, whose

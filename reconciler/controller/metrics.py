@@ -13,7 +13,7 @@ from reconciler.http import serve_http
 
 
 class ControllerMetrics:
-    def __init__(self, interval: float | None = None) -> None:
+    def __init__(self, interval: float | None = None, shard: tuple[int, int] = (0, 1)) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.cycle_seconds = Histogram(
@@ -57,6 +57,13 @@ class ControllerMetrics:
         )
         if interval is not None:
             self.interval.set(interval)
+        self.shard = Gauge(
+            "restik_shard_info",
+            "This controller's shard (--shard-index) of --shards; 1 while running",
+            ["shard", "shards"],
+            registry=r,
+        )
+        self.shard.labels(str(shard[0]), str(shard[1])).set(1)
         self._ready_keys: set[tuple[str, str]] = set()
         self.restore_phase = Gauge(
             "restik_restore_phase",

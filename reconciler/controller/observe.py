@@ -118,6 +118,10 @@ class Observer:
         self.renderer = renderer
         self._parsed: dict[tuple, tuple] = {}  # (namespace, name) -> (resourceVersion, parsed)
 
+    def backups(self) -> list:
+        """The Backups (parsed, or InvalidBackup) of the last observe."""
+        return [item for _, item in self._parsed.values()]
+
     def workload_paths(self) -> list[tuple[str, str, str]]:
         return [
             (kind, res.api_version, res.path(self.settings.namespace))
