@@ -10,7 +10,14 @@ from dataclasses import dataclass
 
 from reconciler.api.constants import SIDECAR_NAME
 from reconciler.api.duration import parse_duration
-from reconciler.api.fields import DNS_LABEL, MAX_LIST, MAX_STRING, Collector, type_name
+from reconciler.api.fields import (
+    DNS_LABEL,
+    MAX_LIST,
+    MAX_STRING,
+    Collector,
+    FieldError,
+    type_name,
+)
 
 FAIL, CONTINUE = "Fail", "Continue"
 ON_ERROR = (FAIL, CONTINUE)
@@ -131,3 +138,76 @@ def wants_exec(backup_raw: object) -> bool:
         return True
     source = spec.get("backupSource")
     return isinstance(source, Mapping) and source.get("command") is not None
+
+
+def runs_commands(backup) -> bool:
+    """Whether a parsed Backup runs anything through pods/exec."""
+    return bool(backup.source_command or backup.pre_backup or backup.post_backup)
+
+
+def template_spec(obj: Mapping) -> Mapping:
+    """A workload's pod template spec, or {} when it is malformed (reported elsewhere)."""
+    spec = obj.get("spec") if isinstance(obj, Mapping) else None
+    template = spec.get("template") if isinstance(spec, Mapping) else None
+    pod_spec = template.get("spec") if isinstance(template, Mapping) else None
+    return pod_spec if isinstance(pod_spec, Mapping) else {}
+
+
+def _app_containers(pod_spec: Mapping) -> list[Mapping]:
+    """The containers a command can run in: the regular ones and restartable init containers
+    (native sidecars), which run alongside; never restik's own."""
+    found = []
+    for key in ("containers", "initContainers"):
+        for container in pod_spec.get(key) or ():
+            if not isinstance(container, Mapping) or container.get("name") == SIDECAR_NAME:
+                continue
+            if key == "initContainers" and container.get("restartPolicy") != "Always":
+                continue
+            found.append(container)
+    return found
+
+
+def _mounts(container: Mapping, volume: str) -> bool:
+    return any(
+        isinstance(m, Mapping) and m.get("name") == volume
+        for m in container.get("volumeMounts") or ()
+    )
+
+
+def exec_containers(backup, pod_spec: Mapping, where: str) -> tuple[dict, list[FieldError]]:
+    """The container each command of ``backup`` runs in, by its name in the spec ("command",
+    "preBackup", "postBackup"), for a pod (template) spec; and the errors for those that
+    have none. Defaults: the command's, the first container that mounts the source volume
+    (hooks), the first container (command). ``where``: the pod or workload, for messages."""
+    containers = _app_containers(pod_spec if isinstance(pod_spec, Mapping) else {})
+    names = [str(c.get("name")) for c in containers]
+    listed = ", ".join(names) or "none"
+    chosen: dict[str, str] = {}
+    errors: list[FieldError] = []
+    wanted = []
+    command = backup.source_command
+    if command is not None:
+        wanted.append(("command", "spec.backupSource.command.container", command.container))
+    for name, hook in zip(HOOK_NAMES, (backup.pre_backup, backup.post_backup), strict=True):
+        if hook is not None:
+            wanted.append((name, f"spec.hooks.{name}.container", hook.container))
+    for key, path, named in wanted:
+        if named is not None:
+            if named in names:
+                chosen[key] = named
+            else:
+                errors.append(FieldError(path, f"{where} has no container {named!r} "
+                                         f"(its containers: {listed})"))  # fmt: skip
+            continue
+        if command is not None:
+            default = chosen.get("command") or (names[0] if names else None)
+            why = "it has no containers"
+        else:
+            volume = backup.source_volume
+            default = next((str(c.get("name")) for c in containers if _mounts(c, volume)), None)
+            why = f"none of its containers ({listed}) mounts volume {volume!r}; name one"
+        if default is None:
+            errors.append(FieldError(path, f"no container of {where} to run in: {why}"))
+        else:
+            chosen[key] = default
+    return chosen, errors
