@@ -6,9 +6,8 @@ import enum
 import json
 import re
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 from reconciler.api.backup import Backup
 from reconciler.api.constants import PER_POD_HOST_KINDS, REPO_MOUNT
@@ -18,8 +17,6 @@ EXIT_INCOMPLETE = 3  # backup: snapshot saved, some source files could not be re
 EXIT_NO_REPOSITORY = 10
 EXIT_LOCKED = 11
 EXIT_WRONG_PASSWORD = 12
-# restic's own notion of a stale lock (lock.go): older than this, or its process is gone.
-RESTIC_STALE_AFTER = timedelta(minutes=30)
 
 
 # `--retry-lock` (restic waits for a lock itself) exists since restic 0.16.0.
@@ -106,7 +103,7 @@ def render_init(backup: Backup, ctx: Context) -> list[str]:
     return [*_global(backup, ctx), "init"]
 
 
-def _locking(backup: Backup, ctx: Context) -> list[str]:
+def locking_args(backup: Backup, ctx: Context) -> list[str]:
     """Global options of a command that takes a lock: wait for it where restic can."""
     args = _global(backup, ctx)
     if ctx.native_retry_lock and ctx.retry_lock > 0:
@@ -117,9 +114,13 @@ def _locking(backup: Backup, ctx: Context) -> list[str]:
     return args
 
 
+def snapshot_options(backup: Backup, ctx: Context) -> list[str]:
+    """`restic backup` options every snapshot of the Backup gets: its host and tags."""
+    return [f"--host={ctx.host}", *(f"--tag={tag}" for tag in backup.tags)]
+
+
 def render_backup(backup: Backup, ctx: Context) -> list[str]:
-    args = [*_locking(backup, ctx), "backup", "--json", f"--host={ctx.host}"]
-    args += [f"--tag={tag}" for tag in backup.tags]
+    args = [*locking_args(backup, ctx), "backup", "--json", *snapshot_options(backup, ctx)]
     args += [f"--exclude={pattern}" for pattern in backup.excludes]
     return [*args, "--", backup.source_path]
 
@@ -134,7 +135,7 @@ def render_forget(backup: Backup, ctx: Context, hosts: Iterable[str] = ()) -> li
     if r is None or not r.keeps_anything:
         return None
     chosen = [r.retain_hostname] if r.retain_hostname else sorted(set(hosts) or {ctx.host})
-    args = [*_locking(backup, ctx), "forget", *(f"--host={h}" for h in chosen)]
+    args = [*locking_args(backup, ctx), "forget", *(f"--host={h}" for h in chosen)]
     args += [f"--tag={tag}" for tag in r.retain_tags]
     for flag, value in (
         ("last", r.last),
@@ -169,8 +170,8 @@ def render_snapshots(backup: Backup, ctx: Context) -> list[str]:
 
 
 def render_source_snapshots(backup: Backup, ctx: Context) -> list[str]:
-    """The snapshots of this Backup's source path (any host), without taking a lock."""
-    return [*render_snapshots(backup, ctx), f"--path={backup.source_path}"]
+    """The snapshots of this Backup's source (any host), without taking a lock."""
+    return [*render_snapshots(backup, ctx), f"--path={backup.snapshot_path}"]
 
 
 def workload_hosts(
@@ -331,76 +332,3 @@ def first_error_line(stderr: str, exit_code: int | None = None) -> str:
     if lines:
         return lines[-1]
     return f"restic exited with code {exit_code}" if exit_code is not None else "restic failed"
-
-
-# --- locks -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Lock:
-    id: str
-    time: datetime | None
-    hostname: str
-    pid: int
-    exclusive: bool
-
-
-def parse_lock(lock_id: str, text: str) -> Lock | None:
-    try:
-        raw = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(raw, dict):
-        return None
-    return Lock(
-        id=lock_id,
-        time=_parse_time(raw.get("time")),
-        hostname=str(raw.get("hostname") or ""),
-        pid=int(raw.get("pid") or 0),
-        exclusive=bool(raw.get("exclusive")),
-    )
-
-
-def _parse_time(value: object) -> datetime | None:
-    """restic's RFC 3339 time with nanoseconds (Python only takes microseconds)."""
-    if not isinstance(value, str):
-        return None
-    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", value.strip())
-    if not m:
-        return None
-    frac = (m.group(2) or ".0")[:7]
-    tz = "+00:00" if m.group(3) == "Z" else m.group(3)
-    try:
-        return datetime.fromisoformat(m.group(1) + frac + tz)
-    except ValueError:
-        return None
-
-
-def is_stale(
-    lock: Lock,
-    *,
-    now: datetime,
-    stale_after: timedelta,
-    hostname: str,
-    process_alive: Callable[[int], bool],
-) -> bool:
-    """A lock older than the threshold, or one of this host whose process is gone."""
-    if lock.time is None or now - lock.time > stale_after:
-        return True
-    return lock.hostname == hostname and not process_alive(lock.pid)
-
-
-def restic_would_remove(
-    locks: Iterable[Lock], *, now: datetime, hostname: str, process_alive: Callable[[int], bool]
-) -> bool:
-    """Whether plain `restic unlock` removes every one of these locks (no --remove-all)."""
-    return all(
-        is_stale(
-            lock,
-            now=now,
-            stale_after=RESTIC_STALE_AFTER,
-            hostname=hostname,
-            process_alive=process_alive,
-        )
-        for lock in locks
-    )

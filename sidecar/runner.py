@@ -95,6 +95,12 @@ class Runner:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
+    @property
+    def stopping_event(self) -> threading.Event:
+        """Set once ``stop()`` was called: for work that is not a restic run of this Runner
+        (commands through pods/exec, streamed backups) to stop with it."""
+        return self._stopping
+
     def run(self, args: list[str], *, timeout: float | None = None) -> Result:
         """Run restic to completion and capture its output (redacted)."""
         safe_args = tuple(redact(a, self.secrets) for a in args)
