@@ -53,13 +53,21 @@ NAMESPACED_RIGHTS = (
         ("rbac.authorization.k8s.io", "rolebindings", v, None)
         for v in ("list", "create", "update", "delete")
     }
-    | {("rbac.authorization.k8s.io", "clusterroles", "bind", "restik-sidecar")}
+    | {
+        ("rbac.authorization.k8s.io", "clusterroles", "bind", role)
+        for role in ("restik-sidecar", "restik-sidecar-exec")
+    }
 )
 CONTROLLER_CLUSTER_RIGHTS = CRD_RIGHTS | NAMESPACED_RIGHTS
 LEADER_ELECTION_RIGHTS = {
     ("coordination.k8s.io", "leases", "get", "restik-controller"),
     ("coordination.k8s.io", "leases", "update", "restik-controller"),
     ("coordination.k8s.io", "leases", "create", None),
+}
+SIDECAR_EXEC_RIGHTS = {
+    ("", "pods/exec", "get", None),
+    ("", "pods/exec", "create", None),
+    ("", "pods", "get", None),
 }
 SIDECAR_RIGHTS = (
     {("backup.appscode.com", "backups", v, None) for v in ("get", "list", "watch")}
@@ -164,6 +172,7 @@ def test_install_contains_everything():
             ("ClusterRole", "restik-controller"),
             ("ClusterRoleBinding", "restik-controller"),
             ("ClusterRole", "restik-sidecar"),
+            ("ClusterRole", "restik-sidecar-exec"),
             ("Role", "restik-leader-election"),
             ("RoleBinding", "restik-leader-election"),
             ("Service", "restik-metrics"),
@@ -193,21 +202,27 @@ def test_no_wildcards_no_secrets_no_escalation(objects):
                 assert "*" not in rule.get(field, []), f"{name}: wildcard in {field}"
             assert not {"secrets", "secrets/*"} & set(rule["resources"]), name
             assert not {"escalate", "impersonate"} & set(rule["verbs"]), name
-            # `bind` only ever on the sidecar's role
+            # `bind` only ever on the sidecar's roles
             if "bind" in rule["verbs"]:
                 assert rule["resources"] == ["clusterroles"], name
-                assert rule["resourceNames"] == ["restik-sidecar"], name
+                assert rule["resourceNames"] == ["restik-sidecar", "restik-sidecar-exec"], name
 
 
 def test_sidecar_cluster_role_is_exact(objects):
     assert rights(find(objects, "ClusterRole", "restik-sidecar")) == SIDECAR_RIGHTS
 
 
+def test_sidecar_exec_role_is_exact(objects):
+    """Only pods/exec (get: the WebSocket upgrade; create: Kubernetes 1.31+) and the pod's
+    containers: what hooks and command sources need, bound only for such Backups."""
+    assert rights(find(objects, "ClusterRole", "restik-sidecar-exec")) == SIDECAR_EXEC_RIGHTS
+
+
 def test_sidecar_role_is_not_bound_statically(objects):
-    # the controller binds it per workload namespace
+    # the controller binds them per workload namespace
     for binding in objects:
         if binding["kind"] in ("RoleBinding", "ClusterRoleBinding"):
-            assert binding["roleRef"]["name"] != "restik-sidecar"
+            assert binding["roleRef"]["name"] not in ("restik-sidecar", "restik-sidecar-exec")
 
 
 def test_controller_rights_cluster_wide():

@@ -20,7 +20,10 @@ from tests.test_kustomize import CRD_CREATE_RIGHTS, KUSTOMIZE, _built, find, ove
 
 # `bind` is not an API call: the RBAC API checks it when the controller writes a RoleBinding
 # that grants restik-sidecar's rights, which the controller does not all hold itself.
-NOT_API_CALLS = {("rbac.authorization.k8s.io", "clusterroles", "bind", "restik-sidecar")}
+NOT_API_CALLS = {
+    ("rbac.authorization.k8s.io", "clusterroles", "bind", role)
+    for role in ("restik-sidecar", "restik-sidecar-exec")
+}
 
 
 def used_rights(requests) -> set[tuple]:
