@@ -18,7 +18,7 @@ from reconciler.api.backup import (
     wants_exec,
 )
 from reconciler.api.fields import MAX_LIST, MAX_STRING
-from reconciler.api.hooks import HookSpec
+from reconciler.api.hooks import HookSpec, exec_containers
 from reconciler.api.source import CommandSource
 from sidecar.restic import Context, render_forget
 from tests.factories import backup
@@ -745,3 +745,40 @@ def test_wants_exec_says_whether_the_sidecar_runs_commands_in_the_pod(spec, want
 @pytest.mark.parametrize("raw", [None, "x", {}, {"spec": None}, {"spec": []}])
 def test_wants_exec_of_a_broken_object_is_false(raw):
     assert wants_exec(raw) is False
+
+
+def pod(*containers, init=()):
+    """A pod spec: ``containers`` as (name, [mounted volumes]), init containers likewise
+    with their restartPolicy."""
+
+    def entry(name, mounts, **extra):
+        return {"name": name, "volumeMounts": [{"name": v} for v in mounts], **extra}
+
+    return {
+        "containers": [entry(n, m) for n, m in containers],
+        "initContainers": [entry(n, m, restartPolicy=p) for n, m, p in init],
+    }
+
+
+def test_hooks_run_by_default_in_the_first_container_that_mounts_the_source_volume():
+    hooks = {"preBackup": {"command": ["sync"]},
+             "postBackup": {"command": ["sync"], "container": "app"}}  # fmt: skip
+    hooked = parse_backup(backup(hooks=hooks))
+    spec = pod(("restik", ["data"]), ("app", []), ("db", ["data"]), ("db2", ["data"]))
+    assert exec_containers(hooked, spec, "pod p") == ({"preBackup": "db", "postBackup": "app"}, [])
+    # a native sidecar (restartable init container) runs alongside; a plain one has exited
+    spec = pod(("app", []), init=[("setup", ["data"], None), ("agent", ["data"], "Always")])
+    assert exec_containers(hooked, spec, "pod p")[0]["preBackup"] == "agent"
+
+
+def test_with_a_command_source_hooks_default_to_the_commands_container():
+    raw = command_source(container="db")
+    raw["spec"]["hooks"] = {"preBackup": {"command": ["sync"]}}
+    spec = pod(("app", []), ("db", []))
+    assert exec_containers(parse_backup(raw), spec, "pod p") == (
+        {"command": "db", "preBackup": "db"}, [])  # fmt: skip
+    assert exec_containers(parse_backup(command_source()), spec, "pod p")[0] == {"command": "app"}
+    chosen, errors = exec_containers(parse_backup(command_source()), pod(("restik", [])), "pod p")
+    assert chosen == {} and [str(e) for e in errors] == [
+        "spec.backupSource.command.container: no container of pod p to run in: it has no containers"
+    ]
