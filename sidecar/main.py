@@ -51,6 +51,10 @@ class Sidecar:
         self.prune_lease = None  # of pods with a host each: who forgets and prunes
         self.workload: tuple[str, str] | None = None
         self.pod_spec: dict | None = None  # where hooks and dump commands run
+        self.pod_name = os.environ.get("POD_NAME") or socket.gethostname()
+        self.namespace = settings.namespace or os.environ.get("POD_NAMESPACE")
+        self.host = self.pod_name  # the snapshot host, known once the pod was read
+        self.ctx: restic.Context | None = None
         self.runner = None
         self.metrics = None
         self._server = None
@@ -75,8 +79,6 @@ class Sidecar:
         metrics and tries the port again; a sidecar must not crash-loop its pod."""
         s = self.s
         on_stop_signals(self.stop)
-        self.pod_name = os.environ.get("POD_NAME") or socket.gethostname()
-        self.namespace = s.namespace or os.environ.get("POD_NAMESPACE")
         self.schedule.namespace = self.namespace
         if s.metrics_port:
             self.metrics = Metrics(self.namespace or "", s.backup)
