@@ -30,12 +30,14 @@ def add_offline_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         dest="files",
         metavar="FILE|DIR|-",
-        help="manifests to read: a file, a directory (recursively) or - for stdin",
+        help="manifests to read: a file, a directory (recursively) or - for stdin "
+        "(required; may repeat)",
     )
     parser.add_argument(
         "--image",
         default=env_default("SIDECAR_IMAGE"),
-        help="sidecar image (RESTIK_SIDECAR_IMAGE); must match the controller's for no drift",
+        help=f"sidecar image (RESTIK_SIDECAR_IMAGE, default restik:{__version__}); must match "
+        "the controller's for no drift",
     )
 
 

@@ -78,5 +78,6 @@ def restic_runner(s: Settings, host: str) -> tuple[restic.Context, Runner]:
         restic_env(os.environ, cache_dir),
         stop_timeout=s.stop_timeout,
         command_timeout=s.run_timeout,
+        backend_timeout=s.backend_timeout,
     )
     return ctx, runner

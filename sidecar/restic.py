@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from reconciler.api.backup import Backup
 from reconciler.api.constants import PER_POD_HOST_KINDS, REPO_MOUNT
+from sidecar.backend import last_backend_error
 
 # Exit codes of newer restic (0.17+); 0.14 exits 1 for all of these and we read stderr.
 EXIT_INCOMPLETE = 3  # backup: snapshot saved, some source files could not be read
@@ -284,11 +285,18 @@ def _repository_missing(stderr: str) -> bool:
     if re.search(r"^Fatal: repository does not exist", stderr, re.MULTILINE):
         return True  # restic 0.17+ wording (with exit code 10)
     m = _CONFIG_ERROR.search(stderr)
-    return bool(m and _NOT_EXIST.search(m.group(1)) and not _NETWORK.search(m.group(1)))
+    if not m:
+        return False
+    error = m.group(1)
+    if error.strip().endswith(_CANCELED):
+        # interrupted while retrying (see BackendWatch): the error it retried
+        error = last_backend_error(stderr) or error
+    return bool(_NOT_EXIST.search(error) and not _NETWORK.search(error))
 
 
 def classify(exit_code: int, stderr: str) -> Failure:
     """What kind of failure a non-zero restic exit is."""
+    stderr = "\n".join(_plain(line.strip()) for line in stderr.splitlines())
     if exit_code == EXIT_WRONG_PASSWORD or any(p.search(stderr) for p in _WRONG_PASSWORD):
         return Failure.WRONG_PASSWORD
     if exit_code == EXIT_LOCKED or any(p.search(stderr) for p in _LOCKED):
@@ -320,15 +328,48 @@ def _plain(line: str) -> str:
     return line
 
 
+# restik's own lines appended to restic's stderr (why restik stopped restic), kept apart
+# from restic's error and added after it in the message.
+RESTIK_NOTE = "restik: "
+
+
 def first_error_line(stderr: str, exit_code: int | None = None) -> str:
-    """The line of restic's stderr that says what went wrong, for an Event message."""
-    lines = [_plain(line.strip()) for line in stderr.splitlines() if line.strip()]
+    """The line of restic's stderr that says what went wrong, for an Event message, with
+    why restik interrupted restic if it did."""
+    notes = [
+        line.strip()[len(RESTIK_NOTE) :]
+        for line in stderr.splitlines()
+        if line.strip().startswith(RESTIK_NOTE)
+    ]
+    lines = [
+        part.strip()
+        for line in stderr.splitlines()
+        if line.strip() and not line.strip().startswith(RESTIK_NOTE)
+        for part in _plain(line.strip()).splitlines()  # a JSON message may hold several
+        if part.strip()
+    ]
+    found = _error_line(lines)
+    if found is not None and found.endswith(_CANCELED):
+        # restic was interrupted while it retried its backend: the last backend error is the
+        # cause ("unable to open config file: context canceled" says nothing).
+        cause = last_backend_error(stderr)
+        if cause:
+            found = found[: -len(_CANCELED)] + cause
+    if found is None:
+        if notes:
+            return "; ".join(notes)
+        return f"restic exited with code {exit_code}" if exit_code is not None else "restic failed"
+    return "; ".join([found, *notes])
+
+
+_CANCELED = "context canceled"
+
+
+def _error_line(lines: list[str]) -> str | None:
     for line in lines:
         if line.startswith("Fatal:"):
             return line[len("Fatal:") :].strip()
     for line in lines:
         if line.lower().startswith(("error", "unable", "repository")):
             return line
-    if lines:
-        return lines[-1]
-    return f"restic exited with code {exit_code}" if exit_code is not None else "restic failed"
+    return lines[-1] if lines else None

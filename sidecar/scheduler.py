@@ -4,11 +4,13 @@ cron time. No threads and no I/O here: the main loop asks it what is due."""
 from __future__ import annotations
 
 import logging
+import os
 from datetime import UTC, datetime
 
 from reconciler.api.backup import Backup, InvalidBackup, parse_backup
 from sidecar.restic import repository_of
 from sidecar.runner import redact_url
+from sidecar.shell import publish_repository
 
 log = logging.getLogger("restik.watch")
 
@@ -52,6 +54,7 @@ class Scheduler:
             self._problem(f"{exc}: not scheduling until it is fixed")
             self.backup, self.next_fire = None, None
             return
+        publish_repository(os.environ, repository_of(new))
         if new.paused:
             self._problem(f"Backup {self.namespace}/{self.name} is paused: not scheduling")
             self.backup, self.next_fire = new, None

@@ -112,12 +112,12 @@ def test_a_different_image_is_drift(image):
 
 
 def standalone_kustomize() -> str:
-    """The standalone kustomize (.ci/install-kustomize installs it); required in CI."""
+    """The standalone kustomize (.ci/install-trixie kustomize installs it); required in CI."""
     path = shutil.which("kustomize")
     if path is None:
         if os.environ.get("CI"):
-            pytest.fail("standalone kustomize is missing: run .ci/install-kustomize")
-        pytest.skip("standalone kustomize is not installed (.ci/install-kustomize)")
+            pytest.fail("standalone kustomize is missing: run .ci/install-trixie kustomize")
+        pytest.skip("standalone kustomize is not installed (.ci/install-trixie kustomize)")
     return path
 
 

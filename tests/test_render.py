@@ -83,6 +83,8 @@ def expected_container(*, local: bool, image=DEFAULT_IMAGE, resources=None) -> d
             },
             {"name": "RESTIC_CACHE_DIR", "value": "/restik/cache"},
             {"name": "TMPDIR", "value": "/restik/cache"},
+            {"name": "RESTIC_REPOSITORY_FILE", "value": "/restik/cache/repository"},
+            {"name": "RESTIC_REPOSITORY", "value": ""},
         ],
         "envFrom": [{"secretRef": {"name": "www-restic", "optional": True}}],
         "ports": [{"name": "restik-metrics", "containerPort": 9464, "protocol": "TCP"}],
@@ -153,7 +155,7 @@ def test_password_is_only_referenced():
     assert PASSWORD not in text
     assert "password" not in json.dumps(out.container["args"]).lower()
     values = [e.get("value") for e in out.container["env"] if "value" in e]
-    assert values == ["/restik/cache", "/restik/cache"]
+    assert values == ["/restik/cache", "/restik/cache", "/restik/cache/repository", ""]
 
 
 @pytest.mark.parametrize("kind", ["DaemonSet", "StatefulSet", "Deployment"])

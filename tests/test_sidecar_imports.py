@@ -32,6 +32,7 @@ SIDECAR_MODULES = {
     "reconciler.overview",
     "reconciler.overview.options",
     "sidecar",
+    "sidecar.backend",
     "sidecar.follow",
     "sidecar.hooks",
     "sidecar.job",
@@ -47,6 +48,7 @@ SIDECAR_MODULES = {
     "sidecar.restic",
     "sidecar.runner",
     "sidecar.scheduler",
+    "sidecar.shell",
     "sidecar.stream",
 }
 # Building the parser of every command imports their options modules only (stdlib-only).

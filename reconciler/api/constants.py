@@ -20,6 +20,8 @@ TOKEN_VOLUME = "restik-token"  # noqa: S105 - a volume name, not a secret
 
 REPO_MOUNT = "/restik/repo"
 CACHE_MOUNT = "/restik/cache"
+# The sidecar keeps the Backup's repository here, for `kubectl exec ... -- restic ...`.
+REPOSITORY_FILE = CACHE_MOUNT + "/repository"
 # Where the API clients look for the in-cluster service-account token (as automount puts it).
 TOKEN_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 - a path
 METRICS_PORT = 9464

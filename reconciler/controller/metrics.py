@@ -25,6 +25,13 @@ class ControllerMetrics:
             "restik_patches_total", "Workload patches applied", ["action"], registry=r
         )
         self.restarts = Counter("restik_restarts_total", "Stale pods deleted", registry=r)
+        self.writes = Counter(
+            "restik_writes_total",
+            "Successful API writes of the controller by kind "
+            "(workload, eviction, rolebinding, status, event)",
+            ["kind"],
+            registry=r,
+        )
         self.errors = Counter("restik_errors_total", "Failed API calls and cycles", registry=r)
         self.conflicts = Counter("restik_conflicts_total", "Writes that hit a 409", registry=r)
         self.backups = Gauge("restik_backups", "Backups by readiness", ["ready"], registry=r)

@@ -8,6 +8,7 @@ import os
 import socket
 from dataclasses import dataclass
 
+from reconciler import __version__
 from reconciler.api.duration import ScheduleError, parse_duration
 from reconciler.logs import add_logging_arguments, env_default
 
@@ -51,17 +52,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=env_default("NAMESPACE") or None,
         help="only this namespace (RESTIK_NAMESPACE, default all namespaces)",
     )
-    parser.add_argument("--kubeconfig", default=None, help="kubeconfig file (default $KUBECONFIG)")
+    parser.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster "
+        "service account)",
+    )
     parser.add_argument(
         "--sidecar-image",
         default=env_default("SIDECAR_IMAGE"),
-        help="image of the injected sidecar (RESTIK_SIDECAR_IMAGE)",
+        help=f"image of the injected sidecar (RESTIK_SIDECAR_IMAGE, default restik:{__version__})",
     )
     parser.add_argument(
         "--metrics-port",
         type=int,
         default=int(env_default("METRICS_PORT", "0")),
-        help="serve /metrics and /healthz on this port, 0 = off (RESTIK_METRICS_PORT)",
+        help="serve /metrics and /healthz on this port, 0 = off (RESTIK_METRICS_PORT, default 0)",
     )
     parser.add_argument(
         "--metrics-address",
@@ -72,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-restarts",
         type=int,
         default=int(env_default("MAX_RESTARTS", "5")),
-        help="stale ReplicaSet/ReplicationController pods deleted per cycle (RESTIK_MAX_RESTARTS)",
+        help="pods with a stale template evicted per cycle, of the workloads that do not roll "
+        "their pods themselves (RESTIK_MAX_RESTARTS, default 5)",
     )
     parser.add_argument(
         "--max-rollouts",
@@ -99,7 +106,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=env_default("LEASE_NAMESPACE")
         or os.environ.get("POD_NAMESPACE")
         or "restik-system",
-        help="namespace of the leader-election Lease (default $POD_NAMESPACE)",
+        help="namespace of the leader-election Lease (RESTIK_LEASE_NAMESPACE, default "
+        "$POD_NAMESPACE, else restik-system)",
     )
 
 

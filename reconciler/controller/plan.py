@@ -29,6 +29,9 @@ from reconciler.controller.rollout import needs_manual_restart
 INJECT = "inject"
 UPDATE = "update"
 REMOVE = "remove"
+# The reason of the warning on a workload whose label names no Backup: no Backup can carry
+# it, so the controller reports it as an Event on the workload itself.
+BACKUP_NOT_FOUND = "BackupNotFound"
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class Problem:
     message: str
     severity: str = "error"
     reason: str = ""  # the Event reason of a warning
+    uid: str | None = None  # the workload's, for an Event on it (see BACKUP_NOT_FOUND)
 
     def __str__(self) -> str:
         where = f"{self.ref.kind}/{self.ref.namespace}/{self.ref.name}" if self.ref else ""
@@ -224,7 +228,10 @@ def plan_workload(
         message = f"Backup {ref.namespace}/{label} not found" + _did_you_mean(
             label, [name for ns, name in (*valid, *invalid) if ns == ref.namespace]
         )
-        result.problems.append(Problem(ref.namespace, label, ref, message, "warning"))
+        uid = (obj.get("metadata") or {}).get("uid")
+        result.problems.append(
+            Problem(ref.namespace, label, ref, message, "warning", BACKUP_NOT_FOUND, uid)
+        )
         return None
     volumes = volume_names(obj, template)
     if backup.source_volume is not None and backup.source_volume not in volumes:
