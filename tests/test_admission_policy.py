@@ -165,7 +165,10 @@ def test_the_planners_patches_pass(fenced, example):
     # a changed Backup: update
     for b in backups:
         b = fenced.get(b["apiVersion"], "Backup", b["metadata"]["name"], b["metadata"]["namespace"])
-        b["spec"]["backupSource"]["path"] = "/srv/moved"
+        if "command" in b["spec"]["backupSource"]:  # a dump mounts no path: other resources
+            b["spec"]["resources"] = {"limits": {"memory": "1Gi"}}
+        else:
+            b["spec"]["backupSource"]["path"] = "/srv/moved"
         fenced.update(b)
     live = [
         fenced.get(w["apiVersion"], w["kind"], w["metadata"]["name"], w["metadata"]["namespace"])
