@@ -9,7 +9,7 @@ from datetime import datetime
 from reconciler.kube.client import ApiError, Kube
 from reconciler.kube.events import MAX_MESSAGE, backup_event, clip, rfc3339
 from reconciler.kube.resource import BACKUPS, EVENTS
-from sidecar.job import Outcome
+from sidecar.outcome import Outcome
 
 log = logging.getLogger(__name__)
 

@@ -6,20 +6,18 @@ import enum
 import json
 import re
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 from reconciler.api.backup import Backup
 from reconciler.api.constants import PER_POD_HOST_KINDS, REPO_MOUNT
+from sidecar.backend import last_backend_error
 
 # Exit codes of newer restic (0.17+); 0.14 exits 1 for all of these and we read stderr.
 EXIT_INCOMPLETE = 3  # backup: snapshot saved, some source files could not be read
 EXIT_NO_REPOSITORY = 10
 EXIT_LOCKED = 11
 EXIT_WRONG_PASSWORD = 12
-# restic's own notion of a stale lock (lock.go): older than this, or its process is gone.
-RESTIC_STALE_AFTER = timedelta(minutes=30)
 
 
 # `--retry-lock` (restic waits for a lock itself) exists since restic 0.16.0.
@@ -106,7 +104,7 @@ def render_init(backup: Backup, ctx: Context) -> list[str]:
     return [*_global(backup, ctx), "init"]
 
 
-def _locking(backup: Backup, ctx: Context) -> list[str]:
+def locking_args(backup: Backup, ctx: Context) -> list[str]:
     """Global options of a command that takes a lock: wait for it where restic can."""
     args = _global(backup, ctx)
     if ctx.native_retry_lock and ctx.retry_lock > 0:
@@ -117,9 +115,13 @@ def _locking(backup: Backup, ctx: Context) -> list[str]:
     return args
 
 
+def snapshot_options(backup: Backup, ctx: Context) -> list[str]:
+    """`restic backup` options every snapshot of the Backup gets: its host and tags."""
+    return [f"--host={ctx.host}", *(f"--tag={tag}" for tag in backup.tags)]
+
+
 def render_backup(backup: Backup, ctx: Context) -> list[str]:
-    args = [*_locking(backup, ctx), "backup", "--json", f"--host={ctx.host}"]
-    args += [f"--tag={tag}" for tag in backup.tags]
+    args = [*locking_args(backup, ctx), "backup", "--json", *snapshot_options(backup, ctx)]
     args += [f"--exclude={pattern}" for pattern in backup.excludes]
     return [*args, "--", backup.source_path]
 
@@ -134,7 +136,7 @@ def render_forget(backup: Backup, ctx: Context, hosts: Iterable[str] = ()) -> li
     if r is None or not r.keeps_anything:
         return None
     chosen = [r.retain_hostname] if r.retain_hostname else sorted(set(hosts) or {ctx.host})
-    args = [*_locking(backup, ctx), "forget", *(f"--host={h}" for h in chosen)]
+    args = [*locking_args(backup, ctx), "forget", *(f"--host={h}" for h in chosen)]
     args += [f"--tag={tag}" for tag in r.retain_tags]
     for flag, value in (
         ("last", r.last),
@@ -169,8 +171,8 @@ def render_snapshots(backup: Backup, ctx: Context) -> list[str]:
 
 
 def render_source_snapshots(backup: Backup, ctx: Context) -> list[str]:
-    """The snapshots of this Backup's source path (any host), without taking a lock."""
-    return [*render_snapshots(backup, ctx), f"--path={backup.source_path}"]
+    """The snapshots of this Backup's source (any host), without taking a lock."""
+    return [*render_snapshots(backup, ctx), f"--path={backup.snapshot_path}"]
 
 
 def workload_hosts(
@@ -371,135 +373,3 @@ def _error_line(lines: list[str]) -> str | None:
         if line.lower().startswith(("error", "unable", "repository")):
             return line
     return lines[-1] if lines else None
-
-
-# --- backend retries ---------------------------------------------------------------------
-# restic retries a failing backend request after a growing pause and says so on stderr, in
-# the same words since 0.9: 0.14 gives up after 10 attempts (a minute or two), 0.17+ only
-# after 15 minutes per request (a repository that is down when a run starts keeps the run
-# waiting that long). A success after retries is reported too.
-_RETRYING = re.compile(r"^(?:\x1b\[2K)?(\S.*?) returned error, retrying after \S+?: (.+)$")
-_BUCKET_MISSING = re.compile(r"NoSuchBucket|bucket does not exist", re.IGNORECASE)
-# The end of a retried request: a success, or (0.17+) restic giving up on it.
-_RETRY_ENDED = re.compile(
-    r"^(?:\x1b\[2K)?\S.*?(?: operation successful after \d+ retries| failed: )"
-)
-# restic's longest pause between two retries of a request (backoff's 60 s, +50 % jitter),
-# with a margin: a request of 0.14 that ran out of its 10 attempts ends without a word, so
-# retries falling silent for longer than this ends the failure too.
-RETRY_SILENCE = 120.0
-
-
-def last_backend_error(stderr: str) -> str | None:
-    """The error of restic's last backend retry in its stderr, if it retried at all."""
-    found = None
-    for line in stderr.splitlines():
-        m = _RETRYING.match(line.strip())
-        if m:
-            found = m.group(2).strip()
-    return found
-
-
-@dataclass
-class BackendWatch:
-    """Fed restic's stderr line by line: since when its backend has failed without a single
-    success in between (every request retried, none answered)."""
-
-    failing_since: float | None = None
-    last_retry: float = 0.0
-    last_error: str = ""
-    # S3 answers a missing bucket with NoSuchBucket, which restic 0.17+ retries like any
-    # error for 15 minutes (0.14 gave up at once): the repository is missing, `restic init`
-    # creates the bucket, so waiting is pointless.
-    bucket_missing: bool = False
-
-    def feed(self, line: str, now: float) -> None:
-        line = line.strip()
-        m = _RETRYING.match(line)
-        if m:
-            if self.failing_for(now) == 0.0:
-                self.failing_since = now
-            self.last_retry = now
-            self.last_error = m.group(2).strip()
-            if m.group(1).startswith("Stat(<config/>") and _BUCKET_MISSING.search(line):
-                self.bucket_missing = True
-        elif _RETRY_ENDED.match(line):
-            self.failing_since = None
-
-    def failing_for(self, now: float) -> float:
-        if self.failing_since is None or now - self.last_retry > RETRY_SILENCE:
-            return 0.0
-        return now - self.failing_since
-
-
-# --- locks -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Lock:
-    id: str
-    time: datetime | None
-    hostname: str
-    pid: int
-    exclusive: bool
-
-
-def parse_lock(lock_id: str, text: str) -> Lock | None:
-    try:
-        raw = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(raw, dict):
-        return None
-    return Lock(
-        id=lock_id,
-        time=_parse_time(raw.get("time")),
-        hostname=str(raw.get("hostname") or ""),
-        pid=int(raw.get("pid") or 0),
-        exclusive=bool(raw.get("exclusive")),
-    )
-
-
-def _parse_time(value: object) -> datetime | None:
-    """restic's RFC 3339 time with nanoseconds (Python only takes microseconds)."""
-    if not isinstance(value, str):
-        return None
-    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", value.strip())
-    if not m:
-        return None
-    frac = (m.group(2) or ".0")[:7]
-    tz = "+00:00" if m.group(3) == "Z" else m.group(3)
-    try:
-        return datetime.fromisoformat(m.group(1) + frac + tz)
-    except ValueError:
-        return None
-
-
-def is_stale(
-    lock: Lock,
-    *,
-    now: datetime,
-    stale_after: timedelta,
-    hostname: str,
-    process_alive: Callable[[int], bool],
-) -> bool:
-    """A lock older than the threshold, or one of this host whose process is gone."""
-    if lock.time is None or now - lock.time > stale_after:
-        return True
-    return lock.hostname == hostname and not process_alive(lock.pid)
-
-
-def restic_would_remove(
-    locks: Iterable[Lock], *, now: datetime, hostname: str, process_alive: Callable[[int], bool]
-) -> bool:
-    """Whether plain `restic unlock` removes every one of these locks (no --remove-all)."""
-    return all(
-        is_stale(
-            lock,
-            now=now,
-            stale_after=RESTIC_STALE_AFTER,
-            hostname=hostname,
-            process_alive=process_alive,
-        )
-        for lock in locks
-    )

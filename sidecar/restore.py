@@ -36,8 +36,8 @@ from reconciler.kube.resource import BACKUPS, EVENTS, PVCS, RESTORES
 from reconciler.logs import setup_logging
 from sidecar import restic
 from sidecar.follow import one_line
-from sidecar.job import format_bytes, missing_password
 from sidecar.lease import LeaseKeeper, lease_name
+from sidecar.outcome import format_bytes, missing_password
 from sidecar.restic import Context, Failure, classify, first_error_line
 from sidecar.restore_options import RestoreSettings, settings_from_args
 from sidecar.runner import redact, restic_env, secret_values
@@ -152,7 +152,7 @@ def render_restore(
 ) -> list[str]:
     """`restic restore ID:<source path> --target <mount>`: the contents of the Backup's path
     go into the mounted volume, wherever it is mounted."""
-    args = [*restic._locking(backup, ctx), "restore", "--json"]
+    args = [*restic.locking_args(backup, ctx), "restore", "--json"]
     args += [f"--target={target}"]
     args += [f"--include={_anchored(p)}" for p in restore.include]
     args += [f"--exclude={_anchored(p)}" for p in restore.exclude]

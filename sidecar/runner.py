@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from sidecar import restic
+from sidecar.backend import BackendWatch
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,12 @@ class Runner:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
+    @property
+    def stopping_event(self) -> threading.Event:
+        """Set once ``stop()`` was called: for work that is not a restic run of this Runner
+        (commands through pods/exec, streamed backups) to stop with it."""
+        return self._stopping
+
     def run(self, args: list[str], *, timeout: float | None = None) -> Result:
         """Run restic to completion and capture its output (redacted)."""
         safe_args = tuple(redact(a, self.secrets) for a in args)
@@ -143,7 +150,7 @@ class Runner:
         """Collect restic's output until it exits; interrupt it when it runs past
         ``timeout`` or its backend has failed for ``backend_timeout``. stderr is read line
         by line as it comes: restic reports each backend retry there."""
-        watch = restic.BackendWatch()
+        watch = BackendWatch()
         out: list[str] = []
         err: list[str] = []
 

@@ -47,7 +47,11 @@ _WORKLOAD = {
     ("apps", "replicasets"),
     ("", "replicationcontrollers"),
 }
-RESTIK_ROLES = ("restik-sidecar", "restik-restore")  # the ClusterRoles the controller binds
+RESTIK_ROLES = (
+    "restik-sidecar",
+    "restik-sidecar-exec",
+    "restik-restore",
+)  # the ClusterRoles the controller binds
 NAMESPACED_RIGHTS = (
     {("backup.appscode.com", "backups", v, None) for v in ("list", "watch")}
     | {("backup.appscode.com", "backups/status", "patch", None)}
@@ -69,6 +73,11 @@ LEADER_ELECTION_RIGHTS = {
     ("coordination.k8s.io", "leases", "get", "restik-controller"),
     ("coordination.k8s.io", "leases", "update", "restik-controller"),
     ("coordination.k8s.io", "leases", "create", None),
+}
+SIDECAR_EXEC_RIGHTS = {
+    ("", "pods/exec", "get", None),
+    ("", "pods/exec", "create", None),
+    ("", "pods", "get", None),
 }
 SIDECAR_RIGHTS = (
     {("backup.appscode.com", "backups", v, None) for v in ("get", "list", "watch")}
@@ -182,6 +191,7 @@ def test_install_contains_everything():
             ("ClusterRoleBinding", "restik-controller"),
             ("ClusterRole", "restik-sidecar"),
             ("ClusterRole", "restik-restore"),
+            ("ClusterRole", "restik-sidecar-exec"),
             ("Role", "restik-leader-election"),
             ("RoleBinding", "restik-leader-election"),
             ("Service", "restik-metrics"),
@@ -230,6 +240,12 @@ def test_sidecar_role_is_not_bound_statically(objects):
     for binding in objects:
         if binding["kind"] in ("RoleBinding", "ClusterRoleBinding"):
             assert binding["roleRef"]["name"] not in RESTIK_ROLES
+
+
+def test_sidecar_exec_role_is_exact(objects):
+    """Only pods/exec (get: the WebSocket upgrade; create: Kubernetes 1.31+) and the pod's
+    containers: what hooks and command sources need, bound only for such Backups."""
+    assert rights(find(objects, "ClusterRole", "restik-sidecar-exec")) == SIDECAR_EXEC_RIGHTS
 
 
 def test_controller_rights_cluster_wide():

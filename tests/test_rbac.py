@@ -22,7 +22,7 @@ from tests.test_kustomize import CRD_CREATE_RIGHTS, KUSTOMIZE, _built, find, ove
 # that grants restik-sidecar's rights, which the controller does not all hold itself.
 NOT_API_CALLS = {
     ("rbac.authorization.k8s.io", "clusterroles", "bind", role)
-    for role in ("restik-sidecar", "restik-restore")
+    for role in ("restik-sidecar", "restik-sidecar-exec", "restik-restore")
 }
 
 

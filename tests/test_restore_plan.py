@@ -85,6 +85,22 @@ def test_an_invalid_restore_is_invalid_with_every_field():
     assert acts.workload is None
 
 
+def test_a_command_source_backup_cannot_be_restored_by_a_restore():
+    """Its snapshots are a dump (stdin), not the files of a volume: Invalid with the way to
+    restore it, no init container, no Job; re-evaluated each cycle (not finished)."""
+    raw_backup = backup(path="/var/lib/db")
+    raw_backup["spec"]["backupSource"] = {
+        "command": {"command": ["pg_dumpall"], "filename": "all.sql"}
+    }
+    dump = parse_backup(raw_backup)
+    for target in (None, {"pvc": {"claimName": "copy"}}):
+        acts = plan(restore(target=target), dump, workload=sts(), claim={"metadata": {}})
+        assert acts.status["phase"] == "Invalid"
+        assert "spec.backupSource.command" in acts.status["message"]
+        assert "restic dump" in acts.status["message"]
+        assert acts.workload is None and acts.job is None
+
+
 def test_nothing_is_written_when_the_status_says_it_already():
     raw = restore()
     first = plan(raw, None, workload=sts())

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from reconciler.api.constants import API_VERSION
 from reconciler.resources import crd_manifest
-from sidecar.job import Outcome
+from sidecar.outcome import Outcome
 from sidecar.report import (
     MAX_RECENT_RUNS,
     MAX_RUN_MESSAGE,

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import restic
-from sidecar.job import Job, format_bytes
-from sidecar.restic import Context, Failure, Lock
+from sidecar import backend, restic
+from sidecar.job import Job
+from sidecar.outcome import format_bytes
+from sidecar.repository import Lock, is_stale, parse_lock
+from sidecar.restic import Context, Failure
 from sidecar.runner import Runner, redact, secret_values
 from tests.factories import (
     PASSWORD,
@@ -212,7 +214,7 @@ def test_workload_hosts():
 
 
 def test_lock_pause_grows_is_capped_and_jittered():
-    from sidecar.job import MAX_LOCK_PAUSE, lock_pause
+    from sidecar.repository import MAX_LOCK_PAUSE, lock_pause
 
     pauses = [lock_pause(n) for n in range(1, 30)]
     assert all(0 < p <= MAX_LOCK_PAUSE * 1.5 for p in pauses)
@@ -394,11 +396,11 @@ def test_first_error_line_of_an_interrupted_retry_names_the_backend_error():
     assert restic.first_error_line(f"{restic.RESTIK_NOTE}restic did not finish", 1) == (
         "restic did not finish"
     )
-    assert restic.last_backend_error("Fatal: x\n") is None
+    assert backend.last_backend_error("Fatal: x\n") is None
 
 
 def test_backend_watch_counts_from_the_first_failure_until_a_success():
-    watch = restic.BackendWatch()
+    watch = backend.BackendWatch()
     watch.feed("scan finished in 0.1s\n", 1.0)
     assert watch.failing_for(5.0) == 0.0
     first, second = RETRYING_STDERR.splitlines()[:2]
@@ -414,8 +416,8 @@ def test_backend_watch_counts_from_the_first_failure_until_a_success():
     watch.feed("Load(<lock/4f2e>) failed: <lock/4f2e> does not exist\n", 103.0)
     assert watch.failing_for(104.0) == 0.0
     watch.feed(first, 200.0)
-    assert watch.failing_for(200.0 + restic.RETRY_SILENCE) == restic.RETRY_SILENCE
-    assert watch.failing_for(200.0 + restic.RETRY_SILENCE + 1) == 0.0  # fell silent
+    assert watch.failing_for(200.0 + backend.RETRY_SILENCE) == backend.RETRY_SILENCE
+    assert watch.failing_for(200.0 + backend.RETRY_SILENCE + 1) == 0.0  # fell silent
     watch.feed(second, 500.0)  # a new failure counts from its own start
     assert watch.failing_for(510.0) == 10.0
     assert not watch.bucket_missing
@@ -442,7 +444,7 @@ def lock(minutes_old: float, host: str = "pod-a", pid: int = 42) -> Lock:
     ],
 )
 def test_is_stale(lk, alive, stale):
-    got = restic.is_stale(
+    got = is_stale(
         lk,
         now=NOW,
         stale_after=timedelta(minutes=30),
@@ -457,11 +459,11 @@ def test_parse_lock():
         '{"time": "2026-11-25T00:51:21.364045386Z", "exclusive": true, "hostname": "vm",'
         ' "username": "root", "pid": 18556}'
     )
-    lk = restic.parse_lock("abc", text)
+    lk = parse_lock("abc", text)
     assert lk == Lock(
         "abc", datetime(2026, 11, 25, 0, 51, 21, 364045, tzinfo=UTC), "vm", 18556, True
     )
-    assert restic.parse_lock("x", "garbage") is None
+    assert parse_lock("x", "garbage") is None
 
 
 def test_redaction():
@@ -485,7 +487,7 @@ def test_redaction():
     ],
 )
 def test_missing_password_names_the_secret_and_key(env, missing):
-    from sidecar.job import missing_password
+    from sidecar.outcome import missing_password
 
     problem = missing_password(make_backup("/data", "/repo"), env)
     if not missing:
@@ -497,7 +499,7 @@ def test_missing_password_names_the_secret_and_key(env, missing):
 
 
 def test_a_missing_password_fails_the_run_without_starting_restic(tmp_path):
-    from sidecar.job import SECRET_MISSING
+    from sidecar.outcome import SECRET_MISSING
 
     runner = Runner(base_env(None, TMPDIR=str(tmp_path)))
     ctx = Context(host="www", cache_dir=str(tmp_path), restic="/nonexistent/restic")
@@ -665,7 +667,7 @@ def test_a_run_waits_for_a_live_exclusive_lock_and_gives_up_after_lock_wait(
         released = threading.Timer(3.0, locker.send_signal, (signal.SIGCONT,))
         released.start()
         started = time.monotonic()
-        with caplog.at_level(logging.INFO, logger="sidecar.job"):
+        with caplog.at_level(logging.INFO, logger="sidecar.repository"):
             out = job(120.0).run()
         waited = time.monotonic() - started
         released.join()

@@ -274,7 +274,7 @@ def _api(kubeconfig):
 
 
 def _outcome(success=True):
-    from sidecar.job import Outcome
+    from sidecar.outcome import Outcome
 
     return Outcome(
         success=success, message="snapshot abc saved" if success else "boom", duration=1.5

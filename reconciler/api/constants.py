@@ -37,6 +37,8 @@ METRICS_PORT = 9464
 METRICS_PORT_NAME = "restik-metrics"
 
 SIDECAR_CLUSTER_ROLE = "restik-sidecar"
+# pods/exec for the sidecars of Backups with hooks or a command source (api.hooks.wants_exec)
+SIDECAR_EXEC_CLUSTER_ROLE = "restik-sidecar-exec"
 
 WORKLOAD_KINDS = {
     # kind: (apiVersion, plural)

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from reconciler.api.backup import Backup, InvalidBackup
+from reconciler.api.hooks import exec_containers, runs_commands, template_spec
 from reconciler.controller.pod import UNKNOWN_USER, app_user, metrics_port_clash
 from reconciler.controller.podtemplate import (
     WorkloadError,
@@ -200,6 +201,11 @@ def plan_workload(
     backup = valid.get(key)
     clash = metrics_port_clash(obj, backup.metrics_port) if backup is not None else None
     app = app_user(obj, backup.source_volume) if backup is not None else UNKNOWN_USER
+    if backup is not None and runs_commands(backup):
+        # Reported, not blocking: hooks and commands are read by the sidecar at run time
+        # (not in the hash), and each of its runs fails with the same message meanwhile.
+        for error in exec_containers(backup, template_spec(obj), str(ref))[1]:
+            result.problems.append(Problem(ref.namespace, label, ref, str(error)))
     # The steady state first: one hash comparison and done, before any full check.
     if (
         backup is not None
@@ -228,7 +234,7 @@ def plan_workload(
         )
         return None
     volumes = volume_names(obj, template)
-    if backup.source_volume not in volumes:
+    if backup.source_volume is not None and backup.source_volume not in volumes:
         has = ", ".join(sorted(v for v in volumes if isinstance(v, str))) or "none"
         result.problems.append(
             Problem(

@@ -17,7 +17,7 @@ from reconciler.kube.events import rfc3339
 from reconciler.kube.resource import BACKUPS
 from reconciler.restores.secret import AccessError, repository_env
 from sidecar import restic
-from sidecar.job import format_bytes
+from sidecar.outcome import format_bytes
 from sidecar.restore import Snapshot, parse_snapshots
 from sidecar.runner import redact, secret_values
 

@@ -348,6 +348,14 @@ def plan_restore(
             else f"Backup {restore.namespace}/{restore.backup} is invalid: {backup}"
         )
         return _pending(acts, status, new, why)
+    if backup.source_command is not None:
+        message = (
+            f"Backup {restore.namespace}/{restore.backup} backs up a command's output "
+            "(spec.backupSource.command), not files: a Restore cannot put it back; pipe it "
+            "into the application instead (`restic dump latest /<filename> | psql ...`, see "
+            "README, Consistent backups)"
+        )
+        return _set(acts, status, {**new, "phase": "Invalid", "message": message})
     if restore.is_pvc:
         return _plan_claim(acts, raw, restore, backup, status, new, claim, pods, job, image, now)
     if workload is None:
