@@ -90,6 +90,7 @@ def render_executor(
         "restore_name": restore.name,
         "workload_ref": workload_ref,
         "target": target,
+        "repository": executor_repository(backup),
         "target_volume": target_volume,
         "backup": backup,
         "run_as_user": run_as_user,
@@ -109,6 +110,14 @@ def render_executor(
         _to_data(env.get_template("volumes.yaml.j2").render({**values, "repo_volume_source": repo}))
     )
     return container, volumes
+
+
+def executor_repository(backup: Backup) -> str:
+    """The repository restic opens in the executor's pod (sidecar.restic.repository_of):
+    the given one, or the destination volume's mount + path."""
+    if backup.repository:
+        return backup.repository
+    return REPO_MOUNT + (backup.destination_path or "/").rstrip("/")
 
 
 def executor_hash(container: Mapping, volumes: Iterable[Mapping]) -> str:
