@@ -1,8 +1,9 @@
 """Restore through restik vs a raw `restic restore` of the same snapshot, as a ratio.
 
-restik's side is `restik restore-run` as the init container runs it (a new process: read
-the Restore and the Backup from the API emulator, `restic version`, list the host's
-snapshots, `restic restore --json` with progress into the status, the final status and
+restik's side is `restik restore-run` as the init container runs it (a new process that
+starts listing the snapshots at once, with the repository and path the controller renders
+into its arguments, while it reads the Restore and the Backup from the API emulator and
+runs `restic version`, `restic restore --json` with progress into the status, the final status and
 Events). The raw side is `restic restore <id> --target DIR` of the snapshot restik
 chose. Same repository, data, cache state; a fresh empty target each time; alternating
 order; median of the repetitions. The last line is one JSON object.
@@ -125,6 +126,8 @@ def run(args, tmp: Path) -> int:
                 sys.executable, "-m", "reconciler.cli", "restore-run", "--restore", name,
                 "--namespace", NS, "--workload", "StatefulSet/db", "--target", str(restik_target),
                 "--kubeconfig", str(kubeconfig), "--restic", RESTIC,
+                # as the controller renders them: the snapshot listing starts at once
+                f"--repository={repo}", f"--source-path={src}",
             ]  # fmt: skip
             restik_env = env(cache, POD_NAME="db-0", PYTHONPATH=str(ROOT))
             order = [("raw", raw_cmd, env(cache)), ("restik", restik_cmd, restik_env)]

@@ -26,7 +26,7 @@ COMMANDS = {
     "status": "reconciler.overview.show:run",
     "diff": "reconciler.offline.command:run",
     "inject": "reconciler.offline.command:run",
-    "restore-run": "sidecar.restore:run",
+    "restore-run": "sidecar.restore_start:run",
     "snapshots": "reconciler.restores.snapshots:run",
     "backup-now": "reconciler.restores.backup_now:run",
     "restore": "reconciler.restores.restore_cmd:run",

@@ -353,8 +353,10 @@ class Executor:
         *,
         env: Mapping[str, str] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        listing=None,
     ):
         self.s = settings
+        self.listing = listing  # an EarlyListing (sidecar.restore_start) or None
         self.kube = kube
         self.env = dict(os.environ if env is None else env)
         self.clock = clock
@@ -746,7 +748,16 @@ class Executor:
         self, backup: Backup, ctx: Context, env: Mapping, restore: Restore
     ) -> list[Snapshot]:
         """Every snapshot of the Backup's path (all hosts: for the reason when none fits)."""
-        proc = self._restic(restic.render_source_snapshots(backup, ctx), env)
+        argv = restic.render_source_snapshots(backup, ctx)
+        early = None
+        if self.listing is not None:
+            try:
+                early = self.listing.take(argv)
+            except subprocess.TimeoutExpired as exc:
+                raise RestoreFailed("Error", "restic snapshots did not answer within 600s") from exc
+        if early is not None:
+            log.debug("the snapshot listing started ahead is the Backup's: using it")
+        proc = early if early is not None else self._restic(argv, env)
         if proc.returncode != 0:
             self._fail_restic(proc.returncode, proc.stderr, "listing snapshots")
         return parse_snapshots(proc.stdout)
@@ -959,8 +970,9 @@ def _conditions(status: Mapping, ctype: str, value: str, reason: str, message: s
     return [c for c in old if c.get("type") != ctype] + [cond]
 
 
-def run(args: argparse.Namespace) -> int:
-    """`restik restore-run`: the exit code (0 restored, 1 failed, 2 bad invocation)."""
+def run(args: argparse.Namespace, listing=None) -> int:
+    """`restik restore-run`: the exit code (0 restored, 1 failed, 2 bad invocation).
+    ``listing``: the snapshot listing sidecar.restore_start began, if any."""
     try:
         settings = settings_from_args(args)
     except ValueError as exc:
@@ -973,7 +985,7 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:
         log.error("restik restore-run: %s", one_line(exc))
         return 1
-    executor = Executor(settings, kube)
+    executor = Executor(settings, kube, listing=listing)
     signal.signal(signal.SIGTERM, executor.stop)
     try:
         return executor.run()

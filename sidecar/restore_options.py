@@ -68,6 +68,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="restic cache and scratch directory (default: $RESTIC_CACHE_DIR or a temporary one)",
     )
     parser.add_argument(
+        "--repository",
+        default=None,
+        help="the Backup's repository as the controller rendered it: the snapshot listing "
+        "starts with it at once (used only if the Backup still says so)",
+    )
+    parser.add_argument(
+        "--source-path",
+        default=None,
+        help="the Backup's backupSource.path as the controller rendered it (with --repository)",
+    )
+    parser.add_argument(
         "--progress-interval",
         default=env_default("PROGRESS_INTERVAL", "10s"),
         help="write progress into the Restore's status at most this often (default 10s)",

@@ -24,6 +24,7 @@ from reconciler.controller.reconcilers.restores import (
     restore_mark,
 )
 from reconciler.controller.render import Renderer
+from sidecar.restic import repository_of
 from tests.factories import backup, workload
 
 NOW = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
@@ -127,7 +128,11 @@ def test_the_init_container_goes_first_with_its_own_volumes():
     assert init["args"] == [
         *("restore-run", "--restore", "r1", "--workload", "StatefulSet/app"),
         *("--target", "/var/lib/db"),
+        # where the executor's early snapshot listing looks: as the sidecar's restic would
+        f"--repository={repository_of(BACKUP)}",
+        f"--source-path={BACKUP.source_path}",
     ]
+    assert repository_of(BACKUP) == "/restik/repo/repo"
     assert {"name": "data", "mountPath": "/var/lib/db"} in init["volumeMounts"]
     assert init["securityContext"]["runAsUser"] == 999  # the application's own user
     assert init["securityContext"]["runAsNonRoot"] is True
@@ -269,7 +274,10 @@ def test_the_job_mounts_the_claim_and_runs_once_as_root():
     pod_spec = spec["template"]["spec"]
     assert pod_spec["restartPolicy"] == "Never"
     [container] = pod_spec["containers"]
-    assert container["args"] == ["restore-run", "--restore", "r1", "--target", "/restik/target"]
+    assert container["args"] == [
+        *("restore-run", "--restore", "r1", "--target", "/restik/target"),
+        *("--repository=/restik/repo/repo", "--source-path=/var/lib/db"),
+    ]
     assert container["securityContext"]["runAsUser"] == 0
     assert pod_spec["volumes"][0] == {
         "name": "restik-restore-target",

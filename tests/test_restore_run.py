@@ -5,6 +5,7 @@ its reason (never a silent empty restore, never a secret)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ from sidecar.restore import (
     with_host,
 )
 from sidecar.restore_options import RestoreSettings
+from sidecar.restore_start import EarlyListing, listing_argv, start_listing
 from tests.factories import (
     PASSWORD,
     RESTIC,
@@ -639,3 +641,62 @@ def test_an_invalid_restore_is_invalid_not_run(site, tmp_path):
 
 def test_a_deleted_restore_lets_the_pod_start(site, tmp_path):
     assert site.executor(target=tmp_path / "t").run() == 0
+
+
+# --- the snapshot listing started ahead (sidecar/restore_start.py) ---------------------------
+
+
+def _listing_for(site, repo: str) -> EarlyListing:
+    argv = listing_argv(RESTIC, repo, str(site.tmp / "cache"), str(site.src))
+    return EarlyListing(argv, base_env(PASSWORD))
+
+
+@needs_restic
+@pytest.mark.slow
+def test_the_listing_started_ahead_is_used_when_it_is_the_backups(site, tmp_path):
+    site.snapshot("copy", {"a.txt": b"a"}, "2026-01-01 10:00:00")
+    site.backup_object()
+    site.restore()
+    executor = site.executor(target=tmp_path / "claim")
+    executor.listing = listing = _listing_for(site, str(site.repo))
+
+    def no_second_listing(args, env):
+        raise AssertionError(f"a second restic snapshots ran: {args}")
+
+    executor._restic = no_second_listing
+    assert executor.run() == 0
+    assert listing.proc is None  # taken
+    assert tree_bytes(tmp_path / "claim") == {"a.txt": b"a"}
+
+
+@needs_restic
+@pytest.mark.slow
+def test_a_listing_of_another_repository_is_stopped_and_the_backups_runs(site, tmp_path):
+    """The Backup changed after the controller rendered the arguments: the listing started
+    with the old repository is not the Backup's, so it is stopped and never used."""
+    site.snapshot("copy", {"a.txt": b"a"}, "2026-01-01 10:00:00")
+    site.backup_object()
+    site.restore()
+    executor = site.executor(target=tmp_path / "claim")
+    old = EarlyListing(["sleep", "30"], base_env(PASSWORD))
+    old.argv = listing_argv(RESTIC, str(tmp_path / "old-repo"), str(tmp_path / "cache"), "/x")
+    executor.listing = old
+    proc = old.proc
+    assert executor.run() == 0
+    assert proc.returncode is not None  # stopped
+    assert site.get()["status"]["phase"] == "Succeeded"
+    assert tree_bytes(tmp_path / "claim") == {"a.txt": b"a"}
+
+
+def test_a_listing_nobody_takes_is_stopped_and_none_starts_without_its_arguments(tmp_path):
+    listing = EarlyListing(["sleep", "30"], {"PATH": os.environ["PATH"]})
+    proc = listing.proc
+    listing.close()
+    assert proc.returncode is not None and listing.proc is None
+    assert listing.take(["sleep", "30"]) is None
+    args = argparse.Namespace(restic="restic", repository=None, source_path="/d", cache_dir="/c")
+    assert start_listing(args, {}) is None  # no --repository (an older controller's pod)
+    args = argparse.Namespace(restic="restic", repository="/r", source_path="/d", cache_dir=None)
+    assert start_listing(args, {}) is None  # no cache directory known yet
+    args.restic = str(tmp_path / "no-such-restic")
+    assert start_listing(args, {"RESTIC_CACHE_DIR": "/c"}) is None  # the executor reports it

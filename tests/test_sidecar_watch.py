@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,19 @@ def test_runs_on_schedule_and_reports_events_and_status(world):
     events = world.wait_events(count + 1)
     assert names(events) == [f"www-{i}" for i in range(1, len(events) + 1)]
     assert sc2.terminate() == 0
+    # status.snapshots: each host's newest snapshot, as restic lists it
+    snaps = json.loads(restic(str(world.repo), "snapshots", "--json").stdout)
+    newest = {}
+    for snap in sorted(snaps, key=lambda s: s["time"]):
+        newest[snap["hostname"]] = snap
+    assert set(newest) == {"www-test", "www-test2"}
+    entries = {e["host"]: e for e in world.status()["snapshots"]}
+    assert {h: e["id"] for h, e in entries.items()} == {
+        h: s["short_id"] for h, s in newest.items()
+    }  # the short id, as in recentRuns and the Events
+    for host, entry in entries.items():
+        restic_time = datetime.fromisoformat(newest[host]["time"])
+        assert abs(datetime.fromisoformat(entry["time"]) - restic_time) < timedelta(seconds=5)
     # the password is nowhere: arguments, logs, Events, status, any request body
     assert PASSWORD not in sc.log and PASSWORD not in sc2.log
     assert "RESTIC_PASSWORD" not in " ".join(sc.proc.args)

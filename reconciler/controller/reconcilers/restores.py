@@ -90,6 +90,7 @@ def render_executor(
         "restore_name": restore.name,
         "workload_ref": workload_ref,
         "target": target,
+        "repository": executor_repository(backup),
         "target_volume": target_volume,
         "backup": backup,
         "run_as_user": run_as_user,
@@ -109,6 +110,14 @@ def render_executor(
         _to_data(env.get_template("volumes.yaml.j2").render({**values, "repo_volume_source": repo}))
     )
     return container, volumes
+
+
+def executor_repository(backup: Backup) -> str:
+    """The repository restic opens in the executor's pod (sidecar.restic.repository_of):
+    the given one, or the destination volume's mount + path."""
+    if backup.repository:
+        return backup.repository
+    return REPO_MOUNT + (backup.destination_path or "/").rstrip("/")
 
 
 def executor_hash(container: Mapping, volumes: Iterable[Mapping]) -> str:
@@ -388,7 +397,41 @@ def _plan_claim(acts, raw, restore, backup, status, new, claim, pods, job, image
         if status.get("phase") in (None, "Pending", "Invalid"):
             new["message"] = f"Job {acts.job['metadata']['name']} restores into the claim"
             new["phase"] = "Pending"
+        return _set(acts, status, new)
+    failure = job_failure(job)
+    if failure is not None:
+        # the Job ended before (or without) its executor writing the end: an image that
+        # cannot be pulled, a pod killed or evicted, a deadline. Failed, never run again.
+        reason, detail = failure
+        name = (job.get("metadata") or {}).get("name")
+        message = clip(f"Job {name} failed ({reason}): {detail}")
+        acts.events.append(("RestoreFailed", message))
+        new.update(
+            {
+                "phase": "Failed",
+                "message": message,
+                "completionTime": rfc3339(now),
+                "runID": restore.run_id,
+                "conditions": _condition(status, "Failed", "True", reason, message, now),
+            }
+        )
     return _set(acts, status, new)
+
+
+def job_failure(job: Mapping) -> tuple[str, str] | None:
+    """(reason, message) when the Job failed as the Job controller reports it (its Failed
+    or FailureTarget condition True, or a failed pod: backoffLimit is 0), else None."""
+    js = job.get("status") or {}
+    for cond in js.get("conditions") or ():
+        if not isinstance(cond, Mapping) or cond.get("status") != "True":
+            continue
+        if cond.get("type") in ("Failed", "FailureTarget"):
+            reason = str(cond.get("reason") or "JobFailed")
+            return reason, str(cond.get("message") or "the Job's pod failed")
+    failed = js.get("failed")
+    if isinstance(failed, int) and failed > 0:
+        return "PodFailed", f"{failed} pod(s) of the Job failed"
+    return None
 
 
 def _plan_workload(acts, raw, restore, backup, status, new, workload, pods, image, now):
@@ -461,18 +504,25 @@ def _take_out(acts: RestoreActions, workload: Mapping, restore: Restore) -> None
 
 def _blocked(status: Mapping, reason: str, message: str, now: datetime) -> list[dict]:
     """status.conditions with Blocked set (True with ``reason``), or False when no reason."""
-    old = [c for c in status.get("conditions") or () if isinstance(c, Mapping)]
     value = "True" if reason else "False"
-    prev = next((c for c in old if c.get("type") == "Blocked"), {})
+    return _condition(status, "Blocked", value, reason or "Unblocked", message, now)
+
+
+def _condition(
+    status: Mapping, ctype: str, value: str, reason: str, message: str, now: datetime
+) -> list[dict]:
+    """status.conditions with ``ctype`` set; its lastTransitionTime moves with its status."""
+    old = [c for c in status.get("conditions") or () if isinstance(c, Mapping)]
+    prev = next((c for c in old if c.get("type") == ctype), {})
     since = prev.get("lastTransitionTime") if prev.get("status") == value else None
     cond = {
-        "type": "Blocked",
+        "type": ctype,
         "status": value,
-        "reason": reason or "Unblocked",
+        "reason": reason,
         "message": clip(message),
         "lastTransitionTime": since or rfc3339(now),
     }
-    return [c for c in old if c.get("type") != "Blocked"] + [cond]
+    return [c for c in old if c.get("type") != ctype] + [cond]
 
 
 def _pending(acts, status, new, message: str) -> RestoreActions:
