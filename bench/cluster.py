@@ -174,3 +174,12 @@ class fast_yaml:
 
     def __exit__(self, *exc):
         self.render._yaml = self.saved
+
+
+def labeled(i: int) -> tuple[str, str, str]:
+    """(kind, name, namespace) of the i-th labeled workload that build() makes."""
+    return (
+        KINDS[i % len(KINDS)],
+        f"w{i:05d}",
+        namespace(i // (WORKLOADS_PER_BACKUP * BACKUPS_PER_NAMESPACE)),
+    )

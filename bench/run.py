@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -36,29 +37,44 @@ from replay import ReplayProcess, record  # noqa: E402
 from reconciler.api.constants import API_VERSION, CONFIG_LABEL, WORKLOAD_KINDS  # noqa: E402
 from reconciler.controller.cycle import Controller  # noqa: E402
 from reconciler.controller.options import Settings  # noqa: E402
+from reconciler.controller.shard import Shard, ShardKube  # noqa: E402
 from reconciler.kube.client import Kube  # noqa: E402
 from tests.emulator import Emulator  # noqa: E402
 
 RESTIC = shutil.which("restic") or "restic"
 PASSWORD = "bench-Pa55word"
 GOALS = {
-    "cycle_ratio_1k": ("<=", 1.3),
+    "cycle_ratio_1k": ("<=", 1.2),
+    "cycle_ratio_10k": ("<=", 1.3),
     "scale_ratio_10k_over_1k": ("<=", 11),
     "writes_steady": ("==", 0),
     "requests_per_cycle": ("==", len(WORKLOAD_KINDS) + 1 + 1),  # kinds (5 + Backup) + 1
     "reaction_s_median": ("<=", 1.0),
+    "reaction_s_median_10k": ("<=", 0.5),
+    "reaction_ratio_10k_over_1k": ("<=", 1.5),
+    "lists_per_irrelevant_event": ("<=", 0.01),
+    "restart_ratio_10k": ("<=", 1.5),
+    "shard_cycle_ratio_10k": ("<=", 0.43),  # close to 1/SHARDS
     "sidecar_overhead_ratio": ("<=", 1.05),
     "sidecar_idle_rss_mib": ("<=", 40),
     "controller_rss_mib_10k": ("<=", 200),
+    # the full run only
+    "cycle_ratio_50k": ("<=", 1.3),
+    "restart_ratio_50k": ("<=", 1.5),
+    "controller_rss_mib_50k": ("<=", 150),
 }
+SHARDS = 3  # the per-shard cycle is measured with --shards 3 (kustomize/overlays/sharded)
+IRRELEVANT_EVENTS = 1000
 
 
 @dataclass(frozen=True)
 class Plan:
     sizes: tuple[int, int] = (1000, 10000)
     cycle_reps: tuple[int, int] = (21, 9)
-    reaction_reps: int = 7
-    reaction_reps_10k: int = 3  # extra figure (not a goal): reaction at 10,000 workloads
+    reaction_reps: int = 7  # at 1k and at 10k, interleaved
+    restart_reps: int = 3  # first cycle after a start vs a steady cycle, interleaved
+    huge: int = 50000  # 0: no 50k run
+    huge_reps: int = 5
     sidecar_files: int = 2000
     sidecar_mib: int = 200
     sidecar_reps: int = 7
@@ -66,8 +82,9 @@ class Plan:
 
 QUICK = Plan(
     cycle_reps=(9, 3),
-    reaction_reps=4,
-    reaction_reps_10k=0,
+    reaction_reps=5,
+    restart_reps=2,
+    huge=0,
     sidecar_files=1000,
     sidecar_mib=100,
     sidecar_reps=5,
@@ -207,13 +224,18 @@ class BarePasses:
         self.proc.wait(30)
 
 
-def bench_cycles(size: int, reps: int, tmp: Path, rss: bool, reaction_reps: int = 0) -> dict:
+def bench_cycles(
+    size: int, reps: int, tmp: Path, rss: bool, restart_reps: int = 0, shards: int = 0
+) -> dict:
+    """The steady cycle at ``size`` workloads vs its bare LISTs (replayed), and optionally the
+    first cycle after a start vs a steady one (``restart_reps``, on the emulator) and the
+    steady cycle of each of ``shards`` shards (replayed, interleaved with the others)."""
     out: dict = {"size": size}
     emu = Emulator()
     emu.start()
     try:
         t = time.perf_counter()
-        info = cluster.populate(emu, size, unlabeled=(reaction_reps + 4) // 5)
+        info = cluster.populate(emu, size)
         out["setup_s"] = time.perf_counter() - t
         say(
             f"  {size}: {info['backups']} Backups, {info['workloads']} workloads "
@@ -238,13 +260,16 @@ def bench_cycles(size: int, reps: int, tmp: Path, rss: bool, reaction_reps: int 
             f"{out['writes_steady']} writes, planned={steady.planned} ({steady.seconds:.2f}s)"
         )
         lists = list_requests(requests)
+        ns_lists = shard_lists(emu, kubeconfig, shards)
         recording = str(tmp / f"replay-{size}.pickle")
         crd = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/backups.backup.appscode.com"
         out["recorded_bytes"] = record(emu.url, [(crd, None), *lists], recording)
+        if ns_lists:
+            record(emu.url, [(crd, None), *lists, *ns_lists], recording)
+        if restart_reps:
+            out.update(bench_restart(kubeconfig, controller, restart_reps, size))
         if rss:
             out.update(bench_controller_rss(kubeconfig, tmp))
-        if reaction_reps:
-            out["reaction"] = reaction(emu, info, reaction_reps, tmp)
     finally:
         emu.stop()
     # The emulator's store lives in this process: drop it, or every full garbage collection
@@ -265,26 +290,141 @@ def bench_cycles(size: int, reps: int, tmp: Path, rss: bool, reaction_reps: int 
             assert check.planned == 0 and not bad, f"replayed cycle is not steady: {check} {bad}"
             _, items = base.run()
             assert items == check.backups + check.workloads + info["backups"], items
-            cycle_s, base_s = [], []
+            sharded = shard_controllers(replay_config, shards, replay, check, False)
+            sharded += shard_controllers(replay_config, shards, replay, check, True)
+            runs: dict[str, list[float]] = {"cycle": [], "base": []}
+            runs.update((f"shard{i}", []) for i in range(2 * shards))
+            whats = list(runs)
             for i in range(reps):
-                order = ("cycle", "base") if i % 2 == 0 else ("base", "cycle")
-                for what in order:
-                    if what == "cycle":
-                        t = time.perf_counter()
-                        controller.cycle()
-                        cycle_s.append(time.perf_counter() - t)
-                    else:
-                        base_s.append(base.run()[0])
+                for what in whats[i % len(whats) :] + whats[: i % len(whats)]:
+                    if what == "base":
+                        runs["base"].append(base.run()[0])
+                        continue
+                    c = controller if what == "cycle" else sharded[int(what[5:])]
+                    if c is not controller:
+                        c.kube.expire_namespaces()  # cycles 30 s apart list them each time
+                    t = time.perf_counter()
+                    c.cycle()
+                    runs[what].append(time.perf_counter() - t)
         finally:
             base.close()
+        cycle_s, base_s = runs["cycle"], runs["base"]
         out["cycle_s"] = median(cycle_s)
         out["base_s"] = median(base_s)
         out["ratio"] = out["cycle_s"] / out["base_s"]
+        out["cycle_spread"] = (min(cycle_s), max(cycle_s))
+        out["base_spread"] = (min(base_s), max(base_s))
         out["replayed_requests"] = len(served)
+        if shards:
+            medians = [median(runs[f"shard{i}"]) for i in range(2 * shards)]
+            out["shard_s"], out["ns_shard_s"] = medians[:shards], medians[shards:]
+            out["shard_workloads"] = [c.last_workloads for c in sharded[:shards]]
+            out["shard_requests"] = [c.last_requests for c in sharded]
+            out["shard_ratio"] = max(out["shard_s"]) / out["cycle_s"]
+            out["ns_shard_ratio"] = max(out["ns_shard_s"]) / out["cycle_s"]
     say(
         f"  {size}: cycle {out['cycle_s'] * 1000:.0f} ms vs bare LISTs "
         f"{out['base_s'] * 1000:.0f} ms (medians of {reps}, replayed "
-        f"{out['recorded_bytes'] / 2**20:.1f} MiB) → x{out['ratio']:.2f}"
+        f"{out['recorded_bytes'] / 2**20:.1f} MiB) → x{out['ratio']:.2f}; "
+        f"spread {ms_range(out['cycle_spread'])} vs {ms_range(out['base_spread'])}"
+    )
+    if shards:
+        for what, key in (("cluster-wide LISTs", "shard"), ("LISTs per namespace", "ns_shard")):
+            times = out[f"{key}_s"]
+            requests = out["shard_requests"][:shards] if key == "shard" else out[
+                "shard_requests"][shards:]  # fmt: skip
+            say(
+                f"  {size}: per shard (--shards {shards}, {what}): "
+                + ", ".join(
+                    f"{t * 1000:.0f} ms ({n} workloads, {r} requests)"
+                    for t, n, r in zip(times, out["shard_workloads"], requests, strict=True)
+                )
+                + f" → slowest x{out[f'{key}_ratio']:.2f} the single controller's cycle"
+            )
+    return out
+
+
+def ms_range(spread: tuple[float, float]) -> str:
+    return f"{spread[0] * 1000:.0f}-{spread[1] * 1000:.0f} ms"
+
+
+def shard_controller(kubeconfig: str, shards: int, i: int, per_namespace: bool) -> Controller:
+    """A Controller as `restik run --shards N --shard-index I` builds it. Its unselected first
+    LIST is skipped (the replay answers only the steady LISTs; the stale-pod search after a
+    start is measured by bench_restart)."""
+    settings = Settings(shards=shards, shard_index=i)
+    kube = ShardKube(Kube.connect(kubeconfig), Shard(shards, i), per_namespace=per_namespace)
+    c = Controller(kube, settings)
+    c.first_cycle = False
+    return c
+
+
+def shard_lists(emu: Emulator, kubeconfig: str, shards: int) -> list[tuple[str, dict]]:
+    """The LISTs of a steady cycle of each shard reading per namespace (to record them)."""
+    out: list[tuple[str, dict]] = []
+    for i in range(shards):
+        c = shard_controller(kubeconfig, shards, i, per_namespace=True)
+        c.cycle()
+        emu.clear_requests()
+        c.kube.expire_namespaces()
+        stats = c.cycle()
+        assert stats.planned == 0 and not emu.writes(), stats.summary()
+        out += [x for x in list_requests(emu.requests) if x not in out]
+    return out
+
+
+def shard_controllers(replay_config: str, shards: int, replay, whole, per_namespace: bool):
+    """One warm Controller per shard on the replayed LISTs, checked steady: together they see
+    every workload once."""
+    out = []
+    for i in range(shards):
+        c = shard_controller(replay_config, shards, i, per_namespace)
+        c.cycle()  # renders its Backups
+        replay.log()
+        c.kube.expire_namespaces()
+        stats = c.cycle()
+        served = replay.log()
+        bad = [r for r in served if r[0] != "GET"]
+        assert stats.planned == 0 and not bad, f"shard {i} is not steady: {stats} {bad[:3]}"
+        c.last_workloads = stats.workloads
+        c.last_requests = len(served)
+        out.append(c)
+    if out:
+        assert sum(c.last_workloads for c in out) == whole.workloads
+    return out
+
+
+def bench_restart(kubeconfig: str, warm: Controller, reps: int, size: int) -> dict:
+    """The first cycle of a new controller (what every start and every `restik run --once`
+    costs) vs a steady cycle of a warm one, both on the converged emulator, interleaved."""
+    first_s, steady_s = [], []
+    for i in range(reps):
+        for what in ("first", "steady") if i % 2 == 0 else ("steady", "first"):
+            if what == "first":
+                fresh = Controller(Kube.connect(kubeconfig), Settings())
+                t = time.perf_counter()
+                stats = fresh.cycle()
+                first_s.append(time.perf_counter() - t)
+                assert stats.patched == 0 and not stats.errors, stats.summary()
+                del fresh
+                gc.collect()
+            else:
+                t = time.perf_counter()
+                warm.cycle()
+                steady_s.append(time.perf_counter() - t)
+    out = {
+        "restart_first_s": median(first_s),
+        "restart_steady_s": median(steady_s),
+        "restart_runs": (first_s, steady_s),
+    }
+    out["restart_ratio"] = out["restart_first_s"] / out["restart_steady_s"]
+    say(
+        f"  {size}: first cycle after a start {out['restart_first_s']:.2f}s vs steady "
+        f"{out['restart_steady_s']:.2f}s on the emulator (medians of {reps}; first "
+        + " ".join(f"{t:.2f}" for t in first_s)
+        + ", steady "
+        + " ".join(f"{t:.2f}" for t in steady_s)
+        + f") → x{out['restart_ratio']:.2f}"
     )
     return out
 
@@ -320,62 +460,115 @@ def bench_controller_rss(kubeconfig: str, tmp: Path) -> dict:
 # ------------------------------------------------------------------ reaction time
 
 
-def bench_reaction(reps: int, tmp: Path) -> dict:
-    emu = Emulator()
-    emu.start()
-    try:
-        info = cluster.populate(emu, 1000, unlabeled=(reps + 4) // 5)
-        return reaction(emu, info, reps, tmp)
-    finally:
-        emu.stop()
+class Watched:
+    """`restik run --interval 1h` as a subprocess against an emulator of ``size`` workloads
+    (plus spare unlabeled ones), once its watches are up: so every request it makes while
+    measured comes from a watch event, never from its interval."""
 
-
-def reaction(emu: Emulator, info: dict, reps: int, tmp: Path) -> dict:
-    """Start `restik run` (default interval), label spare workloads one by one, time the PATCH."""
-    proc = None
-    try:
-        kubeconfig = str(emu.write_kubeconfig(tmp / "reaction.kubeconfig"))
-        rec = Recorder(emu)
-        log = open(tmp / f"reaction-{info['workloads']}.log", "wb")
-        proc = subprocess.Popen(
-            restik("run", "--kubeconfig", kubeconfig),  # default interval (30s)
+    def __init__(self, size: int, spares: int, tmp: Path):
+        self.size = size
+        self.emu = Emulator()
+        self.emu.start()
+        self.proc = None
+        self.info = cluster.populate(self.emu, size, unlabeled=(spares + 4) // 5)
+        kubeconfig = str(self.emu.write_kubeconfig(tmp / f"events-{size}.kubeconfig"))
+        self.rec = Recorder(self.emu)
+        self.log = open(tmp / f"events-{size}.log", "wb")
+        t = time.perf_counter()
+        self.proc = subprocess.Popen(
+            restik("run", "--interval", "1h", "--kubeconfig", kubeconfig),
             env=child_env(),
-            stdout=log,
+            stdout=self.log,
             stderr=subprocess.STDOUT,
             cwd=tmp,
             preexec_fn=die_with_parent,
         )
         watches = len(WORKLOAD_KINDS) + 1
-        rec.wait(0, lambda r: r.verb == "watch" and r.resource == "backups", 300)
+        self.rec.wait(0, lambda r: r.verb == "watch" and r.resource == "backups", 600)
         deadline = time.monotonic() + 60
-        while sum(1 for _, _, r in rec.seen if r.verb == "watch") < watches:
+        while sum(1 for _, _, r in self.rec.seen if r.verb == "watch") < watches:
             if time.monotonic() > deadline:
                 raise TimeoutError("the controller did not start its watches")
             time.sleep(0.05)
-        rec.quiet(1.0)
-        say(f"  restik run is up ({info['workloads']} workloads, {watches} watches)")
-        times = []
-        ns = info["namespace"]
-        for i, (kind, name, label) in enumerate(info["spare"][:reps]):
+        self.rec.quiet(1.0)
+        say(f"  restik run is up ({size} workloads, {watches} watches) after "
+            f"{time.perf_counter() - t:.1f}s")  # fmt: skip
+        self.spare = list(self.info["spare"])
+
+    def react(self) -> float:
+        """Label the next spare workload; seconds until the emulator answers its PATCH."""
+        kind, name, label = self.spare.pop(0)
+        api_version, plural = WORKLOAD_KINDS[kind]
+        mark = self.rec.mark()
+        t0 = time.monotonic()
+        self.emu.patch(api_version, plural, name, {"metadata": {"labels": {CONFIG_LABEL: label}}},
+                       self.info["namespace"])  # fmt: skip
+        t1, _, _ = self.rec.wait(
+            mark,
+            lambda r: r.method == "PATCH" and r.resource == plural and r.name == name,
+            120,
+        )
+        self.rec.quiet(0.5)
+        return t1 - t0
+
+    def irrelevant(self, count: int) -> dict:
+        """``count`` updates that cannot change any plan: each of count/2 labeled workloads
+        gets a status update, then a replica-count change (DaemonSets: a second status
+        update). Requests the controller makes meanwhile, until 2 s pass without any."""
+        mark = self.rec.mark()
+        t = time.perf_counter()
+        for j in range(count):
+            kind, name, ns = cluster.labeled(j // 2)
             api_version, plural = WORKLOAD_KINDS[kind]
-            mark = rec.mark()
-            t0 = time.monotonic()
-            labels = {"metadata": {"labels": {CONFIG_LABEL: label}}}
-            emu.patch(api_version, plural, name, labels, ns)
-            t1, _, _ = rec.wait(
-                mark,
-                lambda r, p=plural, n=name: r.method == "PATCH" and r.resource == p and r.name == n,
-                60,
+            if j % 2 == 0 or kind == "DaemonSet":
+                status = {"status": {"observedGeneration": 1, "replicas": 1, "readyReplicas": j}}
+                self.emu.patch(api_version, plural, name, status, ns, subresource="status")
+            else:
+                self.emu.patch(api_version, plural, name, {"spec": {"replicas": 2}}, ns)
+        sent = time.perf_counter() - t
+        self.rec.quiet(2.0)
+        seen = [r for _, _, r in self.rec.seen[mark:] if r.verb != "watch"]
+        lists = sum(1 for r in seen if r.verb == "list")
+        say(
+            f"  {count} status/replica updates at {self.size} (sent in {sent:.1f}s): "
+            f"{lists} LISTs, {len(seen)} requests in all"
+        )
+        return {"events": count, "lists": lists, "requests": len(seen)}
+
+    def close(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+        self.log.close()
+        self.emu.stop()
+
+
+def bench_events(reps: int, tmp: Path) -> dict:
+    """Reaction to a label at 1k and at 10k workloads, interleaved (both controllers run at
+    once), then the cost of irrelevant events at 10k."""
+    small = large = None
+    try:
+        small = Watched(1000, reps, tmp)
+        large = Watched(10000, reps, tmp)
+        times: dict[int, list[float]] = {1000: [], 10000: []}
+        for i in range(reps):
+            for w in (small, large) if i % 2 == 0 else (large, small):
+                times[w.size].append(w.react())
+            say(
+                f"  reaction {i + 1}/{reps}: {times[1000][-1]:.3f}s at 1k, "
+                f"{times[10000][-1]:.3f}s at 10k"
             )
-            times.append(t1 - t0)
-            say(f"  reaction {i + 1}/{reps}: {kind} {name} patched after {t1 - t0:.3f}s")
-            rec.quiet(1.0)
-            time.sleep(0.5)
+        events = large.irrelevant(IRRELEVANT_EVENTS)
     finally:
-        if proc is not None:
-            stop(proc)
-            log.close()
-    return {"median": median(times), "times": times}
+        for w in (small, large):
+            if w is not None:
+                w.close()
+    return {
+        "times_1k": times[1000],
+        "times_10k": times[10000],
+        "median_1k": median(times[1000]),
+        "median_10k": median(times[10000]),
+        **events,
+    }
 
 
 # ------------------------------------------------------------------ sidecar
@@ -585,6 +778,23 @@ def bench_sidecar(files: int, mib: int, reps: int, tmp: Path) -> dict:
 # ------------------------------------------------------------------ report
 
 
+def growth_table(runs: list[dict]) -> str:
+    """How the cost grows with the cluster: one line per size measured."""
+    lines = [
+        "",
+        "| workloads | requests a cycle | steady cycle | bare LISTs | first cycle | peak RSS |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        first = r.get("restart_first_s", r.get("first_cycle_s", 0.0))
+        rss = f"{r['rss_mib']:.0f} MiB" if "rss_mib" in r else "-"
+        lines.append(
+            f"| {r['size']:,} | {r['requests_per_cycle']} | {r['cycle_s'] * 1e3:.0f} ms "
+            f"| {r['base_s'] * 1e3:.0f} ms | {first:.1f} s | {rss} |"
+        )
+    return "\n".join(lines)
+
+
 def revision() -> str:
     """The commit measured, marked when the working tree differs from it."""
     try:
@@ -614,8 +824,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the smaller set (< 5 min)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--no-sidecar", action="store_true", help="the controller figures only (no restic)"
+    )
+    parser.add_argument(
+        "--huge", type=int, default=None, help="workloads of the large run (full: 50,000; 0: none)"
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else Plan()
+    if args.huge is not None:
+        plan = dataclasses.replace(plan, huge=args.huge)
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="restik-bench-"))
     cores = os.cpu_count()
@@ -623,62 +841,121 @@ def main(argv: list[str] | None = None) -> int:
         f"restik benchmarks ({'quick' if args.quick else 'full'}) of {revision()}, "
         f"{cores} cores, in {tmp}"
     )
+    steps = 5 if plan.huge else 4
+    huge = side = None
     try:
-        say("[1/4] controller cycle at 1,000 workloads")
+        say(f"[1/{steps}] controller cycle at 1,000 workloads")
         small = bench_cycles(plan.sizes[0], plan.cycle_reps[0], tmp, rss=False)
-        say("[2/4] controller cycle at 10,000 workloads, and peak RSS of restik run --once")
-        large = bench_cycles(
-            plan.sizes[1], plan.cycle_reps[1], tmp, rss=True, reaction_reps=plan.reaction_reps_10k
+        say(
+            f"[2/{steps}] controller cycle at 10,000 workloads, per shard (--shards {SHARDS}), "
+            "first cycle after a start, peak RSS of restik run --once"
         )
-        say("[3/4] reaction time: label added → PATCH, restik run with its default interval")
-        react = bench_reaction(plan.reaction_reps, tmp)
-        say("[4/4] sidecar: schedule fire → Event vs raw restic backup, idle RSS")
-        side = bench_sidecar(plan.sidecar_files, plan.sidecar_mib, plan.sidecar_reps, tmp)
+        large = bench_cycles(
+            plan.sizes[1],
+            plan.cycle_reps[1],
+            tmp,
+            rss=True,
+            restart_reps=plan.restart_reps,
+            shards=SHARDS,
+        )
+        say(
+            f"[3/{steps}] events: label added → PATCH at 1k and 10k side by side, "
+            f"{IRRELEVANT_EVENTS} status/replica updates at 10k"
+        )
+        react = bench_events(plan.reaction_reps, tmp)
+        if plan.huge:
+            say(f"[4/{steps}] controller cycle at {plan.huge:,} workloads, restart, peak RSS")
+            huge = bench_cycles(
+                plan.huge, plan.huge_reps, tmp, rss=True, restart_reps=plan.restart_reps
+            )
+        if not args.no_sidecar:
+            say(f"[{steps}/{steps}] sidecar: schedule fire → Event vs raw restic backup, idle RSS")
+            side = bench_sidecar(plan.sidecar_files, plan.sidecar_mib, plan.sidecar_reps, tmp)
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     result = {
         "cycle_ratio_1k": round(small["ratio"], 3),
+        "cycle_ratio_10k": round(large["ratio"], 3),
         "scale_ratio_10k_over_1k": round(large["cycle_s"] / small["cycle_s"], 2),
         "writes_steady": max(small["writes_steady"], large["writes_steady"]),
         # At 1k every LIST fits one page; at 10k the same 7 LISTs come in pages of 500.
         "requests_per_cycle": small["requests_per_cycle"],
-        "reaction_s_median": round(react["median"], 3),
-        "sidecar_overhead_ratio": round(side["ratio"], 3),
-        "sidecar_idle_rss_mib": round(
-            max(side["idle_rss_start_mib"], side["idle_rss_after_mib"]), 1
-        ),
+        "reaction_s_median": round(react["median_1k"], 3),
+        "reaction_s_median_10k": round(react["median_10k"], 3),
+        "reaction_ratio_10k_over_1k": round(react["median_10k"] / react["median_1k"], 2),
+        "lists_per_irrelevant_event": round(react["lists"] / react["events"], 4),
+        "restart_ratio_10k": round(large["restart_ratio"], 2),
+        "shard_cycle_ratio_10k": round(large["ns_shard_ratio"], 3),
         "controller_rss_mib_10k": round(large["rss_mib"], 1),
     }
+    spread = " ".join
     details = {
         "cycle_ratio_1k": f"cycle {small['cycle_s'] * 1e3:.0f} ms / bare LISTs "
-        f"{small['base_s'] * 1e3:.0f} ms",
-        "scale_ratio_10k_over_1k": f"cycle {large['cycle_s'] * 1e3:.0f} ms at 10k, "
-        f"x{large['ratio']:.2f} its bare LISTs ({large['base_s'] * 1e3:.0f} ms; "
-        f"bare 10k/1k: {large['base_s'] / small['base_s']:.1f})",
+        f"{small['base_s'] * 1e3:.0f} ms (runs {ms_range(small['cycle_spread'])} / "
+        f"{ms_range(small['base_spread'])})",
+        "cycle_ratio_10k": f"cycle {large['cycle_s'] * 1e3:.0f} ms / bare LISTs "
+        f"{large['base_s'] * 1e3:.0f} ms (runs {ms_range(large['cycle_spread'])} / "
+        f"{ms_range(large['base_spread'])})",
+        "scale_ratio_10k_over_1k": f"bare LISTs 10k/1k: {large['base_s'] / small['base_s']:.1f}",
         "writes_steady": "in a steady cycle at 1k and at 10k",
         "requests_per_cycle": "LIST Backups + 5 workload kinds + RoleBindings; at 10k "
         f"{large['requests_per_cycle']} requests: the same LISTs in pages of 500",
-        "reaction_s_median": "runs: " + " ".join(f"{t:.2f}" for t in react["times"]),
-        "sidecar_overhead_ratio": f"{side['sidecar_s']:.2f}s / {side['raw_s']:.2f}s, "
-        f"{side['files']} files, {side['bytes'] / 2**20:.0f} MiB",
-        "sidecar_idle_rss_mib": f"{side['idle_rss_start_mib']:.1f} before runs, "
-        f"{side['idle_rss_after_mib']:.1f} after",
+        "reaction_s_median": "runs: " + spread(f"{t:.2f}" for t in react["times_1k"]),
+        "reaction_s_median_10k": "runs: " + spread(f"{t:.2f}" for t in react["times_10k"]),
+        "reaction_ratio_10k_over_1k": "interleaved, both controllers running",
+        "lists_per_irrelevant_event": f"{react['lists']} LISTs, {react['requests']} requests "
+        f"for {react['events']} updates at 10k",
+        "restart_ratio_10k": f"first {large['restart_first_s']:.2f}s / steady "
+        f"{large['restart_steady_s']:.2f}s (first: "
+        + spread(f"{t:.1f}" for t in large["restart_runs"][0])
+        + ")",
+        "shard_cycle_ratio_10k": "--shard-lists namespace: slowest of "
+        + ", ".join(f"{t * 1e3:.0f}" for t in large["ns_shard_s"])
+        + f" ms / {large['cycle_s'] * 1e3:.0f} ms ("
+        + "/".join(str(n) for n in large["shard_requests"][SHARDS:])
+        + " requests); cluster-wide LISTs: "
+        + ", ".join(f"{t * 1e3:.0f}" for t in large["shard_s"])
+        + f" ms, x{large['shard_ratio']:.2f}",
         "controller_rss_mib_10k": f"fresh run --once, {large['once_s']:.0f}s "
         f"(first cycle in-process {large['first_cycle_s']:.0f}s)",
     }
+    if huge is not None:
+        result["cycle_ratio_50k"] = round(huge["ratio"], 3)
+        result["restart_ratio_50k"] = round(huge["restart_ratio"], 2)
+        result["controller_rss_mib_50k"] = round(huge["rss_mib"], 1)
+        details["cycle_ratio_50k"] = (
+            f"cycle {huge['cycle_s']:.2f}s / bare LISTs {huge['base_s']:.2f}s, "
+            f"x{huge['cycle_s'] / large['cycle_s']:.1f} the 10k cycle"
+        )
+        details["restart_ratio_50k"] = (
+            f"first {huge['restart_first_s']:.1f}s / steady {huge['restart_steady_s']:.2f}s"
+        )
+        details["controller_rss_mib_50k"] = f"fresh run --once, {huge['once_s']:.0f}s"
+    if side is not None:
+        result["sidecar_overhead_ratio"] = round(side["ratio"], 3)
+        result["sidecar_idle_rss_mib"] = round(
+            max(side["idle_rss_start_mib"], side["idle_rss_after_mib"]), 1
+        )
+        details["sidecar_overhead_ratio"] = (
+            f"{side['sidecar_s']:.2f}s / {side['raw_s']:.2f}s, "
+            f"{side['files']} files, {side['bytes'] / 2**20:.0f} MiB"
+        )
+        details["sidecar_idle_rss_mib"] = (
+            f"{side['idle_rss_start_mib']:.1f} before runs, {side['idle_rss_after_mib']:.1f} after"
+        )
     say("")
-    say(f"{'figure':<26} {'value':>9}  {'goal':<8} {'':<5} detail")
+    say(f"{'figure':<28} {'value':>9}  {'goal':<8} {'':<5} detail")
     for key, value in result.items():
         op, goal = GOALS[key]
-        say(f"{key:<26} {value:>9}  {op} {goal:<5} {verdict(key, value):<5} {details[key]}")
-    say(
-        f"{'(sidecar, incremental run)':<26} {side['inc_ratio']:>9.3f}  "
-        f"{side['inc_sidecar_s']:.2f}s / {side['inc_raw_s']:.2f}s: unchanged data, parent snapshot"
-    )
-    if "reaction" in large:
-        times = " ".join(f"{t:.2f}" for t in large["reaction"]["times"])
-        say(f"{'(reaction at 10k, median)':<26} {large['reaction']['median']:>9.3f}  runs: {times}")
+        say(f"{key:<28} {value:>9}  {op} {goal:<5} {verdict(key, value):<5} {details[key]}")
+    if side is not None:
+        say(
+            f"{'(sidecar, incremental run)':<28} {side['inc_ratio']:>9.3f}  "
+            f"{side['inc_sidecar_s']:.2f}s / {side['inc_raw_s']:.2f}s: unchanged data, "
+            "parent snapshot"
+        )
+    say(growth_table([small, large, *([huge] if huge else [])]))
     say(f"({cores} cores, {time.perf_counter() - started:.0f}s in all)")
     print(json.dumps(result), flush=True)
     return 0

@@ -11,7 +11,13 @@ from reconciler.api.constants import EXIT_ERROR
 from reconciler.controller.options import add_arguments as add_run_arguments
 from reconciler.logs import env_default
 from reconciler.overview.options import add_arguments as add_status_arguments
+from reconciler.restores.options import (
+    add_backup_now_arguments,
+    add_restore_arguments,
+    add_snapshots_arguments,
+)
 from sidecar.options import add_arguments as add_watch_arguments
+from sidecar.restore_options import add_arguments as add_restore_run_arguments
 
 # command -> "module:function" taking the parsed arguments, returning the exit code
 COMMANDS = {
@@ -20,6 +26,10 @@ COMMANDS = {
     "status": "reconciler.overview.show:run",
     "diff": "reconciler.offline.command:run",
     "inject": "reconciler.offline.command:run",
+    "restore-run": "sidecar.restore_start:run",
+    "snapshots": "reconciler.restores.snapshots:run",
+    "backup-now": "reconciler.restores.backup_now:run",
+    "restore": "reconciler.restores.restore_cmd:run",
 }
 
 
@@ -30,12 +40,14 @@ def add_offline_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         dest="files",
         metavar="FILE|DIR|-",
-        help="manifests to read: a file, a directory (recursively) or - for stdin",
+        help="manifests to read: a file, a directory (recursively) or - for stdin "
+        "(required; may repeat)",
     )
     parser.add_argument(
         "--image",
         default=env_default("SIDECAR_IMAGE"),
-        help="sidecar image (RESTIK_SIDECAR_IMAGE); must match the controller's for no drift",
+        help=f"sidecar image (RESTIK_SIDECAR_IMAGE, default restik:{__version__}); must match "
+        "the controller's for no drift",
     )
 
 
@@ -75,6 +87,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="every Backup's health in one table (exit 0 all healthy, 1 some not, 2 error)",
     )
     add_status_arguments(status)
+
+    restore_run = sub.add_parser(
+        "restore-run",
+        help="run one Restore for this pod's host, once (the restik-restore init container "
+        "and the restore Job; exit 0 restored, 1 failed)",
+    )
+    add_restore_run_arguments(restore_run)
+
+    snapshots = sub.add_parser(
+        "snapshots",
+        help="the snapshots of a Backup's repository (your kubeconfig, the Backup's Secret)",
+    )
+    add_snapshots_arguments(snapshots)
+    backup_now = sub.add_parser(
+        "backup-now",
+        help="ask a Backup's sidecars for a backup now (--wait: exit 0 success, 1 failed)",
+    )
+    add_backup_now_arguments(backup_now)
+    restore = sub.add_parser(
+        "restore",
+        help="print a Restore manifest to commit, or --apply --wait it (exit 0 Succeeded, "
+        "1 Failed)",
+    )
+    add_restore_arguments(restore)
     return parser
 
 

@@ -20,8 +20,22 @@ def resource_dir(package: str, source_dir: str, probe: str) -> Path:
     return SOURCE_ROOT / source_dir
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=2)
+def _load_crd(filename: str) -> dict:
+    path = resource_dir("reconciler.kustomize", "kustomize", filename) / filename
+    return YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+
+
 def crd_manifest() -> dict:
     """The Backup CRD, as kustomize/crd.yaml has it."""
-    path = resource_dir("reconciler.kustomize", "kustomize", "crd.yaml") / "crd.yaml"
-    return YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+    return _load_crd("crd.yaml")
+
+
+def restore_crd_manifest() -> dict:
+    """The Restore CRD, as kustomize/crd-restore.yaml has it."""
+    return _load_crd("crd-restore.yaml")
+
+
+def crd_manifests() -> tuple[dict, ...]:
+    """Every CRD restik defines (the controller creates those that are absent)."""
+    return (crd_manifest(), restore_crd_manifest())

@@ -43,6 +43,10 @@ KEPT = FOR_RESTIC | {
     "KUBERNETES_SERVICE_HOST",
     "KUBERNETES_SERVICE_PORT",
     "KUBECONFIG",
+    # where the sidecar writes the Backup's repository for `kubectl exec ... restic` (the
+    # template sets it; sidecar.shell.publish_repository reads it from this process's
+    # environment). Not for restik's own restic, which gets --repo: runner.restic_env.
+    "RESTIC_REPOSITORY_FILE",
 }
 # Names worth a warning when found: they change what restic, the dynamic loader or Python
 # run, or where restik sends its token. The rest (e.g. the service links Kubernetes adds,

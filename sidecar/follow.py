@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import random
+import threading
+from collections.abc import Callable
+
+from reconciler.api.constants import PLURAL, TRIGGER_ANNOTATION
+from reconciler.kube.resource import BACKUPS
+
+log = logging.getLogger("restik.watch")
 
 MAX_BACKOFF = 30.0
 
@@ -30,3 +38,65 @@ def workload_from_pod(pod: dict) -> tuple[str, str] | None:
             return ("Deployment", name[: -len(template_hash) - 1])
         return (kind, name)
     return None
+
+
+def follow_backup(
+    kube: Callable,
+    namespace: str,
+    name: str,
+    resync: float,
+    deliver: Callable[[dict | None], None],
+    stop: threading.Event,
+    on_error: Callable[[Exception], None],
+) -> None:
+    """LIST then WATCH the Backup ``name`` until ``stop``, handing each version (None when
+    it is gone) to ``deliver``; after an error, ``on_error`` and a backoff, then again.
+    ``kube()`` gives the current client (it is replaced after a 401)."""
+    path = BACKUPS.path(namespace)
+    selector = {"fieldSelector": f"metadata.name={name}"}
+
+    def ours(obj: dict) -> bool:
+        return (obj.get("metadata") or {}).get("name") == name
+
+    failures = 0
+    while not stop.is_set():
+        try:
+            listed = kube().get(path, **selector)
+            items = [i for i in listed.get("items") or [] if ours(i)]
+            deliver(items[0] if items else None)
+            rv = listed["metadata"]["resourceVersion"]
+            for event in kube().watch(path, rv, None, int(resync), params=selector):
+                failures = 0
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    log.debug("watch ended: %s", obj.get("message"))
+                    break
+                if kind == "BOOKMARK" or not ours(obj):
+                    continue
+                deliver(None if kind == "DELETED" else obj)
+                if stop.is_set():
+                    return
+        except Exception as exc:
+            failures += 1
+            delay = backoff(failures)
+            log.warning("following %s %s failed (%s); again in %.0fs",
+                        PLURAL, name, one_line(exc), delay)  # fmt: skip
+            on_error(exc)
+            stop.wait(delay)
+
+
+def pending_trigger(raw: dict | None, seen: str | None) -> str | None:
+    """The backup-now annotation's value when it asks for a run that no sidecar recorded
+    yet (status.lastTrigger) and this one has not taken up (``seen``); else None."""
+    meta = (raw or {}).get("metadata") or {}
+    value = (meta.get("annotations") or {}).get(TRIGGER_ANNOTATION)
+    if not isinstance(value, str) or not value or value == seen:
+        return None
+    if ((raw or {}).get("status") or {}).get("lastTrigger") == value:
+        return None
+    return value
+
+
+def trigger_status(value: str, event_name: str) -> dict:
+    """The status patch that records which run (its Event's number) served a trigger."""
+    return {"status": {"lastTrigger": value, "lastTriggerRun": int(event_name.rsplit("-", 1)[1])}}

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
 
+from reconciler.api.hooks import CONTINUE, FAIL, ON_ERROR
+from reconciler.api.hooks import HOOK_TIMEOUT as DEFAULT_TIMEOUT
 from reconciler.kube.client import ApiError
 from sidecar.podexec import PodExec
 
-FAIL, CONTINUE = "Fail", "Continue"
-ON_ERROR = (FAIL, CONTINUE)
-DEFAULT_TIMEOUT = 60.0
-HOOK_OUTPUT_LIMIT = 1024  # bytes of a hook's output kept for the run's Event and status
+__all__ = ["CONTINUE", "FAIL", "Hook", "HookResult", "hook_message", "run_hook"]
+
+HOOK_OUTPUT_LIMIT = 1024  # bytes of a hook's output kept (logged when the hook fails)
+MESSAGE_OUTPUT_LIMIT = 200  # of which the end goes into the run's Event and status
 
 
 @dataclass(frozen=True)
@@ -87,76 +87,10 @@ def run_hook(
     return HookResult(hook, result.ok, reason, output, result.duration, result.timed_out)
 
 
-class StepResult(Protocol):
-    """What the main step (the backup) returns: whether it worked, and if not why."""
-
-    @property
-    def ok(self) -> bool: ...
-
-    @property
-    def reason(self) -> str: ...
-
-
-T = TypeVar("T", bound=StepResult)
-
-
-@dataclass(frozen=True)
-class HookedRun(Generic[T]):
-    """A run of pre hook → main step → post hook."""
-
-    ok: bool
-    reason: str  # the failures that fail the run, first one first
-    pre: HookResult | None
-    main: T | None  # None when a failed pre hook (onError: Fail) kept it from running
-    post: HookResult | None
-    warnings: tuple[str, ...] = ()  # failures of hooks with onError: Continue
-
-    @property
-    def hooks(self) -> tuple[HookResult, ...]:
-        return tuple(h for h in (self.pre, self.post) if h is not None)
-
-
-def run_with_hooks(
-    exec_client: PodExec,
-    namespace: str,
-    pod: str,
-    main: Callable[[], T],
-    *,
-    pre: Hook | None = None,
-    post: Hook | None = None,
-    cancel: threading.Event | None = None,
-) -> HookedRun[T]:
-    """pre → main → post. A failing pre hook with onError Fail skips main; post always runs
-    (also when main raised, which is re-raised after it). A failing hook with onError
-    Fail fails the run; with Continue it is a warning."""
-    pre_result = run_hook(exec_client, namespace, pod, pre, cancel=cancel) if pre else None
-    main_result: T | None = None
-    try:
-        if pre_result is None or not pre_result.fails_run:
-            main_result = main()
-    finally:
-        post_result = run_hook(exec_client, namespace, pod, post, cancel=cancel) if post else None
-    failures: list[str] = []
-    warnings: list[str] = []
-    if pre_result is not None and not pre_result.ok:
-        (failures if pre_result.fails_run else warnings).append(pre_result.reason)
-    if main_result is not None and not main_result.ok:
-        failures.append(main_result.reason)
-    if post_result is not None and not post_result.ok:
-        (failures if post_result.fails_run else warnings).append(post_result.reason)
-    return HookedRun(
-        ok=not failures,
-        reason="; ".join(failures),
-        pre=pre_result,
-        main=main_result,
-        post=post_result,
-        warnings=tuple(warnings),
-    )
-
-
-def describe(run: HookedRun, success: str) -> str:
-    """The Event message of a hooked run: ``success`` or the failures, then warnings."""
-    text = success if run.ok else run.reason
-    if run.warnings:
-        text += " (" + "; ".join(run.warnings) + ")"
-    return text
+def hook_message(result: HookResult, limit: int = MESSAGE_OUTPUT_LIMIT) -> str:
+    """The reason of a failed hook for the run's Event, with the end of its output when that
+    says more than the reason already does (bounded: Events are short)."""
+    output = result.output.strip()
+    if not output or output.splitlines()[-1].strip() in result.reason:
+        return result.reason
+    return f"{result.reason} (output: {_tail(output, limit)})"

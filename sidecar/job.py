@@ -1,127 +1,217 @@
-"""One backup run: init if the repository is missing, backup, forget; stale locks cleared."""
+"""One backup run as a pipeline of steps: pre hook → backup (a volume, or a command's output
+streamed into restic) → forget/prune → post hook, then the Outcome the sidecar reports.
+
+Each step takes the run's context and returns the next one. A failed step ends the run's
+main work: the steps after it are skipped, except those marked ``always`` (the post hook,
+which undoes what the pre hook did: an application left frozen is worse than a failed run).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import random
-import socket
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from reconciler.api.backup import Backup
 from reconciler.api.constants import PER_POD_HOST_KINDS
+from reconciler.api.hooks import exec_containers, runs_commands
 from sidecar import restic
+from sidecar.hooks import Hook, HookResult, hook_message, run_hook
+from sidecar.outcome import SECRET_MISSING, Outcome, missing_password, success_message
+from sidecar.podexec import PodExec
+from sidecar.repository import Repository
 from sidecar.restic import Context, Failure
-from sidecar.runner import Result, Runner
+from sidecar.runner import Result, Runner, redact
+from sidecar.stream import StreamResult, dump_into_restic
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Outcome:
-    success: bool
-    message: str
-    duration: float
-    summary: restic.Summary | None = None
-    failure: Failure | None = None
+class Pod:
+    """The sidecar's own pod, where hooks and dump commands run (through pods/exec)."""
+
+    namespace: str
+    name: str
+    spec: Mapping | None  # None: the pod could not be read (no pods get)
+    exec: PodExec
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a run knows so far."""
+
+    started: float  # time.monotonic() at the start
+    repo: Repository
+    failed: Outcome | None = None  # the failure that ended the run's main work
+    summary: restic.Summary | None = None  # of the snapshot saved
     initialised: bool = False
-    interrupted: bool = False
-    # A CamelCase word for the LastRunSucceeded condition when the cause is known
-    # (e.g. SecretMissing); else derived from ``failure``.
-    reason: str | None = None
+    containers: Mapping[str, str] = field(default_factory=dict)  # "preBackup" -> container
+    failures: tuple[str, ...] = ()  # of steps that ran after the backup (the post hook)
+    warnings: tuple[str, ...] = ()  # failures of hooks with onError: Continue
 
-    @property
-    def condition_reason(self) -> str:
-        if self.reason:
-            return self.reason
-        if self.success:
-            return "Success"
-        return FAILURE_REASONS.get(self.failure, "Failed")
+    def fail(self, message: str, **kw) -> RunContext:
+        outcome = Outcome(success=False, message=message, duration=0.0, **kw)
+        return dataclasses.replace(self, failed=outcome)
 
 
-FAILURE_REASONS = {
-    Failure.WRONG_PASSWORD: "WrongPassword",
-    Failure.LOCKED: "RepositoryLocked",
-    Failure.NO_REPOSITORY: "NoRepository",
-}
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: Callable[[Job, RunContext], RunContext]
+    always: bool = False  # also after a failed step
 
 
-def format_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover
+def run_steps(job: Job, ctx: RunContext, steps: tuple[Step, ...]) -> RunContext:
+    """Run ``steps`` in order. A step that raises still lets the ``always`` steps after it
+    run (with the run marked failed), then the exception goes on."""
+    for i, step in enumerate(steps):
+        if ctx.failed is not None and not step.always:
+            continue
+        try:
+            ctx = step.run(job, ctx)
+        except BaseException as exc:
+            failed = ctx.fail(f"{type(exc).__name__}: {exc}")
+            for later in steps[i + 1 :]:
+                if later.always:
+                    try:
+                        later.run(job, failed)
+                    except Exception:
+                        log.exception("step %s failed after %s raised", later.name, step.name)
+            raise
+    return ctx
 
 
-def success_message(summary: restic.Summary, duration: float) -> str:
-    return (
-        f"snapshot {summary.snapshot_id} saved: {summary.files_new} new, "
-        f"{summary.files_changed} changed, {summary.files_unmodified} unmodified files, "
-        f"{format_bytes(summary.data_added)} added in {duration:.1f}s"
+# --- the steps ---------------------------------------------------------------------------
+
+
+def check_password(job: Job, ctx: RunContext) -> RunContext:
+    problem = missing_password(job.backup, job.runner.env)
+    if problem is None:
+        return ctx
+    log.error("%s", problem)
+    return ctx.fail(problem, reason=SECRET_MISSING)
+
+
+def choose_containers(job: Job, ctx: RunContext) -> RunContext:
+    """Where the hooks and the dump command run: the containers they name, else the
+    defaults, checked against the pod's containers."""
+    if not runs_commands(job.backup):
+        return ctx
+    pod = job.pod
+    if pod is None or pod.spec is None:
+        why = "not found" if pod is None else "not readable (RBAC: pods get)"
+        return ctx.fail(
+            f"hooks and command sources run in the sidecar's pod, which is {why}: "
+            "nothing was run (POD_NAME and POD_NAMESPACE come from the downward API)",
+            reason="PodUnknown",
+        )
+    chosen, errors = exec_containers(job.backup, pod.spec, f"pod {pod.name}")
+    if errors:
+        return ctx.fail("; ".join(map(str, errors)), reason="NoContainer")
+    return dataclasses.replace(ctx, containers=chosen)
+
+
+def _hook(job: Job, ctx: RunContext, name: str) -> tuple[RunContext, HookResult | None]:
+    spec = job.backup.pre_backup if name == "preBackup" else job.backup.post_backup
+    if spec is None or name not in ctx.containers:
+        return ctx, None
+    hook = Hook(name, spec.command, ctx.containers[name], spec.timeout, spec.on_error)
+    # The post hook runs even while the sidecar stops (bounded by its timeout): it is what
+    # thaws an application the pre hook froze.
+    cancel = job.cancel if name == "preBackup" else None
+    result = run_hook(job.pod.exec, job.pod.namespace, job.pod.name, hook, cancel=cancel)
+    if result.ok:
+        log.info("%s hook done in %.1fs", name, result.duration)
+        return ctx, None
+    text = redact(hook_message(result), job.runner.secrets)
+    log.warning("%s; its output:\n%s", text, redact(result.output, job.runner.secrets))
+    if not result.fails_run:
+        return dataclasses.replace(ctx, warnings=(*ctx.warnings, text)), None
+    return ctx, result
+
+
+def pre_hook(job: Job, ctx: RunContext) -> RunContext:
+    ctx, failed = _hook(job, ctx, "preBackup")
+    if failed is None:
+        return ctx
+    return ctx.fail(redact(hook_message(failed), job.runner.secrets), reason="PreBackupHookFailed")
+
+
+def post_hook(job: Job, ctx: RunContext) -> RunContext:
+    ctx, failed = _hook(job, ctx, "postBackup")
+    if failed is None:
+        return ctx
+    text = redact(hook_message(failed), job.runner.secrets)
+    return dataclasses.replace(ctx, failures=(*ctx.failures, text))
+
+
+def backup(job: Job, ctx: RunContext) -> RunContext:
+    if job.backup.source_command is not None:
+        return job.backup_command(ctx)
+    return job.backup_volume(ctx)
+
+
+def forget(job: Job, ctx: RunContext) -> RunContext:
+    """The retention policy, by the designated pod only: `forget` (and `prune`) take an
+    exclusive lock, which would fail or stall the backups of the other pods."""
+    args = job.forget_args() if job.designated else None
+    if args is None:
+        return ctx
+    result = ctx.repo.with_lock_recovery(args)
+    if result.ok:
+        return ctx
+    prefix = f"snapshot {ctx.summary.snapshot_id} saved, but restic forget failed: "
+    return job.failed(ctx, result, prefix)
+
+
+def tidy_locks(job: Job, ctx: RunContext) -> RunContext:
+    ctx.repo.tidy()
+    return ctx
+
+
+STEPS = (
+    Step("preBackup", pre_hook),
+    Step("backup", backup),
+    Step("forget", forget),
+    Step("tidy", tidy_locks),
+    Step("postBackup", post_hook, always=True),
+)
+# Checks before anything runs: when one fails, nothing of the application was touched.
+CHECKS = (Step("password", check_password), Step("containers", choose_containers))
+
+
+def conclude(ctx: RunContext) -> Outcome:
+    """The run's Outcome: the failure (with what failed after it), or the snapshot saved."""
+    duration = time.monotonic() - ctx.started
+    notes = f" ({'; '.join(ctx.warnings)})" if ctx.warnings else ""
+    if ctx.failed is not None:
+        message = "; ".join((ctx.failed.message, *ctx.failures)) + notes
+        summary = ctx.failed.summary or ctx.summary
+        return dataclasses.replace(
+            ctx.failed, message=message, duration=duration, summary=summary,
+            initialised=ctx.failed.initialised or ctx.initialised,
+        )  # fmt: skip
+    if ctx.failures:
+        saved = f" (snapshot {ctx.summary.snapshot_id} saved)" if ctx.summary else ""
+        return Outcome(
+            success=False, message="; ".join(ctx.failures) + saved + notes, duration=duration,
+            summary=ctx.summary, initialised=ctx.initialised, reason="PostBackupHookFailed",
+        )  # fmt: skip
+    return Outcome(
+        success=True,
+        message=success_message(ctx.summary, duration) + notes,
+        duration=duration,
+        summary=ctx.summary,
+        initialised=ctx.initialised,
     )
-
-
-MAX_LOCK_PAUSE = 10.0
-
-
-def lock_pause(attempt: int) -> float:
-    """Pause before retrying a locked repository: growing, capped, jittered so that the
-    pods of a workload, all fired by the same cron, do not retry in step."""
-    base = min(MAX_LOCK_PAUSE, 0.5 * 2 ** min(attempt - 1, 6))
-    return base * (0.5 + random.random())  # noqa: S311 - jitter, not crypto
-
-
-PASSWORD_SOURCES = ("RESTIC_PASSWORD", "RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND")
-SECRET_MISSING = "SecretMissing"  # noqa: S105 (a condition reason, not a password)
-
-
-def missing_password(backup: Backup, env: Mapping[str, str]) -> str | None:
-    """Why restic has no password, or None. The sidecar references the Secret as optional
-    (a missing Secret must not keep the application's pod from starting), so a missing
-    Secret or key shows up here as an unset RESTIC_PASSWORD."""
-    if any(env.get(name) for name in PASSWORD_SOURCES):
-        return None
-    return (
-        f"Secret {backup.namespace}/{backup.secret_name} "
-        "(spec.destination.repositorySecretName) is missing or has no non-empty key "
-        '"password": RESTIC_PASSWORD is not set, restic was not started. Create the '
-        "Secret with that key, then restart the pod: environment variables are fixed "
-        "when the container starts"
-    )
-
-
-def pid_exists(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def restic_alive(pid: int) -> bool:
-    """A live restic process with this pid (a recycled pid of another program is not)."""
-    if not pid_exists(pid):
-        return False
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip().startswith("restic")
-    except OSError:
-        return True
 
 
 class Job:
-    """Runs the restic commands of one Backup run, in order, with their recoveries."""
+    """One run of a Backup: its steps, in order, with their recoveries."""
 
     def __init__(
         self,
@@ -135,170 +225,134 @@ class Job:
         tidy_locks: bool = False,
         designated: bool = True,
         workload: tuple[str, str] | None = None,
+        pod: Pod | None = None,
     ):
         """``tidy_locks``: after a successful run, remove stale locks even where none got in
         the way (a killed run's non-exclusive lock would otherwise stay forever). For a local
         repository this costs a directory listing and is always done; for a remote one it
-        costs a restic call, so the sidecar asks for it once per process."""
+        costs a restic call, so the sidecar asks for it once per process. ``designated``:
+        this pod runs `forget` for the workload. ``pod``: where hooks and commands run."""
         self.tidy_locks = tidy_locks
-        # Only the designated pod of a workload runs `forget` (and `prune`): both take an
-        # exclusive lock, which would fail or stall the backups of the other pods.
         self.designated = designated
         self.workload = workload
         self.backup = backup
         self.ctx = ctx
         self.runner = runner
         self.stale_after = stale_after
-        self.hostname = hostname or socket.gethostname()
+        self.hostname = hostname
         self.clock = clock
+        self.pod = pod
+
+    @property
+    def cancel(self):
+        """Set when the sidecar stops: hooks and dumps give up then."""
+        return self.runner.stopping_event
 
     def run(self) -> Outcome:
-        started = time.monotonic()
-        initialised = False
-        self._locks_before = self._local_locks()
-        problem = missing_password(self.backup, self.runner.env)
-        if problem is not None:
-            log.error("%s", problem)
-            return Outcome(
-                success=False,
-                message=problem,
-                duration=time.monotonic() - started,
-                reason=SECRET_MISSING,
-            )
-        result = self._with_lock_recovery(restic.render_backup(self.backup, self.ctx))
+        repo = Repository(self.backup, self.ctx, self.runner, stale_after=self.stale_after,
+                          hostname=self.hostname, clock=self.clock,
+                          tidy_locks=self.tidy_locks)  # fmt: skip
+        ctx = run_steps(self, RunContext(started=time.monotonic(), repo=repo), CHECKS)
+        if ctx.failed is None:
+            ctx = run_steps(self, ctx, STEPS)
+        return conclude(ctx)
+
+    # --- backing up a volume ---
+
+    def backup_volume(self, ctx: RunContext) -> RunContext:
+        repo = ctx.repo
+        result = repo.with_lock_recovery(restic.render_backup(self.backup, self.ctx))
         if not result.ok and not result.interrupted:
-            kind = restic.classify(result.code, result.stderr)
-            if kind is Failure.NO_REPOSITORY:
-                # Only here: a missing config file. Never on a wrong password or network error,
-                # and never over files that are there: they belong to some repository.
-                leftovers = self._local_leftovers()
-                if leftovers:
-                    # A count, never the names: the message becomes an Event and a status
-                    # that readers of the namespace see (issue 13 item 3).
-                    return self._refused(
-                        f"repository {self._repo} has no config but is not empty "
-                        f"({leftovers} entries): not initialising over it; restore the "
-                        "repository or clear the directory",
-                        started,
-                    )
-                log.info("repository %s does not exist yet: initialising", self._repo)
-                init = self.runner.run(restic.render_init(self.backup, self.ctx))
-                if init.ok:
-                    initialised = True
-                elif "already exists" not in init.stderr:  # another replica was first
-                    return self._failed(init, started, "restic init failed: ")
-                result = self._with_lock_recovery(restic.render_backup(self.backup, self.ctx))
+            if restic.classify(result.code, result.stderr) is Failure.NO_REPOSITORY:
+                ctx = self.initialise(ctx)
+                if ctx.failed is not None:
+                    return ctx
+                result = repo.with_lock_recovery(restic.render_backup(self.backup, self.ctx))
         summary = restic.parse_summary(result.stdout) if result.code in (0, 3) else None
         if result.interrupted and not result.ok:
-            return self._failed(result, started, "interrupted by shutdown: ", initialised)
+            return self.failed(ctx, result, "interrupted by shutdown: ")
         if result.code == restic.EXIT_INCOMPLETE and summary is not None:
             # Snapshot saved but incomplete: report it, and keep older snapshots (no forget).
-            return Outcome(
-                success=False,
-                message=f"snapshot {summary.snapshot_id} saved but incomplete: "
-                + restic.first_error_line(result.stderr, result.code),
-                duration=time.monotonic() - started,
-                summary=summary,
-                failure=Failure.OTHER,
-                initialised=initialised,
-            )
+            message = f"snapshot {summary.snapshot_id} saved but incomplete: "
+            message += restic.first_error_line(result.stderr, result.code)
+            return ctx.fail(message, summary=summary, failure=Failure.OTHER)
         if not result.ok:
-            return self._failed(result, started, "", initialised)
+            return self.failed(ctx, result)
         if summary is None:
-            return self._failed(result, started, "restic backup printed no summary: ", initialised)
-        if not self._snapshot_stored(summary.snapshot_id):
+            return self.failed(ctx, result, "restic backup printed no summary: ")
+        return self.stored(ctx, summary)
+
+    def initialise(self, ctx: RunContext) -> RunContext:
+        """`restic init`, only after restic said the repository does not exist (a missing
+        config file): never on a wrong password or a network error, and never over files
+        that are there, which belong to some repository."""
+        repo = ctx.repo
+        leftovers = repo.leftovers()
+        if leftovers:
+            # A count, never the names: the message becomes an Event and a status that
+            # readers of the namespace see (issue 13 item 3).
+            return self.refused(ctx, f"repository {repo.name} has no config but is not empty "
+                                f"({leftovers} entries): not initialising over it; restore "
+                                "the repository or clear the directory")  # fmt: skip
+        log.info("repository %s does not exist yet: initialising", repo.name)
+        init = self.runner.run(restic.render_init(self.backup, self.ctx))
+        if init.ok:
+            return dataclasses.replace(ctx, initialised=True)
+        if "already exists" in init.stderr:  # another replica was first
+            return ctx
+        return self.failed(ctx, init, "restic init failed: ")
+
+    def stored(self, ctx: RunContext, summary: restic.Summary) -> RunContext:
+        if not ctx.repo.snapshot_stored(summary.snapshot_id):
             # restic 0.14 "saves" into a vanished local repository's re-created directories.
-            return self._refused(
-                f"repository {self._repo} disappeared during the run: snapshot "
-                f"{summary.snapshot_id[:8]} is in no repository",
-                started,
-                initialised,
-            )
+            gone = f"snapshot {summary.snapshot_id[:8]} is in no repository"
+            return self.refused(ctx, f"repository {ctx.repo.name} disappeared during the run: "
+                                + gone)  # fmt: skip
+        return dataclasses.replace(ctx, summary=summary)
 
-        forget_args = self._forget_args() if self.designated else None
-        if forget_args is not None:
-            forget = self._with_lock_recovery(forget_args)
-            if not forget.ok:
-                prefix = f"snapshot {summary.snapshot_id} saved, but restic forget failed: "
-                outcome = self._failed(forget, started, prefix, initialised)
-                return dataclasses.replace(outcome, summary=summary)
-        self._tidy_locks()
-        duration = time.monotonic() - started
-        return Outcome(
-            success=True,
-            message=success_message(summary, duration),
-            duration=duration,
-            summary=summary,
-            initialised=initialised,
-        )
+    # --- backing up a command's output ---
 
-    @property
-    def _repo(self) -> str:
-        return restic.repository_of(self.backup)
+    def backup_command(self, ctx: RunContext) -> RunContext:
+        """The command's stdout streamed into `restic backup --stdin`; a missing repository
+        is initialised and a stale lock removed, then the command runs again (a dump can be
+        repeated; a half-read one is never kept)."""
+        deadline = time.monotonic() + self.ctx.retry_lock
+        tried_init = False
+        while True:
+            result = self.dump(ctx.containers["command"])
+            kind = restic.classify(result.restic_code or 0, result.restic_stderr)
+            if result.ok or self.cancel.is_set() or not result.reason.startswith("restic"):
+                break
+            if kind is Failure.NO_REPOSITORY and not tried_init:
+                tried_init = True
+                ctx = self.initialise(ctx)
+                if ctx.failed is not None:
+                    return ctx
+                continue
+            if kind is not Failure.LOCKED or time.monotonic() >= deadline:
+                break
+            if not ctx.repo.clear_stale_locks() and self.runner.sleep(5.0):
+                break
+        if result.ok:
+            return self.stored(ctx, result.summary)
+        if result.reason.startswith("restic"):
+            return ctx.fail(result.reason, failure=kind, interrupted=self.cancel.is_set())
+        return ctx.fail(result.reason, failure=Failure.OTHER, reason="CommandFailed",
+                        interrupted=self.cancel.is_set())  # fmt: skip
 
-    @property
-    def _local_dir(self) -> Path | None:
-        """The repository's directory when it is on a filesystem restik can see."""
-        repo = self._repo
-        if repo.startswith("local:"):
-            repo = repo[len("local:") :]
-        return Path(repo) if repo.startswith("/") else None
+    def dump(self, container: str) -> StreamResult:
+        source, pod = self.backup.source_command, self.pod
+        timeout = source.timeout or self.runner.command_timeout
+        return dump_into_restic(
+            pod.exec, pod.namespace, pod.name, container, source.command,
+            restic.locking_args(self.backup, self.ctx), source.filename,
+            backup_options=restic.snapshot_options(self.backup, self.ctx),
+            env=self.runner.env, timeout=timeout, cancel=self.cancel,
+        )  # fmt: skip
 
-    def _local_leftovers(self) -> int:
-        """How many entries the repository's directory has (0 when it is not there)."""
-        local = self._local_dir
-        if local is None or not local.is_dir():
-            return 0
-        return sum(1 for _ in local.iterdir())
+    # --- forgetting ---
 
-    def _snapshot_stored(self, snapshot_id: str) -> bool:
-        local = self._local_dir
-        if local is None:
-            return True  # remote backends answer for themselves
-        snapshots = local / "snapshots"
-        return (local / "config").is_file() and any(snapshots.glob(f"{snapshot_id}*"))
-
-    def _local_locks(self) -> set[str]:
-        local = self._local_dir
-        if local is None or not (local / "locks").is_dir():
-            return set()
-        return {p.name for p in (local / "locks").iterdir()}
-
-    def _tidy_locks(self) -> None:
-        local = self._local_dir
-        if local is not None:
-            # Only a lock that was there before this run and outlived it can be a leftover;
-            # the locks of other pods' runs that started meanwhile are not worth a look.
-            if not self._locks_before & self._local_locks():
-                return
-        elif not self.tidy_locks:
-            return
-        self._clear_stale_locks()
-
-    def _refused(self, message: str, started: float, initialised: bool = False) -> Outcome:
-        log.error("%s", message)
-        return Outcome(
-            success=False,
-            message=message,
-            duration=time.monotonic() - started,
-            failure=Failure.OTHER,
-            initialised=initialised,
-        )
-
-    def _failed(
-        self, result: Result, started: float, prefix: str = "", initialised: bool = False
-    ) -> Outcome:
-        kind = restic.classify(result.code, result.stderr)
-        return Outcome(
-            success=False,
-            message=prefix + restic.first_error_line(result.stderr, result.code),
-            duration=time.monotonic() - started,
-            failure=kind,
-            initialised=initialised,
-            interrupted=result.interrupted,
-        )
-
-    def _forget_args(self) -> list[str] | None:
+    def forget_args(self) -> list[str] | None:
         """`forget` for every host of the workload (the designated pod forgets for all)."""
         if self.backup.retention is None or not self.backup.retention.keeps_anything:
             return None
@@ -318,86 +372,15 @@ class Job:
         )
         return restic.render_forget(self.backup, self.ctx, hosts)
 
-    def _with_lock_recovery(self, args: list[str]) -> Result:
-        """Run; while the repository is locked by another run, wait for it: restic >= 0.16
-        waits itself (`--retry-lock`), older restic is run again after a jittered pause,
-        until ``ctx.retry_lock`` seconds have passed. A stale lock (a dead restic's) is
-        removed with `restic unlock`."""
-        deadline = time.monotonic() + self.ctx.retry_lock
-        stale_checked = False
-        attempt = 0
-        while True:
-            result = self.runner.run(args)
-            if result.ok or result.interrupted:
-                return result
-            if restic.classify(result.code, result.stderr) is not Failure.LOCKED:
-                return result
-            if not stale_checked or self.ctx.native_retry_lock:
-                stale_checked = True
-                if self._clear_stale_locks():
-                    log.info("the lock on %s is gone (stale, or released); retrying", self._repo)
-                    continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return result
-            if self.ctx.native_retry_lock:
-                continue  # restic waited a slice itself; the next slice
-            attempt += 1
-            pause = min(remaining, lock_pause(attempt))
-            log.info(
-                "repository %s is locked by another run; trying again in %.1fs",
-                self._repo,
-                pause,
-            )
-            if self.runner.sleep(pause):
-                return result  # stopping
+    # --- failures ---
 
-    def _clear_stale_locks(self) -> bool:
-        listed = self.runner.run(restic.render_list_locks(self.backup, self.ctx))
-        if not listed.ok:
-            log.warning("cannot list locks: %s", restic.first_error_line(listed.stderr))
-            return False
-        locks = []
-        for lock_id in listed.stdout.split():
-            cat = self.runner.run(restic.render_cat_lock(self.backup, self.ctx, lock_id))
-            if not cat.ok:
-                continue  # removed meanwhile
-            lock = restic.parse_lock(lock_id, cat.stdout)
-            if lock is not None:
-                locks.append(lock)
-        if not locks:
-            return True  # the lock went away on its own: worth one retry
-        now = self.clock()
-        fresh = [
-            lock
-            for lock in locks
-            if not restic.is_stale(
-                lock,
-                now=now,
-                stale_after=self.stale_after,
-                hostname=self.hostname,
-                process_alive=restic_alive,
-            )
-        ]
-        if fresh:
-            log.info(
-                "repository %s is locked by %s (not stale)",
-                self._repo,
-                ", ".join(f"pid {lk.pid} on {lk.hostname}" for lk in fresh),
-            )
-            return False
-        # Every lock is stale by our threshold. Plain `unlock` removes what restic itself
-        # thinks stale; --remove-all only when it would keep one we know is stale.
-        remove_all = not restic.restic_would_remove(
-            locks, now=now, hostname=self.hostname, process_alive=pid_exists
+    def refused(self, ctx: RunContext, message: str) -> RunContext:
+        log.error("%s", message)
+        return ctx.fail(message, failure=Failure.OTHER)
+
+    def failed(self, ctx: RunContext, result: Result, prefix: str = "") -> RunContext:
+        return ctx.fail(
+            prefix + restic.first_error_line(result.stderr, result.code),
+            failure=restic.classify(result.code, result.stderr),
+            interrupted=result.interrupted,
         )
-        log.warning(
-            "removing %d stale lock(s) from %s%s",
-            len(locks),
-            self._repo,
-            " (--remove-all)" if remove_all else "",
-        )
-        unlock = self.runner.run(restic.render_unlock(self.backup, self.ctx, remove_all=remove_all))
-        if not unlock.ok:
-            log.warning("restic unlock failed: %s", restic.first_error_line(unlock.stderr))
-        return unlock.ok

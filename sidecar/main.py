@@ -1,57 +1,38 @@
-"""`restik watch`, the sidecar: follow the Backup, run restic on its schedule, report each run.
+"""`restik watch`, the sidecar: follow the Backup, run its Job on schedule, report each run.
 
-Only the standard library is imported at module level: the CLI imports this module for
-``add_arguments`` and the idle sidecar should stay small.
-"""
+The pieces: scheduler (cron timing), job (one run's steps), report (the Event), process
+(signals, logging, the run's thread), follow/lease/metrics (the API and the port)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
-import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime
 
-from reconciler.api.backup import InvalidBackup, parse_backup
-from reconciler.api.constants import PLURAL
 from reconciler.kube.client import ApiError, Kube
 from reconciler.kube.resource import BACKUPS, PODS
-from reconciler.logs import setup_logging
 from sidecar import restic
 from sidecar.environment import scrub
-from sidecar.follow import backoff, one_line, workload_from_pod
-from sidecar.job import SECRET_MISSING, Job, Outcome
+from sidecar.follow import backoff, follow_backup, one_line, trigger_status, workload_from_pod
+from sidecar.job import Job, Pod
 from sidecar.lease import LeaseKeeper, lease_name
 from sidecar.metrics import Metrics
 from sidecar.options import Settings, add_arguments, settings_from_args
+from sidecar.outcome import Outcome, run_log_level
+from sidecar.podexec import PodExec
+from sidecar.process import RunThread, configure_logging, on_stop_signals, restic_runner
 from sidecar.report import BackupGone, report
-from sidecar.restic import Failure, repository_of
-from sidecar.runner import Runner, redact, redact_url, restic_env, secret_values
+from sidecar.scheduler import Scheduler
 
 log = logging.getLogger("restik.watch")
 
 HEALTH_STALE_AFTER = 120.0  # seconds without a main-loop beat before /healthz fails
 METRICS_RETRY = 5.0  # seconds between attempts to bind a taken metrics port
-
-
-# --- logging -------------------------------------------------------------------------------
-
-
-def configure_logging(level: str, fmt: str) -> None:
-
-    secrets = secret_values(os.environ)
-    setup_logging(level, fmt, lambda text: redact(text, secrets))
-
-
-# --- the pod -------------------------------------------------------------------------------
-
-
-# --- the sidecar ---------------------------------------------------------------------------
 
 
 class Sidecar:
@@ -62,16 +43,19 @@ class Sidecar:
         self._raw_seen = False
         self._changed = False
         self._stop = threading.Event()
-        self._worker: threading.Thread | None = None
-        self.backup = None  # the parsed Backup being scheduled, or None
-        self._last_problem: str | None = None
-        self.next_fire: datetime | None = None
+        self._worker = RunThread()
+        self.schedule = Scheduler(settings.backup)
         self._was_follower = False
         self._locks_tidied = False  # stale locks of remote repositories: once per process
         self.kube = None  # set once the API answers (see _start)
         self.lease = None  # of several replicas sharing one host: who backs up
         self.prune_lease = None  # of pods with a host each: who forgets and prunes
         self.workload: tuple[str, str] | None = None
+        self.pod_spec: dict | None = None  # where hooks and dump commands run
+        self.pod_name = os.environ.get("POD_NAME") or socket.gethostname()
+        self.namespace = settings.namespace or os.environ.get("POD_NAMESPACE")
+        self.host = self.pod_name  # the snapshot host, known once the pod was read
+        self.ctx: restic.Context | None = None
         self.runner = None
         self.metrics = None
         self._server = None
@@ -95,10 +79,8 @@ class Sidecar:
         token or an API it retries with backoff, without its metrics port it runs without
         metrics and tries the port again; a sidecar must not crash-loop its pod."""
         s = self.s
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
-        self.pod_name = os.environ.get("POD_NAME") or socket.gethostname()
-        self.namespace = s.namespace or os.environ.get("POD_NAMESPACE")
+        on_stop_signals(self.stop)
+        self.schedule.namespace = self.namespace
         if s.metrics_port:
             self.metrics = Metrics(self.namespace or "", s.backup)
             self._bind_metrics()
@@ -169,7 +151,7 @@ class Sidecar:
         s = self.s
         kube = Kube.connect(s.kubeconfig)
         ns = self.namespace or kube.default_namespace or "default"
-        in_pod, workload, pod_node = self._find_pod(kube, ns)
+        in_pod, workload, pod_node, pod_spec = self._find_pod(kube, ns)
         kind, wname = workload if workload else (None, None)
         if in_pod:
             node = os.environ.get("NODE_NAME") or pod_node
@@ -183,10 +165,6 @@ class Sidecar:
             host = self.pod_name
             log.info("pod %s/%s not found: running as a single instance", ns, self.pod_name)
 
-        cache_dir = s.cache_dir or os.environ.get("RESTIC_CACHE_DIR")
-        if not cache_dir:
-            cache_dir = tempfile.mkdtemp(prefix="restik-cache-")
-        os.makedirs(cache_dir, exist_ok=True)
         lease = prune_lease = None
         if in_pod and kind:
             if restic.needs_lease(kind):
@@ -195,30 +173,12 @@ class Sidecar:
             else:
                 name = lease_name(s.backup, wname + "-prune")
                 prune_lease = LeaseKeeper(kube, ns, name, self.pod_name, s.lease_duration)
-        version = restic.detect_version(s.restic)
-        native = restic.has_retry_lock(version)
-        log.info(
-            "restic %s: %s",
-            ".".join(map(str, version)) if version else "(version unknown)",
-            "waits for locks itself (--retry-lock)"
-            if native
-            else "lock waits retried by restik with jitter",
-        )
+        ctx, runner = restic_runner(s, host)
         self.kube, self.namespace, self.host = kube, ns, host
+        self.schedule.namespace, self.pod_spec = ns, pod_spec
         self.lease, self.prune_lease = lease, prune_lease
         self.workload = (kind, wname) if kind else None
-        self.ctx = restic.Context(
-            host=host,
-            cache_dir=cache_dir,
-            restic=s.restic,
-            retry_lock=s.lock_wait,
-            native_retry_lock=native,
-        )
-        self.runner = Runner(
-            restic_env(os.environ, cache_dir),
-            stop_timeout=s.stop_timeout,
-            command_timeout=s.run_timeout,
-        )
+        self.ctx, self.runner = ctx, runner
         if self._stop.is_set():
             self.runner.stop()
         if self.metrics:
@@ -251,63 +211,29 @@ class Sidecar:
                 lease.kube = kube
         log.info("reconnected to the API after a 401 (token re-read)")
 
-    def _find_pod(self, kube, ns: str) -> tuple[bool, tuple[str, str] | None, str | None]:
-        """(in a pod, its workload, its node). Raises while the API cannot answer (so the
-        start is retried): guessing then would back up under a wrong host."""
+    def _find_pod(self, kube, ns: str) -> tuple[bool, tuple[str, str] | None, str | None, dict]:
+        """(in a pod, its workload, its node, its spec). Raises while the API cannot answer
+        (so the start is retried): guessing then would back up under a wrong host."""
 
         workload = self.s.workload
         try:
             pod = kube.get(PODS.path(ns, self.pod_name))
         except ApiError as exc:
             if exc.not_found:
-                return False, workload, None
+                return False, workload, None, None
             if exc.retryable or exc.status == 401:
                 raise
             # e.g. 403 (RBAC without pods/get): go on with --workload and $NODE_NAME
             log.warning("cannot read pod %s: %s", self.pod_name, exc)
-            return bool(os.environ.get("POD_NAME")), workload, None
-        node = (pod.get("spec") or {}).get("nodeName")
-        return True, workload or workload_from_pod(pod), node
+            return bool(os.environ.get("POD_NAME")), workload, None, None
+        spec = pod.get("spec") or {}
+        return True, workload or workload_from_pod(pod), spec.get("nodeName"), spec
 
     # --- following the Backup (a thread) ---
 
     def _follow(self) -> None:
-        path = BACKUPS.path(self.namespace)
-        selector = {"fieldSelector": f"metadata.name={self.s.backup}"}
-        failures = 0
-        while not self._stop.is_set():
-            try:
-                listed = self.kube.get(path, **selector)
-                items = [i for i in listed.get("items") or [] if self._is_ours(i)]
-                self.set_backup(items[0] if items else None)
-                rv = listed["metadata"]["resourceVersion"]
-                events = self.kube.watch(path, rv, None, int(self.s.resync), params=selector)
-                for event in events:
-                    failures = 0
-                    kind, obj = event.get("type"), event.get("object") or {}
-                    if kind == "ERROR":
-                        log.debug("watch ended: %s", obj.get("message"))
-                        break
-                    if kind == "BOOKMARK" or not self._is_ours(obj):
-                        continue
-                    self.set_backup(None if kind == "DELETED" else obj)
-                    if self._stop.is_set():
-                        return
-            except Exception as exc:
-                failures += 1
-                delay = backoff(failures)
-                log.warning(
-                    "following %s %s failed (%s); again in %.0fs",
-                    PLURAL,
-                    self.s.backup,
-                    one_line(exc),
-                    delay,
-                )
-                self._reconnect_on_401(exc)
-                self._stop.wait(delay)
-
-    def _is_ours(self, obj: dict) -> bool:
-        return (obj.get("metadata") or {}).get("name") == self.s.backup
+        follow_backup(lambda: self.kube, self.namespace, self.s.backup, self.s.resync,
+                      self.set_backup, self._stop, self._reconnect_on_401)  # fmt: skip
 
     # --- scheduling (the main thread) ---
 
@@ -315,10 +241,7 @@ class Sidecar:
         while not self._stop.is_set():
             if self.metrics:
                 self.metrics.beat()
-            now = datetime.now(UTC)
-            timeout = 1.0
-            if self.next_fire is not None:
-                timeout = max(0.0, min(timeout, (self.next_fire - now).total_seconds()))
+            timeout = self.schedule.wait(1.0, datetime.now(UTC))
             with self._cond:
                 if not self._changed and timeout > 0:
                     self._cond.wait(timeout)
@@ -327,53 +250,17 @@ class Sidecar:
             if self._stop.is_set():
                 break
             if changed and seen:
-                self._apply(raw)
+                self.schedule.apply(raw)
                 if self.metrics:
                     self.metrics.status_seen((raw or {}).get("status"))
             if self._metrics_failed and time.monotonic() >= self._next_bind:
                 self._bind_metrics()
-            now = datetime.now(UTC)
-            if self.next_fire is not None and now >= self.next_fire:
-                fire_at = self.next_fire
-                self.next_fire = self.backup.schedule.next_after(now)
+            fire_at = self.schedule.due(datetime.now(UTC))
+            if fire_at is not None:
                 self._fire(fire_at)
             if self.metrics:
-                self.metrics.schedule(self.backup and self.backup.schedule, self.next_fire)
-
-    def _apply(self, raw: dict | None) -> None:
-        old = self.backup
-        if raw is None:
-            self._problem(f"Backup {self.namespace}/{self.s.backup} not found: not scheduling")
-            self.backup, self.next_fire = None, None
-            return
-        try:
-            new = parse_backup(raw)
-        except InvalidBackup as exc:
-            self._problem(f"{exc}: not scheduling until it is fixed")
-            self.backup, self.next_fire = None, None
-            return
-        if new.paused:
-            self._problem(f"Backup {self.namespace}/{self.s.backup} is paused: not scheduling")
-            self.backup, self.next_fire = new, None
-            return
-        self._last_problem = None
-        self.backup = new
-        if old is None or old.paused or old.schedule != new.schedule or self.next_fire is None:
-            self.next_fire = new.schedule.next_after(datetime.now(UTC))
-        if old != new:
-            log.info(
-                "following Backup %s/%s: schedule %r, repository %s, next run %s",
-                self.namespace,
-                new.name,
-                new.schedule.text,
-                _safe_url(repository_of(new)),
-                self.next_fire.isoformat(timespec="seconds"),
-            )
-
-    def _problem(self, message: str) -> None:
-        if message != self._last_problem:
-            log.warning("%s", message)
-            self._last_problem = message
+                backup = self.schedule.backup
+                self.metrics.schedule(backup and backup.schedule, self.schedule.next_fire)
 
     def _keep_lease(self) -> None:
         """Acquire/renew the Lease every third of its duration (its own thread: an API
@@ -383,17 +270,17 @@ class Sidecar:
             try:
                 lease.tick()
                 if lease is self.prune_lease and lease.suspect:
-                    self._problem(f"{lease.suspect} (no pod forgets and prunes meanwhile)")
+                    self.schedule.problem(f"{lease.suspect} (no pod forgets and prunes meanwhile)")
             except Exception as exc:
                 log.warning("Lease %s: %s", lease.name, one_line(exc))
                 self._reconnect_on_401(exc)
             self._stop.wait(max(1.0, lease.duration / 3))
 
     def _fire(self, fire_at: datetime) -> None:
-        backup = self.backup
+        backup = self.schedule.backup
         if backup is None or backup.paused:
             return
-        if self._worker is not None and self._worker.is_alive():
+        if self._worker.busy:
             log.warning(
                 "skipping the run due at %s: the previous run is still going",
                 fire_at.isoformat(timespec="seconds"),
@@ -403,10 +290,7 @@ class Sidecar:
             return
         if self.lease is not None and not self.lease.holding and self.lease.suspect:
             # Someone else's Lease, not another replica's: a Failed run (Event, metrics).
-            self._worker = threading.Thread(
-                target=self._run_once, args=(backup, self.lease.suspect), name="run"
-            )
-            self._worker.start()
+            self._worker.start(self._run_once, backup, self.lease.suspect)
             return
         if self.lease is not None and not self.lease.holding:
             level = logging.DEBUG if self._was_follower else logging.INFO
@@ -414,12 +298,12 @@ class Sidecar:
             self._was_follower = True
             return
         self._was_follower = False
-        self._worker = threading.Thread(target=self._run_once, args=(backup,), name="run")
-        self._worker.start()
+        self._worker.start(self._run_once, backup)
 
     def _run_once(self, backup, refused: str | None = None) -> None:
         """One run and its report; ``refused``: not run, reported as Failed with that reason."""
         started = datetime.now(UTC)
+        trigger = self.schedule.take_trigger()
         log.info("run of %s/%s started (host %s)", backup.namespace, backup.name, self.host)
         job = Job(
             backup,
@@ -429,6 +313,7 @@ class Sidecar:
             tidy_locks=not self._locks_tidied,
             designated=self.prune_lease is None or self.prune_lease.holding,
             workload=self.workload,
+            pod=self._pod(),
         )
         try:
             if refused is not None:
@@ -459,6 +344,12 @@ class Sidecar:
         except Exception as exc:
             event = None
             log.error("could not report the run: %s", exc)
+        if trigger is not None and event is not None:
+            try:  # which run served `restik backup-now` (it waits for that run's Event)
+                path = BACKUPS.path(self.namespace, backup.name, "status")
+                self.kube.merge_patch(path, trigger_status(trigger, event))
+            except Exception as exc:
+                log.warning("could not record the served backup request: %s", one_line(exc))
         level, hint = run_log_level(outcome, backup)
         log.log(
             level,
@@ -472,13 +363,17 @@ class Sidecar:
             hint,
         )
 
+    def _pod(self) -> Pod | None:
+        """The own pod for hooks and dump commands (None outside a pod)."""
+        if not os.environ.get("POD_NAME") and self.pod_spec is None:
+            return None
+        return Pod(self.namespace, self.pod_name, self.pod_spec, PodExec.from_kube(self.kube))
+
     def _shutdown(self) -> None:
         self._stop.set()
         if self.runner is not None:
             self.runner.stop()
-        if self._worker is not None and self._worker.is_alive():
-            log.info("waiting for the running backup to stop")
-            self._worker.join(self.s.stop_timeout + 30)
+        self._worker.join(self.s.stop_timeout + 30)
         if self._lease_thread is not None:  # no renewal may follow the release
             self._lease_thread.join(self.s.lease_duration)
         for lease in (self.lease, self.prune_lease):
@@ -487,28 +382,6 @@ class Sidecar:
         if self._server is not None:
             self._server.shutdown()
         log.info("stopped")
-
-
-def run_log_level(outcome: Outcome, backup) -> tuple[int, str]:
-    """How loud a finished run is logged, and the next step for a failure: INFO for a
-    success, WARNING for a failed run, ERROR when the repository cannot be used at all."""
-    if outcome.success:
-        return logging.INFO, ""
-    secret = f"Secret {backup.namespace}/{backup.secret_name}"
-    if outcome.failure is Failure.WRONG_PASSWORD:
-        return logging.ERROR, f" (next: check the {secret}, key 'password')"
-    if outcome.failure is Failure.NO_REPOSITORY:
-        return logging.ERROR, " (next: check spec.destination and that the repository exists)"
-    if outcome.reason == SECRET_MISSING:
-        return logging.ERROR, f" (next: create the {secret} with key 'password', restart the pod)"
-    if outcome.failure is Failure.LOCKED:
-        return logging.WARNING, " (next: `restic list locks`; a stale lock is removed by restik)"
-    return logging.WARNING, ""
-
-
-def _safe_url(url: str) -> str:
-
-    return redact_url(url)
 
 
 def run(args: argparse.Namespace) -> int:

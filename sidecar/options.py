@@ -25,6 +25,7 @@ class Settings:
     resync: float
     stop_timeout: float
     run_timeout: float
+    backend_timeout: float
     lease_duration: float
     cache_dir: str | None
     log_level: str
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backup",
         default=env_default("BACKUP"),
         required=not env_default("BACKUP"),
-        help="name of the Backup to follow ($RESTIK_BACKUP)",
+        help="name of the Backup to follow (required unless $RESTIK_BACKUP is set)",
     )
     parser.add_argument(
         "--namespace",
@@ -63,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics-port",
         type=int,
         default=int(env_default("METRICS_PORT", "0")),
-        help="serve /metrics and /healthz on this port (0: off)",
+        help="serve /metrics and /healthz on this port, 0 = off (RESTIK_METRICS_PORT, default "
+        "0; the injected sidecar gets spec.metricsPort, 9464 unless set)",
     )
     parser.add_argument(
         "--metrics-address",
@@ -102,6 +104,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="interrupt a restic command running longer than this, 0 = never (default 24h)",
     )
     parser.add_argument(
+        "--backend-timeout",
+        default=env_default("BACKEND_TIMEOUT", "5m"),
+        help="interrupt a restic whose repository has answered no request for this long "
+        "(restic 0.17+ retries each for 15 minutes), 0 = restic's own limit (default 5m)",
+    )
+    parser.add_argument(
         "--lease-duration",
         default=env_default("LEASE_DURATION", "60s"),
         help="Lease duration for multi-replica workloads (default 60s)",
@@ -134,6 +142,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         resync=max(1.0, parse_duration(args.resync).total_seconds()),
         stop_timeout=parse_duration(args.stop_timeout).total_seconds(),
         run_timeout=parse_duration(args.run_timeout).total_seconds(),
+        backend_timeout=parse_duration(args.backend_timeout).total_seconds(),
         lease_duration=max(2.0, parse_duration(args.lease_duration).total_seconds()),
         cache_dir=args.cache_dir,
         log_level=args.log_level,

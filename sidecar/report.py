@@ -9,7 +9,7 @@ from datetime import datetime
 from reconciler.kube.client import ApiError, Kube
 from reconciler.kube.events import MAX_MESSAGE, backup_event, clip, rfc3339
 from reconciler.kube.resource import BACKUPS, EVENTS
-from sidecar.job import Outcome
+from sidecar.outcome import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +19,9 @@ MAX_CLAIMS = 200  # Events of a deleted-and-recreated Backup may still hold low 
 # --event-ttl, one hour by default). Newest first, bounded so the object stays small.
 MAX_RECENT_RUNS = 10
 MAX_RUN_MESSAGE = 256
+# status.snapshots: the newest snapshot of each host (id, time), newest first; bounded (the
+# hosts backed up longest ago fall off: a StatefulSet scaled down, a renamed workload).
+MAX_SNAPSHOT_HOSTS = 100
 # The condition the sidecars own (the controller owns Ready): how the latest run went.
 RUN_CONDITION = "LastRunSucceeded"
 
@@ -45,6 +48,21 @@ def run_entry(n: int, outcome: Outcome, started: datetime, host: str) -> dict:
     if outcome.summary is not None:
         entry["snapshotID"] = outcome.summary.snapshot_id
     return entry
+
+
+def newest_snapshots(status: Mapping, host: str, snapshot_id: str, started: datetime) -> list:
+    """status.snapshots with ``host``'s entry replaced by the snapshot just saved; the other
+    hosts' entries (written by their own sidecars) kept as they are."""
+    old = [
+        e
+        for e in status.get("snapshots") or []
+        if isinstance(e, Mapping) and isinstance(e.get("host"), str) and e.get("host") != host
+    ]
+    entry = {"host": host, "id": snapshot_id, "time": rfc3339(started)}
+    entries = sorted(
+        [entry, *old], key=lambda e: (str(e.get("time") or ""), e["host"]), reverse=True
+    )
+    return entries[:MAX_SNAPSHOT_HOSTS]
 
 
 def run_condition(old: Mapping | None, outcome: Outcome, n: int, now: datetime) -> dict:
@@ -76,9 +94,10 @@ def run_status_patch(
 ) -> dict:
     """The merge patch claiming number ``n``; resourceVersion makes it conditional.
 
-    A merge patch replaces lists whole, so recentRuns and conditions are written complete,
-    from the object read at ``resource_version``: the precondition makes a concurrent writer
-    (a replica, the controller's Ready) a 409 and a re-read, never a lost entry.
+    A merge patch replaces lists whole, so recentRuns, snapshots and conditions are written
+    complete, from the object read at ``resource_version``: the precondition makes a
+    concurrent writer (a replica, another host's sidecar, the controller's Ready) a 409 and
+    a re-read, never a lost entry.
     """
     new = {
         "backupCount": n,
@@ -91,6 +110,8 @@ def run_status_patch(
         new["lastSuccessfulBackupTime"] = rfc3339(started)
     if outcome.summary is not None:
         new["lastSnapshotID"] = outcome.summary.snapshot_id
+        if outcome.success and host:
+            new["snapshots"] = newest_snapshots(status, host, outcome.summary.snapshot_id, started)
     old_runs = [r for r in status.get("recentRuns") or [] if isinstance(r, Mapping)]
     new["recentRuns"] = [run_entry(n, outcome, started, host), *old_runs][:MAX_RECENT_RUNS]
     conditions = [c for c in status.get("conditions") or [] if isinstance(c, Mapping)]

@@ -6,20 +6,18 @@ import enum
 import json
 import re
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 from reconciler.api.backup import Backup
 from reconciler.api.constants import PER_POD_HOST_KINDS, REPO_MOUNT
+from sidecar.backend import last_backend_error
 
 # Exit codes of newer restic (0.17+); 0.14 exits 1 for all of these and we read stderr.
 EXIT_INCOMPLETE = 3  # backup: snapshot saved, some source files could not be read
 EXIT_NO_REPOSITORY = 10
 EXIT_LOCKED = 11
 EXIT_WRONG_PASSWORD = 12
-# restic's own notion of a stale lock (lock.go): older than this, or its process is gone.
-RESTIC_STALE_AFTER = timedelta(minutes=30)
 
 
 # `--retry-lock` (restic waits for a lock itself) exists since restic 0.16.0.
@@ -106,7 +104,7 @@ def render_init(backup: Backup, ctx: Context) -> list[str]:
     return [*_global(backup, ctx), "init"]
 
 
-def _locking(backup: Backup, ctx: Context) -> list[str]:
+def locking_args(backup: Backup, ctx: Context) -> list[str]:
     """Global options of a command that takes a lock: wait for it where restic can."""
     args = _global(backup, ctx)
     if ctx.native_retry_lock and ctx.retry_lock > 0:
@@ -117,9 +115,13 @@ def _locking(backup: Backup, ctx: Context) -> list[str]:
     return args
 
 
+def snapshot_options(backup: Backup, ctx: Context) -> list[str]:
+    """`restic backup` options every snapshot of the Backup gets: its host and tags."""
+    return [f"--host={ctx.host}", *(f"--tag={tag}" for tag in backup.tags)]
+
+
 def render_backup(backup: Backup, ctx: Context) -> list[str]:
-    args = [*_locking(backup, ctx), "backup", "--json", f"--host={ctx.host}"]
-    args += [f"--tag={tag}" for tag in backup.tags]
+    args = [*locking_args(backup, ctx), "backup", "--json", *snapshot_options(backup, ctx)]
     args += [f"--exclude={pattern}" for pattern in backup.excludes]
     return [*args, "--", backup.source_path]
 
@@ -134,7 +136,7 @@ def render_forget(backup: Backup, ctx: Context, hosts: Iterable[str] = ()) -> li
     if r is None or not r.keeps_anything:
         return None
     chosen = [r.retain_hostname] if r.retain_hostname else sorted(set(hosts) or {ctx.host})
-    args = [*_locking(backup, ctx), "forget", *(f"--host={h}" for h in chosen)]
+    args = [*locking_args(backup, ctx), "forget", *(f"--host={h}" for h in chosen)]
     args += [f"--tag={tag}" for tag in r.retain_tags]
     for flag, value in (
         ("last", r.last),
@@ -169,8 +171,8 @@ def render_snapshots(backup: Backup, ctx: Context) -> list[str]:
 
 
 def render_source_snapshots(backup: Backup, ctx: Context) -> list[str]:
-    """The snapshots of this Backup's source path (any host), without taking a lock."""
-    return [*render_snapshots(backup, ctx), f"--path={backup.source_path}"]
+    """The snapshots of this Backup's source (any host), without taking a lock."""
+    return [*render_snapshots(backup, ctx), f"--path={backup.snapshot_path}"]
 
 
 def workload_hosts(
@@ -283,11 +285,18 @@ def _repository_missing(stderr: str) -> bool:
     if re.search(r"^Fatal: repository does not exist", stderr, re.MULTILINE):
         return True  # restic 0.17+ wording (with exit code 10)
     m = _CONFIG_ERROR.search(stderr)
-    return bool(m and _NOT_EXIST.search(m.group(1)) and not _NETWORK.search(m.group(1)))
+    if not m:
+        return False
+    error = m.group(1)
+    if error.strip().endswith(_CANCELED):
+        # interrupted while retrying (see BackendWatch): the error it retried
+        error = last_backend_error(stderr) or error
+    return bool(_NOT_EXIST.search(error) and not _NETWORK.search(error))
 
 
 def classify(exit_code: int, stderr: str) -> Failure:
     """What kind of failure a non-zero restic exit is."""
+    stderr = "\n".join(_plain(line.strip()) for line in stderr.splitlines())
     if exit_code == EXIT_WRONG_PASSWORD or any(p.search(stderr) for p in _WRONG_PASSWORD):
         return Failure.WRONG_PASSWORD
     if exit_code == EXIT_LOCKED or any(p.search(stderr) for p in _LOCKED):
@@ -319,88 +328,48 @@ def _plain(line: str) -> str:
     return line
 
 
+# restik's own lines appended to restic's stderr (why restik stopped restic), kept apart
+# from restic's error and added after it in the message.
+RESTIK_NOTE = "restik: "
+
+
 def first_error_line(stderr: str, exit_code: int | None = None) -> str:
-    """The line of restic's stderr that says what went wrong, for an Event message."""
-    lines = [_plain(line.strip()) for line in stderr.splitlines() if line.strip()]
+    """The line of restic's stderr that says what went wrong, for an Event message, with
+    why restik interrupted restic if it did."""
+    notes = [
+        line.strip()[len(RESTIK_NOTE) :]
+        for line in stderr.splitlines()
+        if line.strip().startswith(RESTIK_NOTE)
+    ]
+    lines = [
+        part.strip()
+        for line in stderr.splitlines()
+        if line.strip() and not line.strip().startswith(RESTIK_NOTE)
+        for part in _plain(line.strip()).splitlines()  # a JSON message may hold several
+        if part.strip()
+    ]
+    found = _error_line(lines)
+    if found is not None and found.endswith(_CANCELED):
+        # restic was interrupted while it retried its backend: the last backend error is the
+        # cause ("unable to open config file: context canceled" says nothing).
+        cause = last_backend_error(stderr)
+        if cause:
+            found = found[: -len(_CANCELED)] + cause
+    if found is None:
+        if notes:
+            return "; ".join(notes)
+        return f"restic exited with code {exit_code}" if exit_code is not None else "restic failed"
+    return "; ".join([found, *notes])
+
+
+_CANCELED = "context canceled"
+
+
+def _error_line(lines: list[str]) -> str | None:
     for line in lines:
         if line.startswith("Fatal:"):
             return line[len("Fatal:") :].strip()
     for line in lines:
         if line.lower().startswith(("error", "unable", "repository")):
             return line
-    if lines:
-        return lines[-1]
-    return f"restic exited with code {exit_code}" if exit_code is not None else "restic failed"
-
-
-# --- locks -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Lock:
-    id: str
-    time: datetime | None
-    hostname: str
-    pid: int
-    exclusive: bool
-
-
-def parse_lock(lock_id: str, text: str) -> Lock | None:
-    try:
-        raw = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(raw, dict):
-        return None
-    return Lock(
-        id=lock_id,
-        time=_parse_time(raw.get("time")),
-        hostname=str(raw.get("hostname") or ""),
-        pid=int(raw.get("pid") or 0),
-        exclusive=bool(raw.get("exclusive")),
-    )
-
-
-def _parse_time(value: object) -> datetime | None:
-    """restic's RFC 3339 time with nanoseconds (Python only takes microseconds)."""
-    if not isinstance(value, str):
-        return None
-    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", value.strip())
-    if not m:
-        return None
-    frac = (m.group(2) or ".0")[:7]
-    tz = "+00:00" if m.group(3) == "Z" else m.group(3)
-    try:
-        return datetime.fromisoformat(m.group(1) + frac + tz)
-    except ValueError:
-        return None
-
-
-def is_stale(
-    lock: Lock,
-    *,
-    now: datetime,
-    stale_after: timedelta,
-    hostname: str,
-    process_alive: Callable[[int], bool],
-) -> bool:
-    """A lock older than the threshold, or one of this host whose process is gone."""
-    if lock.time is None or now - lock.time > stale_after:
-        return True
-    return lock.hostname == hostname and not process_alive(lock.pid)
-
-
-def restic_would_remove(
-    locks: Iterable[Lock], *, now: datetime, hostname: str, process_alive: Callable[[int], bool]
-) -> bool:
-    """Whether plain `restic unlock` removes every one of these locks (no --remove-all)."""
-    return all(
-        is_stale(
-            lock,
-            now=now,
-            stale_after=RESTIC_STALE_AFTER,
-            hostname=hostname,
-            process_alive=process_alive,
-        )
-        for lock in locks
-    )
+    return lines[-1] if lines else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -12,6 +13,8 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from sidecar import restic
+from sidecar.backend import BackendWatch
 from sidecar.environment import FROM_SECRET, restic_environment
 
 log = logging.getLogger(__name__)
@@ -70,8 +73,11 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 def restic_env(base: Mapping[str, str], cache_dir: str) -> dict[str, str]:
     """The child's environment: only what restic may see of ours (RESTIC_PASSWORD, AWS_*,
     ... from the Secret: environment.FOR_RESTIC) plus a writable TMPDIR, because restic
-    stages pack files there and the root is read-only."""
+    stages pack files there and the root is read-only. Never RESTIC_REPOSITORY_FILE: that is
+    for people exec'ing into the container, and restic refuses it together with the --repo
+    restik passes."""
     env = restic_environment(dict(base))
+    env.pop("RESTIC_REPOSITORY_FILE", None)
     if not env.get("TMPDIR"):
         tmp = os.path.join(cache_dir, "tmp")
         os.makedirs(tmp, exist_ok=True)
@@ -89,10 +95,14 @@ class Runner:
         *,
         stop_timeout: float = 20.0,
         command_timeout: float | None = None,
+        backend_timeout: float | None = None,
     ):
         """``command_timeout``: a restic that runs longer is interrupted (a backend that
-        accepts connections and never answers would otherwise block every later run)."""
+        accepts connections and never answers would otherwise block every later run).
+        ``backend_timeout``: a restic whose backend requests have all failed for this long
+        (it retries them, restic 0.17+ for 15 minutes each) is interrupted; None: never."""
         self.command_timeout = command_timeout or None
+        self.backend_timeout = backend_timeout or None
         self.env = dict(env)
         self.secrets = secret_values(self.env)
         self.stop_timeout = stop_timeout
@@ -103,6 +113,12 @@ class Runner:
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
+
+    @property
+    def stopping_event(self) -> threading.Event:
+        """Set once ``stop()`` was called: for work that is not a restic run of this Runner
+        (commands through pods/exec, streamed backups) to stop with it."""
+        return self._stopping
 
     def run(self, args: list[str], *, timeout: float | None = None) -> Result:
         """Run restic to completion and capture its output (redacted)."""
@@ -125,11 +141,7 @@ class Runner:
             )
             self._proc = proc
         try:
-            stdout, stderr = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self._interrupt(proc)
-            stdout, stderr = proc.communicate()
-            stderr += f"\nrestic did not finish within {timeout:.0f}s and was interrupted"
+            stdout, stderr = self._wait(proc, started, timeout)
         finally:
             with self._lock:
                 self._proc = None
@@ -141,6 +153,54 @@ class Runner:
             duration=time.monotonic() - started,
             interrupted=self._stopping.is_set(),
         )
+
+    def _wait(self, proc: subprocess.Popen, started: float, timeout: float | None):
+        """Collect restic's output until it exits; interrupt it when it runs past
+        ``timeout`` or its backend has failed for ``backend_timeout``. stderr is read line
+        by line as it comes: restic reports each backend retry there."""
+        watch = BackendWatch()
+        out: list[str] = []
+        err: list[str] = []
+
+        def read_stdout() -> None:
+            out.append(proc.stdout.read())
+
+        def read_stderr() -> None:
+            for line in proc.stderr:
+                err.append(line)
+                watch.feed(line, time.monotonic())
+
+        readers = [
+            threading.Thread(target=read_stdout, daemon=True),
+            threading.Thread(target=read_stderr, daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+        note = None
+        while proc.poll() is None:
+            now = time.monotonic()
+            if timeout is not None and now - started >= timeout:
+                note = f"restic did not finish within {timeout:.0f}s and was interrupted"
+            elif watch.bucket_missing:
+                note = "the repository's bucket does not exist: restic was interrupted"
+            elif self.backend_timeout and watch.failing_for(now) >= self.backend_timeout:
+                note = (
+                    f"the repository did not answer for {self.backend_timeout:.0f}s "
+                    "(--backend-timeout): restic was interrupted"
+                )
+            if note:
+                self._interrupt(proc)
+                break
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(0.2)
+        proc.wait()
+        for reader in readers:
+            # A child of restic (rclone, ssh) may hold the pipes open after restic is gone.
+            reader.join(self.stop_timeout)
+        stderr = "".join(err)
+        if note:
+            stderr += f"\n{restic.RESTIK_NOTE}{note}"
+        return "".join(out), stderr
 
     def stop(self) -> None:
         """Stop the running restic (if any) and refuse to start new ones."""

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from reconciler.api.constants import API_VERSION
-from reconciler.resources import crd_manifest
+from reconciler.resources import crd_manifest, restore_crd_manifest
 from sidecar.job import Job
 from sidecar.restic import Context
 from sidecar.runner import Runner
@@ -106,10 +106,26 @@ def world(emulator, kubeconfig, tmp_path):
 
 @pytest.fixture
 def job_for(tmp_path):
-    def make(backup, password=PASSWORD, host="www", stale_after=timedelta(minutes=30), **env):
+    """A Job for a Backup; every restic it runs is bounded: ``backend_timeout`` for a
+    backend that answers nothing (restic 0.17+ retries for 15 minutes), ``run_timeout``."""
+
+    def make(
+        backup,
+        password=PASSWORD,
+        host="www",
+        stale_after=timedelta(minutes=30),
+        backend_timeout=20.0,
+        run_timeout=300.0,
+        **env,
+    ):
         cache = tmp_path / "cache"
         cache.mkdir(exist_ok=True)
-        runner = Runner(base_env(password, TMPDIR=str(tmp_path), **env), stop_timeout=20)
+        runner = Runner(
+            base_env(password, TMPDIR=str(tmp_path), **env),
+            stop_timeout=20,
+            command_timeout=run_timeout,
+            backend_timeout=backend_timeout,
+        )
         ctx = Context(host=host, cache_dir=str(cache), restic=RESTIC)
         return Job(backup, ctx, runner, stale_after=stale_after)
 
@@ -118,7 +134,8 @@ def job_for(tmp_path):
 
 @pytest.fixture
 def cluster(emulator):
-    """The emulator with the Backup CRD and the namespace "web" (the controller tests')."""
+    """The emulator with restik's CRDs and the namespace "web" (the controller tests')."""
     emulator.create(crd_manifest())
+    emulator.create(restore_crd_manifest())
     emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web"}})
     return emulator

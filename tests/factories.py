@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from reconciler.api.backup import parse_backup
+from reconciler.api.backup import InvalidBackup, parse_backup
 from reconciler.api.constants import CONFIG_LABEL, WORKLOAD_KINDS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,6 +74,17 @@ def backup(
         "metadata": {"name": name, "namespace": namespace},
         "spec": spec,
     }
+
+
+def parsed(*raws: dict) -> list:
+    """Each raw Backup parsed: a Backup, or the InvalidBackup it raised."""
+    out = []
+    for raw in raws:
+        try:
+            out.append(parse_backup(raw))
+        except InvalidBackup as exc:
+            out.append(exc)
+    return out
 
 
 def workload(
@@ -354,6 +365,11 @@ class Sidecar:
             RESTIC,
             "--resync",
             "5s",
+            # every restic of a test is bounded (a test's own args come later and win)
+            "--run-timeout",
+            "300s",
+            "--backend-timeout",
+            "30s",
             "--log-level",
             "debug",
             *args,

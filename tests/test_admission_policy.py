@@ -165,7 +165,10 @@ def test_the_planners_patches_pass(fenced, example):
     # a changed Backup: update
     for b in backups:
         b = fenced.get(b["apiVersion"], "Backup", b["metadata"]["name"], b["metadata"]["namespace"])
-        b["spec"]["backupSource"]["path"] = "/srv/moved"
+        if "command" in b["spec"]["backupSource"]:  # a dump mounts no path: other resources
+            b["spec"]["resources"] = {"limits": {"memory": "1Gi"}}
+        else:
+            b["spec"]["backupSource"]["path"] = "/srv/moved"
         fenced.update(b)
     live = [
         fenced.get(w["apiVersion"], w["kind"], w["metadata"]["name"], w["metadata"]["namespace"])
@@ -496,10 +499,10 @@ def test_emulated_daemonsets_carry_the_servers_template_generation(fenced):
 # --------------------------------------------------------------------------- sidecar Roles
 
 
-def _sidecar_role(**changes) -> dict:
+def _sidecar_role(spec=None, **changes) -> dict:
     from reconciler.controller.reconcilers.rbac import desired_role
 
-    raw = {"metadata": {"name": "www", "namespace": "web", "uid": "u"}}
+    raw = {"metadata": {"name": "www", "namespace": "web", "uid": "u"}, "spec": spec or {}}
     role = desired_role(raw, ["Deployment/www"])
     del role["metadata"]["ownerReferences"]  # no such Backup in these tests
     role["metadata"].update(changes.pop("metadata", {}))
@@ -535,8 +538,14 @@ def _sidecar_role(**changes) -> dict:
         _sidecar_role(
             rules=[{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["patch"]}]
         ),
+        _sidecar_role(
+            rules=[{"apiGroups": [""], "resources": ["pods/attach"], "verbs": ["create"]}]
+        ),
+        _sidecar_role(
+            rules=[{"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get", "delete"]}]
+        ),
     ],
-    ids=["name", "secrets", "any-backup", "any-lease", "app-lease", "workloads"],
+    ids=["name", "secrets", "any-backup", "any-lease", "app-lease", "workloads", "attach", "exec"],
 )
 def test_sidecar_roles_beyond_the_backups_own_objects_are_denied(fenced, body):
     """Issue 13 item 2: the controller holds Lease, Backup and pod rights to grant them by
@@ -563,3 +572,60 @@ def test_the_controller_writes_no_lease_but_its_own(fenced):
     assert "may write only its leader-election Lease restik-controller" in info.value.message
     lease["metadata"]["name"] = "restik-controller"
     kube.create(leases, lease)
+
+
+def test_the_exec_rules_of_a_backup_with_hooks_are_admitted(fenced):
+    """A Backup with hooks gets pods/exec (get, create) in its sidecars' Role: allowed."""
+    fenced.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web"}})
+    kube = Kube.connect(str(fenced.restik_kubeconfig))
+    roles = api_path("rbac.authorization.k8s.io/v1", "roles", "web")
+    role = _sidecar_role({"hooks": {"preBackup": {"command": ["sync"]}}})
+    assert {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get", "create"]} in (
+        role["rules"]
+    )
+    assert kube.create(roles, role)["metadata"]["name"] == "restik-sidecar-www"
+
+
+# the examples whose Backup restores files (statefulset-s3 backs up a dump: no Restore)
+FILE_EXAMPLES = ("deployment-local", "daemonset-rest")
+
+
+@pytest.mark.parametrize("example", FILE_EXAMPLES)
+def test_the_restore_init_container_passes_the_fence(fenced, example):
+    """The controller, as its ServiceAccount, adds a Restore's init container (next to the
+    sidecar) and takes it out again: both patches are admitted."""
+    from reconciler.api.constants import RESTORE_CONTAINER
+    from reconciler.controller.cycle import Controller
+    from reconciler.controller.options import Settings
+    from reconciler.resources import restore_crd_manifest
+
+    fenced.create(restore_crd_manifest())
+    backups, workloads = load_example(fenced, example)
+    w, b = workloads[0], backups[0]
+    ns = w["metadata"]["namespace"]
+    restore = {
+        "apiVersion": "backup.appscode.com/v1beta1",
+        "kind": "Restore",
+        "metadata": {"name": "back", "namespace": ns},
+        "spec": {
+            "backup": b["metadata"]["name"],
+            "target": {"workload": {"kind": w["kind"], "name": w["metadata"]["name"]}},
+        },
+    }
+    fenced.create(restore)
+    c = Controller(Kube.connect(str(fenced.restik_kubeconfig)), Settings())
+    api, plural = WORKLOAD_KINDS[w["kind"]]
+
+    def inits() -> list[str]:
+        obj = fenced.get(api, plural, w["metadata"]["name"], ns)
+        return [i["name"] for i in obj["spec"]["template"]["spec"].get("initContainers") or []]
+
+    for _ in range(3):  # the sidecar and the init container (a 409 between them is fine)
+        stats = c.cycle()
+        assert stats.errors == 0
+    assert RESTORE_CONTAINER in inits()
+    done = fenced.get("backup.appscode.com/v1beta1", "restores", "back", ns)
+    done["status"] = {"phase": "Succeeded"}
+    fenced.update(done, "status")
+    assert c.cycle().errors == 0
+    assert RESTORE_CONTAINER not in inits()

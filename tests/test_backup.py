@@ -35,6 +35,8 @@ def _with(raw: dict, path: str, value) -> dict:
 
 DELETE = object()
 BASE = backup()
+DUMP = {"command": ["pg_dumpall"], "filename": "pg_dumpall.sql"}
+COMMAND_SOURCE = _with(BASE, "spec.backupSource", {"command": DUMP})
 
 
 # ---------------------------------------------------------------- valid Backups
@@ -71,6 +73,22 @@ VALID = {
     "security-context": backup(securityContext={"runAsUser": 999, "runAsGroup": 0}),
     "security-context-user-only": backup(securityContext={"runAsUser": 1}),
     "no-namespace": {**backup(), "metadata": {"name": "www"}},
+    "command-source": COMMAND_SOURCE,
+    "command-source-full": _with(
+        BASE,
+        "spec.backupSource",
+        {"command": {**DUMP, "container": "postgres", "timeout": "1h30m"}},
+    ),
+    "hooks": backup(
+        hooks={
+            "preBackup": {"command": ["fsfreeze", "-f", "/data"], "container": "app"},
+            "postBackup": {
+                "command": ["fsfreeze", "-u", "/data"],
+                "timeout": "30s",
+                "onError": "Continue",
+            },
+        }
+    ),
     "dotted-secret": backup(secret="restic.www"),
     **{
         f"repo-{repo.split(':')[0] or 'abs'}": backup(repository=repo)
@@ -467,6 +485,56 @@ INVALID = {
     "name-not-string": (backup(name=5), {"metadata.name"}, False),
     "spec-missing": (_with(BASE, "spec", DELETE), {"spec", "spec.schedule"}, True),
     "spec-not-object": (_with(BASE, "spec", "x"), {"spec", "spec.schedule"}, True),
+    "source-both": (
+        _with(BASE, "spec.backupSource.command", DUMP),
+        {"spec.backupSource"},
+        True,
+    ),
+    "command-empty": (
+        _with(COMMAND_SOURCE, "spec.backupSource.command.command", []),
+        {"spec.backupSource.command.command"},
+        True,
+    ),
+    "command-no-filename": (
+        _with(COMMAND_SOURCE, "spec.backupSource.command.filename", DELETE),
+        {"spec.backupSource.command.filename"},
+        True,
+    ),
+    "command-filename-path": (
+        _with(COMMAND_SOURCE, "spec.backupSource.command.filename", "a/b.sql"),
+        {"spec.backupSource.command.filename"},
+        True,
+    ),
+    "command-bad-timeout": (
+        _with(COMMAND_SOURCE, "spec.backupSource.command.timeout", "an hour"),
+        {"spec.backupSource.command.timeout"},
+        True,
+    ),
+    "command-zero-timeout": (
+        _with(COMMAND_SOURCE, "spec.backupSource.command.timeout", "0s"),
+        {"spec.backupSource.command.timeout"},
+        False,
+    ),
+    "command-in-restik": (
+        _with(COMMAND_SOURCE, "spec.backupSource.command.container", "restik"),
+        {"spec.backupSource.command.container"},
+        False,
+    ),
+    "hook-without-command": (
+        backup(hooks={"preBackup": {"container": "app"}}),
+        {"spec.hooks.preBackup.command"},
+        True,
+    ),
+    "hook-bad-on-error": (
+        backup(hooks={"postBackup": {"command": ["x"], "onError": "Ignore"}}),
+        {"spec.hooks.postBackup.onError"},
+        True,
+    ),
+    "hook-bad-timeout": (
+        backup(hooks={"postBackup": {"command": ["x"], "timeout": 30}}),
+        {"spec.hooks.postBackup.timeout"},
+        True,
+    ),
     "spec-empty": (
         _with(BASE, "spec", {}),
         {"spec.schedule", "spec.backupSource", "spec.destination"},
@@ -490,6 +558,8 @@ MODEL_ONLY = {
     "security-context-unknown-field": "unknown fields (the API server prunes them instead)",
     "unknown-spec-field": "unknown fields (the API server prunes them instead)",
     "unknown-source-field": "unknown fields",
+    "command-zero-timeout": "a positive duration (the pattern takes 0s)",
+    "command-in-restik": "commands never run in restik's own container",
     "name-missing": "metadata is validated by the API server, not the CRD schema",
     "name-upper": "metadata.name syntax",
     "name-empty": "metadata.name required",

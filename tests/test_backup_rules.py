@@ -15,8 +15,11 @@ from reconciler.api.backup import (
     Retention,
     backup_ref,
     parse_backup,
+    wants_exec,
 )
 from reconciler.api.fields import MAX_LIST, MAX_STRING
+from reconciler.api.hooks import HookSpec, exec_containers
+from reconciler.api.source import CommandSource
 from sidecar.restic import Context, render_forget
 from tests.factories import backup
 
@@ -661,3 +664,183 @@ def test_the_destination_volume_is_a_plain_copy_of_what_was_read():
     assert type(b.destination_volume["persistentVolumeClaim"]) is dict
     raw["spec"]["destination"]["volume"]["persistentVolumeClaim"]["claimName"] = "changed"
     assert b.destination_volume == {"persistentVolumeClaim": {"claimName": "nas"}}
+
+
+# ---------------------------------------------------------------- consistent backups
+
+
+PLAIN_NAME = "must be a plain file name (no '/', not '.' or '..')"
+NOT_RESTIK = "restik is restik's sidecar; name the application's container"
+BAD_DURATION = "(use e.g. 90s, 30m, 1h30m)"
+
+
+def command_source(**command) -> dict:
+    """A raw Backup whose source is a command (``command`` fields replace the defaults)."""
+    raw = backup()
+    raw["spec"]["backupSource"] = {
+        "command": {"command": ["pg_dumpall"], "filename": "pg_dumpall.sql", **command}
+    }
+    return raw
+
+
+def test_a_command_source_parses_with_its_defaults():
+    parsed = parse_backup(command_source())
+    assert (parsed.source_volume, parsed.source_path) == (None, None)
+    assert parsed.source_command == CommandSource(("pg_dumpall",), "pg_dumpall.sql")
+    assert parsed.snapshot_path == "/pg_dumpall.sql"
+    given = command_source(container="postgres", timeout="1h30m", command=["sh", "-c", "a\nb"])
+    assert parse_backup(given).source_command == CommandSource(
+        ("sh", "-c", "a\nb"), "pg_dumpall.sql", "postgres", 5400.0
+    )
+    assert parse_backup(backup()).snapshot_path == "/data"
+
+
+def test_hooks_parse_with_their_defaults():
+    parsed = parse_backup(backup(hooks={"preBackup": {"command": ["fsfreeze", "-f", "/data"]}}))
+    assert parsed.pre_backup == HookSpec(("fsfreeze", "-f", "/data"), None, 300.0, "Fail")
+    assert parsed.post_backup is None
+    hooks = {"postBackup": {"command": ["x"], "container": "db", "timeout": "90s",
+                            "onError": "Continue"}, "preBackup": None}  # fmt: skip
+    parsed = parse_backup(backup(hooks=hooks))
+    assert parsed.pre_backup is None
+    assert parsed.post_backup == HookSpec(("x",), "db", 90.0, "Continue")
+
+
+def test_source_volume_and_command_are_exclusive():
+    raw = command_source()
+    raw["spec"]["backupSource"].update(volumeName="data", path="/data")
+    assert errors_of(raw) == [
+        "spec.backupSource: give either volumeName+path or command (both were given)"
+    ]
+    raw["spec"]["backupSource"] = {"command": None}
+    assert errors_of(raw) == [
+        "spec.backupSource.command: required: an object with command and filename"
+    ]
+    raw["spec"]["backupSource"] = {"command": "pg_dumpall"}
+    assert errors_of(raw) == ["spec.backupSource.command: must be an object, got string"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"command": []}, "command: must not be empty (the first entry is the program to run)"),
+        ({"command": None}, "command: required"),
+        ({"command": "pg_dumpall"}, "command: must be a list of strings, got string"),
+        ({"command": ["pg_dump", 5]}, "command[1]: must be a string, got number"),
+        ({"command": [""]}, "command[0]: must name the program to run"),
+        ({"command": ["a\x00b"]}, "command[0]: must not contain NUL"),
+        ({"command": ["x"] * (MAX_LIST + 1)}, "command: too many entries (257, at most 256)"),
+        ({"command": ["x" * (MAX_STRING + 1)]}, "command[0]: too long (4097 characters, at "
+                                                 "most 4096)"),
+        ({"filename": None}, "filename: required"),
+        ({"filename": ""}, "filename: must not be empty"),
+        ({"filename": "db/dump.sql"}, f"filename: 'db/dump.sql' {PLAIN_NAME}"),
+        ({"filename": ".."}, f"filename: '..' {PLAIN_NAME}"),
+        ({"filename": "é" * 128}, "filename: too long (256 bytes, at most 255)"),
+        ({"filename": "a\nb"}, "filename: must not contain NUL or line breaks"),
+        ({"container": "Postgres"}, "container: 'Postgres' is not a valid container name"),
+        ({"container": "restik"}, f"container: {NOT_RESTIK}"),
+        ({"timeout": "soon"}, f"timeout: invalid duration 'soon' {BAD_DURATION}"),
+        ({"timeout": 300}, "timeout: must be a duration such as 5m or 90s, got number"),
+        ({"timeout": "0s"}, "timeout: '0s' must be longer than 0s"),
+        ({"timeout": "25h"}, "timeout: '25h' is longer than 24h"),
+        ({"user": "postgres"}, "user: unknown field"),
+    ],
+)  # fmt: skip
+def test_command_source_rules(fields, error):
+    assert errors_of(command_source(**fields)) == [f"spec.backupSource.command.{error}"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({}, "command: required"),
+        ({"command": []}, "command: must not be empty (the first entry is the program to run)"),
+        ({"command": ["sync"], "onError": "Ignore"},
+         "onError: 'Ignore' must be one of Fail, Continue"),
+        ({"command": ["sync"], "onError": "fail"}, "onError: 'fail' must be one of Fail, Continue"),
+        ({"command": ["sync"], "timeout": "-5m"},
+         f"timeout: invalid duration '-5m' {BAD_DURATION}"),
+        ({"command": ["sync"], "timeout": "0"}, "timeout: '0' must be longer than 0s"),
+        ({"command": ["sync"], "container": "restik"}, f"container: {NOT_RESTIK}"),
+        ({"command": ["sync"], "filename": "x"}, "filename: unknown field"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("name", ["preBackup", "postBackup"])
+def test_hook_rules(name, fields, error):
+    assert errors_of(backup(hooks={name: fields})) == [f"spec.hooks.{name}.{error}"]
+
+
+def test_hooks_is_an_object_of_two_hooks():
+    assert errors_of(backup(hooks={"duringBackup": {"command": ["x"]}})) == [
+        "spec.hooks.duringBackup: unknown field"
+    ]
+    assert errors_of(backup(hooks=["sync"])) == ["spec.hooks: must be an object, got list"]
+    assert errors_of(backup(hooks={"preBackup": "sync"})) == [
+        "spec.hooks.preBackup: must be an object, got string"
+    ]
+    assert parse_backup(backup(hooks=None)).pre_backup is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "wanted"),
+    [
+        ({}, False),
+        ({"hooks": None}, False),
+        ({"hooks": {}}, False),
+        ({"hooks": {"preBackup": None, "postBackup": None}}, False),
+        ({"hooks": {"preBackup": {"command": ["sync"]}}}, True),
+        ({"hooks": {"postBackup": {"command": ["sync"]}}}, True),
+        ({"hooks": {"postBackup": {"command": []}}}, True),  # invalid, but asks for it
+        ({"backupSource": {"volumeName": "data", "path": "/data"}}, False),
+        ({"backupSource": {"command": {"command": ["pg_dumpall"]}}}, True),
+        ({"hooks": "sync", "backupSource": ["x"]}, False),
+    ],
+)
+def test_wants_exec_says_whether_the_sidecar_runs_commands_in_the_pod(spec, wanted):
+    raw = backup()
+    raw["spec"].pop("backupSource")
+    raw["spec"].update(spec)
+    assert wants_exec(raw) is wanted
+
+
+@pytest.mark.parametrize("raw", [None, "x", {}, {"spec": None}, {"spec": []}])
+def test_wants_exec_of_a_broken_object_is_false(raw):
+    assert wants_exec(raw) is False
+
+
+def pod(*containers, init=()):
+    """A pod spec: ``containers`` as (name, [mounted volumes]), init containers likewise
+    with their restartPolicy."""
+
+    def entry(name, mounts, **extra):
+        return {"name": name, "volumeMounts": [{"name": v} for v in mounts], **extra}
+
+    return {
+        "containers": [entry(n, m) for n, m in containers],
+        "initContainers": [entry(n, m, restartPolicy=p) for n, m, p in init],
+    }
+
+
+def test_hooks_run_by_default_in_the_first_container_that_mounts_the_source_volume():
+    hooks = {"preBackup": {"command": ["sync"]},
+             "postBackup": {"command": ["sync"], "container": "app"}}  # fmt: skip
+    hooked = parse_backup(backup(hooks=hooks))
+    spec = pod(("restik", ["data"]), ("app", []), ("db", ["data"]), ("db2", ["data"]))
+    assert exec_containers(hooked, spec, "pod p") == ({"preBackup": "db", "postBackup": "app"}, [])
+    # a native sidecar (restartable init container) runs alongside; a plain one has exited
+    spec = pod(("app", []), init=[("setup", ["data"], None), ("agent", ["data"], "Always")])
+    assert exec_containers(hooked, spec, "pod p")[0]["preBackup"] == "agent"
+
+
+def test_with_a_command_source_hooks_default_to_the_commands_container():
+    raw = command_source(container="db")
+    raw["spec"]["hooks"] = {"preBackup": {"command": ["sync"]}}
+    spec = pod(("app", []), ("db", []))
+    assert exec_containers(parse_backup(raw), spec, "pod p") == (
+        {"command": "db", "preBackup": "db"}, [])  # fmt: skip
+    assert exec_containers(parse_backup(command_source()), spec, "pod p")[0] == {"command": "app"}
+    chosen, errors = exec_containers(parse_backup(command_source()), pod(("restik", [])), "pod p")
+    assert chosen == {} and [str(e) for e in errors] == [
+        "spec.backupSource.command.container: no container of pod p to run in: it has no containers"
+    ]

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import copy
+import io
+from datetime import UTC, datetime
 
 import pytest
 
 from reconciler.api.constants import CONFIG_LABEL, HASH_ANNOTATION, SIDECAR_NAME
 from reconciler.controller.cycle import Controller
 from reconciler.controller.options import Settings
-from reconciler.kube.client import Kube
+from reconciler.kube.client import ApiError, Kube
+from sidecar.job import Outcome
+from sidecar.report import run_status_patch
 
 NS = "web"
 BACKUP_API = "backup.appscode.com/v1beta1"
@@ -22,6 +26,7 @@ LISTS = [
     ("GET", "/api/v1/replicationcontrollers"),
     ("GET", "/apis/rbac.authorization.k8s.io/v1/rolebindings"),
     ("GET", "/apis/rbac.authorization.k8s.io/v1/roles"),
+    ("GET", "/apis/backup.appscode.com/v1beta1/restores"),  # after the writes (Restores)
 ]
 
 
@@ -135,14 +140,15 @@ def test_creates_the_crd_when_absent(emulator, kubeconfig):
     c = Controller(Kube.connect(str(kubeconfig)), Settings())
     c.cycle()
     crd_path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-    assert calls(emulator)[:2] == [
+    assert calls(emulator)[:4] == [
         ("GET", f"{crd_path}/backups.backup.appscode.com"),
+        ("POST", crd_path),
+        ("GET", f"{crd_path}/restores.backup.appscode.com"),
         ("POST", crd_path),
     ]
     assert calls(emulator)[-len(LISTS) :] == LISTS
-    assert emulator.get(
-        "apiextensions.k8s.io/v1", "customresourcedefinitions", "backups.backup.appscode.com"
-    )
+    for name in ("backups.backup.appscode.com", "restores.backup.appscode.com"):
+        assert emulator.get("apiextensions.k8s.io/v1", "customresourcedefinitions", name)
 
 
 @pytest.mark.parametrize(
@@ -621,3 +627,272 @@ def test_owned_replicasets_of_one_deployment_make_one_warning(cluster, controlle
     )
     message = get(cluster, "Backup")["status"]["conditions"][0]["message"]
     assert message.endswith("; " + event["message"])
+
+
+def converged_restart_cluster(cluster, kubeconfig):
+    """Backups in "web" and "db"; in "web" a ReplicaSet (2 pods), a ReplicationController and
+    a Deployment, in "db" an OnDelete StatefulSet (1 pod), an unrelated pod in each: all
+    injected, every pod running the current template."""
+    cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "db"}})
+    for ns in (NS, "db"):
+        b = backup()
+        b["metadata"]["namespace"] = ns
+        cluster.create(b)
+    rs = workload("ReplicaSet")
+    rs["spec"]["replicas"] = 2
+    cluster.create(rs)
+    cluster.create(workload("ReplicationController", name="rc"))
+    cluster.create(workload("Deployment", name="dep"))
+    sts = workload("StatefulSet", name="pg")
+    sts["metadata"]["namespace"] = "db"
+    sts["spec"]["updateStrategy"] = {"type": "OnDelete"}
+    cluster.create(sts)
+    Controller(Kube.connect(str(kubeconfig)), Settings()).cycle()
+    rs = get(cluster, "ReplicaSet")
+    for i in range(2):
+        cluster.create(owned_pod(rs, f"www-{i}"))
+    sts = cluster.get("apps/v1", "StatefulSet", "pg", "db")
+    pod = owned_pod(sts, "pg-0")
+    pod["metadata"]["namespace"] = "db"
+    cluster.create(pod)
+    for ns in (NS, "db"):
+        cluster.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "unrelated", "namespace": ns, "labels": {"app": "www"}},
+                "spec": {"containers": [{"name": "x", "image": "x"}]},
+            }
+        )
+    rolled_out(cluster, "Deployment", "dep")
+    sts["status"] = {"observedGeneration": sts["metadata"]["generation"], "replicas": 1}
+    cluster.update(sts, subresource="status")
+    converge = Controller(Kube.connect(str(kubeconfig)), Settings())
+    converge.cycle()
+    cluster.clear_requests()
+    converge.cycle()
+    assert writes(cluster) == []
+
+
+def test_a_first_cycle_on_a_converged_cluster_lists_pods_once_per_namespace(cluster, kubeconfig):
+    """Issue 14: after a start, stale pods are looked for with one pod LIST per namespace
+    that has workloads restik restarts (no GET, no pod LIST per workload); the cycle after
+    it is the LISTs only."""
+    converged_restart_cluster(cluster, kubeconfig)
+    fresh = Controller(Kube.connect(str(kubeconfig)), Settings())
+    cluster.clear_requests()
+    stats = fresh.cycle()
+    assert (stats.patched, stats.restarted, stats.errors) == (0, 0, 0)
+    assert calls(cluster) == [
+        (
+            "GET",
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/backups.backup.appscode.com",
+        ),
+        (
+            "GET",
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/restores.backup.appscode.com",
+        ),
+        *LISTS[:-1],
+        ("GET", "/api/v1/namespaces/db/pods"),
+        ("GET", "/api/v1/namespaces/web/pods"),
+        LISTS[-1],  # the Restores, after the Backups' writes
+    ]
+    pod_lists = [r for r in cluster.requests if r.resource == "pods"]
+    assert [r.query.get("labelSelector") for r in pod_lists] == [None, None]
+    assert writes(cluster) == []
+    cluster.clear_requests()
+    fresh.cycle()
+    assert calls(cluster) == LISTS
+    dry = Controller(Kube.connect(str(kubeconfig)), Settings(dry_run=True), out=io.StringIO())
+    cluster.clear_requests()
+    dry.cycle()  # restarts nothing, so looks at no pod
+    assert calls(cluster)[2:] == LISTS[:-1]  # a dry run plans no Restore
+
+
+def test_the_pod_list_is_read_page_by_page(cluster, kubeconfig):
+    converged_restart_cluster(cluster, kubeconfig)
+    fresh = Controller(Kube.connect(str(kubeconfig)), Settings(page_size=2))
+    cluster.clear_requests()
+    fresh.cycle()
+    pages = [r for r in cluster.requests if r.path == "/api/v1/namespaces/web/pods"]
+    assert [r.query.get("limit") for r in pages] == ["2", "2"]  # 3 pods
+    assert [bool(r.query.get("continue")) for r in pages] == [False, True]
+    assert writes(cluster) == []
+
+
+def test_a_stale_pod_found_after_a_start_is_evicted_without_a_get(cluster, kubeconfig):
+    converged_restart_cluster(cluster, kubeconfig)
+    pod = cluster.get("v1", "Pod", "www-1", NS)
+    pod["metadata"]["annotations"][HASH_ANNOTATION] = "old"
+    cluster.update(pod)  # as if the controller had died before restarting it
+    fresh = Controller(Kube.connect(str(kubeconfig)), Settings())
+    cluster.clear_requests()
+    assert fresh.cycle().restarted == 1
+    gets = [r.path for r in cluster.requests if r.method == "GET" and r.name]
+    assert gets == [
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/backups.backup.appscode.com",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/restores.backup.appscode.com",
+    ]  # no GET of the ReplicaSet
+    assert writes(cluster) == [
+        ("POST", "/api/v1/namespaces/web/pods/www-1/eviction"),
+        ("PATCH", "/apis/backup.appscode.com/v1beta1/namespaces/web/backups/www/status"),
+    ]
+    rollout = {e["workload"]: e for e in get(cluster, "Backup")["status"]["rollout"]}
+    assert rollout["ReplicaSet/www"]["current"] is False
+
+
+def test_the_sidecars_status_fields_survive_the_controllers_status_writes(cluster, controller):
+    """The controller's status patch replaces status.conditions whole: it is conditional on
+    the Backup it was computed from, so a sidecar's report written in between (its
+    LastRunSucceeded condition, backupCount, lastBackupTime) makes it a conflict, replanned
+    next cycle, never a lost report."""
+    cluster.create(backup())
+    cluster.create(workload())
+    controller.cycle()
+
+    def sidecar_reports():
+        current = get(cluster, "Backup")
+        patch = run_status_patch(
+            current.get("status") or {},
+            Outcome(success=True, message="snapshot abc saved", duration=1.5),
+            1,
+            datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+            current["metadata"]["resourceVersion"],
+            host="www",
+        )
+        cluster.patch(BACKUP_API, "backups", "www", patch, NS, subresource="status")
+
+    real_patch = controller.kube.merge_patch
+
+    def racing_patch(path, patch, dry_run=False):
+        if path.endswith("/status"):
+            sidecar_reports()  # between the controller's LIST and its status write
+        return real_patch(path, patch, dry_run)
+
+    cluster.create(workload(name="second"))  # the Ready message changes
+    controller.kube.merge_patch = racing_patch
+    stats = controller.cycle()
+    assert (stats.conflicts, stats.errors, stats.status_writes) == (1, 0, 0)
+    controller.kube.merge_patch = real_patch
+    status = get(cluster, "Backup")["status"]
+    assert [c["type"] for c in status["conditions"]] == ["Ready", "LastRunSucceeded"]
+    assert status["backupCount"] == 1
+    stats = controller.cycle()
+    assert (stats.conflicts, stats.status_writes) == (0, 1)
+    status = get(cluster, "Backup")["status"]
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["LastRunSucceeded"]["message"] == "run 1: snapshot abc saved"
+    assert "2 workload(s)" in conditions["Ready"]["message"]
+    assert (status["backupCount"], status["lastBackupTime"]) == (1, "2026-01-02T03:04:05Z")
+    assert status["workloads"] == ["Deployment/second", "Deployment/www"]
+
+
+def test_rolebinding_writes_are_counted_apart_from_status_writes(cluster, controller):
+    cluster.create(backup())
+    cluster.create(workload())
+    stats = controller.cycle()
+    # the sidecars' Role and its RoleBinding
+    assert (stats.patched, stats.rbac_writes, stats.status_writes) == (1, 2, 1)
+    cluster.delete(BACKUP_API, "Backup", "www", NS)
+    cluster.create(backup(name="other"))
+    obj = get(cluster, "Deployment")
+    obj["metadata"]["labels"][CONFIG_LABEL] = "other"
+    cluster.update(obj)
+    stats = controller.cycle()
+    assert (stats.patched, stats.rbac_writes, stats.status_writes) == (1, 2, 1)
+
+
+def test_a_label_naming_a_missing_backup_is_a_warning_event_on_the_workload_once(
+    cluster, kubeconfig
+):
+    """Issue 18: `config: wwww` with a Backup `www` is reported on the workload, with the
+    closest name, once per problem (remembered by the process: a restart reports it once
+    more), and again if the mistake comes back after a fix."""
+    controller = Controller(Kube.connect(str(kubeconfig)), Settings())
+    cluster.create(backup())
+    dep = cluster.create(workload(label="wwww", sa="app"))  # not default: no warning of it
+    stats = controller.cycle()
+    assert (stats.events, stats.patched, stats.errors) == (1, 0, 0)
+    [event] = cluster.list("v1", "events", NS)
+    assert event["type"] == "Warning"
+    assert event["reason"] == "BackupNotFound"
+    assert event["message"] == "Backup web/wwww not found (did you mean 'www'?)"
+    assert event["involvedObject"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "www",
+        "namespace": NS,
+        "uid": dep["metadata"]["uid"],
+    }
+    assert event["source"] == {"component": "restik-controller"}
+    cluster.clear_requests()
+    controller.cycle()
+    assert calls(cluster) == LISTS  # not every cycle
+    fixed = get(cluster, "Deployment")
+    fixed["metadata"]["labels"][CONFIG_LABEL] = "www"
+    cluster.update(fixed)
+    assert controller.cycle().patched == 1
+    broken = get(cluster, "Deployment")
+    broken["metadata"]["labels"][CONFIG_LABEL] = "wwww"
+    cluster.update(broken)
+    controller.cycle()  # the Backup is missing now: the sidecar goes, nothing to warn of
+    assert controller.cycle().events == 1  # unowned and mislabeled again: reported again
+    assert len(cluster.list("v1", "events", NS)) == 2
+    restarted = Controller(Kube.connect(str(kubeconfig)), Settings())
+    assert restarted.cycle().events == 1
+    assert restarted.cycle().events == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "counted"),
+    [(409, "conflicts"), (403, "errors"), (500, "errors")],
+)
+def test_one_error_policy_for_every_write(
+    cluster, controller, monkeypatch, caplog, status, counted
+):
+    """A 409 is a conflict and any other error an error, whatever the write (a RoleBinding
+    here: its 409 used to count as a conflict but a status write's as an error); the error
+    is logged with the object, and the other writes of the cycle go on."""
+    cluster.create(backup())
+    cluster.create(workload())
+
+    def failing_create(path, body):
+        raise ApiError(status, "Refused", "by the test")
+
+    monkeypatch.setattr(controller.kube, "create", failing_create)
+    stats = controller.cycle()
+    other = "errors" if counted == "conflicts" else "conflicts"
+    assert (getattr(stats, counted), getattr(stats, other)) == (1, 0)
+    assert (stats.patched, stats.rbac_writes, stats.status_writes) == (1, 0, 1)
+    if counted == "errors":
+        # the Role is the first RBAC write; its RoleBinding waits for it (next cycle)
+        assert f"creating Role web/restik-sidecar-www failed: {status} Refused" in caplog.text
+        assert "RoleBinding" not in caplog.text
+
+
+def test_a_rolebinding_already_deleted_is_not_an_error(cluster, controller, monkeypatch):
+    """A 404 on a delete means the object is gone, as wanted: no error, no conflict."""
+    cluster.create(backup())
+    cluster.create(workload())
+    controller.cycle()
+    obj = get(cluster, "Deployment")
+    obj["metadata"]["labels"][CONFIG_LABEL] = "other"  # no workload left for "www"
+    cluster.update(obj)
+    rb_api = "rbac.authorization.k8s.io/v1"
+    listed = cluster.get(rb_api, "rolebindings", "restik-sidecar-www", NS)
+    cluster.delete(rb_api, "rolebindings", "restik-sidecar-www", NS)  # by someone else
+    real_pages = controller.kube.list_pages
+
+    def pages_listed_before_the_delete(path, selector=None, limit=500):
+        for rv, items in real_pages(path, selector, limit):
+            yield rv, [listed] if "/rolebindings" in path else items
+
+    monkeypatch.setattr(controller.kube, "list_pages", pages_listed_before_the_delete)
+    cluster.clear_requests()
+    stats = controller.cycle()
+    assert (stats.errors, stats.conflicts, stats.rbac_writes) == (0, 0, 1)  # 1: the Role
+    [delete] = [r for r in cluster.requests if r.method == "DELETE" and "/rolebindings/" in r.path]
+    assert (delete.path, delete.status) == (
+        f"/apis/{rb_api}/namespaces/web/rolebindings/restik-sidecar-www",
+        404,
+    )

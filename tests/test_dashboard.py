@@ -12,9 +12,6 @@ from tests.factories import free_port, needs_restic, wait_for
 from tests.observability import dashboard, dashboard_queries, metric_names, rule_groups
 from tests.test_controller_loop import finish, restik
 
-# What no component exports yet: the Restore controller is to export it (DESIGN.md,
-# Restore). When it does, this test fails: drop the name from here.
-NOT_YET_EXPORTED = {"restik_restore_phase"}
 SUFFIXES = {"histogram": ("_bucket", "_sum", "_count")}
 
 
@@ -123,7 +120,7 @@ def test_dashboard_and_rules_read_only_metrics_restik_exports(world):
     for group in rule_groups():
         for rule in group["rules"]:
             rule_names |= metric_names(rule["expr"])
-    assert rule_names - exported == NOT_YET_EXPORTED
+    assert rule_names - exported == set()
 
 
 @needs_restic

@@ -17,7 +17,7 @@ from reconciler.api.constants import HASH_ANNOTATION, WORKLOAD_KINDS
 from reconciler.controller.cycle import Controller
 from reconciler.controller.options import Settings
 from reconciler.kube.client import Kube
-from reconciler.resources import crd_manifest
+from reconciler.resources import crd_manifests
 from tests.factories import load_all
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +87,8 @@ def test_stale_hash_in_git_is_reported_by_diff(tmp_path):
 
 
 def test_controller_makes_no_patch_on_build_time_injected_workloads(emulator, kubeconfig):
-    emulator.create(crd_manifest())
+    for crd in crd_manifests():  # as the install applies them
+        emulator.create(crd)
     emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
     objects = load_all(RENDERED.read_text())
     for obj in objects:
@@ -113,12 +114,12 @@ def test_a_different_image_is_drift(image):
 
 
 def standalone_kustomize() -> str:
-    """The standalone kustomize (.ci/install-kustomize installs it); required in CI."""
+    """The standalone kustomize (.ci/install-trixie kustomize installs it); required in CI."""
     path = shutil.which("kustomize")
     if path is None:
         if os.environ.get("CI"):
-            pytest.fail("standalone kustomize is missing: run .ci/install-kustomize")
-        pytest.skip("standalone kustomize is not installed (.ci/install-kustomize)")
+            pytest.fail("standalone kustomize is missing: run .ci/install-trixie kustomize")
+        pytest.skip("standalone kustomize is not installed (.ci/install-trixie kustomize)")
     return path
 
 

@@ -30,10 +30,14 @@ IMAGE = "restik:0.1.0"
 METRICS_PORT = 8080
 WATCHED_NAMESPACE = "default"  # overlays/namespaced/watched-namespace.yaml
 CRD_NAME = "backups.backup.appscode.com"
+RESTORE_CRD_NAME = "restores.backup.appscode.com"
 
 # Rights as (apiGroup, resource, verb, resourceName or None): exactly the API calls made
 # (tests/test_rbac.py records those calls and checks them against these roles).
-CRD_RIGHTS = {("apiextensions.k8s.io", "customresourcedefinitions", "get", CRD_NAME)}
+CRD_RIGHTS = {
+    ("apiextensions.k8s.io", "customresourcedefinitions", "get", name)
+    for name in (CRD_NAME, RESTORE_CRD_NAME)
+}
 # components/crd-create: opt-in, the install applies the CRD itself
 CRD_CREATE_RIGHTS = {("apiextensions.k8s.io", "customresourcedefinitions", "create", None)}
 _WORKLOAD = {
@@ -44,11 +48,14 @@ _WORKLOAD = {
     ("", "replicationcontrollers"),
 }
 # Held only to grant them, by name, in each Backup's sidecar Role (RBAC's escalation check;
-# tests/test_tenancy.py::test_the_controller_holds_every_right_it_grants).
-GRANTED_ONLY_RIGHTS = {
-    ("backup.appscode.com", "backups", "get", None),
-    ("", "pods", "get", None),
-} | {("coordination.k8s.io", "leases", v, None) for v in ("get", "create", "update")}
+# tests/test_tenancy.py::test_the_controller_holds_every_right_it_grants), pods/exec only in
+# the Roles of Backups with hooks or a command source.
+GRANTED_ONLY_RIGHTS = (
+    {("backup.appscode.com", "backups", "get", None), ("", "pods", "get", None)}
+    | {("coordination.k8s.io", "leases", v, None) for v in ("get", "create", "update")}
+    | {("", "pods/exec", v, None) for v in ("get", "create")}
+)
+RESTIK_ROLES = ("restik-restore",)  # the ClusterRoles the controller binds
 NAMESPACED_RIGHTS = (
     {("backup.appscode.com", "backups", v, None) for v in ("list", "watch")}
     | {("backup.appscode.com", "backups/status", "patch", None)}
@@ -61,6 +68,11 @@ NAMESPACED_RIGHTS = (
         for v in ("list", "create", "update", "delete")
     }
     | GRANTED_ONLY_RIGHTS
+    | {("rbac.authorization.k8s.io", "clusterroles", "bind", r) for r in RESTIK_ROLES}
+    | {("backup.appscode.com", "restores", "list", None)}
+    | {("backup.appscode.com", "restores/status", "patch", None)}
+    | {("batch", "jobs", v, None) for v in ("get", "create")}
+    | {("", "persistentvolumeclaims", "get", None)}
 )
 CONTROLLER_CLUSTER_RIGHTS = CRD_RIGHTS | NAMESPACED_RIGHTS
 LEADER_ELECTION_RIGHTS = {
@@ -68,6 +80,13 @@ LEADER_ELECTION_RIGHTS = {
     ("coordination.k8s.io", "leases", "update", "restik-controller"),
     ("coordination.k8s.io", "leases", "create", None),
 }
+RESTORE_RIGHTS = (
+    {("backup.appscode.com", "restores", "get", None)}
+    | {("backup.appscode.com", "restores/status", "patch", None)}
+    | {("backup.appscode.com", "backups", "get", None), ("", "events", "create", None)}
+    | {("coordination.k8s.io", "leases", v, None) for v in ("get", "create", "update")}
+    | {("", "persistentvolumeclaims", v, None) for v in ("get", "patch")}
+)
 
 
 def kustomize(path: Path) -> list[dict]:
@@ -160,10 +179,12 @@ def test_install_contains_everything():
     assert kinds == sorted(
         [
             ("CustomResourceDefinition", CRD_NAME),
+            ("CustomResourceDefinition", RESTORE_CRD_NAME),
             ("Namespace", NAMESPACE),
             ("ServiceAccount", SERVICE_ACCOUNT),
             ("ClusterRole", "restik-controller"),
             ("ClusterRoleBinding", "restik-controller"),
+            ("ClusterRole", "restik-restore"),
             ("Role", "restik-leader-election"),
             ("RoleBinding", "restik-leader-election"),
             ("Service", "restik-metrics"),
@@ -193,16 +214,31 @@ def test_no_wildcards_no_secrets_no_escalation(objects):
                 assert "*" not in rule.get(field, []), f"{name}: wildcard in {field}"
             assert not {"secrets", "secrets/*"} & set(rule["resources"]), name
             assert not {"escalate", "impersonate"} & set(rule["verbs"]), name
-            # the sidecars' Roles are written by the controller, which holds their rights
-            assert "bind" not in rule["verbs"], name
+            # `bind` only ever on the restore executor's role (the sidecars' Roles are written
+            # by the controller, which holds their rights)
+            if "bind" in rule["verbs"]:
+                assert rule["resources"] == ["clusterroles"], name
+                assert rule["resourceNames"] == list(RESTIK_ROLES), name
 
 
 def test_no_sidecar_role_is_installed(objects):
     # the controller writes one Role per Backup (restik-sidecar-<backup>), limited by name
-    # to that Backup's objects: tests/test_tenancy.py
+    # to that Backup's objects, with pods/exec only for Backups with hooks or a command
+    # source: tests/test_tenancy.py, tests/test_rbac.py
     for obj in objects:
         if obj["kind"] in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"):
             assert not obj["metadata"]["name"].startswith("restik-sidecar"), obj["metadata"]
+
+
+def test_restore_cluster_role_is_exact(objects):
+    assert rights(find(objects, "ClusterRole", "restik-restore")) == RESTORE_RIGHTS
+
+
+def test_restore_role_is_not_bound_statically(objects):
+    # the controller binds it per Restore
+    for binding in objects:
+        if binding["kind"] in ("RoleBinding", "ClusterRoleBinding"):
+            assert binding["roleRef"]["name"] not in RESTIK_ROLES
 
 
 def test_controller_rights_cluster_wide():
@@ -520,3 +556,36 @@ def test_user_overlay_moves_the_admission_policys_user(tmp_path):
         "request.userInfo.username == 'system:serviceaccount:backup-ops:restik'"
     )
     find(objs, "ServiceAccount", SERVICE_ACCOUNT, "backup-ops")
+
+
+# --------------------------------------------------------------------------- shards
+
+
+def test_sharded_overlay_runs_three_shards_as_a_statefulset():
+    objs = kustomize(KUSTOMIZE / "overlays" / "sharded")
+    for obj in objs:
+        kubernetes_validate.validate(obj, K8S_VERSIONS[-1], strict=True)
+    assert not [o for o in objs if o["kind"] == "Deployment"]
+    sts = find(objs, "StatefulSet", "restik", NAMESPACE)
+    spec = sts["spec"]
+    (container,) = spec["template"]["spec"]["containers"]
+    args = container["args"]
+    shards = int(args[args.index("--shards") + 1])
+    assert spec["replicas"] == shards == 3
+    assert "--shard-index" not in args  # from the pod's name: restik-0, restik-1, restik-2
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["RESTIK_SIDECAR_IMAGE"]["value"] == container["image"] == IMAGE
+    assert spec["template"]["spec"]["serviceAccountName"] == SERVICE_ACCOUNT
+    service = find(objs, "Service", "restik-metrics", NAMESPACE)
+    assert service["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()
+    leases = rights(find(objs, "Role", "restik-leader-election", NAMESPACE))
+    assert leases == {
+        *{("coordination.k8s.io", "leases", v, f"restik-controller-{i}")
+          for v in ("get", "update") for i in range(shards)},
+        ("coordination.k8s.io", "leases", "create", None),
+    }  # fmt: skip
+    find(objs, "ValidatingAdmissionPolicy", "restik-controller-scope")
+    limits = container["resources"]["limits"]
+    base = controller(_built("install"))["resources"]["limits"]
+    assert limits == base  # each shard holds at most what one controller does

@@ -73,3 +73,51 @@ def test_a_dead_server_is_named_with_its_cause(tmp_path, emulator):
 
 def test_http_errors_still_show_their_status():
     assert str(ApiError(409, "Conflict", "changed")) == "409 Conflict: changed"
+
+
+def _options(command: str):
+    import argparse
+
+    from reconciler import cli
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[command], [
+        a for a in sub.choices[command]._actions if not isinstance(a, argparse._HelpAction)
+    ]
+
+
+@pytest.mark.parametrize("command", ["run", "watch", "diff", "inject", "status"])
+def test_every_option_of_every_command_says_its_default(command):
+    """`restik CMD --help` answers "what if I leave it out": an option that takes a value
+    names its default or says it is required (on/off switches are off unless said)."""
+    _, actions = _options(command)
+    for action in actions:
+        text = (action.help or "").lower()
+        if action.nargs == 0 and action.default is False:
+            continue  # a switch such as --once or --dry-run
+        assert "default" in text or "required" in text, (action.option_strings, action.help)
+
+
+def test_run_help_shows_the_image_and_restart_defaults():
+    from reconciler import __version__
+    from reconciler.controller.render import DEFAULT_IMAGE
+
+    parser, _ = _options("run")
+    text = " ".join(parser.format_help().split())
+    assert DEFAULT_IMAGE == f"restik:{__version__}"
+    assert f"(RESTIK_SIDECAR_IMAGE, default {DEFAULT_IMAGE})" in text
+    assert "(RESTIK_MAX_RESTARTS, default 5)" in text
+    assert parser.parse_args([]).max_restarts == 5
+
+
+def test_the_readme_names_the_default_image_the_cli_injects():
+    import re
+    from pathlib import Path
+
+    from reconciler.controller.render import DEFAULT_IMAGE
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    tags = set(re.findall(r"\brestik:\d+\.\d+\.\d+\b", readme))
+    assert tags == {DEFAULT_IMAGE}
+    assert f"[--sidecar-image {DEFAULT_IMAGE}]" in readme

@@ -156,6 +156,16 @@ def test_controller_exports_readiness_per_backup_and_its_cycles(cluster, kubecon
     reg_metrics.observe(controller.cycle())
     # not Ready while the Deployment has not rolled the sidecar out (issue 12 item 3)
     assert samples(reg)[f"restik_backup_ready{{backup=www,namespace={NS}}}"] == 0
+    # each kind of write counted apart: the patch, the sidecars' Role and RoleBinding (kind
+    # rolebinding: restik's RBAC writes), two statuses, the Events of the invalid Backup and
+    # of the binding of ServiceAccount default
+    writes = {k: v for k, v in samples(reg).items() if k.startswith("restik_writes_total")}
+    assert writes == {
+        "restik_writes_total{kind=workload}": 1,
+        "restik_writes_total{kind=rolebinding}": 2,
+        "restik_writes_total{kind=status}": 2,
+        "restik_writes_total{kind=event}": 2,
+    }
     rolled_out(cluster, "Deployment")
     reg_metrics.observe(controller.cycle())
     got = samples(reg)

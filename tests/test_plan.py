@@ -20,19 +20,9 @@ from reconciler.controller.plan import (
 )
 from reconciler.controller.podtemplate import WorkloadRef, inject, remove
 from reconciler.controller.render import Renderer
-from tests.factories import KINDS, backup, workload
+from tests.factories import KINDS, backup, parsed, workload
 
 RENDERER = Renderer()
-
-
-def parsed(*raws):
-    out = []
-    for raw in raws:
-        try:
-            out.append(parse_backup(raw))
-        except InvalidBackup as exc:
-            out.append(exc)
-    return out
 
 
 def run(backups, workloads, renderer=RENDERER, **kw) -> Plan:

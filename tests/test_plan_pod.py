@@ -322,3 +322,69 @@ def test_offline_diff_shows_the_sidecar_user(tmp_path):
 
 def annotation(obj):
     return obj["spec"]["template"]["metadata"]["annotations"][HASH_ANNOTATION]
+
+
+# ---------------------------------------------------------------- hooks and command sources
+
+
+def dump_backup(**command):
+    raw = backup()
+    raw["spec"]["backupSource"] = {"command": {"command": ["pg_dumpall"], "filename": "all.sql",
+                                               **command}}  # fmt: skip
+    return raw
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_command_source_needs_no_volume_and_mounts_none(kind):
+    obj = workload(kind, volumes=[], containers=[{"name": "postgres", "image": "postgres:15"}])
+    result = run(dump_backup(), obj)
+    assert result.problems == []
+    [change] = result.changes
+    assert change.action == INJECT
+    mounts = [m["name"] for m in sidecar(change.after)["volumeMounts"]]
+    assert mounts == ["restik-repo", "restik-cache", TOKEN_VOLUME]
+    assert run(dump_backup(), change.after).changes == []  # in sync: nothing more to do
+
+
+def test_a_volume_source_renders_as_before_hooks_and_all():
+    """Hooks are read by the sidecar at run time: they change neither the pod template
+    nor its hash (no rollout when a hook changes)."""
+    plain = run(backup(), workload()).changes[0].after
+    hooks = {"preBackup": {"command": ["sync"]}, "postBackup": {"command": ["true"]}}
+    hooked = run(backup(hooks=hooks), workload()).changes[0].after
+    assert hooked == plain
+    assert run(backup(hooks=hooks), plain).changes == []
+
+
+def test_a_hook_in_a_container_the_pod_lacks_is_a_problem_with_the_names_it_has():
+    hooks = {"preBackup": {"command": ["sync"], "container": "mysql"}}
+    result = run(backup(hooks=hooks), workload())
+    [problem] = result.problems
+    assert problem.severity == "error" and problem.backup == "www"
+    assert problem.message == (
+        "spec.hooks.preBackup.container: Deployment/app has no container 'mysql' "
+        "(its containers: app)"
+    )
+    # reported, and the sidecar still goes in: its runs fail with the same reason
+    assert [c.action for c in result.changes] == [INJECT]
+    again = run(backup(hooks=hooks), result.changes[0].after)
+    assert again.changes == [] and [p.message for p in again.problems] == [problem.message]
+
+
+def test_a_command_in_a_missing_container_names_the_containers_there_are():
+    obj = workload(volumes=[], containers=[{"name": "db", "image": "x"},
+                                           {"name": "metrics", "image": "y"}])  # fmt: skip
+    result = run(dump_backup(container="postgres"), obj)
+    assert [p.message for p in result.problems] == [
+        "spec.backupSource.command.container: Deployment/app has no container 'postgres' "
+        "(its containers: db, metrics)"
+    ]
+
+
+def test_a_hook_without_a_container_needs_one_that_mounts_the_source_volume():
+    obj = workload(containers=[{"name": "app", "image": "x"}])  # mounts nothing
+    result = run(backup(hooks={"postBackup": {"command": ["true"]}}), obj)
+    assert [p.message for p in result.problems] == [
+        "spec.hooks.postBackup.container: no container of Deployment/app to run in: none of "
+        "its containers (app) mounts volume 'data'; name one"
+    ]

@@ -28,8 +28,12 @@ from tests.test_kustomize import (
 )
 
 # Rights the controller holds only to grant them in the sidecars' Roles (RBAC lets it write
-# a Role only with rights it holds itself): not API calls of its own.
-NOT_API_CALLS = GRANTED_ONLY_RIGHTS
+# a Role only with rights it holds itself), and `bind`, which the RBAC API checks when the
+# controller writes the RoleBinding that grants restik-restore's rights: not API calls of
+# its own.
+NOT_API_CALLS = GRANTED_ONLY_RIGHTS | {
+    ("rbac.authorization.k8s.io", "clusterroles", "bind", "restik-restore")
+}
 
 
 def used_rights(requests) -> set[tuple]:
@@ -92,6 +96,24 @@ def controller_scenarios(emulator, kubeconfig) -> None:
         del obj["metadata"]["labels"][CONFIG_LABEL]
         emulator.update(obj)
     c.cycle()  # the last workloads go: RoleBinding deleted
+    # Restores: into a claim (a Job) and in place (the init container in and out)
+    emulator.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                     "metadata": {"name": "copy", "namespace": NS},
+                     "spec": {"accessModes": ["ReadWriteOnce"],
+                              "resources": {"requests": {"storage": "1Gi"}}}})  # fmt: skip
+    targets = {
+        "to-pvc": {"pvc": {"claimName": "copy"}},
+        "in-place": {"workload": {"kind": "Deployment", "name": "www"}},
+    }
+    for name, target in targets.items():
+        emulator.create({"apiVersion": "backup.appscode.com/v1beta1", "kind": "Restore",
+                         "metadata": {"name": name, "namespace": NS},
+                         "spec": {"backup": "www", "target": target}})  # fmt: skip
+    c.cycle()  # Job, RoleBindings, init container, status
+    done = emulator.get("backup.appscode.com/v1beta1", "restores", "in-place", NS)
+    done["status"] = {"phase": "Succeeded"}
+    emulator.update(done, "status")
+    c.cycle()  # the init container goes
     LeaderElector(kube, "restik-system", "restik-controller", "me").try_acquire()
     emulator.create(
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "restik-system"}}
@@ -156,7 +178,8 @@ def test_default_install_path_needs_no_crd_create(tmp_path):
 
     objs = _built("install")
     with Emulator() as emu:
-        emu.create(find(objs, "CustomResourceDefinition"))  # as `kubectl apply` does
+        for crd in (o for o in objs if o["kind"] == "CustomResourceDefinition"):
+            emu.create(crd)  # as `kubectl apply` does
         kube = Kube.connect(str(emu.write_kubeconfig(tmp_path / "kubeconfig")))
         c = Controller(kube, Settings())
         emu.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
@@ -212,3 +235,21 @@ def test_sidecar_calls_are_exactly_the_sidecar_role(sidecar_calls):
     granted = rights(desired_role(raw, ["Deployment/www"]))
     assert {r for r in sidecar_calls if not allowed(r, granted)} == set()
     assert sorted(unnamed(granted) - unnamed(sidecar_calls)) == []
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"hooks": {"preBackup": {"command": ["sync"]}}},
+        {"backupSource": {"command": {"command": ["pg_dump"], "filename": "db.sql"}}},
+    ],
+    ids=["hooks", "command-source"],
+)
+def test_only_backups_that_run_commands_get_pods_exec(spec):
+    """pods/exec (get: the WebSocket upgrade; create: Kubernetes 1.31+) goes into the Role of
+    a Backup with hooks or a command source, and into no other Backup's Role."""
+    meta = {"name": "www", "namespace": "default", "uid": "u"}
+    plain = rights(desired_role({"metadata": meta, "spec": {}}, ["Deployment/www"]))
+    runs = rights(desired_role({"metadata": meta, "spec": spec}, ["Deployment/www"]))
+    assert not any(r[1] == "pods/exec" for r in plain)
+    assert runs - plain == {("", "pods/exec", "get", None), ("", "pods/exec", "create", None)}

@@ -98,6 +98,8 @@ def expected_container(*, local: bool, image=DEFAULT_IMAGE, resources=None) -> d
             ),
             {"name": "RESTIC_CACHE_DIR", "value": "/restik/cache"},
             {"name": "TMPDIR", "value": "/restik/cache"},
+            {"name": "RESTIC_REPOSITORY_FILE", "value": "/restik/cache/repository"},
+            {"name": "RESTIC_REPOSITORY", "value": ""},
         ],
         "ports": [{"name": "restik-metrics", "containerPort": 9464, "protocol": "TCP"}],
         "livenessProbe": {
@@ -170,7 +172,7 @@ def test_password_is_only_referenced():
     assert PASSWORD not in text
     assert "password" not in json.dumps(out.container["args"]).lower()
     values = [e.get("value") for e in out.container["env"] if "value" in e]
-    assert values == ["/restik/cache", "/restik/cache"]
+    assert values == ["/restik/cache", "/restik/cache", "/restik/cache/repository", ""]
 
 
 @pytest.mark.parametrize("kind", ["DaemonSet", "StatefulSet", "Deployment"])
@@ -584,3 +586,26 @@ def test_any_named_destination_volume_arrives_as_restik_repo(source):
     raw = json.loads(json.dumps(backup(volume={"name": "mine", **source})))
     out = Renderer().render(parse_backup(raw), "Deployment", "app")
     assert out.volumes[1] == {"name": REPO_VOLUME, **source}
+
+
+@pytest.mark.parametrize("hostile", HOSTILE, ids=lambda h: repr(h)[:30])
+def test_libyaml_and_pure_loaders_read_every_render_alike(hostile, monkeypatch):
+    """Renders are parsed with libyaml (fast) when PyYAML has it; the pure ruamel.yaml
+    loader is the fallback. Both must give the same data for any Backup value."""
+    from reconciler.controller import render as module
+
+    assert module._LIBYAML is not None  # the test dependencies ship PyYAML with libyaml
+    texts = []
+    real = module._to_data
+    monkeypatch.setattr(module, "_to_data", lambda text: texts.append(text) or real(text))
+    # the workload's name takes any value (the Backup's rules refuse some in every field)
+    Renderer().render(parse_backup(backup()), "Deployment", hostile or "x")
+    for build, *_ in FIELDS.values():
+        try:
+            b = parse_backup(build(hostile))
+        except InvalidBackup:
+            continue
+        Renderer().render(b, "Deployment", hostile or "x")
+    assert texts
+    for text in texts:
+        assert real(text) == module._to_data_pure(text)

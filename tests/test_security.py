@@ -125,9 +125,13 @@ def test_controller_never_reads_secrets_and_renders_only_references(emulator, ku
         "valueFrom": {"secretKeyRef": {"name": "www-restic", "key": "password", "optional": True}},
     }
     assert "envFrom" not in sidecar  # only named keys, never the whole Secret (issue 13 item 5)
-    assert all(
-        "value" not in e or e["name"] in ("RESTIC_CACHE_DIR", "TMPDIR") for e in sidecar["env"]
-    )
+    # Values are restik's own constants only, never a Backup's or a Secret's.
+    assert {e["name"]: e["value"] for e in sidecar["env"] if "value" in e} == {
+        "RESTIC_CACHE_DIR": "/restik/cache",
+        "TMPDIR": "/restik/cache",
+        "RESTIC_REPOSITORY_FILE": "/restik/cache/repository",
+        "RESTIC_REPOSITORY": "",
+    }
 
 
 @needs_restic

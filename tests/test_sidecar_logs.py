@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from reconciler.api.backup import parse_backup
-from sidecar.job import SECRET_MISSING, Outcome
 from sidecar.main import run_log_level
+from sidecar.outcome import SECRET_MISSING, Outcome
 from sidecar.restic import Failure
 from tests.factories import backup
 

@@ -71,7 +71,7 @@ def test_three_pods_on_one_repository_never_fail_each_other(world):
     assert designated in PODS
     assert lease["spec"]["leaseTransitions"] == 0  # one designated pod all along
     version = parse_version(subprocess.run([RESTIC, "version"], capture_output=True,
-                                           text=True).stdout)  # fmt: skip
+                                           text=True, timeout=30).stdout)  # fmt: skip
     native = has_retry_lock(version)
     for name, sc in sidecars.items():
         forgets = _forgets(sc.log)

@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 from reconciler.api.constants import API_VERSION
 from reconciler.resources import crd_manifest
-from sidecar.job import Outcome
+from sidecar.outcome import Outcome
 from sidecar.report import (
     MAX_RECENT_RUNS,
     MAX_RUN_MESSAGE,
+    MAX_SNAPSHOT_HOSTS,
     RUN_CONDITION,
     report,
     run_status_patch,
@@ -94,6 +95,32 @@ def test_the_run_condition_leaves_ready_alone_and_moves_only_on_a_change():
     assert len(second["status"]["conditions"]) == 2
 
 
+def test_each_hosts_newest_snapshot_replaces_only_its_own_entry():
+    other = {"host": "db-1", "id": "1" * 64, "time": "2026-01-02T03:00:00Z"}
+    old = {"host": "db-0", "id": "0" * 64, "time": "2026-01-02T02:00:00Z"}
+    status = {"snapshots": [other, old]}
+    new = run_status_patch(status, ok("a" * 64), 3, T0, "9", host="db-0")["status"]
+    mine = {"host": "db-0", "id": "a" * 64, "time": "2026-01-02T03:04:05Z"}
+    assert new["snapshots"] == [mine, other]  # newest first, db-1's entry as it was
+    # a failed run, or one without a snapshot, leaves the list alone (merge patch: absent)
+    for outcome in (failed(), failed(summary=Summary(snapshot_id="b" * 64))):
+        assert (
+            "snapshots" not in run_status_patch(status, outcome, 4, T0, "9", host="db-0")["status"]
+        )
+    # bounded: the hosts backed up longest ago fall off
+    many = [
+        {"host": f"h{i}", "id": f"{i:064x}", "time": f"2025-12-{1 + i % 28:02d}T00:00:00Z"}
+        for i in range(MAX_SNAPSHOT_HOSTS + 5)
+    ]
+    new = run_status_patch({"snapshots": many}, ok(), 5, T0, "9", host="db-0")["status"]
+    assert len(new["snapshots"]) == MAX_SNAPSHOT_HOSTS
+    assert new["snapshots"][0]["host"] == "db-0"
+    kept = {e["host"] for e in new["snapshots"]}
+    assert max(e["time"] for e in many if e["host"] not in kept) <= min(
+        e["time"] for e in new["snapshots"]
+    )
+
+
 def test_long_messages_are_clipped():
     patch = run_status_patch({}, failed("x" * 5000), 1, T0, "1")["status"]
     assert len(patch["recentRuns"][0]["message"]) == MAX_RUN_MESSAGE
@@ -128,6 +155,11 @@ def test_recent_runs_survive_the_api_schema_and_concurrent_writers(emulator, kub
     assert [r["number"] for r in st["recentRuns"]] == list(range(12, 2, -1))
     assert {r["host"] for r in st["recentRuns"]} == {"www-0", "www-1"}
     assert st["recentRuns"][0]["snapshotID"] == "0000000b"
+    # runs 10 (www-0) and 11 (www-1) saved snapshots: each host its newest, nothing pruned
+    assert sorted((e["host"], e["id"]) for e in st["snapshots"]) == [
+        ("www-0", "0000000a"),
+        ("www-1", "0000000b"),
+    ]
     types = [c["type"] for c in st["conditions"]]
     assert types == ["Ready", RUN_CONDITION]
     assert st["conditions"][0] == {**READY, "message": "2 workload(s) backed up"}

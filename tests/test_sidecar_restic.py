@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import restic
-from sidecar.job import Job, format_bytes
-from sidecar.restic import Context, Failure, Lock
+from sidecar import backend, restic
+from sidecar.job import Job
+from sidecar.outcome import format_bytes
+from sidecar.repository import Lock, is_stale, parse_lock
+from sidecar.restic import Context, Failure
 from sidecar.runner import Runner, redact, secret_values
 from tests.factories import (
     PASSWORD,
@@ -215,7 +217,7 @@ def test_workload_hosts():
 
 
 def test_lock_pause_grows_is_capped_and_jittered():
-    from sidecar.job import MAX_LOCK_PAUSE, lock_pause
+    from sidecar.repository import MAX_LOCK_PAUSE, lock_pause
 
     pauses = [lock_pause(n) for n in range(1, 30)]
     assert all(0 < p <= MAX_LOCK_PAUSE * 1.5 for p in pauses)
@@ -273,6 +275,28 @@ def test_parse_summary():
     assert restic.parse_summary('{"message_type":"status"}\nnot json\n') is None
 
 
+# What restic 0.18 prints when its REST backend is down and restik interrupts it (--json).
+RETRYING_STDERR = (
+    'Stat(<config/>) returned error, retrying after 590.49ms: Head "http://:***@h:1/www/'
+    'config": dial tcp 127.0.0.1:1: connect: connection refused\n'
+    'Stat(<config/>) returned error, retrying after 1.48s: Head "http://:***@h:1/www/config":'
+    " dial tcp 127.0.0.1:1: connect: connection reset by peer\n"
+    "\x1b[2Ksignal interrupt received, cleaning up\n"
+    '{"message_type":"exit_error","code":1,"message":"Fatal: unable to open config file: '
+    'context canceled\\nIs there a repository at the following location?\\nrest:http://h:1/www/"}'
+    "\n"
+)
+
+
+S3_BUCKET_MISSING_STDERR = (
+    "Stat(<config/>) returned error, retrying after 720.1ms: Stat: The specified bucket does "
+    "not exist\n"
+    "\x1b[2Ksignal interrupt received, cleaning up\n"
+    '{"message_type":"exit_error","code":1,"message":"Fatal: unable to open config file: '
+    'context canceled\\nIs there a repository at the following location?\\ns3:http://h/b/r"}\n'
+)
+
+
 @pytest.mark.parametrize(
     ("code", "stderr", "kind"),
     [
@@ -326,6 +350,10 @@ def test_parse_summary():
         (11, "Fatal: unable to create lock in backend\n", Failure.LOCKED),
         (12, "Fatal: wrong password\n", Failure.WRONG_PASSWORD),
         (10, "", Failure.NO_REPOSITORY),
+        # restic 0.18 retrying a missing S3 bucket, interrupted by restik (--json)...
+        (1, S3_BUCKET_MISSING_STDERR, Failure.NO_REPOSITORY),
+        # ... and a refused connection, interrupted the same way
+        (1, RETRYING_STDERR, Failure.OTHER),
         (11, "", Failure.LOCKED),
     ],
 )
@@ -359,6 +387,47 @@ def test_first_error_line():
     assert restic.first_error_line("{not json\n") == "{not json"
 
 
+def test_first_error_line_of_an_interrupted_retry_names_the_backend_error():
+    """ "context canceled" says nothing: the last error restic retried is the cause; a JSON
+    message's further lines ("Is there a repository ...") are not part of it; restik's own
+    note (why it interrupted restic) follows."""
+    note = f"{restic.RESTIK_NOTE}the repository did not answer for 5s"
+    assert restic.first_error_line(RETRYING_STDERR + note + "\n", 1) == (
+        'unable to open config file: Head "http://:***@h:1/www/config": dial tcp '
+        "127.0.0.1:1: connect: connection reset by peer; the repository did not answer for 5s"
+    )
+    assert restic.first_error_line(f"{restic.RESTIK_NOTE}restic did not finish", 1) == (
+        "restic did not finish"
+    )
+    assert backend.last_backend_error("Fatal: x\n") is None
+
+
+def test_backend_watch_counts_from_the_first_failure_until_a_success():
+    watch = backend.BackendWatch()
+    watch.feed("scan finished in 0.1s\n", 1.0)
+    assert watch.failing_for(5.0) == 0.0
+    first, second = RETRYING_STDERR.splitlines()[:2]
+    watch.feed(first, 10.0)
+    watch.feed(second, 12.0)
+    assert watch.failing_for(15.0) == 5.0  # since the first failure, not the latest
+    assert watch.last_error.endswith("connection reset by peer")
+    watch.feed("Save(<data/0a1b2c3d>) operation successful after 3 retries\n", 16.0)
+    assert watch.failing_for(100.0) == 0.0
+    watch.feed(first, 101.0)
+    assert watch.failing_for(102.0) == 1.0
+    # restic gave up on that request (0.17+ says so; 0.14 falls silent): not failing now
+    watch.feed("Load(<lock/4f2e>) failed: <lock/4f2e> does not exist\n", 103.0)
+    assert watch.failing_for(104.0) == 0.0
+    watch.feed(first, 200.0)
+    assert watch.failing_for(200.0 + backend.RETRY_SILENCE) == backend.RETRY_SILENCE
+    assert watch.failing_for(200.0 + backend.RETRY_SILENCE + 1) == 0.0  # fell silent
+    watch.feed(second, 500.0)  # a new failure counts from its own start
+    assert watch.failing_for(510.0) == 10.0
+    assert not watch.bucket_missing
+    watch.feed(S3_BUCKET_MISSING_STDERR.splitlines()[0], 103.0)
+    assert watch.bucket_missing  # init creates it: no point in waiting
+
+
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
@@ -378,7 +447,7 @@ def lock(minutes_old: float, host: str = "pod-a", pid: int = 42) -> Lock:
     ],
 )
 def test_is_stale(lk, alive, stale):
-    got = restic.is_stale(
+    got = is_stale(
         lk,
         now=NOW,
         stale_after=timedelta(minutes=30),
@@ -393,11 +462,11 @@ def test_parse_lock():
         '{"time": "2026-11-25T00:51:21.364045386Z", "exclusive": true, "hostname": "vm",'
         ' "username": "root", "pid": 18556}'
     )
-    lk = restic.parse_lock("abc", text)
+    lk = parse_lock("abc", text)
     assert lk == Lock(
         "abc", datetime(2026, 11, 25, 0, 51, 21, 364045, tzinfo=UTC), "vm", 18556, True
     )
-    assert restic.parse_lock("x", "garbage") is None
+    assert parse_lock("x", "garbage") is None
 
 
 def test_redaction():
@@ -421,7 +490,7 @@ def test_redaction():
     ],
 )
 def test_missing_password_names_the_secret_and_key(env, missing):
-    from sidecar.job import missing_password
+    from sidecar.outcome import missing_password
 
     problem = missing_password(make_backup("/data", "/repo"), env)
     if not missing:
@@ -433,7 +502,7 @@ def test_missing_password_names_the_secret_and_key(env, missing):
 
 
 def test_a_missing_password_fails_the_run_without_starting_restic(tmp_path):
-    from sidecar.job import SECRET_MISSING
+    from sidecar.outcome import SECRET_MISSING
 
     runner = Runner(base_env(None, TMPDIR=str(tmp_path)))
     ctx = Context(host="www", cache_dir=str(tmp_path), restic="/nonexistent/restic")
@@ -523,11 +592,17 @@ def test_wrong_password_is_classified_and_never_reinitialises(tmp_path, source, 
 @needs_restic
 @pytest.mark.slow
 def test_unreachable_repository_is_not_initialised(tmp_path, source, job_for):
+    """restic 0.14 gives up on a refused connection after a few retries; 0.17+ retries for
+    15 minutes, so restik interrupts it after --backend-timeout and says why."""
     port = free_port()  # nothing listens there
-    out = job_for(make_backup(str(source), f"rest:http://127.0.0.1:{port}/www")).run()
+    backup = make_backup(str(source), f"rest:http://127.0.0.1:{port}/www")
+    started = time.monotonic()
+    out = job_for(backup, backend_timeout=3).run()
+    assert time.monotonic() - started < 60
     assert not out.success and not out.initialised
     assert out.failure is Failure.OTHER
-    assert "connection refused" in out.message
+    assert "connection refused" in out.message and f"127.0.0.1:{port}" in out.message
+    assert out.message.startswith("unable to open config file"), out.message
 
 
 def _frozen_locker(repo: Path, cmd_prefix: list[str] = ()) -> subprocess.Popen:
@@ -580,7 +655,8 @@ def test_a_run_waits_for_a_live_exclusive_lock_and_gives_up_after_lock_wait(
     b = make_backup(str(source), str(repo))
 
     def job(wait: float) -> Job:
-        runner = Runner(base_env(TMPDIR=str(tmp_path)), stop_timeout=20)
+        runner = Runner(base_env(TMPDIR=str(tmp_path)), stop_timeout=20, command_timeout=300,
+                        backend_timeout=20)  # fmt: skip
         ctx = Context(host="db-1", cache_dir=str(tmp_path / "cache"), restic=RESTIC,
                       retry_lock=wait, native_retry_lock=native)  # fmt: skip
         return Job(b, ctx, runner)
@@ -594,7 +670,7 @@ def test_a_run_waits_for_a_live_exclusive_lock_and_gives_up_after_lock_wait(
         released = threading.Timer(3.0, locker.send_signal, (signal.SIGCONT,))
         released.start()
         started = time.monotonic()
-        with caplog.at_level(logging.INFO, logger="sidecar.job"):
+        with caplog.at_level(logging.INFO, logger="sidecar.repository"):
             out = job(120.0).run()
         waited = time.monotonic() - started
         released.join()
@@ -615,6 +691,8 @@ def _lock_readable(repo: Path) -> bool:
             env=base_env(),
             capture_output=True,
             text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
         )
         if shown.returncode == 0 and '"exclusive": true' in shown.stdout:
             return True
@@ -727,7 +805,7 @@ def test_remote_repository_init_backup_restore(backend, request, tmp_path, sourc
 
 @needs_restic
 def test_runner_passes_password_only_through_environment(tmp_path):
-    runner = Runner(base_env())
+    runner = Runner(base_env(), command_timeout=60)
     res = runner.run([RESTIC, "version"])
     assert res.ok
     assert not any(PASSWORD in a for a in res.args)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -100,6 +102,19 @@ def test_runs_on_schedule_and_reports_events_and_status(world):
     events = world.wait_events(count + 1)
     assert names(events) == [f"www-{i}" for i in range(1, len(events) + 1)]
     assert sc2.terminate() == 0
+    # status.snapshots: each host's newest snapshot, as restic lists it
+    snaps = json.loads(restic(str(world.repo), "snapshots", "--json").stdout)
+    newest = {}
+    for snap in sorted(snaps, key=lambda s: s["time"]):
+        newest[snap["hostname"]] = snap
+    assert set(newest) == {"www-test", "www-test2"}
+    entries = {e["host"]: e for e in world.status()["snapshots"]}
+    assert {h: e["id"] for h, e in entries.items()} == {
+        h: s["short_id"] for h, s in newest.items()
+    }  # the short id, as in recentRuns and the Events
+    for host, entry in entries.items():
+        restic_time = datetime.fromisoformat(newest[host]["time"])
+        assert abs(datetime.fromisoformat(entry["time"]) - restic_time) < timedelta(seconds=5)
     # the password is nowhere: arguments, logs, Events, status, any request body
     assert PASSWORD not in sc.log and PASSWORD not in sc2.log
     assert "RESTIC_PASSWORD" not in " ".join(sc.proc.args)
@@ -273,7 +288,7 @@ def _api(kubeconfig):
 
 
 def _outcome(success=True):
-    from sidecar.job import Outcome
+    from sidecar.outcome import Outcome
 
     return Outcome(
         success=success, message="snapshot abc saved" if success else "boom", duration=1.5
@@ -369,3 +384,51 @@ def test_sidecar_survives_api_faults(tmp_path):
         assert len(set(numbers)) == len(numbers)
         assert emu.get(API_VERSION, "backups", "www", NS)["status"]["backupCount"] == numbers[-1]
         assert any(r.fault for r in emu.requests)
+
+
+def test_restic_run_in_the_sidecar_container_finds_the_backups_repository(world):
+    """`kubectl exec deploy/www -c restik -- restic snapshots` runs restic with the
+    container's environment and no --repo: the template's RESTIC_REPOSITORY_FILE names a
+    file that the sidecar keeps holding the Backup's repository, also after the Backup
+    moves to another one (no restart). The template's empty RESTIC_REPOSITORY overrides one
+    from the Secret (restic refuses it together with the file), and the sidecar's own
+    restic, which gets --repo, works with both set."""
+    cache = world.tmp / "cache-www-exec"
+    repo_file = cache / "repository"
+    template_env = {"RESTIC_REPOSITORY_FILE": str(repo_file), "RESTIC_REPOSITORY": ""}
+    world.backup(schedule="@every 1s")
+    sc = world.sidecar(pod="www-exec", **template_env)
+    first = world.wait_events(1)[0]
+    assert first["reason"] == "Success", first["message"]
+    assert repo_file.read_text() == f"{world.repo}\n"
+    assert repo_file.stat().st_mode & 0o777 == 0o600  # a rest: URL may hold a password
+
+    exec_env = base_env(RESTIC_CACHE_DIR=str(cache), **template_env)
+
+    def snapshots_in_the_container() -> set[str]:
+        proc = subprocess.run(
+            [RESTIC, "snapshots", "--json"],
+            env=exec_env,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return {s["short_id"] for s in json.loads(proc.stdout)}
+
+    assert first["message"].split()[1] in snapshots_in_the_container()
+
+    other = copy_template(world.tmp / "other-repo")
+    world.patch_spec(destination={"repository": str(other)})
+    wait_for(lambda: repo_file.read_text() == f"{other}\n", 30, [sc])
+    count = len(world.events())
+    event = world.wait_events(count + 2)[count + 1]  # one run surely after the move
+    assert event["reason"] == "Success", event["message"]
+    assert sc.terminate() == 0  # no more runs while the two listings are compared
+    listed = snapshots_in_the_container()
+    assert listed == {
+        s["short_id"] for s in json.loads(restic(str(other), "snapshots", "--json").stdout)
+    }
+    assert event["message"].split()[1] in listed
+    assert first["message"].split()[1] not in listed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import UTC, datetime
 
@@ -156,13 +157,19 @@ def unnamed(granted: set[tuple]) -> set[tuple]:
 
 def test_the_controller_holds_every_right_it_grants(tmp_path):
     """RBAC's escalation check: the controller may write the sidecar's Role only if it holds
-    each of its rights itself (it has neither `escalate` nor `bind`), in both installs."""
-    role = rights(desired_role(backup(), ["Deployment/www"]))
+    each of its rights itself (it has no `escalate`, and `bind` only on restik-restore), in
+    both installs; pods/exec included, for a Backup with hooks."""
+    raw = backup()
+    raw["spec"]["hooks"] = {"preBackup": {"command": ["sync"]}}
+    role = rights(desired_role(raw, ["Deployment/www"]))
+    assert ("", "pods/exec", "create", None) in role
     cluster = rights(find(_built("install"), "ClusterRole", "restik-controller"))
     namespaced = rights(find(_built("namespaced"), "Role", "restik-controller"))
     for granted in (cluster, namespaced):
         assert {r for r in role if not may(granted, *r)} == set()
-        assert not {v for _, _, v, _ in granted} & {"escalate", "bind"}
+        assert not {v for _, _, v, _ in granted} & {"escalate"}
+        binds = {(g, r, n) for g, r, v, n in granted if v == "bind"}
+        assert binds == {("rbac.authorization.k8s.io", "clusterroles", "restik-restore")}
 
 
 def test_roles_follow_the_workloads_and_go_with_them(cluster, kubeconfig):
@@ -201,6 +208,7 @@ def test_roles_follow_the_workloads_and_go_with_them(cluster, kubeconfig):
 
 
 def test_binding_the_default_service_account_is_warned_once(cluster, kubeconfig, caplog):
+    caplog.set_level(logging.INFO, "restik.controller")
     cluster.create(backup())
     cluster.create(workload(sa="app"))
     controller = Controller(Kube.connect(str(kubeconfig)), Settings())
@@ -525,3 +533,37 @@ def test_metrics_off_skips_the_port_clash_check():
     taken["spec"]["template"]["spec"]["containers"][0]["ports"] = [{"containerPort": 9464}]
     result = plan([parse_backup(backup(metrics={"enabled": False}))], [taken], Renderer())
     assert result.problems == [] and [c.action for c in result.changes] == ["inject"]
+
+
+def test_restik_restore_takes_only_restics_variables_from_the_secret():
+    """Item 5 for the user's side too: `restik restore`/`snapshots` read the Secret with the
+    user's kubeconfig and hand restic only its backend variables and the password."""
+    import base64
+
+    from reconciler.restores.secret import secret_env
+
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    data = {"password": "pw", "AWS_ACCESS_KEY_ID": "a", "RESTIC_PASSWORD_COMMAND": "sh -c x",
+            "LD_PRELOAD": "/tmp/x.so", "PYKUBE_KUBERNETES_SERVICE_HOST": "evil"}  # fmt: skip
+    env = secret_env({"data": {k: b64(v) for k, v in data.items()}}, parse_backup(backup()))
+    assert env == {"RESTIC_PASSWORD": "pw", "AWS_ACCESS_KEY_ID": "a"}
+
+
+def test_the_scrub_keeps_the_repository_file_for_kubectl_exec_but_restic_never_gets_it(
+    tmp_path,
+):
+    """RESTIC_REPOSITORY_FILE names where the sidecar writes the repository for `kubectl exec
+    ... restic` (sidecar.shell.publish_repository reads it from the sidecar's environment):
+    the scrub keeps it, and restik's own restic (given --repo) runs without it."""
+    from sidecar.runner import restic_env
+
+    environ = {"RESTIC_REPOSITORY_FILE": "/restik/cache/repository", "RESTIC_REPOSITORY": "",
+               "RESTIC_PASSWORD": "pw", "LD_PRELOAD": "/x.so", "TMPDIR": str(tmp_path)}  # fmt: skip
+    loud, _ = scrub(environ)
+    assert loud == ["LD_PRELOAD"]
+    assert environ["RESTIC_REPOSITORY_FILE"] == "/restik/cache/repository"
+    env = restic_env(environ, str(tmp_path))
+    assert "RESTIC_REPOSITORY_FILE" not in env
+    assert (env["RESTIC_PASSWORD"], env["RESTIC_REPOSITORY"]) == ("pw", "")

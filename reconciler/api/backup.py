@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from reconciler.api.constants import API_VERSION, KIND, METRICS_PORT, VOLUME_PREFIX
+from reconciler.api.constants import API_VERSION, KIND, METRICS_PORT
 from reconciler.api.fields import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
@@ -19,7 +19,13 @@ from reconciler.api.fields import (
     plain,
     type_name,
 )
+from reconciler.api.hooks import (
+    HookSpec,
+    parse_hooks,
+    wants_exec,  # noqa: F401 - part of this module's interface (the RoleBinding's exec grant)
+)
 from reconciler.api.schedule import Schedule, ScheduleError, parse_schedule
+from reconciler.api.source import CommandSource, parse_source
 
 REPOSITORY_SCHEMES = (
     "s3:",
@@ -32,7 +38,6 @@ REPOSITORY_SCHEMES = (
     "rclone:",
     "local:",
 )
-RESERVED_MOUNT = "/restik"
 PVC = "persistentVolumeClaim"
 MAX_ID = 2**31 - 1  # the largest uid/gid Kubernetes accepts
 KEEP_FIELDS = {
@@ -55,9 +60,10 @@ SPEC_FIELDS = {
     "metricsPort",
     "securityContext",
     "metrics",
+    "hooks",
 }
 RETENTION_FIELDS = {*KEEP_FIELDS, "keepTags", "retainHostname", "retainTags", "prune"}
-SOURCE_FIELDS = {"volumeName", "path"}
+SOURCE_FIELDS = {"volumeName", "path", "command"}
 DESTINATION_FIELDS = {"repositorySecretName", "volume", "path", "repository"}
 SECURITY_FIELDS = {"runAsUser", "runAsGroup"}
 
@@ -110,8 +116,8 @@ class Backup:
     name: str
     namespace: str
     schedule: Schedule
-    source_volume: str
-    source_path: str
+    source_volume: str | None  # None with a command source
+    source_path: str | None
     secret_name: str
     repository: str | None = None
     destination_volume: Mapping | None = None
@@ -127,6 +133,16 @@ class Backup:
     run_as_group: int | None = None
     uid: str | None = None
     generation: int | None = None
+    source_command: CommandSource | None = None  # spec.backupSource.command
+    pre_backup: HookSpec | None = None  # spec.hooks
+    post_backup: HookSpec | None = None
+
+    @property
+    def snapshot_path(self) -> str:
+        """The path restic records in this Backup's snapshots."""
+        if self.source_command is not None:
+            return "/" + self.source_command.filename
+        return self.source_path
 
     @property
     def is_local(self) -> bool:
@@ -195,28 +211,10 @@ def parse_backup(raw: Mapping) -> Backup:
     source = c.mapping(spec.get("backupSource"), "spec.backupSource", SOURCE_FIELDS)
     if has_spec and "backupSource" not in spec:
         c.add("spec.backupSource", "required")
-    source_volume = c.string(
-        source.get("volumeName"),
-        "spec.backupSource.volumeName",
-        required=bool(source) or "backupSource" in spec,
-        pattern=DNS_LABEL,
-        what="volume name",
-    )
-    if source_volume and source_volume.startswith(VOLUME_PREFIX):
-        c.add("spec.backupSource.volumeName", f"volumes named {VOLUME_PREFIX}* belong to restik")
-    source_path = c.abs_path(
-        source.get("path"),
-        "spec.backupSource.path",
-        required=bool(source) or "backupSource" in spec,
-    )
-    if source_path and (
-        source_path == RESERVED_MOUNT or source_path.startswith(RESERVED_MOUNT + "/")
-    ):
-        c.add("spec.backupSource.path", f"{RESERVED_MOUNT} is reserved for restik")
-    if source_path == "/":
-        c.add("spec.backupSource.path", "must not be /")
-    elif source_path:
+    source_volume, source_path, source_command = parse_source(c, source, "backupSource" in spec)
+    if source_path and source_path != "/":
         _check_source_path(c, source_path)
+    pre_backup, post_backup = parse_hooks(c, spec.get("hooks"))
 
     dest = c.mapping(spec.get("destination"), "spec.destination", DESTINATION_FIELDS)
     if has_spec and "destination" not in spec:
@@ -284,6 +282,9 @@ def parse_backup(raw: Mapping) -> Backup:
         run_as_group=run_as_group,
         uid=status_meta.get("uid"),
         generation=generation if isinstance(generation, int) else None,
+        source_command=source_command,
+        pre_backup=pre_backup,
+        post_backup=post_backup,
     )
 
 

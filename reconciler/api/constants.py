@@ -6,6 +6,9 @@ API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "Backup"
 PLURAL = "backups"
 CRD_NAME = f"{PLURAL}.{GROUP}"
+RESTORE_KIND = "Restore"
+RESTORE_PLURAL = "restores"
+RESTORE_CRD_NAME = f"{RESTORE_PLURAL}.{GROUP}"
 
 # On a workload's own metadata: which Backup it opts into.
 CONFIG_LABEL = f"{GROUP}/config"
@@ -13,6 +16,12 @@ CONFIG_LABEL = f"{GROUP}/config"
 HASH_ANNOTATION = f"{GROUP}/config-hash"
 
 SIDECAR_NAME = "restik"
+# The init container that restores a workload's volume in place (a Restore's target).
+RESTORE_CONTAINER = "restik-restore"
+# On a restored PVC: which Restore (name, uid) wrote it from which snapshot, as JSON.
+RESTORED_ANNOTATION = f"{GROUP}/restored-by"
+# On a Backup: a new value asks its sidecars for a backup now (restik backup-now).
+TRIGGER_ANNOTATION = f"{GROUP}/backup-now"
 VOLUME_PREFIX = "restik-"
 REPO_VOLUME = "restik-repo"
 CACHE_VOLUME = "restik-cache"
@@ -20,6 +29,8 @@ TOKEN_VOLUME = "restik-token"  # noqa: S105 - a volume name, not a secret
 
 REPO_MOUNT = "/restik/repo"
 CACHE_MOUNT = "/restik/cache"
+# The sidecar keeps the Backup's repository here, for `kubectl exec ... -- restic ...`.
+REPOSITORY_FILE = CACHE_MOUNT + "/repository"
 # Where the API clients look for the in-cluster service-account token (as automount puts it).
 TOKEN_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 - a path
 METRICS_PORT = 9464

@@ -1,68 +1,93 @@
-"""`restik run`: the level-triggered loop. Observe (LIST), plan (pure), apply (one call each)."""
+"""`restik run`'s cycle: observe (paged LISTs → a Snapshot) → reconcilers (pure: snapshot →
+actions) → apply (the only writer). The Controller keeps what outlives one cycle."""
 
 from __future__ import annotations
 
-import gc
 import logging
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-from reconciler.api.backup import InvalidBackup, parse_backup
-from reconciler.api.constants import (
-    API_VERSION,
-    CONFIG_LABEL,
-    CRD_NAME,
-)
-from reconciler.controller.observe import (
-    established,
-    is_labeled,
-    labeled_or_injected,
-    ref_of,
-    selector_string,
-    slim,
-    with_kind,
-)
+from reconciler.api.backup import InvalidBackup
+from reconciler.controller.actions import Action, CreateEvent, PatchStatus, PatchWorkload
+from reconciler.controller.apply import Applier
+from reconciler.controller.observe import BackupsNotServed, Observer, Snapshot, established
 from reconciler.controller.options import Settings
-from reconciler.controller.patch import merge_patch
-from reconciler.controller.plan import BackupIndex, plan_batch
-from reconciler.controller.podtemplate import controller_owner
-from reconciler.controller.reconcilers.rbac import (
-    MANAGED_BY,
-    MANAGER,
-    default_account_warning,
-    desired_role,
-    desired_rolebinding,
-    role_in_sync,
-    rolebinding_in_sync,
-    rolebinding_name,
+from reconciler.controller.plan import REMOVE, BackupIndex
+from reconciler.controller.reconcilers.rbac import reconcile_rbac
+from reconciler.controller.reconcilers.restarts import Restarts, reconcile_restarts
+from reconciler.controller.reconcilers.status import reconcile_status
+from reconciler.controller.reconcilers.workload_warnings import (
+    reconcile_workload_warnings,
+    warning_keys,
 )
-from reconciler.controller.reconcilers.status import (
-    is_new_problem,
-    new_warnings,
-    status_patch,
-    warning_event,
-)
+from reconciler.controller.reconcilers.workloads import deferred, reconcile_workloads
 from reconciler.controller.render import DEFAULT_IMAGE, Renderer
-from reconciler.controller.rollout import (
-    needs_manual_restart,
-    observe_rollout,
-    plan_restart,
-    rollouts_now,
-)
+from reconciler.controller.restores import sync_restores
+from reconciler.controller.rollout import rollouts_now
 from reconciler.controller.stats import CycleStats, ready_status
 from reconciler.kube.client import ApiError
 from reconciler.kube.events import now_rfc3339
-from reconciler.kube.resource import BACKUPS, CRDS, EVENTS, PODS, ROLEBINDINGS, ROLES, WORKLOADS
+from reconciler.kube.resource import BACKUPS, CRDS
 from reconciler.offline.diff import OfflineResult, render_diff
-from reconciler.resources import crd_manifest
+from reconciler.resources import crd_manifests
 
 log = logging.getLogger("restik.controller")
 COMPONENT = "restik-controller"
 
 
+@dataclass
+class Decisions:
+    """One cycle's actions, in the order they are applied, and what the status was told."""
+
+    patches: list[PatchWorkload]
+    deferred: set  # WorkloadRefs whose planned update waits for --max-rollouts
+    restarts: Restarts
+    actions: list[Action]
+    readiness: dict  # (namespace, name) -> the Ready condition's status after the cycle
+
+
+def decide(
+    snapshot: Snapshot,
+    settings: Settings,
+    now: str,
+    reported: frozenset | set = frozenset(),
+    nonce: str = "",
+) -> Decisions:
+    """Every reconciler over one snapshot (pure): workload patches, evictions, RoleBindings,
+    each Backup's status with its Warning Events, then Warning Events on workloads whose
+    label names no Backup (``reported``: those this process has sent already)."""
+    plan = snapshot.plan
+    patches = reconcile_workloads(plan, settings.max_rollouts)
+    restarts = reconcile_restarts(snapshot, patches)
+    rbac = reconcile_rbac(
+        snapshot.raw_backups,
+        snapshot.parsed,
+        plan,
+        snapshot.rolebindings,
+        snapshot.roles,
+        now,
+        COMPONENT,
+    )
+    waiting = deferred(plan, patches)
+    pending = snapshot.restart_candidates - restarts.done
+    current = rollouts_now(
+        plan, snapshot.rollouts, restarts.rollouts, waiting, pending, {a.ref for a in patches}
+    )
+    status = reconcile_status(snapshot.raw_backups, snapshot.parsed, plan, now, COMPONENT, current)
+    patched_status = {(a.namespace, a.name): a.patch for a in status if isinstance(a, PatchStatus)}
+    readiness = {
+        key: ready_status(patched_status.get(key) or raw)
+        for key, raw in snapshot.raw_backups.items()
+    }
+    warnings = reconcile_workload_warnings(plan, reported, now, COMPONENT, nonce)
+    actions = [*patches, *restarts.actions, *rbac, *status, *warnings]
+    return Decisions(patches, waiting, restarts, actions, readiness)
+
+
 class Controller:
-    """One instance per process; ``cycle()`` is one observe → plan → apply pass."""
+    """One instance per process; ``cycle()`` is one observe → reconcile → apply pass."""
 
     def __init__(self, kube, settings: Settings, out=None, metrics=None):
         self.kube = kube
@@ -70,10 +95,10 @@ class Controller:
         self.out = out or sys.stdout
         self.metrics = metrics
         self.renderer = Renderer(image=settings.sidecar_image or DEFAULT_IMAGE)
+        self.observer = Observer(kube, settings, self.renderer)
         self.known_injected: set = set()
         self.pending_restarts: set = set()
-        self.deferred: set = set()  # workloads whose update waits for --max-rollouts
-        self.patched_now: set = set()  # workloads patched in this cycle
+        self.reported_warnings: set = set()  # keys of the workload warnings sent (in memory)
         self.first_cycle = True
         self.crd_ready = False
         self.own_writes: set[str] = set()
@@ -81,32 +106,37 @@ class Controller:
         # Asked before every write: with leader election, whether the Lease is still ours
         # (renewed within its deadline). A long cycle stops writing as soon as it is not.
         self.leading = lambda: True
-        self._parsed: dict[tuple, tuple] = {}  # (namespace, name) -> (resourceVersion, parsed)
 
-    # ---------------------------------------------------------------- paths
     @property
     def backups_path(self) -> str:
         return BACKUPS.path(self.settings.namespace)
 
     def workload_paths(self) -> list[tuple[str, str, str]]:
-        return [
-            (kind, res.api_version, res.path(self.settings.namespace))
-            for kind, res in WORKLOADS.items()
-        ]
+        return self.observer.workload_paths()
 
-    # ---------------------------------------------------------------- CRD
     def ensure_crd(self) -> bool:
-        """Create the Backup CRD when absent and wait until it is Established."""
+        """Create restik's CRDs (Backup, Restore) when absent and wait until they are
+        Established. (The one write outside `apply`: it happens before any cycle, and a
+        failure stops the cycle.)"""
+        backups_crd, *others = crd_manifests()
+        if not self._ensure_one_crd(backups_crd):
+            return False
+        for manifest in others:
+            self._ensure_one_crd(manifest)  # a dry run only reports an absent one
+        self.crd_ready = True
+        return True
 
-        path = CRDS.path(name=CRD_NAME)
+    def _ensure_one_crd(self, manifest: Mapping) -> bool:
+        name = manifest["metadata"]["name"]
+        path = CRDS.path(name=name)
         crd = self.kube.get_or_none(path)
         if crd is None:
             if self.settings.dry_run:
-                log.info("dry run: would create CustomResourceDefinition %s", CRD_NAME)
+                log.info("dry run: would create CustomResourceDefinition %s", name)
                 return False
-            log.info("creating CustomResourceDefinition %s", CRD_NAME)
+            log.info("creating CustomResourceDefinition %s", name)
             try:
-                crd = self.kube.create(CRDS.path(), crd_manifest())
+                crd = self.kube.create(CRDS.path(), manifest)
             except ApiError as exc:
                 if not exc.conflict:  # another replica created it first
                     raise
@@ -114,375 +144,92 @@ class Controller:
         deadline = time.monotonic() + 60
         while not established(crd):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"CustomResourceDefinition {CRD_NAME} is not Established")
+                raise TimeoutError(f"CustomResourceDefinition {name} is not Established")
             time.sleep(0.5)
             crd = self.kube.get(path)
-        self.crd_ready = True
         return True
 
-    # ---------------------------------------------------------------- observe
-    def _pages(self, path: str, selector: str | None, rvs: dict[str, str]):
-        """The LIST of ``path`` page by page; the first page's resourceVersion (the list's
-        snapshot) is where a watch of ``path`` resumes."""
-        for rv, items in self.kube.list_pages(path, selector, self.settings.page_size):
-            rvs.setdefault(path, rv)
-            yield items
-
-    def _list(self, path: str, selector: str | None, rvs: dict[str, str]) -> list[dict]:
-        return [item for page in self._pages(path, selector, rvs) for item in page]
-
-    def _orphans(self, labeled: set) -> list[dict]:
-        """Workloads that had a sidecar but lost their label: one GET each, only on change.
-        Only restik's own record says which: what it injected or saw injected (after a start
-        or a new leadership, the unselected first LIST finds them by the hash annotation).
-        Never a Backup's status.workloads: any pod bound to the sidecar role may write it."""
-        found = []
-        for ref in sorted(self.known_injected - labeled):
-            if self.settings.namespace and ref.namespace != self.settings.namespace:
-                continue
-            res = WORKLOADS[ref.kind]
-            obj = self.kube.get_or_none(res.path(ref.namespace, ref.name))
-            if obj is None:
-                self.known_injected.discard(ref)
-                continue
-            found.append(with_kind(slim(obj), res.api_version, ref.kind))
-        return found
-
-    # ---------------------------------------------------------------- cycle
     def cycle(self) -> CycleStats:
-        """One pass: LIST Backups, then per workload kind LIST and plan page by page (so only
-        one page of objects is in memory at a time), LIST RoleBindings, then apply."""
-
+        """One pass: observe, decide (pure), apply; or print the plan with --dry-run."""
         started = time.monotonic()
         stats = CycleStats()
         if not self.crd_ready:
             self.ensure_crd()
-        rvs: dict[str, str] = {}
-        gc_was_enabled = gc.isenabled()
-        gc.disable()  # a cycle makes no reference cycles: no need to walk the heap mid-cycle
+        self.observer.kube = self.kube  # a caller may point the controller elsewhere
         try:
-            raw_backups = []
-            if self.crd_ready:
-                try:
-                    raw_backups = self._list(self.backups_path, None, rvs)
-                except ApiError as exc:
-                    if exc.not_found:
-                        self.crd_ready = False  # the CRD was deleted: recreate next cycle
-                    raise
-            parsed = []
-            raw_by_key = {}
-            previous, self._parsed = self._parsed, {}  # forget deleted Backups
-            for raw in raw_backups:
-                with_kind(raw, API_VERSION, "Backup")
-                item = self._parse(raw, previous)
-                parsed.append(item)
-                raw_by_key[(item.namespace, item.name)] = raw
-            index = BackupIndex.of(parsed)
-            result = index.new_plan()
-            labeled: set = set()
-            rollouts: dict = {}  # WorkloadRef -> Rollout of the labeled workloads
-            # The first cycle after a start lists every workload, unselected and paged, to find
-            # sidecars orphaned while no controller ran (label and Backup both gone by then):
-            # restik's hash annotation marks them. Later cycles list labeled ones only and
-            # follow unlabeling through known_injected (restik's own record, never a status).
-            selector = None if self.first_cycle else CONFIG_LABEL
-            for kind, api_version, path in self.workload_paths():
-                for page in self._pages(path, selector, rvs):
-                    items = [with_kind(w, api_version, kind) for w in page]
-                    del page
-                    if selector is None:
-                        items = [w for w in items if labeled_or_injected(w)]
-                    for w in items:
-                        if not is_labeled(w):
-                            continue
-                        ref = ref_of(w)
-                        labeled.add(ref)
-                        if controller_owner(w) is not None:
-                            continue  # never changed, never restarted (plan reports it)
-                        rollouts[ref] = observe_rollout(w)  # from its status, before _slim
-                        if self.first_cycle and needs_manual_restart(w):
-                            self.pending_restarts.add(ref)  # after a start: look for stale pods
-                    stats.workloads += sum(1 for w in items if is_labeled(w))
-                    items = [slim(w) for w in items]
-                    plan_batch(index, items, self.renderer, result)
-                    del items
-            rb_path = ROLEBINDINGS.path(self.settings.namespace)
-            rolebindings = {
-                (rb["metadata"]["namespace"], rb["metadata"]["name"]): rb
-                for rb in self._list(rb_path, f"{MANAGED_BY}={MANAGER}", rvs)
-            }
-            roles_path = ROLES.path(self.settings.namespace)
-            roles = {
-                (r["metadata"]["namespace"], r["metadata"]["name"]): r
-                for r in self._list(roles_path, f"{MANAGED_BY}={MANAGER}", rvs)
-            }
-            orphans = self._orphans(labeled)
-            plan_batch(index, orphans, self.renderer, result)
-            result.finish()
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-        self.last_resource_versions = rvs
+            snapshot = self.observer.observe(
+                with_backups=self.crd_ready,
+                first_cycle=self.first_cycle,
+                known_injected=self.known_injected,
+                pending_restarts=self.pending_restarts,
+            )
+        except BackupsNotServed:
+            self.crd_ready = False  # the CRD was deleted: recreate next cycle
+            raise
+        self.last_resource_versions = snapshot.resource_versions
         self.first_cycle = False
-        stats.backups = len(raw_backups)
-        stats.planned = len(result.changes)
-        self.known_injected |= result.injected
+        plan = snapshot.plan
+        stats.backups = len(snapshot.raw_backups)
+        stats.workloads = snapshot.workloads
+        stats.planned = len(plan.changes)
+        stats.errors += snapshot.errors
+        self.known_injected |= plan.injected
+        self.known_injected -= snapshot.gone
 
         if self.settings.dry_run:
-            self._print_plan(result)
+            self._print_plan(plan)
         else:
-            self._apply_changes(result, stats)
-            restarts = self._restart_stale(stats)
-            self._sync_rolebindings(result, (rolebindings, roles), raw_by_key, parsed, stats)
-            current = rollouts_now(
-                result, rollouts, restarts, self.deferred, self.pending_restarts, self.patched_now
+            now = now_rfc3339()
+            nonce = f"{time.time_ns():x}"  # unique Event names within one second
+            decisions = decide(snapshot, self.settings, now, self.reported_warnings, nonce)
+            stats.deferred = len(decisions.deferred)
+            stats.readiness = decisions.readiness
+            for ref, reason in decisions.restarts.waiting.items():
+                log.info("restart of %s/%s waits: %s", ref.namespace, ref, reason)
+            applier = Applier(
+                self.kube,
+                stats,
+                leading=self.leading,
+                own_writes=self.own_writes,
+                metrics=self.metrics,
+                max_evictions=self.settings.max_restarts,
             )
-            self._sync_status(result, raw_by_key, parsed, stats, current)
+            applied = applier.apply(decisions.actions)
+            self._remember(snapshot, decisions, applied)
+            sync_restores(self, applier, snapshot.raw_backups.values(), stats)
         if stats.lost_leadership:
             log.warning("leadership lost during the cycle: stopped writing")
-        for p in result.problems:
+        for p in plan.problems:
             log.warning("%s", p)
-        stats.ready = sum(1 for p in parsed if not isinstance(p, InvalidBackup))
-        stats.not_ready = len(parsed) - stats.ready
+        stats.ready = sum(1 for p in snapshot.parsed if not isinstance(p, InvalidBackup))
+        stats.not_ready = len(snapshot.parsed) - stats.ready
         stats.seconds = time.monotonic() - started
         return stats
 
-    def _parse(self, raw: dict, previous: dict):
-        """parse_backup, once per resourceVersion of each Backup."""
-        meta = raw.get("metadata") or {}
-        key = (meta.get("namespace"), meta.get("name"))
-        rv = meta.get("resourceVersion")
-        hit = previous.get(key)
-        if hit is not None and rv is not None and hit[0] == rv:
-            item = hit[1]
-        else:
-            try:
-                item = parse_backup(raw)
-            except InvalidBackup as exc:
-                item = exc
-        self._parsed[key] = (rv, item)
-        return item
+    def backup_index(self) -> BackupIndex:
+        """The Backups as the last cycle parsed them: what a watch event's one workload is
+        planned against between full cycles (reconciler.controller.single)."""
+        return BackupIndex.of(self.observer.backups())
 
-    # ---------------------------------------------------------------- apply
-    def _apply_changes(self, result, stats: CycleStats) -> None:
-
-        updates = 0
-        self.deferred = set()
-        self.patched_now = set()
-        for change in result.changes:
-            if not self._may_write(stats):
-                return
-            ref = change.ref
-            if change.action == "update":
-                # An image upgrade changes every sidecar at once: roll at most max_rollouts
-                # workloads per cycle, the rest in later cycles (they stay planned).
-                limit = self.settings.max_rollouts
-                if limit and updates >= limit:
-                    stats.deferred += 1
-                    self.deferred.add(ref)
-                    continue
-                updates += 1
-            patch = merge_patch(change.before, change.after)
-            patch.setdefault("metadata", {})["resourceVersion"] = change.before["metadata"].get(
-                "resourceVersion"
-            )
-            path = WORKLOADS[ref.kind].path(ref.namespace, ref.name)
-            try:
-                answer = self.kube.merge_patch(path, patch)
-            except ApiError as exc:
-                if exc.conflict:
-                    stats.conflicts += 1
-                    log.info(
-                        "%s %s/%s changed meanwhile; replanning next cycle",
-                        ref.kind,
-                        ref.namespace,
-                        ref.name,
-                    )
-                elif exc.not_found:
-                    log.info("%s %s/%s is gone", ref.kind, ref.namespace, ref.name)
+    def _remember(self, snapshot: Snapshot, decisions: Decisions, applied: list) -> None:
+        """What the next cycles need of this one: which workloads carry a sidecar, whose
+        pods restik still has to restart (a planned patch that did not land is replanned,
+        not pending), and which workload warnings were sent."""
+        pending = set(snapshot.pending_restarts)
+        for action in applied:
+            if isinstance(action, PatchWorkload):
+                if action.action == REMOVE:
+                    self.known_injected.discard(action.ref)
                 else:
-                    stats.errors += 1
-                    log.error(
-                        "patching %s %s/%s failed: %s", ref.kind, ref.namespace, ref.name, exc
-                    )
-                continue
-            self._note_write(answer)
-            self.patched_now.add(ref)
-            stats.patched += 1
-            if self.metrics:
-                self.metrics.patches.labels(change.action).inc()
-            log.info(
-                "%s restik sidecar: %s %s/%s", change.action, ref.kind, ref.namespace, ref.name
-            )
-            if change.action == "remove":
-                self.known_injected.discard(ref)
-            else:
-                self.known_injected.add(ref)
-            if change.restart:
-                self.pending_restarts.add(ref)
+                    self.known_injected.add(action.ref)
+                if action.restart:
+                    pending.add(action.ref)
+        self.pending_restarts = pending - decisions.restarts.done - snapshot.gone
+        sent = {a.remember for a in applied if isinstance(a, CreateEvent) and a.remember}
+        # forget what is fixed: the same mistake made again later is reported again
+        self.reported_warnings = (self.reported_warnings | sent) & set(warning_keys(snapshot.plan))
 
-    def _restart_stale(self, stats: CycleStats) -> dict:
-        """Restart, through the Eviction API, stale pods of the workloads that do not roll
-        by themselves (ReplicaSets, ReplicationControllers, OnDelete StatefulSets and
-        DaemonSets): at most one pod per workload and cycle, only while every other pod is
-        Ready (rollout.plan_restart decides). Returns WorkloadRef -> Rollout of each one looked
-        at. A 429 (a PodDisruptionBudget says wait) is not an error: next cycle."""
-
-        views: dict = {}
-        budget = self.settings.max_restarts
-        for ref in sorted(self.pending_restarts):
-            if budget <= 0 or not self._may_write(stats):
-                break
-            try:
-                owner = self.kube.get_or_none(WORKLOADS[ref.kind].path(ref.namespace, ref.name))
-                selector = selector_string(owner, ref.kind) if owner is not None else None
-                if selector is None:
-                    self.pending_restarts.discard(ref)
-                    continue
-                owner.setdefault("kind", ref.kind)
-                pods = self.kube.list(PODS.path(ref.namespace), label_selector=selector)
-                decision = plan_restart(owner, pods.get("items") or [])
-                views[ref] = decision.rollout()
-                if decision.done:
-                    self.pending_restarts.discard(ref)
-                    continue
-                if decision.evict is None:
-                    log.info("restart of %s/%s waits: %s", ref.namespace, ref, decision.reason)
-                    continue
-                if not self.kube.evict(ref.namespace, decision.evict):
-                    log.info(
-                        "restart of %s/%s waits: a PodDisruptionBudget does not allow evicting "
-                        "pod %s now",
-                        ref.namespace,
-                        ref,
-                        decision.evict,
-                    )
-                    continue
-                budget -= 1
-                stats.restarted += 1
-                if self.metrics:
-                    self.metrics.restarts.inc()
-                log.info("restarted (evicted) pod %s/%s of %s", ref.namespace, decision.evict, ref)
-            except ApiError as exc:
-                if not exc.not_found:
-                    stats.errors += 1
-                    log.error("restarting pods of %s/%s failed: %s", ref.namespace, ref, exc)
-        return views
-
-    def _sync_rolebindings(self, result, live_rbac, raw_by_key, parsed, stats) -> None:
-        """Per Backup: its Role (the sidecar's rights on its own objects), then the RoleBinding
-        to its workloads' ServiceAccounts; both go when no workload is left."""
-        rolebindings, roles = live_rbac
-        for item in parsed:
-            if not self._may_write(stats):
-                return
-            key = (item.namespace, item.name)
-            raw = raw_by_key[key]
-            live = rolebindings.get((item.namespace, rolebinding_name(item.name)))
-            live_role = roles.get((item.namespace, rolebinding_name(item.name)))
-            sas = result.service_accounts.get(key)
-            path_ns = ROLEBINDINGS.path(item.namespace)
-            try:
-                if isinstance(item, InvalidBackup):
-                    continue  # running sidecars keep their rights while the Backup is fixed
-                if not sas:
-                    for obj, res in ((live, ROLEBINDINGS), (live_role, ROLES)):
-                        if obj is not None:
-                            self.kube.delete(res.path(item.namespace, obj["metadata"]["name"]))
-                            stats.status_writes += 1
-                    continue
-                self._sync_role(desired_role(raw, result.selected.get(key, [])), live_role, stats)
-                desired = desired_rolebinding(raw, sas)
-                if live is None:
-                    self._note_write(self.kube.create(path_ns, desired))
-                elif not rolebinding_in_sync(live, desired):
-                    name = live["metadata"]["name"]
-                    if live.get("roleRef") != desired["roleRef"]:
-                        self.kube.delete(f"{path_ns}/{name}")  # roleRef is immutable
-                        self._note_write(self.kube.create(path_ns, desired))
-                    else:
-                        desired["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
-                        self._note_write(self.kube.replace(f"{path_ns}/{name}", desired))
-                else:
-                    continue
-                stats.status_writes += 1
-                self._warn_default_account(raw, sas, live)
-            except ApiError as exc:
-                if exc.conflict:
-                    stats.conflicts += 1
-                else:
-                    stats.errors += 1
-                    log.error("RoleBinding for Backup %s/%s: %s", item.namespace, item.name, exc)
-
-    def _sync_role(self, desired: dict, live: dict | None, stats: CycleStats) -> None:
-        namespace, name = desired["metadata"]["namespace"], desired["metadata"]["name"]
-        if live is None:
-            self._note_write(self.kube.create(ROLES.path(namespace), desired))
-        elif not role_in_sync(live, desired):
-            desired["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
-            self._note_write(self.kube.replace(ROLES.path(namespace, name), desired))
-        else:
-            return
-        stats.status_writes += 1
-
-    def _warn_default_account(self, raw: dict, sas: set, live: dict | None) -> None:
-        """Once, when ``default`` joins the RoleBinding's subjects: a log line and an Event."""
-        before = {s.get("name") for s in (live or {}).get("subjects") or []}
-        message = default_account_warning(sas)
-        if message is None or "default" in before:
-            return
-        meta = raw["metadata"]
-        log.warning("Backup %s/%s: %s", meta["namespace"], meta["name"], message)
-        event = warning_event(raw, "DefaultServiceAccount", message, now_rfc3339(), COMPONENT)
-        self.kube.create(EVENTS.path(meta["namespace"]), event)
-
-    def _sync_status(self, result, raw_by_key, parsed, stats, rollouts=None) -> None:
-        now = now_rfc3339()
-        for item in parsed:
-            if not self._may_write(stats):
-                return
-            raw = raw_by_key[(item.namespace, item.name)]
-            patch = status_patch(raw, item, result, now, rollouts)
-            stats.readiness[(item.namespace, item.name)] = ready_status(patch or raw)
-            if patch is None:
-                continue
-            noted = new_warnings(raw, result, (item.namespace, item.name))
-            path = BACKUPS.path(item.namespace, item.name, "status")
-            try:
-                self._note_write(self.kube.merge_patch(path, patch))
-                stats.status_writes += 1
-                if is_new_problem(raw, patch):
-                    ready = next(c for c in patch["status"]["conditions"] if c["type"] == "Ready")
-                    event = warning_event(raw, ready["reason"], ready["message"], now, COMPONENT)
-                    self.kube.create(EVENTS.path(item.namespace), event)
-                for reason, message in noted:
-                    event = warning_event(raw, reason, message, now, COMPONENT)
-                    self.kube.create(EVENTS.path(item.namespace), event)
-            except ApiError as exc:
-                if exc.not_found:
-                    continue
-                stats.errors += 1
-                log.error("status of Backup %s/%s: %s", item.namespace, item.name, exc)
-
-    def _may_write(self, stats: CycleStats) -> bool:
-        """False once leadership is lost: the rest of the cycle writes nothing."""
-        if not stats.lost_leadership and not self.leading():
-            stats.lost_leadership = True
-        return not stats.lost_leadership
-
-    def _note_write(self, answer: Mapping) -> None:
-        rv = (
-            (answer.get("metadata") or {}).get("resourceVersion")
-            if isinstance(answer, Mapping)
-            else None
-        )
-        if rv:
-            self.own_writes.add(rv)
-            if len(self.own_writes) > 10_000:
-                self.own_writes.clear()
-
-    # ---------------------------------------------------------------- dry run
-    def _print_plan(self, result) -> None:
-        text = render_diff(OfflineResult(result))
+    def _print_plan(self, plan) -> None:
+        text = render_diff(OfflineResult(plan))
         self.out.write(text)
         self.out.flush()

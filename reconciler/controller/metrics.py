@@ -8,11 +8,12 @@ from http.server import ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from reconciler.api.restore import PHASES
 from reconciler.http import serve_http
 
 
 class ControllerMetrics:
-    def __init__(self, interval: float | None = None) -> None:
+    def __init__(self, interval: float | None = None, shard: tuple[int, int] = (0, 1)) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.cycle_seconds = Histogram(
@@ -25,6 +26,13 @@ class ControllerMetrics:
             "restik_patches_total", "Workload patches applied", ["action"], registry=r
         )
         self.restarts = Counter("restik_restarts_total", "Stale pods deleted", registry=r)
+        self.writes = Counter(
+            "restik_writes_total",
+            "Successful API writes of the controller by kind "
+            "(workload, eviction, rolebinding, status, event)",
+            ["kind"],
+            registry=r,
+        )
         self.errors = Counter("restik_errors_total", "Failed API calls and cycles", registry=r)
         self.conflicts = Counter("restik_conflicts_total", "Writes that hit a 409", registry=r)
         self.backups = Gauge("restik_backups", "Backups by readiness", ["ready"], registry=r)
@@ -49,7 +57,21 @@ class ControllerMetrics:
         )
         if interval is not None:
             self.interval.set(interval)
+        self.shard = Gauge(
+            "restik_shard_info",
+            "This controller's shard (--shard-index) of --shards; 1 while running",
+            ["shard", "shards"],
+            registry=r,
+        )
+        self.shard.labels(str(shard[0]), str(shard[1])).set(1)
         self._ready_keys: set[tuple[str, str]] = set()
+        self.restore_phase = Gauge(
+            "restik_restore_phase",
+            "1 for a Restore's current phase (Pending, Running, Succeeded, Failed, Invalid)",
+            ["namespace", "restore", "phase"],
+            registry=r,
+        )
+        self._restore_series: set[tuple[str, str, str]] = set()
 
     def set_leader(self, leader: bool) -> None:
         self.leader.set(1 if leader else 0)
@@ -77,6 +99,19 @@ class ControllerMetrics:
         for key in self._ready_keys - readiness.keys():  # deleted Backups
             self.backup_ready.remove(*key)
         self._ready_keys = set(readiness)
+
+    def set_restore_phases(self, phases: dict) -> None:
+        """(namespace, restore) -> phase; series of deleted Restores go."""
+        series = set()
+        for (namespace, restore), current in phases.items():
+            for phase in PHASES:
+                self.restore_phase.labels(namespace, restore, phase).set(
+                    1 if phase == current else 0
+                )
+                series.add((namespace, restore, phase))
+        for key in self._restore_series - series:
+            self.restore_phase.remove(*key)
+        self._restore_series = series
 
     def serve(self, address: str, port: int, healthy: Callable[[], bool]) -> ThreadingHTTPServer:
         return serve_http(address, port, self.registry, healthy)

@@ -1,11 +1,64 @@
-"""What the controller keeps of the objects it LISTs, and how it reads them."""
+"""Observe: one cycle's LISTs (paged) turned into a Snapshot of what the reconcilers need,
+and what the controller keeps of the objects it LISTs."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import gc
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
-from reconciler.api.constants import CONFIG_LABEL, HASH_ANNOTATION
-from reconciler.controller.podtemplate import WorkloadRef
+from reconciler.api.backup import Backup, InvalidBackup, parse_backup
+from reconciler.api.constants import API_VERSION, CONFIG_LABEL, HASH_ANNOTATION
+from reconciler.controller.options import Settings
+from reconciler.controller.plan import BackupIndex, Plan, plan_batch
+from reconciler.controller.podtemplate import WorkloadRef, controller_owner
+from reconciler.controller.reconcilers.rbac import MANAGED_BY, MANAGER
+from reconciler.controller.render import Renderer
+from reconciler.controller.rollout import (
+    Rollout,
+    needs_manual_restart,
+    observe_rollout,
+    owner_uids,
+    restart_view,
+    slim_pod,
+)
+from reconciler.kube.client import ApiError, Kube
+from reconciler.kube.resource import BACKUPS, PODS, ROLEBINDINGS, ROLES, WORKLOADS
+
+log = logging.getLogger("restik.controller")
+
+
+class BackupsNotServed(ApiError):
+    """The Backups LIST answered 404: the CRD was deleted (the controller recreates it)."""
+
+
+@dataclass
+class Snapshot:
+    """What one cycle observed, and the plan made from it (the planner runs page by page
+    during the LISTs, so only one page of workloads is in memory at a time)."""
+
+    raw_backups: dict[tuple[str, str], dict] = field(default_factory=dict)
+    parsed: list[Backup | InvalidBackup] = field(default_factory=list)
+    plan: Plan = field(default_factory=Plan)
+    workloads: int = 0  # labeled workloads listed
+    labeled: set[WorkloadRef] = field(default_factory=set)
+    # WorkloadRef -> Rollout of each labeled workload (from its status, before slim)
+    rollouts: dict[WorkloadRef, Rollout] = field(default_factory=dict)
+    # (namespace, name) -> restik's RoleBindings
+    rolebindings: dict[tuple[str, str], dict] = field(default_factory=dict)
+    # (namespace, name) -> restik's Roles (one per Backup: reconcilers.rbac.desired_role)
+    roles: dict[tuple[str, str], dict] = field(default_factory=dict)
+    # workloads whose pods restik restarts: pending from earlier cycles, or (after a start)
+    # every one that needs it; candidates: those and the ones planned to be patched now
+    pending_restarts: set[WorkloadRef] = field(default_factory=set)
+    restart_candidates: set[WorkloadRef] = field(default_factory=set)
+    restart_owners: dict[WorkloadRef, dict] = field(default_factory=dict)  # rollout.restart_view
+    pods: dict[str, list[dict]] = field(default_factory=dict)  # owner uid -> its pods (slim)
+    pod_namespaces: set[str] = field(default_factory=set)  # namespaces whose pods were listed
+    gone: set[WorkloadRef] = field(default_factory=set)  # GET answered 404: forget them
+    errors: int = 0  # failed reads that did not stop the cycle (a pod LIST)
+    resource_versions: dict[str, str] = field(default_factory=dict)  # path -> LIST's rv
 
 
 def slim(obj: dict) -> dict:
@@ -53,6 +106,197 @@ def established(crd: Mapping) -> bool:
         if cond.get("type") == "Established" and cond.get("status") == "True":
             return True
     return False
+
+
+class Observer:
+    """The cycle's reads: LIST Backups (parsed once per resourceVersion), LIST every workload
+    kind and plan page by page, LIST restik's RoleBindings, GET the few workloads that lost
+    their label, and LIST the pods of each namespace where restik restarts pods (one paged
+    LIST per namespace, matched to their owners by ownerReferences uid)."""
+
+    def __init__(self, kube: Kube, settings: Settings, renderer: Renderer):
+        self.kube = kube
+        self.settings = settings
+        self.renderer = renderer
+        self._parsed: dict[tuple, tuple] = {}  # (namespace, name) -> (resourceVersion, parsed)
+
+    def backups(self) -> list:
+        """The Backups (parsed, or InvalidBackup) of the last observe."""
+        return [item for _, item in self._parsed.values()]
+
+    def workload_paths(self) -> list[tuple[str, str, str]]:
+        return [
+            (kind, res.api_version, res.path(self.settings.namespace))
+            for kind, res in WORKLOADS.items()
+        ]
+
+    def observe(
+        self,
+        *,
+        with_backups: bool,
+        first_cycle: bool,
+        known_injected: set[WorkloadRef],
+        pending_restarts: set[WorkloadRef],
+    ) -> Snapshot:
+        snap = Snapshot()
+        gc_was_enabled = gc.isenabled()
+        gc.disable()  # a cycle makes no reference cycles: no need to walk the heap mid-cycle
+        try:
+            self._observe(snap, with_backups, first_cycle, known_injected, pending_restarts)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        return snap
+
+    def _observe(self, snap, with_backups, first_cycle, known_injected, pending) -> None:
+        rvs = snap.resource_versions
+        raw_backups = []
+        if with_backups:
+            try:
+                raw_backups = self._list(BACKUPS.path(self.settings.namespace), None, rvs)
+            except ApiError as exc:
+                if exc.not_found:
+                    raise BackupsNotServed(exc.status, exc.reason, exc.message) from exc
+                raise
+        previous, self._parsed = self._parsed, {}  # forget deleted Backups
+        for raw in raw_backups:
+            with_kind(raw, API_VERSION, "Backup")
+            item = self._parse(raw, previous)
+            snap.parsed.append(item)
+            snap.raw_backups[(item.namespace, item.name)] = raw
+        index = BackupIndex.of(snap.parsed)
+        result = snap.plan = index.new_plan()
+        snap.pending_restarts = set(pending)
+        # The first cycle after a start lists every workload, unselected and paged, to find
+        # sidecars orphaned while no controller ran (label and Backup both gone by then):
+        # restik's hash annotation marks them. Later cycles list labeled ones only and
+        # follow unlabeling through known_injected (restik's own record, never a status).
+        selector = None if first_cycle else CONFIG_LABEL
+        desired: dict = {}  # DaemonSet ref -> status.desiredNumberScheduled (dropped by slim)
+        for kind, api_version, path in self.workload_paths():
+            for page in self._pages(path, selector, rvs):
+                items = [with_kind(w, api_version, kind) for w in page]
+                del page
+                if selector is None:
+                    items = [w for w in items if labeled_or_injected(w)]
+                for w in items:
+                    if not is_labeled(w):
+                        continue
+                    snap.workloads += 1
+                    ref = ref_of(w)
+                    snap.labeled.add(ref)
+                    if controller_owner(w) is not None:
+                        continue  # never changed, never restarted (plan reports it)
+                    snap.rollouts[ref] = observe_rollout(w)  # from its status, before slim
+                    if first_cycle and needs_manual_restart(w):
+                        snap.pending_restarts.add(ref)  # after a start: look for stale pods
+                    if ref in snap.pending_restarts:
+                        snap.restart_owners[ref] = restart_view(w)
+                    elif w["kind"] == "DaemonSet" and needs_manual_restart(w):
+                        desired[ref] = (w.get("status") or {}).get("desiredNumberScheduled")
+                items = [slim(w) for w in items]
+                planned = len(result.changes)
+                plan_batch(index, items, self.renderer, result)
+                del items
+                self._keep_restart_views(snap, result.changes[planned:], desired)
+        rb_path = ROLEBINDINGS.path(self.settings.namespace)
+        for rb in self._list(rb_path, f"{MANAGED_BY}={MANAGER}", rvs):
+            snap.rolebindings[(rb["metadata"]["namespace"], rb["metadata"]["name"])] = rb
+        roles_path = ROLES.path(self.settings.namespace)
+        for role in self._list(roles_path, f"{MANAGED_BY}={MANAGER}", rvs):
+            snap.roles[(role["metadata"]["namespace"], role["metadata"]["name"])] = role
+        orphans = self._orphans(snap, known_injected | pending)
+        planned = len(result.changes)
+        plan_batch(index, orphans, self.renderer, result)
+        self._keep_restart_views(snap, result.changes[planned:], desired)
+        result.finish()
+        planned = {c.ref for c in result.changes if c.restart}
+        snap.restart_candidates = snap.pending_restarts | planned
+        if not self.settings.dry_run:  # a dry run restarts nothing: no pods to look at
+            self._list_pods(snap)
+
+    @staticmethod
+    def _keep_restart_views(snap: Snapshot, changes: list, desired: dict) -> None:
+        """What plan_restart needs of the workloads a change will make restik restart: their
+        objects as listed (slim keeps what it reads but a DaemonSet's desired pod count)."""
+        for change in changes:
+            if change.restart and change.ref not in snap.restart_owners:
+                view = restart_view(change.before)
+                if desired.get(change.ref) is not None:
+                    view["status"] = {"desiredNumberScheduled": desired[change.ref]}
+                snap.restart_owners[change.ref] = view
+
+    def _pages(self, path: str, selector: str | None, rvs: dict[str, str]) -> Iterator[list]:
+        """The LIST of ``path`` page by page; the first page's resourceVersion (the list's
+        snapshot) is where a watch of ``path`` resumes."""
+        for rv, items in self.kube.list_pages(path, selector, self.settings.page_size):
+            rvs.setdefault(path, rv)
+            yield items
+
+    def _list(self, path: str, selector: str | None, rvs: dict[str, str]) -> list[dict]:
+        return [item for page in self._pages(path, selector, rvs) for item in page]
+
+    def _parse(self, raw: dict, previous: dict):
+        """parse_backup, once per resourceVersion of each Backup."""
+        meta = raw.get("metadata") or {}
+        key = (meta.get("namespace"), meta.get("name"))
+        rv = meta.get("resourceVersion")
+        hit = previous.get(key)
+        if hit is not None and rv is not None and hit[0] == rv:
+            item = hit[1]
+        else:
+            try:
+                item = parse_backup(raw)
+            except InvalidBackup as exc:
+                item = exc
+        self._parsed[key] = (rv, item)
+        return item
+
+    def _orphans(self, snap: Snapshot, known: set) -> list[dict]:
+        """Workloads that had a sidecar (or have pods to restart) but lost their label: one
+        GET each, only on change. Only restik's own record says which: what it injected or
+        saw injected (after a start or a new leadership, the unselected first LIST finds them
+        by the hash annotation). Never a Backup's status.workloads: any pod bound to the
+        sidecar role may write it."""
+        found = []
+        for ref in sorted(known - snap.labeled):
+            if self.settings.namespace and ref.namespace != self.settings.namespace:
+                continue
+            res = WORKLOADS[ref.kind]
+            obj = self.kube.get_or_none(res.path(ref.namespace, ref.name))
+            if obj is None:
+                snap.gone.add(ref)
+                continue
+            obj = with_kind(obj, res.api_version, ref.kind)
+            snap.restart_owners[ref] = restart_view(obj)  # in case restik restarts its pods
+            found.append(slim(obj))
+        return found
+
+    def _list_pods(self, snap: Snapshot) -> None:
+        """One paged pod LIST per namespace with restart candidates, unselected (pods carry
+        their workload's selector labels, not restik's): each pod kept, slim, under the uid of
+        the candidate that owns it; every other pod dropped at once."""
+        owners = {
+            snap.restart_owners[ref]["metadata"]["uid"]
+            for ref in snap.restart_candidates
+            if ref in snap.restart_owners
+        }
+        namespaces = {
+            ref.namespace for ref in snap.restart_candidates if ref in snap.restart_owners
+        }
+        for ns in sorted(namespaces):
+            try:
+                for _, page in self.kube.list_pages(PODS.path(ns), None, self.settings.page_size):
+                    for pod in page:
+                        for uid in owner_uids(pod):
+                            if uid in owners:
+                                snap.pods.setdefault(uid, []).append(slim_pod(pod))
+                                break
+            except ApiError as exc:
+                snap.errors += 1
+                log.error("listing the pods of namespace %s failed: %s", ns, exc)
+                continue
+            snap.pod_namespaces.add(ns)
 
 
 def selector_string(obj: Mapping, kind: str) -> str | None:

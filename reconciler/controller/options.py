@@ -8,6 +8,7 @@ import os
 import socket
 from dataclasses import dataclass
 
+from reconciler import __version__
 from reconciler.api.duration import ScheduleError, parse_duration
 from reconciler.logs import add_logging_arguments, env_default
 
@@ -51,17 +52,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=env_default("NAMESPACE") or None,
         help="only this namespace (RESTIK_NAMESPACE, default all namespaces)",
     )
-    parser.add_argument("--kubeconfig", default=None, help="kubeconfig file (default $KUBECONFIG)")
+    parser.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster "
+        "service account)",
+    )
     parser.add_argument(
         "--sidecar-image",
         default=env_default("SIDECAR_IMAGE"),
-        help="image of the injected sidecar (RESTIK_SIDECAR_IMAGE)",
+        help=f"image of the injected sidecar (RESTIK_SIDECAR_IMAGE, default restik:{__version__})",
     )
     parser.add_argument(
         "--metrics-port",
         type=int,
         default=int(env_default("METRICS_PORT", "0")),
-        help="serve /metrics and /healthz on this port, 0 = off (RESTIK_METRICS_PORT)",
+        help="serve /metrics and /healthz on this port, 0 = off (RESTIK_METRICS_PORT, default 0)",
     )
     parser.add_argument(
         "--metrics-address",
@@ -72,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-restarts",
         type=int,
         default=int(env_default("MAX_RESTARTS", "5")),
-        help="stale ReplicaSet/ReplicationController pods deleted per cycle (RESTIK_MAX_RESTARTS)",
+        help="pods with a stale template evicted per cycle, of the workloads that do not roll "
+        "their pods themselves (RESTIK_MAX_RESTARTS, default 5)",
     )
     parser.add_argument(
         "--max-rollouts",
@@ -95,12 +102,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="hold a Lease so that only one replica acts (default on inside a cluster)",
     )
     parser.add_argument(
+        "--shards",
+        type=int,
+        default=int(env_default("SHARDS", "1")),
+        help="split the namespaces among this many controllers by a stable hash of their "
+        "names (RESTIK_SHARDS, default 1: one controller for all)",
+    )
+    parser.add_argument(
+        "--shard-index",
+        type=int,
+        default=int(env_default("SHARD_INDEX", "-1")),
+        help="this controller's shard, 0 to --shards - 1 (RESTIK_SHARD_INDEX; default: the "
+        "ordinal of a StatefulSet pod's name, e.g. restik-2 is shard 2)",
+    )
+    parser.add_argument(
+        "--shard-lists",
+        choices=("cluster", "namespace"),
+        default=env_default("SHARD_LISTS", "cluster"),
+        help="with --shards: read the cycle's LISTs cluster-wide and keep the shard's objects "
+        "(cluster, default), or one LIST per namespace of the shard (namespace: fewer bytes, "
+        "more requests, needs `list` on namespaces) (RESTIK_SHARD_LISTS)",
+    )
+    parser.add_argument(
         "--lease-namespace",
         default=env_default("LEASE_NAMESPACE")
         or os.environ.get("POD_NAMESPACE")
         or "restik-system",
-        help="namespace of the leader-election Lease (default $POD_NAMESPACE)",
+        help="namespace of the leader-election Lease (RESTIK_LEASE_NAMESPACE, default "
+        "$POD_NAMESPACE, else restik-system)",
     )
+
+
+def _ordinal(name: str) -> int | None:
+    """A StatefulSet pod's ordinal from its name (``restik-2`` → 2), None if it has none."""
+    head, _, tail = name.rpartition("-")
+    return int(tail) if head and tail.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -119,9 +155,36 @@ class Settings:
     leader_elect: bool = False
     lease_namespace: str = "restik-system"
     identity: str = ""
+    shards: int = 1
+    shard_index: int = 0
+    shard_lists: str = "cluster"
+
+    @property
+    def lease_name(self) -> str:
+        """The leader-election Lease: one per shard."""
+        return "restik-controller" if self.shards == 1 else f"restik-controller-{self.shard_index}"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
+        """ValueError (naming the option) for a shard index that is not given and cannot be
+        read from a StatefulSet pod's name, or that is out of range."""
+        identity = os.environ.get("POD_NAME") or socket.gethostname()
+        shards = getattr(args, "shards", 1)
+        index = getattr(args, "shard_index", -1)
+        if shards < 1:
+            raise ValueError(f"--shards: must be at least 1, not {shards}")
+        if index < 0:
+            index = 0 if shards == 1 else _ordinal(identity)
+            if index is None:
+                raise ValueError(
+                    f"--shard-index: not given, and this pod's name {identity!r} has no "
+                    "StatefulSet ordinal (NAME-<number>); set --shard-index or "
+                    "RESTIK_SHARD_INDEX, or run the shards as a StatefulSet"
+                )
+        if index >= shards:
+            raise ValueError(
+                f"--shard-index: {index} is not a shard of --shards {shards} (0 to {shards - 1})"
+            )
         return cls(
             once=args.once,
             interval=args.interval,
@@ -136,5 +199,8 @@ class Settings:
             page_size=args.page_size,
             leader_elect=args.leader_elect and not args.once and not args.dry_run,
             lease_namespace=args.lease_namespace,
-            identity=os.environ.get("POD_NAME") or socket.gethostname(),
+            identity=identity,
+            shards=shards,
+            shard_index=index,
+            shard_lists=getattr(args, "shard_lists", "cluster"),
         )

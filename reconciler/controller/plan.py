@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from reconciler.api.backup import Backup, InvalidBackup
+from reconciler.api.hooks import exec_containers, runs_commands, template_spec
 from reconciler.controller.pod import UNKNOWN_USER, app_user, metrics_port_clash
 from reconciler.controller.podtemplate import (
     WorkloadError,
@@ -28,6 +29,9 @@ from reconciler.controller.rollout import needs_manual_restart
 INJECT = "inject"
 UPDATE = "update"
 REMOVE = "remove"
+# The reason of the warning on a workload whose label names no Backup: no Backup can carry
+# it, so the controller reports it as an Event on the workload itself.
+BACKUP_NOT_FOUND = "BackupNotFound"
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class Problem:
     message: str
     severity: str = "error"
     reason: str = ""  # the Event reason of a warning
+    uid: str | None = None  # the workload's, for an Event on it (see BACKUP_NOT_FOUND)
 
     def __str__(self) -> str:
         where = f"{self.ref.kind}/{self.ref.namespace}/{self.ref.name}" if self.ref else ""
@@ -203,6 +208,11 @@ def plan_workload(
     if backup is not None and backup.metrics_enabled:
         clash = metrics_port_clash(obj, backup.metrics_port)
     app = app_user(obj, backup.source_volume) if backup is not None else UNKNOWN_USER
+    if backup is not None and runs_commands(backup):
+        # Reported, not blocking: hooks and commands are read by the sidecar at run time
+        # (not in the hash), and each of its runs fails with the same message meanwhile.
+        for error in exec_containers(backup, template_spec(obj), str(ref))[1]:
+            result.problems.append(Problem(ref.namespace, label, ref, str(error)))
     # The steady state first: one hash comparison and done, before any full check.
     if (
         backup is not None
@@ -225,10 +235,13 @@ def plan_workload(
         message = f"Backup {ref.namespace}/{label} not found" + _did_you_mean(
             label, [name for ns, name in (*valid, *invalid) if ns == ref.namespace]
         )
-        result.problems.append(Problem(ref.namespace, label, ref, message, "warning"))
+        uid = (obj.get("metadata") or {}).get("uid")
+        result.problems.append(
+            Problem(ref.namespace, label, ref, message, "warning", BACKUP_NOT_FOUND, uid)
+        )
         return None
     volumes = volume_names(obj, template)
-    if backup.source_volume not in volumes:
+    if backup.source_volume is not None and backup.source_volume not in volumes:
         has = ", ".join(sorted(v for v in volumes if isinstance(v, str))) or "none"
         result.problems.append(
             Problem(

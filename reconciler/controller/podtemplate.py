@@ -178,7 +178,7 @@ def volume_names(obj: Mapping, template: Mapping | None = None) -> set[str]:
     return names
 
 
-def in_sync_fast(obj: Mapping, desired_hash: str, source_volume: str) -> bool:
+def in_sync_fast(obj: Mapping, desired_hash: str, source_volume: str | None) -> bool:
     """The steady-state test without checking the whole object first: the hash matches, the
     sidecar is there and so is the source volume. Anything malformed on the way is "not in
     sync", and the full path (which reports it) takes over."""
@@ -189,6 +189,8 @@ def in_sync_fast(obj: Mapping, desired_hash: str, source_volume: str) -> bool:
         pod_spec = template["spec"]
         if not any(c["name"] == SIDECAR_NAME for c in pod_spec["containers"]):
             return False
+        if source_volume is None:  # a command source needs no volume
+            return True
         if any(v["name"] == source_volume for v in pod_spec.get("volumes") or ()):
             return True
         claims = obj["spec"].get("volumeClaimTemplates") if obj["kind"] == "StatefulSet" else None

@@ -145,7 +145,7 @@ def plan_restart(owner: Mapping, pods: Sequence[Mapping]) -> Restart:
     from the highest ordinal down, as the StatefulSet controller rolls them; others by name.
     """
     uid = _get(owner, "metadata", "uid")
-    want = _template_hash(owner)
+    want = template_hash(owner)
     mine = [p for p in pods if _controlled_by(p, uid)]
     terminating = [p for p in mine if _get(p, "metadata", "deletionTimestamp")]
     live = [p for p in mine if p not in terminating and _phase(p) not in ("Succeeded", "Failed")]
@@ -175,6 +175,51 @@ def plan_restart(owner: Mapping, pods: Sequence[Mapping]) -> Restart:
     return Restart(_name(pick), False, **counts)
 
 
+def restart_view(obj: Mapping) -> dict:
+    """What plan_restart reads of a workload, kept from its LIST before the rest is dropped:
+    kind, name, uid, replicas, restik's template hash and a DaemonSet's desired pod count."""
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
+    spec = obj.get("spec") if isinstance(obj.get("spec"), Mapping) else {}
+    view: dict = {
+        "kind": obj.get("kind"),
+        "metadata": {k: meta.get(k) for k in ("name", "namespace", "uid")},
+        "spec": {"template": {"metadata": {"annotations": {}}}},
+    }
+    if "replicas" in spec:
+        view["spec"]["replicas"] = spec["replicas"]
+    current = template_hash(obj)
+    if current is not None:
+        view["spec"]["template"]["metadata"]["annotations"][HASH_ANNOTATION] = current
+    desired = _get(obj, "status", "desiredNumberScheduled")
+    if desired is not None:
+        view["status"] = {"desiredNumberScheduled": desired}
+    return view
+
+
+def with_template_hash(view: Mapping, new_hash: str | None) -> dict:
+    """``view`` (see restart_view) as it will be once its template carries ``new_hash``."""
+    annotations = {HASH_ANNOTATION: new_hash} if new_hash is not None else {}
+    spec = {**view["spec"], "template": {"metadata": {"annotations": annotations}}}
+    return {**view, "spec": spec}
+
+
+def slim_pod(pod: dict) -> dict:
+    """What plan_restart reads of a pod: its metadata (without managedFields) and status."""
+    meta = dict(pod.get("metadata") or {})
+    meta.pop("managedFields", None)
+    status = pod.get("status") if isinstance(pod.get("status"), Mapping) else {}
+    return {
+        "metadata": meta,
+        "status": {k: status[k] for k in ("phase", "conditions") if k in status},
+    }
+
+
+def owner_uids(pod: Mapping) -> list:
+    """The uids of a pod's ownerReferences (the owner plan_restart matches it to)."""
+    refs = _get(pod, "metadata", "ownerReferences") or ()
+    return [r.get("uid") for r in refs if isinstance(r, Mapping) and r.get("uid")]
+
+
 def is_ready(pod: Mapping) -> bool:
     for cond in _get(pod, "status", "conditions") or ():
         if isinstance(cond, Mapping) and cond.get("type") == "Ready":
@@ -201,7 +246,8 @@ def _desired(owner: Mapping, live: int) -> int:
     return _int(_get(owner, "spec", "replicas"), 1)
 
 
-def _template_hash(owner: Mapping) -> str | None:
+def template_hash(owner: Mapping) -> str | None:
+    """restik's hash annotation in a workload's pod template (None: no sidecar)."""
     return (_get(owner, "spec", "template", "metadata", "annotations") or {}).get(HASH_ANNOTATION)
 
 

@@ -1,5 +1,5 @@
-"""core/v1 Events on a Backup and the API's time format: one builder for the controller's
-warnings and the sidecar's run reports."""
+"""core/v1 Events and the API's time format: one builder for the controller's warnings (on
+a Backup or a workload) and the sidecar's run reports."""
 
 from __future__ import annotations
 
@@ -27,8 +27,24 @@ def clip(message: str, limit: int = MAX_MESSAGE) -> str:
     return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
-def backup_event(
-    backup: Mapping,
+def backup_event(backup: Mapping, *, absent: str | None = None, kind: str = KIND, **fields) -> dict:
+    """An Event on ``backup`` (its metadata as read; ``kind``: another restik kind, e.g. a
+    Restore; ``fields`` as object_event takes them); ``absent`` stands for a uid or
+    resourceVersion the object lacks."""
+    meta = backup.get("metadata") or {}
+    involved = {
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "name": meta.get("name"),
+        "namespace": meta.get("namespace"),
+        "uid": meta.get("uid", absent),
+        "resourceVersion": meta.get("resourceVersion", absent),
+    }
+    return object_event(involved, **fields)
+
+
+def object_event(
+    involved: Mapping,
     *,
     name: str,
     reason: str,
@@ -39,12 +55,10 @@ def backup_event(
     host: str | None = None,
     instance: str | None = None,
     labels: Mapping | None = None,
-    absent: str | None = None,
 ) -> dict:
-    """An Event on ``backup`` (its metadata as read); ``absent`` stands for a uid or
-    resourceVersion the object lacks. The message is clipped to MAX_MESSAGE."""
-    meta = backup.get("metadata") or {}
-    metadata: dict = {"name": name, "namespace": meta.get("namespace")}
+    """An Event in the namespace of ``involved`` (its involvedObject: apiVersion, kind,
+    name, namespace, uid, ...). The message is clipped to MAX_MESSAGE."""
+    metadata: dict = {"name": name, "namespace": involved.get("namespace")}
     if labels:
         metadata["labels"] = dict(labels)
     source = {"component": component}
@@ -54,14 +68,7 @@ def backup_event(
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": metadata,
-        "involvedObject": {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "name": meta.get("name"),
-            "namespace": meta.get("namespace"),
-            "uid": meta.get("uid", absent),
-            "resourceVersion": meta.get("resourceVersion", absent),
-        },
+        "involvedObject": dict(involved),
         "reason": reason,
         "message": clip(message),
         "type": "Warning" if warning else "Normal",

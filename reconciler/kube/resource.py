@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from reconciler.api.constants import API_VERSION, KIND, PLURAL, WORKLOAD_KINDS
+from reconciler.api.constants import (
+    API_VERSION,
+    KIND,
+    PLURAL,
+    RESTORE_KIND,
+    RESTORE_PLURAL,
+    WORKLOAD_KINDS,
+)
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,9 @@ class Resource:
 
 
 BACKUPS = Resource(API_VERSION, PLURAL, KIND)
+RESTORES = Resource(API_VERSION, RESTORE_PLURAL, RESTORE_KIND)
+PVCS = Resource("v1", "persistentvolumeclaims", "PersistentVolumeClaim")
+JOBS = Resource("batch/v1", "jobs", "Job")
 PODS = Resource("v1", "pods", "Pod")
 EVENTS = Resource("v1", "events", "Event")
 LEASES = Resource("coordination.k8s.io/v1", "leases", "Lease")

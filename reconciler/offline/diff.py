@@ -21,6 +21,7 @@ from reconciler.offline.manifests import (
     parse_source,
     read_sources,
 )
+from reconciler.offline.restores import is_restore, plan_offline_restores
 
 
 @dataclass
@@ -38,6 +39,7 @@ def plan_objects(objects: list[tuple[str, Mapping]], renderer: Renderer) -> Offl
     seen: dict[tuple, str] = {}
     backups = []
     workloads = []
+    restores: list[tuple[str, Mapping]] = []
     where_of: dict[int, str] = {}
     for where, obj in objects:
         meta = obj["metadata"]
@@ -62,8 +64,13 @@ def plan_objects(objects: list[tuple[str, Mapping]], renderer: Renderer) -> Offl
                 backups.append(exc)
         elif is_workload(obj):
             workloads.append(obj)
+        elif is_restore(obj):
+            restores.append((where, obj))
     result = plan(backups, workloads, renderer, remove_when_missing=False)
     out = OfflineResult(result, errors)
+    plan_offline_restores(
+        restores, backups, workloads, result, renderer.image, out.errors, out.warnings
+    )
     where_of_ref = {}
     for obj in workloads:
         try:

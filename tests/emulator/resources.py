@@ -116,6 +116,8 @@ BUILTINS: list[ResourceType] = [
         categories=("all",), status=True, scale=True, generation=True,
         fields=("status.replicas",)),
     _rt("coordination.k8s.io", "v1", "leases", "Lease"),
+    # stored only: no Job controller runs them (a test runs a Job's command itself)
+    _rt("batch", "v1", "jobs", "Job", categories=("all",), status=True, generation=True),
     _rt("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", short_names=("pdb",),
         status=True, generation=True),
     _rt("rbac.authorization.k8s.io", "v1", "roles", "Role"),

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from reconciler.api.backup import Backup, InvalidBackup
 from reconciler.api.constants import CONFIG_LABEL
-from reconciler.controller.plan import Plan
+from reconciler.controller.actions import CreateEvent, PatchStatus
 from reconciler.controller.podtemplate import WorkloadRef
 from reconciler.controller.rollout import PENDING
 from reconciler.kube.events import backup_event, clip
+
+if TYPE_CHECKING:  # plan imports reconcilers.rbac, which makes its Events here
+    from reconciler.controller.plan import Plan
 
 READY = "Ready"
 
@@ -161,3 +165,39 @@ def _condition(status: Mapping, kind: str) -> dict | None:
         if isinstance(cond, Mapping) and cond.get("type") == kind:
             return dict(cond)
     return None
+
+
+def reconcile_status(
+    raw_backups: Mapping[tuple[str, str], Mapping],
+    parsed: Sequence[Backup | InvalidBackup],
+    plan: Plan,
+    now: str,
+    component: str,
+    rollouts: Mapping | None = None,
+) -> list[PatchStatus | CreateEvent]:
+    """Per Backup whose controller-owned status fields are not current: a status patch
+    (conditional on the Backup's resourceVersion as listed), then
+    its Warning Events (a new failing Ready condition, each new warning), which go out only
+    once the patch lands: the patched message is what says they were sent."""
+    actions: list = []
+    for item in parsed:
+        raw = raw_backups[(item.namespace, item.name)]
+        patch = status_patch(raw, item, plan, now, rollouts)
+        if patch is None:
+            continue
+        # status.conditions is shared with the sidecars (LastRunSucceeded) and a merge patch
+        # replaces it whole: written only over the status it was computed from, or a 409.
+        rv = (raw.get("metadata") or {}).get("resourceVersion")
+        if rv:
+            patch = {"metadata": {"resourceVersion": rv}, **patch}
+        write = PatchStatus(item.namespace, item.name, patch)
+        actions.append(write)
+        about = f"Backup {item.namespace}/{item.name}"
+        if is_new_problem(raw, patch):
+            ready = next(c for c in patch["status"]["conditions"] if c["type"] == READY)
+            event = warning_event(raw, ready["reason"], ready["message"], now, component)
+            actions.append(CreateEvent(event, about, ready["reason"], write.key))
+        for reason, message in new_warnings(raw, plan, (item.namespace, item.name)):
+            event = warning_event(raw, reason, message, now, component)
+            actions.append(CreateEvent(event, about, reason, write.key))
+    return actions

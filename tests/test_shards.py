@@ -1,0 +1,248 @@
+"""`restik run --shards N`: which namespaces a shard owns, its settings, and N shards that
+start and stop against the emulator patching exactly what one controller would."""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import signal
+import time
+
+import pytest
+
+from reconciler.api.constants import CONFIG_LABEL, SIDECAR_NAME
+from reconciler.controller.cycle import Controller
+from reconciler.controller.options import Settings, add_arguments
+from reconciler.controller.shard import Shard, ShardKube, shard_of
+from reconciler.kube.client import Kube
+from reconciler.resources import crd_manifest
+from tests.emulator import Emulator
+from tests.test_controller import backup, containers, workload
+from tests.test_controller_loop import finish, restik, wait_for
+
+# ------------------------------------------------------------------ pure
+
+
+def test_shard_of_is_a_stable_hash_of_the_name():
+    # SHA-256 of the name, first 8 bytes big-endian, mod N: the same in every process and
+    # Python version (Python's hash() of a str is salted per process).
+    assert [shard_of(n, 3) for n in ("web", "team-000", "ns-0", "ns-1")] == [0, 1, 0, 2]
+    assert shard_of("web", 1) == 0
+    spread = collections.Counter(shard_of(f"team-{i:03d}", 3) for i in range(300))
+    assert set(spread) == {0, 1, 2} and min(spread.values()) > 70
+
+
+def test_a_shard_owns_its_namespaces_and_every_cluster_scoped_object():
+    shards = [Shard(3, i) for i in range(3)]
+    for ns in ("web", "team-000", "ns-1", "kube-system"):
+        assert [s.owns(ns) for s in shards].count(True) == 1
+    assert all(s.owns(None) and s.owns("") for s in shards)  # the CRD
+    assert Shard().owns("anything")
+    with pytest.raises(ValueError, match="--shard-index: 3 is not a shard of 3"):
+        Shard(3, 3)
+
+
+def settings(*argv, env=None, monkeypatch=None):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return Settings.from_args(parser.parse_args(["--kubeconfig", "x", *argv]))
+
+
+def test_shard_index_comes_from_the_option_or_the_statefulset_ordinal(monkeypatch):
+    monkeypatch.delenv("RESTIK_SHARDS", raising=False)
+    monkeypatch.delenv("RESTIK_SHARD_INDEX", raising=False)
+    monkeypatch.setenv("POD_NAME", "restik-2")
+    s = settings("--shards", "3")
+    assert (s.shards, s.shard_index, s.lease_name) == (3, 2, "restik-controller-2")
+    assert settings("--shards", "3", "--shard-index", "0").shard_index == 0
+    monkeypatch.setenv("RESTIK_SHARDS", "4")
+    monkeypatch.setenv("RESTIK_SHARD_INDEX", "3")
+    assert (settings().shards, settings().shard_index) == (4, 3)
+    monkeypatch.delenv("RESTIK_SHARDS")
+    monkeypatch.delenv("RESTIK_SHARD_INDEX")
+    one = settings()
+    assert (one.shards, one.shard_index, one.lease_name) == (1, 0, "restik-controller")
+    monkeypatch.setenv("POD_NAME", "restik-controller-7d9f")
+    with pytest.raises(ValueError, match=r"--shard-index: not given.*'restik-controller-7d9f'"):
+        settings("--shards", "3")
+    monkeypatch.setenv("POD_NAME", "restik-5")
+    with pytest.raises(ValueError, match="--shard-index: 5 is not a shard of --shards 3"):
+        settings("--shards", "3")
+    with pytest.raises(ValueError, match="--shards: must be at least 1"):
+        settings("--shards", "0")
+    assert settings().shard_lists == "cluster"
+    assert settings("--shard-lists", "namespace").shard_lists == "namespace"
+
+
+def test_run_without_a_shard_index_exits_2_with_the_reason(kubeconfig):
+    proc = restik("run", "--once", "--shards", "3", "--kubeconfig", str(kubeconfig),
+                  env={"POD_NAME": "restik-controller-abc"})  # fmt: skip
+    _, err = finish(proc)
+    assert proc.returncode == 2
+    assert "--shard-index: not given" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ shards together
+
+NAMESPACES = [f"ns-{i}" for i in range(9)]
+KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+
+
+def populate(emu: Emulator) -> None:
+    emu.create(crd_manifest())
+    for ns in [*NAMESPACES, "restik-system"]:
+        emu.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    for ns in NAMESPACES:
+        b = backup()
+        b["metadata"]["namespace"] = ns
+        emu.create(b)
+        for i, kind in enumerate(KINDS):
+            for name, label in ((f"w{i}", "www"), (f"late{i}", None)):
+                obj = workload(kind, name, label)
+                obj["metadata"]["namespace"] = ns
+                emu.create(obj)
+
+
+def label_late(emu: Emulator, namespaces) -> None:
+    for ns in namespaces:
+        for i, kind in enumerate(KINDS):
+            obj = emu.get("apps/v1", kind, f"late{i}", ns)
+            obj["metadata"]["labels"][CONFIG_LABEL] = "www"
+            emu.update(obj)
+
+
+def patched_paths(emu: Emulator) -> list[str]:
+    return [
+        r.path
+        for r in emu.requests
+        if r.method == "PATCH" and r.resource in ("deployments", "statefulsets", "daemonsets")
+    ]
+
+
+def injected(emu: Emulator, ns: str, name: str, kind: str) -> bool:
+    return SIDECAR_NAME in containers(emu.get("apps/v1", kind, name, ns))
+
+
+class ShardProcess:
+    """`restik run --shards 3` for one shard, with leader election on its own Lease; its
+    requests carry the user ``shard-<index>`` (a kubeconfig token of its own)."""
+
+    def __init__(self, emu: Emulator, tmp_path, index: int, identity: str):
+        self.index = index
+        config = emu.write_kubeconfig(tmp_path / f"kc-{identity}", user=f"shard-{index}")
+        self.proc = restik(
+            "run", "--interval", "1s", "--shards", "3", "--shard-index", str(index),
+            "--leader-elect", "--lease-namespace", "restik-system", "--kubeconfig", str(config),
+            # both ways of listing: shard 2 reads its namespaces one by one
+            "--shard-lists", "namespace" if index == 2 else "cluster",
+            env={"POD_NAME": identity},
+        )  # fmt: skip
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        _, err = finish(self.proc)
+        assert self.proc.returncode == 0, err
+        return err
+
+
+@pytest.mark.slow
+def test_shards_together_patch_what_one_controller_would_while_they_start_and_stop(tmp_path):
+    by_shard = {i: [ns for ns in NAMESPACES if shard_of(ns, 3) == i] for i in range(3)}
+    assert all(by_shard.values())  # every shard has work
+
+    # What one controller patches: the labeled workloads, then the late-labeled ones.
+    with Emulator() as ref:
+        populate(ref)
+        one = Controller(Kube.connect(str(ref.write_kubeconfig(tmp_path / "ref"))), Settings())
+        one.cycle()
+        label_late(ref, NAMESPACES)
+        one.cycle()
+        expected = sorted(patched_paths(ref))
+    assert len(expected) == 2 * len(KINDS) * len(NAMESPACES)
+
+    with Emulator() as emu:
+        populate(emu)
+        shards = {i: ShardProcess(emu, tmp_path, i, f"restik-{i}") for i in range(3)}
+        try:
+            wait_for(
+                lambda: all(
+                    injected(emu, ns, f"w{i}", k) for ns in NAMESPACES for i, k in enumerate(KINDS)
+                ),
+                timeout=30,
+            )
+            shards.pop(1).stop()  # shard 1 goes away; its namespaces wait for it
+            label_late(emu, NAMESPACES)
+            others = [ns for ns in NAMESPACES if ns not in by_shard[1]]
+            wait_for(
+                lambda: all(
+                    injected(emu, ns, f"late{i}", k) for ns in others for i, k in enumerate(KINDS)
+                ),
+                timeout=30,
+            )
+            time.sleep(1.5)  # full cycles of shards 0 and 2 ran meanwhile
+            assert not any(injected(emu, ns, "late0", "Deployment") for ns in by_shard[1])
+            shards[1] = ShardProcess(emu, tmp_path, 1, "restik-1-new")  # a new pod
+            wait_for(
+                lambda: all(
+                    injected(emu, ns, f"late{i}", k)
+                    for ns in NAMESPACES
+                    for i, k in enumerate(KINDS)
+                ),
+                timeout=30,
+            )
+            time.sleep(1.5)  # and nothing more happens
+        finally:
+            logs = [s.stop() for s in shards.values()]
+        assert sorted(patched_paths(emu)) == expected  # none twice, none missed
+        for r in emu.requests:
+            if r.namespace in NAMESPACES and r.user.startswith("shard-"):
+                assert shard_of(r.namespace, 3) == int(r.user[6:]), (r.user, r.method, r.path)
+        assert all("shard " in err for err in logs)  # each says its shard in its log
+        listed = {(r.user, r.path) for r in emu.requests if r.verb == "list"}
+        assert ("shard-2", "/api/v1/namespaces") in listed
+        assert ("shard-0", "/api/v1/namespaces") not in listed
+        leases = {
+            lease["metadata"]["name"]: lease["spec"]["holderIdentity"]
+            for lease in emu.list("coordination.k8s.io/v1", "leases", "restik-system")
+        }
+        assert set(leases) == {f"restik-controller-{i}" for i in range(3)}
+
+
+def test_per_namespace_lists_read_only_the_shards_namespaces(emulator, tmp_path):
+    populate(emulator)
+    kube = Kube.connect(str(emulator.write_kubeconfig(tmp_path / "kc")))
+    now = [0.0]
+    wide = ShardKube(kube, Shard(3, 2))
+    narrow = ShardKube(kube, Shard(3, 2), per_namespace=True, clock=lambda: now[0])
+    own = sorted(ns for ns in NAMESPACES if shard_of(ns, 3) == 2)
+    path = "/apis/apps/v1/deployments"
+
+    def names(client):
+        pages = list(client.list_pages(path, CONFIG_LABEL))
+        return pages[0][0], sorted(
+            (o["metadata"]["namespace"], o["metadata"]["name"]) for _, items in pages for o in items
+        )
+
+    _, want = names(wide)
+    assert want and {ns for ns, _ in want} == set(own)
+    emulator.clear_requests()
+    rv_narrow, got = names(narrow)
+    assert got == want
+    assert int(rv_narrow) <= int(emulator.resource_version)
+    assert [r.path for r in emulator.requests] == [
+        "/api/v1/namespaces",
+        *(f"/apis/apps/v1/namespaces/{ns}/deployments" for ns in own),
+    ]
+    emulator.clear_requests()
+    now[0] += 1.0
+    names(narrow)  # within the TTL: the namespaces are not listed again
+    assert "/api/v1/namespaces" not in [r.path for r in emulator.requests]
+    now[0] += 10.0
+    emulator.clear_requests()
+    names(narrow)
+    assert next(r.path for r in emulator.requests) == "/api/v1/namespaces"
+    assert names(ShardKube(kube, Shard(3, 2), per_namespace=True))[1] == want
+    # paths that are not the cycle's cluster-wide collections pass through, filtered
+    emulator.clear_requests()
+    pods = list(narrow.list_pages("/api/v1/pods"))
+    assert [r.path for r in emulator.requests] == ["/api/v1/pods"] and pods[0][1] == []
