@@ -31,7 +31,7 @@ from reconciler.api.restore import (
     parse_time,
 )
 from reconciler.kube.client import ApiError, Kube
-from reconciler.kube.events import backup_event, clip, rfc3339
+from reconciler.kube.events import backup_event, clip, rfc3339, with_condition
 from reconciler.kube.resource import BACKUPS, EVENTS, PVCS, RESTORES
 from reconciler.logs import setup_logging
 from sidecar import restic
@@ -557,7 +557,9 @@ class Executor:
         return {
             "phase": "Invalid",
             "message": clip(message),
-            "conditions": _conditions(status, "Failed", "True", "Invalid", message, self.clock()),
+            "conditions": with_condition(
+                status, "Failed", "True", "Invalid", message, self.clock()
+            ),
         }
 
     def _target_host(self, restore: Restore) -> str:
@@ -673,7 +675,7 @@ class Executor:
                     ),
                 ),
                 "message": f"restoring host {host}",
-                "conditions": _conditions(status, "Failed", "False", "Running", "", now),
+                "conditions": with_condition(status, "Failed", "False", "Running", "", now),
             }
             if status.get("phase") != "Running" or not status.get("startTime"):
                 new["startTime"] = rfc3339(started)
@@ -914,7 +916,7 @@ class Executor:
                     else f"host {host}: {_figures(snapshot, progress, now - started)}"
                 )
                 new["message"] = clip(message)
-                new["conditions"] = _conditions(
+                new["conditions"] = with_condition(
                     status, "Failed", "True" if failure else "False", reason, message, now
                 )
             return new
@@ -953,21 +955,6 @@ def _pending(status: dict, message: str) -> dict | None:
     if status.get("phase") == "Pending" and status.get("message") == message:
         return None
     return {"phase": "Pending", "message": clip(message)}
-
-
-def _conditions(status: Mapping, ctype: str, value: str, reason: str, message: str, now) -> list:
-    """status.conditions with ``ctype`` set; its lastTransitionTime moves with its status."""
-    old = [c for c in status.get("conditions") or [] if isinstance(c, Mapping)]
-    prev = next((c for c in old if c.get("type") == ctype), {})
-    since = prev.get("lastTransitionTime") if prev.get("status") == value else None
-    cond = {
-        "type": ctype,
-        "status": value,
-        "reason": reason,
-        "message": clip(message),
-        "lastTransitionTime": since or rfc3339(now),
-    }
-    return [c for c in old if c.get("type") != ctype] + [cond]
 
 
 def run(args: argparse.Namespace, listing=None) -> int:

@@ -1,5 +1,5 @@
 """core/v1 Events and the API's time format: one builder for the controller's warnings (on
-a Backup or a workload) and the sidecar's run reports."""
+a Backup or a workload) and the sidecar's run reports; one setter of a status condition."""
 
 from __future__ import annotations
 
@@ -81,3 +81,20 @@ def object_event(
     if instance is not None:
         body["reportingInstance"] = instance
     return body
+
+
+def with_condition(
+    status: Mapping, ctype: str, value: str, reason: str, message: str, now: datetime
+) -> list[dict]:
+    """status.conditions with ``ctype`` set; its lastTransitionTime moves with its status."""
+    old = [c for c in status.get("conditions") or () if isinstance(c, Mapping)]
+    prev = next((c for c in old if c.get("type") == ctype), {})
+    since = prev.get("lastTransitionTime") if prev.get("status") == value else None
+    cond = {
+        "type": ctype,
+        "status": value,
+        "reason": reason,
+        "message": clip(message),
+        "lastTransitionTime": since or rfc3339(now),
+    }
+    return [c for c in old if c.get("type") != ctype] + [cond]

@@ -28,7 +28,7 @@ from reconciler.controller.pod import UNKNOWN_USER, AppUser, app_user
 from reconciler.controller.podtemplate import WorkloadError, WorkloadRef, pod_template
 from reconciler.controller.reconcilers.rbac import MANAGED_BY, MANAGER, service_account
 from reconciler.controller.render import _environment, _repo_volume, _to_data
-from reconciler.kube.events import clip, rfc3339
+from reconciler.kube.events import clip, rfc3339, with_condition
 
 # On the pod template: which Restore's init container is there, and the hash of what was
 # rendered ("<restore>/<hash>"); restik owns restik-restore only where this is set.
@@ -416,7 +416,7 @@ def _plan_claim(acts, raw, restore, backup, status, new, claim, pods, job, image
                 "message": message,
                 "completionTime": rfc3339(now),
                 "runID": restore.run_id,
-                "conditions": _condition(status, "Failed", "True", reason, message, now),
+                "conditions": with_condition(status, "Failed", "True", reason, message, now),
             }
         )
     return _set(acts, status, new)
@@ -509,24 +509,7 @@ def _take_out(acts: RestoreActions, workload: Mapping, restore: Restore) -> None
 def _blocked(status: Mapping, reason: str, message: str, now: datetime) -> list[dict]:
     """status.conditions with Blocked set (True with ``reason``), or False when no reason."""
     value = "True" if reason else "False"
-    return _condition(status, "Blocked", value, reason or "Unblocked", message, now)
-
-
-def _condition(
-    status: Mapping, ctype: str, value: str, reason: str, message: str, now: datetime
-) -> list[dict]:
-    """status.conditions with ``ctype`` set; its lastTransitionTime moves with its status."""
-    old = [c for c in status.get("conditions") or () if isinstance(c, Mapping)]
-    prev = next((c for c in old if c.get("type") == ctype), {})
-    since = prev.get("lastTransitionTime") if prev.get("status") == value else None
-    cond = {
-        "type": ctype,
-        "status": value,
-        "reason": reason,
-        "message": clip(message),
-        "lastTransitionTime": since or rfc3339(now),
-    }
-    return [c for c in old if c.get("type") != ctype] + [cond]
+    return with_condition(status, "Blocked", value, reason or "Unblocked", message, now)
 
 
 def _pending(acts, status, new, message: str) -> RestoreActions:
