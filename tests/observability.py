@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from tests.test_kustomize import _built
+from tests.factories.kustomize import _built
 
 # PromQL words that are not metric names.
 KEYWORDS = {

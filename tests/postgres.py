@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -116,3 +117,36 @@ class Postgres:
     def stop(self) -> None:
         self._kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Writer:
+    """Commits one order with its three lines per transaction, until stopped."""
+
+    def __init__(self, cluster: Postgres):
+        self.cluster = cluster
+        self.committed: list[int] = []
+        self.stop = threading.Event()
+        self.error: Exception | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        order = 1_000_000
+        try:
+            while not self.stop.is_set():
+                order += 1
+                self.cluster.psql(
+                    f"BEGIN; INSERT INTO orders VALUES ({order}, 'live'); "
+                    f"INSERT INTO lines SELECT {order}, n FROM generate_series(1, 3) n; COMMIT;",
+                    "shop",
+                )
+                self.committed.append(order)  # psql returned: the transaction is committed
+        except Exception as exc:
+            self.error = exc
+
+    def __enter__(self) -> Writer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(30)

@@ -21,8 +21,8 @@ from reconciler.kube.client import ApiError, Kube
 from reconciler.kube.resource import Resource
 from reconciler.resources import crd_manifest
 from tests.emulator import Emulator
-from tests.test_controller_loop import finish, restik
-from tests.test_kustomize import NAMESPACE, SERVICE_ACCOUNT, _built
+from tests.factories.cluster import finish, restik
+from tests.factories.kustomize import NAMESPACE, SERVICE_ACCOUNT, _built
 
 ROOT = Path(__file__).resolve().parent.parent
 RESTIK_USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"

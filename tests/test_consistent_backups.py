@@ -18,8 +18,7 @@ from sidecar.runner import Runner
 from sidecar.stream import restore_from_restic
 from tests.execpods import exec_client, running_pod
 from tests.factories import PASSWORD, RESTIC, WATCH_NS, backup_object, base_env, needs_restic
-from tests.postgres import Postgres, bindir
-from tests.test_stream import Writer
+from tests.postgres import Postgres, Writer, bindir
 
 pytestmark = [pytest.mark.slow, pytest.mark.restic, needs_restic]
 

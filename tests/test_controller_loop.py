@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -21,54 +16,8 @@ from reconciler.api.constants import CONFIG_LABEL, SIDECAR_NAME
 from reconciler.kube.client import Kube
 from reconciler.kube.lease import LeaderElector
 from reconciler.resources import crd_manifest
-from tests.test_controller import NS, backup, containers, get, workload
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def restik(*args, env=None):
-    """Start `restik ARGS`; output goes to files, so a chatty process never blocks on a pipe."""
-    full_env = {**os.environ, "PYTHONPATH": ROOT}
-    full_env.pop("POD_NAMESPACE", None)
-    full_env.update(env or {})
-    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler.cli", *args],
-        cwd=ROOT,
-        env=full_env,
-        stdout=out,
-        stderr=err,
-        text=True,
-    )
-    proc.output = (out, err)
-    return proc
-
-
-def finish(proc, timeout=60):
-    """Wait for ``proc``; (stdout, stderr) as text."""
-    proc.wait(timeout=timeout)
-    texts = []
-    for f in proc.output:
-        f.seek(0)
-        texts.append(f.read())
-        f.close()
-    return tuple(texts)
-
-
-def wait_for(predicate, timeout=10.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
+from tests.factories import free_port
+from tests.factories.cluster import NS, backup, containers, finish, get, restik, wait_for, workload
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import urllib.request
 import pytest
 
 from tests.factories import free_port, needs_restic, wait_for
+from tests.factories.cluster import finish, restik
 from tests.observability import dashboard, dashboard_queries, metric_names, rule_groups
-from tests.test_controller_loop import finish, restik
 
 SUFFIXES = {"histogram": ("_bucket", "_sum", "_count")}
 

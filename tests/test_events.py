@@ -26,8 +26,16 @@ from reconciler.controller.relevance import (
 from reconciler.controller.render import Renderer
 from reconciler.controller.single import plans_change
 from reconciler.kube.client import Kube
-from tests.test_controller import BACKUP_API, LISTS, NS, backup, containers, get, workload
-from tests.test_controller_loop import wait_for
+from tests.factories.cluster import (
+    BACKUP_API,
+    LISTS,
+    NS,
+    backup,
+    containers,
+    get,
+    wait_for,
+    workload,
+)
 
 # ------------------------------------------------------------------ pure: what is relevant
 

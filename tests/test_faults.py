@@ -11,7 +11,7 @@ from reconciler.controller.cycle import Controller
 from reconciler.controller.options import Settings
 from reconciler.kube.client import Kube
 from reconciler.resources import crd_manifest
-from tests.test_controller import NS, backup, workload
+from tests.factories.cluster import NS, backup, finish, restik, wait_for, workload
 
 KINDS = list(WORKLOAD_KINDS)
 
@@ -119,8 +119,6 @@ def test_retry_policy_honours_retry_after():
 @pytest.mark.slow
 def test_kill_9_between_two_patches_then_a_clean_convergence(emulator, kubeconfig):
     import signal
-
-    from tests.test_controller_loop import finish, restik, wait_for
 
     emulator.create(crd_manifest())
     emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -12,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import cli
 from reconciler.api.constants import HASH_ANNOTATION, WORKLOAD_KINDS
 from reconciler.controller.cycle import Controller
 from reconciler.controller.options import Settings
 from reconciler.kube.client import Kube
 from reconciler.resources import crd_manifests
-from tests.factories import load_all
+from tests.factories import load_all, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 GITOPS = ROOT / "examples" / "gitops"
@@ -30,21 +28,6 @@ def kustomize(path: Path) -> str:
         ["kubectl", "kustomize", str(path)], capture_output=True, text=True, check=True
     )
     return proc.stdout
-
-
-def run_cli(args, stdin_text=None):
-    out, err = io.StringIO(), io.StringIO()
-    old = sys.stdin
-    if stdin_text is not None:
-        sys.stdin = io.StringIO(stdin_text)
-    try:
-        from contextlib import redirect_stderr, redirect_stdout
-
-        with redirect_stdout(out), redirect_stderr(err):
-            code = cli.main(args)
-    finally:
-        sys.stdin = old
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_rendered_manifests_in_git_are_current():

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import __version__
+from tests.factories.cluster import NS, backup, containers, get, workload
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_IMAGE = Path(
@@ -98,7 +99,6 @@ def test_no_caches_left(image):
 def test_controller_in_the_image_reconciles_against_an_api_server(image, emulator, tmp_path):
     """`restik run --once` from the image (host network) against the emulator on loopback:
     the packaged CRD and templates are found, and the sidecar is injected."""
-    from tests.test_controller import NS, backup, containers, get, workload
 
     emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
     emulator.create(workload())

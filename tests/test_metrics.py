@@ -14,7 +14,7 @@ from reconciler.controller.metrics import ControllerMetrics
 from reconciler.controller.options import Settings
 from reconciler.kube.client import Kube
 from sidecar.metrics import Metrics
-from tests.test_controller import BACKUP_API, NS, backup, rolled_out, workload
+from tests.factories.cluster import BACKUP_API, NS, backup, rolled_out, workload
 
 LABELS = {"namespace": "web", "backup": "www"}
 

@@ -14,7 +14,7 @@ from reconciler.controller.plan import INJECT, UPDATE, plan
 from reconciler.controller.pod import AppUser, PortClash, app_user, metrics_port_clash
 from reconciler.controller.podtemplate import inject
 from reconciler.controller.render import Renderer
-from tests.factories import KINDS, backup, workload
+from tests.factories import KINDS, backup, run_cli, workload
 
 RENDERER = Renderer()
 
@@ -154,8 +154,6 @@ def test_sidecar_mounts_its_own_token(kind, automount):
 
 def test_offline_diff_exits_2_naming_the_container_and_port(tmp_path):
     import json
-
-    from tests.test_gitops import run_cli
 
     obj = with_port(workload(), 9464, container="exporter")
     path = tmp_path / "app.json"
@@ -307,8 +305,6 @@ def test_hashes_stay_correct_when_users_interleave():
 
 def test_offline_diff_shows_the_sidecar_user(tmp_path):
     from ruamel.yaml import YAML
-
-    from tests.test_gitops import run_cli
 
     obj = with_users(workload(), {"runAsUser": 999, "runAsGroup": 999})
     path = tmp_path / "app.yaml"

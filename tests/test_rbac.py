@@ -15,9 +15,18 @@ from reconciler.controller.reconcilers.rbac import desired_role
 from reconciler.kube.client import Kube
 from reconciler.kube.lease import LeaderElector
 from tests.factories import needs_restic
-from tests.test_controller import NS, backup, containers, get, owned_pod, workload
-from tests.test_controller_loop import finish, restik, wait_for
-from tests.test_kustomize import (
+from tests.factories.cluster import (
+    NS,
+    backup,
+    containers,
+    finish,
+    get,
+    owned_pod,
+    restik,
+    wait_for,
+    workload,
+)
+from tests.factories.kustomize import (
     CRD_CREATE_RIGHTS,
     GRANTED_ONLY_RIGHTS,
     KUSTOMIZE,

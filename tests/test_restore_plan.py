@@ -26,6 +26,7 @@ from reconciler.controller.reconcilers.restores import (
 from reconciler.controller.render import Renderer
 from sidecar.restic import repository_of
 from tests.factories import backup, workload
+from tests.factories.cluster import writes
 
 NOW = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
 IMAGE = "restik:test"
@@ -335,7 +336,6 @@ def test_the_controller_adds_and_removes_the_init_container(cluster, kubeconfig)
     from reconciler.controller.metrics import ControllerMetrics
     from reconciler.controller.options import Settings
     from reconciler.kube.client import Kube
-    from tests.test_controller import writes
 
     metrics = ControllerMetrics()
     c = Controller(Kube.connect(str(kubeconfig)), Settings(), metrics=metrics)

@@ -10,8 +10,8 @@ import pytest
 from reconciler.resources import crd_manifest
 from tests.emulator import Emulator
 from tests.emulator.cluster import is_ready
-from tests.test_controller import NS, backup
-from tests.test_scenarios import backed_up, pods_of, run_restik, sidecars, stop, workload
+from tests.factories.cluster import NS, backup
+from tests.factories.scenario import backed_up, pods_of, run_restik, sidecars, stop, workload
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from reconciler.controller.options import Settings
 from reconciler.kube.client import Kube
 from reconciler.resources import crd_manifest
 from tests.factories import PASSWORD, needs_restic, restic
-from tests.test_controller import NS, backup, get, workload
+from tests.factories.cluster import NS, backup, get, workload
 
 S3_SECRET = "aws-Secret-Key-never-shown-0042"
 

@@ -17,8 +17,7 @@ from reconciler.controller.shard import Shard, ShardKube, shard_of
 from reconciler.kube.client import Kube
 from reconciler.resources import crd_manifest
 from tests.emulator import Emulator
-from tests.test_controller import backup, containers, workload
-from tests.test_controller_loop import finish, restik, wait_for
+from tests.factories.cluster import backup, containers, finish, restik, wait_for, workload
 
 # ------------------------------------------------------------------ pure
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 import time
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from sidecar.stream import dump_into_restic, forget_snapshot, restore_from_restic
 from tests.emulator import Emulator
 from tests.execpods import exec_client, running_pod
-from tests.postgres import Postgres, bindir, free_port
+from tests.postgres import Postgres, Writer, bindir, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.restic]
 
@@ -96,39 +95,6 @@ def as_container(emu, pod: str, cluster: Postgres) -> None:
         "user": cluster.user,
         "group": cluster.user,
     }
-
-
-class Writer:
-    """Commits one order with its three lines per transaction, until stopped."""
-
-    def __init__(self, cluster: Postgres):
-        self.cluster = cluster
-        self.committed: list[int] = []
-        self.stop = threading.Event()
-        self.error: Exception | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        order = 1_000_000
-        try:
-            while not self.stop.is_set():
-                order += 1
-                self.cluster.psql(
-                    f"BEGIN; INSERT INTO orders VALUES ({order}, 'live'); "
-                    f"INSERT INTO lines SELECT {order}, n FROM generate_series(1, 3) n; COMMIT;",
-                    "shop",
-                )
-                self.committed.append(order)  # psql returned: the transaction is committed
-        except Exception as exc:
-            self.error = exc
-
-    def __enter__(self) -> Writer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(30)
 
 
 def test_a_dump_taken_while_rows_are_written_restores_every_committed_row(

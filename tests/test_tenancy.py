@@ -20,8 +20,8 @@ from sidecar.environment import scrub
 from sidecar.runner import Runner, redact, redact_url, restic_env, secret_values
 from tests.factories import RESTIC, base_env, make_backup, needs_restic, write_tree
 from tests.factories import backup as backup_object
-from tests.test_controller import BACKUP_API, NS, backup, containers, get, workload
-from tests.test_kustomize import _built, find, rights
+from tests.factories.cluster import BACKUP_API, NS, backup, containers, get, workload
+from tests.factories.kustomize import _built, find, rights
 
 FORGED = [
     "Deployment/../../tenant-v/deployments/other",

@@ -6,6 +6,7 @@ import atexit
 import contextlib
 import copy
 import functools
+import io
 import os
 import shutil
 import signal
@@ -20,10 +21,11 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
+from reconciler import cli
 from reconciler.api.backup import InvalidBackup, parse_backup
 from reconciler.api.constants import CONFIG_LABEL, WORKLOAD_KINDS
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 CRD_PATH = REPO / "kustomize" / "crd.yaml"
 
@@ -411,3 +413,17 @@ def wait_for(cond, timeout, sidecars=()):
         time.sleep(0.1)
     logs = "\n\n".join(sc.log[-4000:] for sc in sidecars)
     raise AssertionError(f"timed out after {timeout}s; sidecar logs:\n{logs}")
+
+
+def run_cli(args, stdin_text=None):
+    """`restik ARGS` in this process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    old = sys.stdin
+    if stdin_text is not None:
+        sys.stdin = io.StringIO(stdin_text)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(args)
+    finally:
+        sys.stdin = old
+    return code, out.getvalue(), err.getvalue()
