@@ -3,7 +3,6 @@ arguments, the run and its progress lines folded), and restic's failures as reas
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -18,7 +17,7 @@ from reconciler.api.backup import Backup
 from reconciler.api.restore import Restore
 from sidecar import restic
 from sidecar.outcome import missing_password
-from sidecar.restic import Context, Failure, classify, first_error_line
+from sidecar.restic import Context, Failure, classify, error_text, first_error_line, json_line
 from sidecar.runner import redact, restic_env
 
 log = logging.getLogger("restik.restore")
@@ -119,19 +118,12 @@ class Progress:
 
     def feed(self, line: str) -> bool:
         """Take one line of stdout; True if it was a status or summary line."""
-        line = line.strip()
-        if not line.startswith("{"):
-            return False
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            return False
-        if not isinstance(msg, dict):
+        msg = json_line(line)
+        if msg is None:
             return False
         kind = msg.get("message_type")
         if kind == "error":
-            err = msg.get("error")
-            text = err.get("message") if isinstance(err, dict) else err
+            text = error_text(msg)
             item = msg.get("item")
             self.errors.append(f"{item}: {text}" if item else str(text))
             return False
