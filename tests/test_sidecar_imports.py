@@ -53,6 +53,7 @@ SIDECAR_MODULES = {
     "sidecar.runner",
     "sidecar.scheduler",
     "sidecar.shell",
+    "sidecar.startup",
     "sidecar.stream",
 }
 # Building the parser of every command imports their options modules only (stdlib-only).
