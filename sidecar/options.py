@@ -69,11 +69,17 @@ def add_shared_arguments(
         help="restic cache and scratch directory (default: $RESTIC_CACHE_DIR, "
         "else a temporary directory)",
     )
-    parser.add_argument(
-        "--lease-duration",
-        default=env_default("LEASE_DURATION", lease_default),
-        help=f"{lease_help} (default {lease_default})",
-    )
+    add_durations(parser, [("--lease-duration", lease_default, lease_help)])
+
+
+def add_durations(parser: argparse.ArgumentParser, options) -> None:
+    """Duration options (30s, 10m, 24h), each ``(flag, default, help)``, with their
+    RESTIK_<FLAG> environment defaults."""
+    for flag, default, text in options:
+        env = flag.removeprefix("--").upper().replace("-", "_")
+        parser.add_argument(
+            flag, default=env_default(env, default), help=f"{text} (default {default})"
+        )
 
 
 def shared_settings(args: argparse.Namespace) -> dict:
@@ -119,37 +125,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=env_default("METRICS_ADDRESS", "0.0.0.0"),  # noqa: S104
         help="address to bind the metrics port to (default 0.0.0.0)",
     )
-    parser.add_argument(
-        "--lock-stale-after",
-        default=env_default("LOCK_STALE_AFTER", "30m"),
-        help="a repository lock older than this is stale (default 30m)",
-    )
-    parser.add_argument(
-        "--lock-wait",
-        default=env_default("LOCK_WAIT", "10m"),
-        help="how long a run waits for a repository locked by another run (a replica's "
-        "prune) before it fails (default 10m; restic >= 0.16: --retry-lock)",
-    )
-    parser.add_argument(
-        "--resync",
-        default=env_default("RESYNC", "60s"),
-        help="re-read the Backup at least this often (default 60s)",
-    )
-    parser.add_argument(
-        "--stop-timeout",
-        default=env_default("STOP_TIMEOUT", "20s"),
-        help="on SIGTERM, how long restic may take to stop (default 20s)",
-    )
-    parser.add_argument(
-        "--run-timeout",
-        default=env_default("RUN_TIMEOUT", "24h"),
-        help="interrupt a restic command running longer than this, 0 = never (default 24h)",
-    )
-    parser.add_argument(
-        "--backend-timeout",
-        default=env_default("BACKEND_TIMEOUT", "5m"),
-        help="interrupt a restic whose repository has answered no request for this long "
-        "(restic 0.17+ retries each for 15 minutes), 0 = restic's own limit (default 5m)",
+    add_durations(
+        parser,
+        [
+            ("--lock-stale-after", "30m", "a repository lock older than this is stale"),
+            (
+                "--lock-wait",
+                "10m",
+                "how long a run waits for a repository locked by another run (a replica's "
+                "prune) before it fails (restic >= 0.16: --retry-lock)",
+            ),
+            ("--resync", "60s", "re-read the Backup at least this often"),
+            ("--stop-timeout", "20s", "on SIGTERM, how long restic may take to stop"),
+            (
+                "--run-timeout",
+                "24h",
+                "interrupt a restic command running longer than this, 0 = never",
+            ),
+            (
+                "--backend-timeout",
+                "5m",
+                "interrupt a restic whose repository has answered no request for this long "
+                "(restic 0.17+ retries each for 15 minutes), 0 = restic's own limit",
+            ),
+        ],
     )
 
 

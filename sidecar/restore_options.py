@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from reconciler.api.duration import parse_duration
 from reconciler.logs import env_default
-from sidecar.options import add_shared_arguments, shared_settings
+from sidecar.options import add_durations, add_shared_arguments, shared_settings
 
 
 @dataclass(frozen=True)
@@ -65,16 +65,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the Backup's backupSource.path as the controller rendered it (with --repository)",
     )
-    parser.add_argument(
-        "--progress-interval",
-        default=env_default("PROGRESS_INTERVAL", "10s"),
-        help="write progress into the Restore's status at most this often (default 10s)",
-    )
-    parser.add_argument(
-        "--wait-interval",
-        default=env_default("WAIT_INTERVAL", "10s"),
-        help="while the Backup is missing or another replica restores, look again this "
-        "often (default 10s)",
+    add_durations(
+        parser,
+        [
+            (
+                "--progress-interval",
+                "10s",
+                "write progress into the Restore's status at most this often",
+            ),
+            (
+                "--wait-interval",
+                "10s",
+                "while the Backup is missing or another replica restores, look again this often",
+            ),
+        ],
     )
 
 
