@@ -29,6 +29,7 @@ from sidecar.lease import LeaseKeeper, lease_name
 from sidecar.restic import Context
 from sidecar.restore_once import (
     annotate_claim,
+    as_one_replica,
     check_claim,
     earlier_restore,
     finished_host,
@@ -47,7 +48,14 @@ from sidecar.restore_restic import (
     restic_failed,
     restore_context,
 )
-from sidecar.restore_status import RestoreStatus, host_entry, with_host
+from sidecar.restore_status import (
+    COMPONENT,
+    MAX_ERROR,
+    RestoreStatus,
+    figures,
+    host_entry,
+    with_host,
+)
 from sidecar.runner import redact, secret_values
 from sidecar.snapshots import (
     NoSnapshot,
@@ -61,20 +69,27 @@ from sidecar.snapshots import (
 
 # the names other code and tests import from here
 __all__ = [
+    "COMPONENT",
     "FAILURE_REASONS",
+    "MAX_ERROR",
     "RESTORE_SINCE",
     "Executor",
     "NoSnapshot",
     "Progress",
     "RestoreFailed",
+    "RestoreProcess",
+    "RestoreStatus",
     "Snapshot",
     "describe_snapshots",
     "earlier_restore",
+    "figures",
     "host_entry",
     "is_finished",
     "own_entry",
     "parse_snapshots",
     "render_restore",
+    "restic_failed",
+    "restore_context",
     "restored_note",
     "run",
     "select_snapshot",
@@ -177,8 +192,6 @@ class Executor:
         )
 
     def _one_replica(self, restore: Restore, host: str) -> int:
-        """Restore as the holder of the Lease restik-restore-<restore>-<host>; a replica
-        that does not get it waits until the holder's entry for the host is finished."""
         lease = LeaseKeeper(
             self.kube,
             self.namespace,
@@ -186,50 +199,15 @@ class Executor:
             self.pod,
             self.s.lease_duration,
         )
-        told = False
-        while not self._stop.is_set():
-            current = self.status.read()
-            if current is None:
-                return 0
-            done = finished_host(current.get("status") or {}, host, restore.run_id)
-            if done:
-                # checked before taking the Lease: the holder releases it when done
-                log.info("another replica restored host %s: %s", host, done)
-                return 0 if done == "Succeeded" else 1
-            lease.tick()
-            if lease.holding:
-                break
-            if not told:
-                log.info(
-                    "another replica holds Lease %s and restores host %s: waiting", lease.name, host
-                )
-                told = True
-            self._stop.wait(self.s.wait_interval)
-        if self._stop.is_set():
-            return 1
-        released = threading.Event()
-
-        def renew() -> None:
-            while not released.wait(max(1.0, lease.duration / 3)):
-                try:
-                    lease.tick()
-                except Exception as exc:
-                    log.warning("Lease %s: %s", lease.name, one_line(exc))
-
-        keeper = threading.Thread(target=renew, name="lease", daemon=True)
-        keeper.start()
-        try:
-            current = self.status.read()  # the previous holder may have finished just now
-            if current is None:
-                return 0
-            done = finished_host(current.get("status") or {}, host, restore.run_id)
-            if done:
-                return 0 if done == "Succeeded" else 1
-            return self._restore_when_ready(current, restore, host)
-        finally:
-            released.set()
-            keeper.join(lease.duration)
-            lease.release()
+        return as_one_replica(
+            lease,
+            self.status.read,
+            restore,
+            host,
+            self._stop,
+            self.s.wait_interval,
+            lambda current: self._restore_when_ready(current, restore, host),
+        )
 
     def _restore_when_ready(self, raw: Mapping, restore: Restore, target_host: str) -> int:
         backup = self._wait_for_backup(restore)

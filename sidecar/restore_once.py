@@ -1,12 +1,14 @@
 """A Restore runs once: its own status says whether this run (spec.runID) ended already, for
-the whole Restore or for one host, and a restored claim carries an annotation naming the
+the whole Restore or for one host; a restored claim carries an annotation naming the
 Restore, its uid and the snapshot, so that a re-created Restore of the same name does not
-clobber newer data (pure, and the claim's read and write)."""
+clobber newer data; of the replicas sharing a host, one restores (a Lease)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import logging
+import threading
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from reconciler.api.constants import RESTORED_ANNOTATION
@@ -14,8 +16,12 @@ from reconciler.api.restore import FINISHED, Restore
 from reconciler.kube.client import Kube
 from reconciler.kube.events import rfc3339
 from reconciler.kube.resource import PVCS
+from sidecar.follow import one_line
+from sidecar.lease import LeaseKeeper
 from sidecar.restore_restic import RestoreFailed
 from sidecar.snapshots import Snapshot
+
+log = logging.getLogger("restik.restore")
 
 
 def own_entry(status: Mapping, host: str, run_id: str | None) -> Mapping | None:
@@ -92,3 +98,62 @@ def annotate_claim(
     note = restored_note(restore, snapshot, now)
     patch = {"metadata": {"annotations": {RESTORED_ANNOTATION: note}}}
     kube.merge_patch(PVCS.path(namespace, restore.claim_name), patch)
+
+
+def as_one_replica(
+    lease: LeaseKeeper,
+    read: Callable[[], dict | None],
+    restore: Restore,
+    host: str,
+    stop: threading.Event,
+    wait_interval: float,
+    restore_now: Callable[[Mapping], int],
+) -> int:
+    """The replicas of a Deployment, ReplicaSet or ReplicationController share one host: the
+    holder of ``lease`` (restik-restore-<restore>-<host>) restores (``restore_now`` with the
+    Restore as read last), a replica that does not get it waits until the holder's entry for
+    the host is finished. The exit code."""
+    told = False
+    while not stop.is_set():
+        current = read()
+        if current is None:
+            return 0
+        done = finished_host(current.get("status") or {}, host, restore.run_id)
+        if done:
+            # checked before taking the Lease: the holder releases it when done
+            log.info("another replica restored host %s: %s", host, done)
+            return 0 if done == "Succeeded" else 1
+        lease.tick()
+        if lease.holding:
+            break
+        if not told:
+            log.info(
+                "another replica holds Lease %s and restores host %s: waiting", lease.name, host
+            )
+            told = True
+        stop.wait(wait_interval)
+    if stop.is_set():
+        return 1
+    released = threading.Event()
+
+    def renew() -> None:
+        while not released.wait(max(1.0, lease.duration / 3)):
+            try:
+                lease.tick()
+            except Exception as exc:
+                log.warning("Lease %s: %s", lease.name, one_line(exc))
+
+    keeper = threading.Thread(target=renew, name="lease", daemon=True)
+    keeper.start()
+    try:
+        current = read()  # the previous holder may have finished just now
+        if current is None:
+            return 0
+        done = finished_host(current.get("status") or {}, host, restore.run_id)
+        if done:
+            return 0 if done == "Succeeded" else 1
+        return restore_now(current)
+    finally:
+        released.set()
+        keeper.join(lease.duration)
+        lease.release()
