@@ -7,7 +7,8 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from reconciler.api.restore import Restore, parse_time
+from reconciler.api.restore import Restore
+from reconciler.api.times import parse_time
 from reconciler.kube.events import rfc3339
 
 
@@ -36,7 +37,7 @@ def parse_snapshots(text: str) -> list[Snapshot]:
     for item in raw if isinstance(raw, list) else []:
         if not isinstance(item, dict) or not isinstance(item.get("id"), str):
             continue
-        when = parse_time(str(item.get("time") or ""))
+        when = parse_time(item.get("time"))
         if when is None:
             continue
         summary = item.get("summary") if isinstance(item.get("summary"), dict) else {}

@@ -19,6 +19,7 @@ SIDECAR_MODULES = {
     "reconciler.api.hooks",
     "reconciler.api.schedule",
     "reconciler.api.source",
+    "reconciler.api.times",
     "reconciler.cli",
     "reconciler.controller",
     "reconciler.controller.options",
