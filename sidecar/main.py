@@ -14,13 +14,11 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from reconciler.kube.client import ApiError, Kube
-from reconciler.kube.resource import BACKUPS, PODS
+from reconciler.kube.resource import BACKUPS
 from sidecar import restic
 from sidecar.environment import scrub
-from sidecar.follow import backoff, follow_backup, one_line, trigger_status, workload_from_pod
+from sidecar.follow import backoff, follow_backup, one_line, trigger_status
 from sidecar.job import Job, Pod
-from sidecar.lease import LeaseKeeper, lease_name
 from sidecar.metrics import Metrics
 from sidecar.options import Settings, add_arguments, settings_from_args
 from sidecar.outcome import Outcome, run_log_level
@@ -28,6 +26,7 @@ from sidecar.podexec import PodExec
 from sidecar.process import RunThread, configure_logging, on_stop_signals, restic_runner
 from sidecar.report import BackupGone, report
 from sidecar.scheduler import Scheduler
+from sidecar.startup import locate, reconnect_on_401
 
 log = logging.getLogger("restik.watch")
 
@@ -145,89 +144,36 @@ class Sidecar:
         self._follow()
 
     def _setup(self) -> None:
-        """Connect, find the own pod and derive the snapshot host; raises while the API
-        cannot be reached (no token, no kubeconfig, connection refused, 5xx, 401)."""
-
         s = self.s
-        kube = Kube.connect(s.kubeconfig)
-        ns = self.namespace or kube.default_namespace or "default"
-        in_pod, workload, pod_node, pod_spec = self._find_pod(kube, ns)
-        kind, wname = workload if workload else (None, None)
-        if in_pod:
-            node = os.environ.get("NODE_NAME") or pod_node
-            if kind == "DaemonSet" and not node:
-                log.warning(
-                    "DaemonSet pod without NODE_NAME or spec.nodeName: host = pod name %s",
-                    self.pod_name,
-                )
-            host = restic.host_for(kind, wname, self.pod_name, node)
-        else:
-            host = self.pod_name
-            log.info("pod %s/%s not found: running as a single instance", ns, self.pod_name)
-
-        lease = prune_lease = None
-        if in_pod and kind:
-            if restic.needs_lease(kind):
-                name = lease_name(s.backup, wname)
-                lease = LeaseKeeper(kube, ns, name, self.pod_name, s.lease_duration)
-            else:
-                name = lease_name(s.backup, wname + "-prune")
-                prune_lease = LeaseKeeper(kube, ns, name, self.pod_name, s.lease_duration)
-        ctx, runner = restic_runner(s, host)
-        self.kube, self.namespace, self.host = kube, ns, host
-        self.schedule.namespace, self.pod_spec = ns, pod_spec
-        self.lease, self.prune_lease = lease, prune_lease
-        self.workload = (kind, wname) if kind else None
+        place = locate(s, self.pod_name, self.namespace)
+        ctx, runner = restic_runner(s, place.host)
+        self.kube, self.namespace, self.host = place.kube, place.namespace, place.host
+        self.schedule.namespace, self.pod_spec = place.namespace, place.pod_spec
+        self.lease, self.prune_lease = place.lease, place.prune_lease
+        self.workload = place.workload
         self.ctx, self.runner = ctx, runner
         if self._stop.is_set():
             self.runner.stop()
         if self.metrics:
-            self.metrics.labels["namespace"] = ns
+            self.metrics.labels["namespace"] = place.namespace
+        kind, wname = place.workload or (None, None)
         log.info(
             "restik watch: Backup %s/%s, workload %s, host %s%s",
-            ns,
+            place.namespace,
             s.backup,
             f"{kind}/{wname}" if kind else "-",
-            host,
-            f", Lease {lease.name}" if lease else "",
+            place.host,
+            f", Lease {place.lease.name}" if place.lease else "",
         )
-        if prune_lease is not None:
-            log.info("the holder of Lease %s forgets and prunes for all pods", prune_lease.name)
+        if place.prune_lease is not None:
+            log.info(
+                "the holder of Lease %s forgets and prunes for all pods", place.prune_lease.name
+            )
 
     def _reconnect_on_401(self, exc: Exception) -> None:
-        """A 401: the token expired or was rotated (a projected token is rewritten by the
-        kubelet); connect again, which reads the token file anew."""
-
-        if not (isinstance(exc, ApiError) and exc.status == 401):
-            return
-        try:
-            kube = Kube.connect(self.s.kubeconfig)
-        except Exception as err:
-            log.warning("reconnecting after 401: %s", one_line(err))
-            return
-        self.kube = kube
-        for lease in (self.lease, self.prune_lease):
-            if lease is not None:
-                lease.kube = kube
-        log.info("reconnected to the API after a 401 (token re-read)")
-
-    def _find_pod(self, kube, ns: str) -> tuple[bool, tuple[str, str] | None, str | None, dict]:
-        """(in a pod, its workload, its node, its spec). Raises while the API cannot answer
-        (so the start is retried): guessing then would back up under a wrong host."""
-
-        workload = self.s.workload
-        try:
-            pod = kube.get(PODS.path(ns, self.pod_name))
-        except ApiError as exc:
-            if exc.not_found:
-                return False, workload, None, None
-            if exc.retryable or exc.status == 401:
-                raise
-            # e.g. 403 (RBAC without pods/get): go on with --workload and $NODE_NAME
-            log.warning("cannot read pod %s: %s", self.pod_name, exc)
-            return bool(os.environ.get("POD_NAME")), workload, None, None
-        spec = pod.get("spec") or {}
-        return True, workload or workload_from_pod(pod), spec.get("nodeName"), spec
+        kube = reconnect_on_401(self.s, exc, (self.lease, self.prune_lease))
+        if kube is not None:
+            self.kube = kube
 
     # --- following the Backup (a thread) ---
 

@@ -10,6 +10,7 @@ from http.server import ThreadingHTTPServer
 
 from prometheus_client import REGISTRY, Counter, Gauge
 
+from reconciler.api.times import parse_time
 from reconciler.http import serve_http
 
 LABELS = ("namespace", "backup")
@@ -156,9 +157,5 @@ class Metrics:
 
 def _epoch(value: object) -> float | None:
     """Seconds since the epoch of an RFC 3339 status time, or None."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    when = parse_time(value)
+    return when.timestamp() if when else None

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import random
-import re
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -16,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from reconciler.api.backup import Backup
+from reconciler.api.times import parse_time
 from sidecar import restic
 from sidecar.restic import Context, Failure
 from sidecar.runner import Result, Runner
@@ -44,26 +44,11 @@ def parse_lock(lock_id: str, text: str) -> Lock | None:
         return None
     return Lock(
         id=lock_id,
-        time=_parse_time(raw.get("time")),
+        time=parse_time(raw.get("time")),
         hostname=str(raw.get("hostname") or ""),
         pid=int(raw.get("pid") or 0),
         exclusive=bool(raw.get("exclusive")),
     )
-
-
-def _parse_time(value: object) -> datetime | None:
-    """restic's RFC 3339 time with nanoseconds (Python only takes microseconds)."""
-    if not isinstance(value, str):
-        return None
-    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", value.strip())
-    if not m:
-        return None
-    frac = (m.group(2) or ".0")[:7]
-    tz = "+00:00" if m.group(3) == "Z" else m.group(3)
-    try:
-        return datetime.fromisoformat(m.group(1) + frac + tz)
-    except ValueError:
-        return None
 
 
 def is_stale(

@@ -6,7 +6,7 @@ import enum
 import json
 import re
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from reconciler.api.backup import Backup
@@ -205,6 +205,35 @@ def render_cat_config(backup: Backup, ctx: Context) -> list[str]:
 # --- output ------------------------------------------------------------------------------
 
 
+def json_line(line: str) -> dict | None:
+    """One line of restic's --json output as its message; None for what is not one: the
+    plain text restic prints besides (warnings, "Fatal: ..." of older versions), a line cut
+    short by a killed restic, JSON that is not an object."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        return None
+    return msg if isinstance(msg, dict) else None
+
+
+def json_messages(text: str) -> Iterator[dict]:
+    """The messages among the lines of ``text`` (see json_line), in order."""
+    for line in text.splitlines():
+        msg = json_line(line)
+        if msg is not None:
+            yield msg
+
+
+def error_text(msg: Mapping) -> object:
+    """The text of an `error` message: {"error": {"message": ...}} (restic 0.17+) or
+    {"error": "..."}."""
+    err = msg.get("error")
+    return err.get("message") if isinstance(err, Mapping) else err
+
+
 @dataclass(frozen=True)
 class Summary:
     """The summary line of `restic backup --json`."""
@@ -222,15 +251,8 @@ class Summary:
 def parse_summary(stdout: str) -> Summary | None:
     """The last `message_type: summary` object of `restic backup --json`, if any."""
     found = None
-    for line in stdout.splitlines():
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(msg, dict) and msg.get("message_type") == "summary":
+    for msg in json_messages(stdout):
+        if msg.get("message_type") == "summary":
             found = msg
     if not found or not found.get("snapshot_id"):
         return None
@@ -310,19 +332,13 @@ def _plain(line: str) -> str:
     """restic >= 0.17 with --json reports errors as JSON lines on stderr
     ({"message_type":"exit_error","code":12,"message":"Fatal: ..."}, or "error" with
     {"error":{"message":...},"item":...}): their text, like older restic prints it."""
-    if not line.startswith("{"):
-        return line
-    try:
-        msg = json.loads(line)
-    except ValueError:
-        return line
-    if not isinstance(msg, dict):
+    msg = json_line(line)
+    if msg is None:
         return line
     if msg.get("message_type") == "exit_error" and isinstance(msg.get("message"), str):
         return msg["message"].strip()
     if msg.get("message_type") == "error":
-        err = msg.get("error")
-        text = err.get("message") if isinstance(err, dict) else err
+        text = error_text(msg)
         if isinstance(text, str):
             return f"error: {text.strip()}"
     return line

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from ruamel.yaml import YAML
 
+from reconciler.api import times
 from reconciler.api.restore import InvalidRestore, Restore, parse_restore, parse_time
 from tests.factories import REPO, strip_x_kubernetes
 
@@ -108,6 +109,23 @@ def test_a_pvc_restore_with_every_field():
 def test_as_of_takes_rfc3339_with_a_zone(text, expected):
     assert parse_restore(restore(asOf=text)).as_of == expected
     assert parse_time(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2026-01-31T23:00:00", "2026-01-31", "yesterday", "2026-13-01T00:00:00Z", "", None, 17],
+)
+def test_what_is_no_rfc3339_time_is_none(text):
+    assert times.parse_time(text) is None
+
+
+def test_the_times_the_api_server_a_lease_and_restic_write_parse_alike():
+    utc = datetime(2026, 1, 31, 23, 0, 0, tzinfo=UTC)
+    assert times.parse_time("2026-01-31T23:00:00Z") == utc  # the API server, restik
+    assert times.parse_time(" 2026-01-31t23:00:00z\n") == utc
+    assert times.parse_time("2026-01-31T23:00:00.000001Z") == utc.replace(microsecond=1)  # Lease
+    # restic: nanoseconds and the local zone
+    assert times.parse_time("2026-02-01T01:00:00.5000009+02:00") == utc.replace(microsecond=500000)
 
 
 @pytest.mark.parametrize("kind", ["Deployment", "ReplicaSet", "ReplicationController"])

@@ -189,6 +189,20 @@ def test_progress_folds_status_and_summary_lines():
     assert (p.percent, p.files, p.done) == (1.0, 4, True)
 
 
+def test_progress_ignores_lines_restic_cut_short_or_printed_as_text():
+    p = Progress()
+    assert p.feed('{"message_type":"status","percent_done":0.25,"total_files":4}')
+    for line in (
+        '{"message_type":"status","percent_done":0.9,"total_fi',  # restic killed mid-line
+        '{"message_type":"summary"',
+        "Fatal: wrong password or no key found",
+        "[]",
+        '{"message_type":"verbose_status","action":"restored","item":"/a"}',
+    ):
+        assert not p.feed(line)
+    assert (p.percent, p.total_files, p.done, p.errors) == (0.25, 4, False, [])
+
+
 def test_host_entries_of_an_earlier_run_are_dropped():
     status = {"hosts": [{"host": "db-1", "phase": "Succeeded"}, {"host": "db-2", "runID": "b"}]}
     assert with_host(status, {"host": "db-0", "runID": "b"}) == [

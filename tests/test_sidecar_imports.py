@@ -19,6 +19,7 @@ SIDECAR_MODULES = {
     "reconciler.api.hooks",
     "reconciler.api.schedule",
     "reconciler.api.source",
+    "reconciler.api.times",
     "reconciler.cli",
     "reconciler.controller",
     "reconciler.controller.options",
@@ -53,6 +54,7 @@ SIDECAR_MODULES = {
     "sidecar.runner",
     "sidecar.scheduler",
     "sidecar.shell",
+    "sidecar.startup",
     "sidecar.stream",
 }
 # Building the parser of every command imports their options modules only (stdlib-only).

@@ -275,6 +275,49 @@ def test_parse_summary():
     assert restic.parse_summary('{"message_type":"status"}\nnot json\n') is None
 
 
+# What restic 0.18 prints besides its JSON messages, and what a killed restic leaves.
+NOT_MESSAGES = [
+    "",
+    "   ",
+    "/data/nonexist does not exist, skipping",  # a warning on stderr, also with --json
+    "\x1b[2Ksignal interrupt received, cleaning up",
+    "Fatal: wrong password or no key found",  # restic < 0.17: plain text even with --json
+    '{"message_type":"status","percent_done":0.4,"total_fi',  # cut short by SIGKILL
+    '{"message_type":"status"} trailing',
+    "[1, 2]",  # JSON, but not a message
+    '"summary"',
+    "{not json}",
+    "null",
+]
+
+
+@pytest.mark.parametrize("line", NOT_MESSAGES)
+def test_a_line_that_is_no_json_message_is_none(line):
+    assert restic.json_line(line) is None
+
+
+def test_json_lines_are_messages_with_their_surrounding_blanks():
+    assert restic.json_line('  {"message_type":"summary","files_new":1}\n') == {
+        "message_type": "summary",
+        "files_new": 1,
+    }
+    text = "\n".join([*NOT_MESSAGES, '{"message_type":"status"}', '{"message_type":"summary"}'])
+    assert [m["message_type"] for m in restic.json_messages(text)] == ["status", "summary"]
+    assert list(restic.json_messages("")) == []
+
+
+def test_error_text_of_both_shapes_of_restics_error_message():
+    assert restic.error_text({"error": {"message": "no space"}, "item": "/a"}) == "no space"
+    assert restic.error_text({"error": "no space"}) == "no space"
+    assert restic.error_text({"message_type": "error"}) is None
+
+
+def test_a_summary_cut_short_is_not_taken_for_the_run_summary():
+    cut = SUMMARY.rstrip("\n")[:-20]
+    assert restic.parse_summary(cut) is None
+    assert restic.parse_summary(SUMMARY + cut).snapshot_id == "903c7ae4"
+
+
 # What restic 0.18 prints when its REST backend is down and restik interrupts it (--json).
 RETRYING_STDERR = (
     'Stat(<config/>) returned error, retrying after 590.49ms: Head "http://:***@h:1/www/'

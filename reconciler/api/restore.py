@@ -14,6 +14,7 @@ from reconciler.api.constants import (
     WORKLOAD_KINDS,
 )
 from reconciler.api.fields import DNS_LABEL, DNS_SUBDOMAIN, MAX_LIST, Collector, FieldError
+from reconciler.api.times import parse_time
 
 SPEC_FIELDS = {
     "backup",
@@ -33,10 +34,6 @@ PVC_FIELDS = {"claimName"}
 
 # A restic snapshot id or a unique prefix of one (restic prints 8 characters).
 SNAPSHOT_ID = re.compile(r"^[0-9a-f]{8,64}$")
-# RFC 3339 with a zone: what `date -u +%FT%TZ` and the API server write.
-RFC3339 = re.compile(
-    r"^\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)$",
-)
 # A path relative to the Backup's source path: no leading "/", no ".." component, no empty
 # component. RE2-compatible (no lookahead), so the CRD's schema carries the same pattern.
 _COMPONENT = r"([^/.\n\r][^/\n\r]*|\.|\.[^/.\n\r][^/\n\r]*|\.\.[^/\n\r]+)"
@@ -107,19 +104,6 @@ def restore_ref(raw: Mapping) -> tuple[str, str]:
     meta = raw.get("metadata") if isinstance(raw, Mapping) else None
     meta = meta if isinstance(meta, Mapping) else {}
     return (str(meta.get("namespace") or "default"), str(meta.get("name") or "<unnamed>"))
-
-
-def parse_time(text: str) -> datetime | None:
-    """An RFC 3339 time (nanoseconds allowed, as restic writes them) or None."""
-    m = RFC3339.match(text.strip()) if isinstance(text, str) else None
-    if m is None:
-        return None
-    main, frac, zone = text[:19], (m.group(1) or "")[:7], m.group(2)
-    zone = "+00:00" if zone in ("Z", "z") else zone
-    try:
-        return datetime.fromisoformat(main.replace("t", "T") + frac + zone)
-    except ValueError:
-        return None
 
 
 def parse_restore(raw: Mapping) -> Restore:

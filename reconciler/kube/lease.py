@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from reconciler.api.times import parse_time
 from reconciler.kube.client import ApiError, Kube
 from reconciler.kube.resource import LEASES
 
@@ -29,17 +30,6 @@ def lease_name(backup: str, workload: str) -> str:
 
 def micro_time(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_time(text: object) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
-        try:
-            return datetime.strptime(text, fmt).replace(tzinfo=UTC)
-        except ValueError:
-            continue
-    return None
 
 
 def lease_record(lease: dict) -> tuple:

@@ -18,8 +18,8 @@ from reconciler.kube.resource import BACKUPS
 from reconciler.restores.secret import AccessError, repository_env
 from sidecar import restic
 from sidecar.outcome import format_bytes
-from sidecar.restore import Snapshot, parse_snapshots
 from sidecar.runner import redact, secret_values
+from sidecar.snapshots import Snapshot, parse_snapshots
 
 
 class CommandError(Exception):
