@@ -957,9 +957,10 @@ def _pending(status: dict, message: str) -> dict | None:
     return {"phase": "Pending", "message": clip(message)}
 
 
-def run(args: argparse.Namespace, listing=None) -> int:
+def run(args: argparse.Namespace, listing=None, executor_class: type[Executor] = Executor) -> int:
     """`restik restore-run`: the exit code (0 restored, 1 failed, 2 bad invocation).
-    ``listing``: the snapshot listing sidecar.restore_start began, if any."""
+    ``listing``: the snapshot listing sidecar.restore_start began, if any; ``executor_class``:
+    sidecar.restore_dump.DumpExecutor for a dump Restore's Job."""
     try:
         settings = settings_from_args(args)
     except ValueError as exc:
@@ -972,7 +973,7 @@ def run(args: argparse.Namespace, listing=None) -> int:
     except Exception as exc:
         log.error("restik restore-run: %s", one_line(exc))
         return 1
-    executor = Executor(settings, kube, listing=listing)
+    executor = executor_class(settings, kube, listing=listing)
     signal.signal(signal.SIGTERM, executor.stop)
     try:
         return executor.run()

@@ -25,6 +25,7 @@ class RestoreSettings:
     lease_duration: float
     log_level: str
     log_format: str
+    into_pods: str | None = None  # a dump Restore's Job: the target pods' label selector
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=env_default("WORKLOAD"),
         metavar="KIND/NAME",
         help="the workload this pod belongs to (decides the restic host, as for the sidecar)",
+    )
+    parser.add_argument(
+        "--into-pods",
+        default=None,
+        metavar="SELECTOR",
+        help="a dump Restore's Job: pipe `restic dump` into the Restore's spec.command in "
+        "the pods of this label selector (sidecar/restore_dump.py) instead of restoring files",
     )
     parser.add_argument(
         "--host",
@@ -119,4 +127,5 @@ def settings_from_args(args: argparse.Namespace) -> RestoreSettings:
         lease_duration=max(2.0, parse_duration(args.lease_duration).total_seconds()),
         log_level=args.log_level,
         log_format=args.log_format,
+        into_pods=args.into_pods,
     )

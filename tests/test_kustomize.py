@@ -55,7 +55,8 @@ GRANTED_ONLY_RIGHTS = (
     | {("coordination.k8s.io", "leases", v, None) for v in ("get", "create", "update")}
     | {("", "pods/exec", v, None) for v in ("get", "create")}
 )
-RESTIK_ROLES = ("restik-restore",)  # the ClusterRoles the controller binds
+# the ClusterRoles the controller binds (restik-restore-exec only for a dump Restore)
+RESTIK_ROLES = ("restik-restore", "restik-restore-exec")
 NAMESPACED_RIGHTS = (
     {("backup.appscode.com", "backups", v, None) for v in ("list", "watch")}
     | {("backup.appscode.com", "backups/status", "patch", None)}
@@ -87,6 +88,10 @@ RESTORE_RIGHTS = (
     | {("coordination.k8s.io", "leases", v, None) for v in ("get", "create", "update")}
     | {("", "persistentvolumeclaims", v, None) for v in ("get", "patch")}
 )
+# A dump Restore's Job, beside RESTORE_RIGHTS: it finds the workload's pods and execs.
+RESTORE_EXEC_RIGHTS = {("", "pods", v, None) for v in ("get", "list")} | {
+    ("", "pods/exec", v, None) for v in ("get", "create")
+}
 
 
 def kustomize(path: Path) -> list[dict]:
@@ -185,6 +190,7 @@ def test_install_contains_everything():
             ("ClusterRole", "restik-controller"),
             ("ClusterRoleBinding", "restik-controller"),
             ("ClusterRole", "restik-restore"),
+            ("ClusterRole", "restik-restore-exec"),
             ("Role", "restik-leader-election"),
             ("RoleBinding", "restik-leader-election"),
             ("Service", "restik-metrics"),
@@ -232,6 +238,7 @@ def test_no_sidecar_role_is_installed(objects):
 
 def test_restore_cluster_role_is_exact(objects):
     assert rights(find(objects, "ClusterRole", "restik-restore")) == RESTORE_RIGHTS
+    assert rights(find(objects, "ClusterRole", "restik-restore-exec")) == RESTORE_EXEC_RIGHTS
 
 
 def test_restore_role_is_not_bound_statically(objects):

@@ -86,9 +86,10 @@ def test_an_invalid_restore_is_invalid_with_every_field():
     assert acts.workload is None
 
 
-def test_a_command_source_backup_cannot_be_restored_by_a_restore():
-    """Its snapshots are a dump (stdin), not the files of a volume: Invalid with the way to
-    restore it, no init container, no Job; re-evaluated each cycle (not finished)."""
+def test_a_command_source_backup_needs_the_restores_command():
+    """Its snapshots are a dump (stdin), not the files of a volume: without spec.command
+    (tests/test_restore_dump.py) Invalid, naming the field and how to fill it, no init
+    container, no Job; re-evaluated each cycle (not finished)."""
     raw_backup = backup(path="/var/lib/db")
     raw_backup["spec"]["backupSource"] = {
         "command": {"command": ["pg_dumpall"], "filename": "all.sql"}
@@ -98,7 +99,7 @@ def test_a_command_source_backup_cannot_be_restored_by_a_restore():
         acts = plan(restore(target=target), dump, workload=sts(), claim={"metadata": {}})
         assert acts.status["phase"] == "Invalid"
         assert "spec.backupSource.command" in acts.status["message"]
-        assert "restic dump" in acts.status["message"]
+        assert "spec.command: required" in acts.status["message"]
         assert acts.workload is None and acts.job is None
 
 

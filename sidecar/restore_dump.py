@@ -1,0 +1,220 @@
+"""`restik restore-run --into-pods SELECTOR`: a dump Restore's Job. For a Backup whose
+``backupSource.command`` streamed a dump into restic, it pipes `restic dump` of each target
+pod's snapshot into the Restore's ``spec.command`` (``psql``), run in the pod through the
+exec subresource (sidecar/stream.py), and reports as the volume restore does: status.hosts
+per host, the phase, Events RestoreStarted/Succeeded/Failed (sidecar/restore.py's Executor,
+whose steps it reuses).
+
+Targets (reconciler/controller/dumptargets.py): every pod of a StatefulSet (its ordinal's
+snapshot) or DaemonSet (its node's), one Ready pod of the other kinds. Hosts go one after
+the other; the first failure ends the Restore Failed (the rest is not touched)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+
+from reconciler.api.backup import Backup
+from reconciler.api.hooks import exec_containers
+from reconciler.api.restore import InvalidRestore, Restore, parse_restore
+from reconciler.controller.dumptargets import DumpTarget, dump_targets
+from reconciler.kube.client import ApiError
+from reconciler.kube.events import clip, rfc3339, with_condition
+from reconciler.kube.resource import PODS
+from sidecar import restic
+from sidecar.follow import one_line
+from sidecar.podexec import PodExec
+from sidecar.restore import (
+    FAILURE_REASONS,
+    Executor,
+    Progress,
+    RestoreFailed,
+    Snapshot,
+    is_finished,
+)
+from sidecar.stream import StreamResult, restore_from_restic
+
+log = logging.getLogger("restik.restore")
+
+
+def dump_progress(snapshot: Snapshot) -> Progress | None:
+    """The figures of a whole dump piped in: one file, the snapshot's size (what the
+    backup read from the dump command), or None when the snapshot does not record it."""
+    if snapshot.size is None:
+        return None
+    return Progress(
+        percent=1.0,
+        total_files=1,
+        files_restored=1,
+        total_bytes=snapshot.size,
+        bytes_restored=snapshot.size,
+        done=True,
+    )
+
+
+def stream_failure(result: StreamResult, interrupted: bool) -> RestoreFailed:
+    """The condition's reason for a failed stream: restic's failure kind, the command's."""
+    if interrupted:
+        return RestoreFailed("Interrupted", f"interrupted (SIGTERM): {result.reason}")
+    if result.reason.startswith("restic"):
+        kind = restic.classify(result.restic_code or 1, result.restic_stderr)
+        return RestoreFailed(FAILURE_REASONS.get(kind, "ResticFailed"), result.reason)
+    return RestoreFailed("CommandFailed", result.reason)
+
+
+def choose_container(restore: Restore, backup: Backup, target: DumpTarget) -> str:
+    """spec.command.container, else the Backup's backupSource.command.container, else the
+    pod's first container (restik's own never): as the backup chose it."""
+    named = restore.command.container if restore.command else None
+    source = dataclasses.replace(
+        backup.source_command, container=named or backup.source_command.container
+    )
+    probe = dataclasses.replace(backup, source_command=source, pre_backup=None, post_backup=None)
+    chosen, errors = exec_containers(probe, target.spec, f"pod {target.pod}")
+    if errors:
+        path = "spec.command.container" if named else errors[0].path
+        raise RestoreFailed("NoContainer", f"{path}: {errors[0].message}")
+    return chosen["command"]
+
+
+class DumpExecutor(Executor):
+    """One dump Restore, every target pod, once. ``run()``: 0 restored (or before), 1
+    failed, 2 bad invocation."""
+
+    def run(self) -> int:
+        raw = self._read()
+        if raw is None:
+            log.warning("Restore %s/%s not found (deleted?)", self.namespace, self.s.restore)
+            return 0
+        try:
+            restore = parse_restore(raw)
+        except InvalidRestore as exc:
+            log.error("%s", exc)
+            message = str(exc)
+            self._update_status(lambda st: self._invalid(st, message))
+            return 1
+        status = raw.get("status") or {}
+        if is_finished(status, restore):
+            return self._already(status, restore)
+        if restore.command is None or restore.workload_kind is None:
+            log.error(
+                "Restore %s/%s has no spec.command and target.workload: --into-pods restores "
+                "only dumps into a workload's pods",
+                self.namespace,
+                restore.name,
+            )
+            return 2
+        backup = self._wait_for_backup(restore)
+        if backup is None:
+            return 1  # stopped while waiting
+        if backup.source_command is None:
+            failed = RestoreFailed(
+                "Invalid",
+                f"spec.command: Backup {self.namespace}/{backup.name} backs up a volume, not "
+                "a command's output: there is no dump to restore",
+            )
+            return self._fail_early(raw, restore, failed)
+        self.run_id = restore.run_id
+        try:
+            listed = self.kube.list(PODS.path(self.namespace), label_selector=self.s.into_pods)
+        except ApiError as exc:
+            return self._fail_early(raw, restore, RestoreFailed("Error", f"listing pods: {exc}"))
+        targets = dump_targets(restore.workload_kind, restore.workload_name, listed["items"] or [])
+        if not targets:
+            why = f"no Ready pod of {restore.target} (pods {self.s.into_pods}) to restore into"
+            return self._fail_early(raw, restore, RestoreFailed("NoPod", why))
+        snapshots: list[Snapshot] | None = None
+        for target in targets:
+            code, snapshots = self._restore_pod(raw, restore, backup, target, snapshots)
+            if code != 0:
+                return code
+        if restore.multi_host:
+            self._complete(restore, targets)
+        return 0
+
+    def _fail_early(self, raw: Mapping, restore: Restore, failure: RestoreFailed) -> int:
+        """Failed before any pod: one entry for the workload's name as host."""
+        host = restore.workload_name or restore.name
+        started = self.clock()
+        source = restore.source_host(host)
+        return self._finish(raw, restore, host, source, started, None, None, failure)
+
+    def _restore_pod(
+        self,
+        raw: Mapping,
+        restore: Restore,
+        backup: Backup,
+        target: DumpTarget,
+        snapshots: list[Snapshot] | None,
+    ) -> tuple[int, list[Snapshot] | None]:
+        started = self.clock()
+        self.pod = target.pod  # status.hosts[].pod: the pod the dump went into
+        host, source_host = target.host, restore.source_host(target.host)
+        snapshot = progress = None
+        self._begin(restore, host, source_host, started)
+        try:
+            if not target.ready:
+                raise RestoreFailed(
+                    "PodNotReady",
+                    f"pod {target.pod} is not Ready: the dump needs the application running",
+                )
+            container = choose_container(restore, backup, target)
+            ctx, env = self._context(backup, host)
+            if snapshots is None:
+                snapshots = self._snapshots(backup, ctx, env, restore)
+            snapshot = self._choose(snapshots, restore, source_host, backup)
+            command = " ".join(restore.command.command)
+            self._event(
+                raw,
+                "RestoreStarted",
+                f"host {host}: piping snapshot {snapshot.short_id} of {source_host} "
+                f"({rfc3339(snapshot.time)}) into `{command}` in {target.pod}/{container}",
+            )
+            log.info("piping snapshot %s into %s/%s", snapshot.short_id, target.pod, container)
+            result = restore_from_restic(
+                PodExec.from_kube(self.kube),
+                self.namespace,
+                target.pod,
+                container,
+                restore.command.command,
+                restic.locking_args(backup, ctx),
+                snapshot.id,
+                backup.source_command.filename,
+                env=env,
+                timeout=restore.command.timeout,
+                cancel=self._stop,
+            )
+            if not result.ok:
+                raise stream_failure(result, self._stop.is_set())
+            progress = dump_progress(snapshot)
+        except RestoreFailed as exc:
+            code = self._finish(raw, restore, host, source_host, started, snapshot, None, exc)
+            return code, snapshots
+        except Exception as exc:  # an API or OS error: still a Failed Restore, never silent
+            log.exception("restore failed")
+            failed = RestoreFailed("Error", f"{type(exc).__name__}: {one_line(exc)}")
+            code = self._finish(raw, restore, host, source_host, started, snapshot, None, failed)
+            return code, snapshots
+        code = self._finish(raw, restore, host, source_host, started, snapshot, progress, None)
+        return code, snapshots
+
+    def _complete(self, restore: Restore, targets: list[DumpTarget]) -> None:
+        """Every host of a StatefulSet or DaemonSet restored: the Restore Succeeded (the
+        volume restore leaves that to the controller, which sees all the pods' entries; here
+        one Job did them all)."""
+        now = self.clock()
+        hosts = [t.host for t in targets]
+        message = f"restored {len(hosts)} hosts: {', '.join(hosts)}"
+
+        def change(status: dict) -> dict:
+            return {
+                "phase": "Succeeded",
+                "completionTime": rfc3339(now),
+                "runID": restore.run_id,
+                "snapshot": f"{len(hosts)} hosts",
+                "message": clip(message),
+                "conditions": with_condition(status, "Failed", "False", "Restored", message, now),
+            }
+
+        self._update_status(change)
