@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 from reconciler.api.backup import Backup
 from reconciler.api.hooks import exec_containers
-from reconciler.api.restore import InvalidRestore, Restore, parse_restore
+from reconciler.api.restore import Restore
 from reconciler.controller.dumptargets import DumpTarget, dump_targets
 from reconciler.kube.client import ApiError
 from reconciler.kube.events import clip, rfc3339, with_condition
@@ -31,7 +31,6 @@ from sidecar.restore import (
     Progress,
     RestoreFailed,
     Snapshot,
-    is_finished,
 )
 from sidecar.stream import StreamResult, restore_from_restic
 
@@ -79,40 +78,24 @@ def choose_container(restore: Restore, backup: Backup, target: DumpTarget) -> st
 
 
 class DumpExecutor(Executor):
-    """One dump Restore, every target pod, once. ``run()``: 0 restored (or before), 1
-    failed, 2 bad invocation."""
+    """One dump Restore, every target pod, once. ``run()`` (the Executor's): 0 restored
+    (or before), 1 failed."""
 
-    def run(self) -> int:
-        raw = self._read()
-        if raw is None:
-            log.warning("Restore %s/%s not found (deleted?)", self.namespace, self.s.restore)
-            return 0
-        try:
-            restore = parse_restore(raw)
-        except InvalidRestore as exc:
-            log.error("%s", exc)
-            message = str(exc)
-            self._update_status(lambda st: self._invalid(st, message))
-            return 1
-        status = raw.get("status") or {}
-        if is_finished(status, restore):
-            return self._already(status, restore)
-        if restore.command is None or restore.workload_kind is None:
-            log.error(
-                "Restore %s/%s has no spec.command and target.workload: --into-pods restores "
-                "only dumps into a workload's pods",
-                self.namespace,
-                restore.name,
-            )
-            return 2
-        backup = self._wait_for_backup(restore)
-        if backup is None:
-            return 1  # stopped while waiting
-        if backup.source_command is None:
+    # Executor.run reads and checks the Restore, waits for the Backup, then calls these.
+
+    def _target_host(self, restore: Restore) -> str:
+        return restore.workload_name or restore.name  # the hosts come with the pods
+
+    def _shares_host(self, restore: Restore) -> bool:
+        return False  # one Job restores every host, once: no Lease among replicas
+
+    def _restore(self, raw: Mapping, restore: Restore, backup: Backup, target_host: str) -> int:
+        if restore.command is None or backup.source_command is None:
+            what = "has no spec.command" if restore.command is None else "backs up a volume"
             failed = RestoreFailed(
                 "Invalid",
-                f"spec.command: Backup {self.namespace}/{backup.name} backs up a volume, not "
-                "a command's output: there is no dump to restore",
+                f"restore-run --into-pods restores a dump into a workload's pods: Restore "
+                f"{self.namespace}/{restore.name} with Backup {backup.name}: it {what}",
             )
             return self._fail_early(raw, restore, failed)
         self.run_id = restore.run_id
@@ -120,7 +103,9 @@ class DumpExecutor(Executor):
             listed = self.kube.list(PODS.path(self.namespace), label_selector=self.s.into_pods)
         except ApiError as exc:
             return self._fail_early(raw, restore, RestoreFailed("Error", f"listing pods: {exc}"))
-        targets = dump_targets(restore.workload_kind, restore.workload_name, listed["items"] or [])
+        targets = dump_targets(
+            restore.workload_kind, restore.workload_name, listed.get("items") or []
+        )
         if not targets:
             why = f"no Ready pod of {restore.target} (pods {self.s.into_pods}) to restore into"
             return self._fail_early(raw, restore, RestoreFailed("NoPod", why))

@@ -15,7 +15,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 
 def bindir() -> Path | None:
@@ -116,3 +119,16 @@ class Postgres:
     def stop(self) -> None:
         self._kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def started() -> Iterator[Postgres]:
+    """A started cluster, stopped and removed after (a fixture's body: `yield from`); a
+    machine without PostgreSQL fails the test (CI installs it)."""
+    found = bindir()
+    if found is None:
+        pytest.fail("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    cluster = Postgres(found)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

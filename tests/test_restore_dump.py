@@ -26,7 +26,7 @@ from sidecar.runner import Runner
 from tests.emulator import Emulator
 from tests.execpods import exec_client
 from tests.factories import PASSWORD, REPO, RESTIC, backup, base_env, copy_template, needs_restic
-from tests.postgres import Postgres, bindir
+from tests.postgres import Postgres, started
 
 NOW = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
 API = "backup.appscode.com/v1beta1"
@@ -228,14 +228,7 @@ def test_a_failed_job_fails_the_dump_restore():
 
 @pytest.fixture
 def database():
-    found = bindir()
-    if found is None:
-        pytest.fail("PostgreSQL is not installed (Debian: apt-get install postgresql)")
-    cluster = Postgres(found)
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
+    yield from started()
 
 
 class Site:
@@ -301,16 +294,25 @@ class Site:
 
 @pytest.fixture
 def site(tmp_path, database):
+    sts = workload(replicas=1)
+    sts["metadata"] = {"name": "pg", "namespace": NS}
+    sts["spec"]["serviceName"] = "pg"
+    secret = {"name": "pg-restic", "namespace": NS}
+    objects = (
+        crd_manifest(),
+        restore_crd_manifest(),
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": secret,
+            "stringData": {"password": PASSWORD},
+        },
+        sts,  # its pod pg-0 is "the database's": its container postgres runs the real one
+    )
     with Emulator(cluster=True, ready_delay=0.05) as emu:
-        emu.create(crd_manifest())
-        emu.create(restore_crd_manifest())
-        emu.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-        emu.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pg-restic",
-                    "namespace": NS}, "stringData": {"password": PASSWORD}})  # fmt: skip
-        sts = workload(replicas=1)
-        sts["metadata"] = {"name": "pg", "namespace": NS}
-        sts["spec"]["serviceName"] = "pg"
-        emu.create(sts)
+        for obj in objects:
+            emu.create(obj)
         emu.settle(30)
         emu.exec_env[(NS, "pg-0", "postgres")] = {
             "env": database.env, "cwd": str(database.dir),
