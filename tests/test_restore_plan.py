@@ -481,6 +481,14 @@ def test_inject_reports_what_it_cannot_render(tmp_path):
     assert code == 0 and "Deployment/x is not among the inputs; left alone" in err
     code, out, err = _offline(tmp_path, backup(), restore(include=["/abs"]))
     assert code == 2 and out == "" and "spec.include[0]" in err
+    # a dump Restore: a Job execs into the running pods, nothing to render; against a
+    # volume Backup it is an error naming spec.command
+    dump = backup()
+    dump["spec"]["backupSource"] = {"command": {"command": ["pg_dumpall"], "filename": "a.sql"}}
+    code, out, err = _offline(tmp_path, dump, restore(command={"command": ["psql"]}))
+    assert code == 0 and "a dump (spec.command) is piped into the running pods by a Job" in err
+    code, out, err = _offline(tmp_path, backup(), restore(command={"command": ["psql"]}))
+    assert code == 2 and "Restore web/r1: spec.command: Backup web/www backs up volume" in err
 
 
 def test_the_executor_takes_only_restics_variables_from_the_secret():
