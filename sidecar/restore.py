@@ -801,7 +801,7 @@ class Executor:
                 elsewhere = f" (snapshot {other.short_id} belongs to host {other.host})"
             raise RestoreFailed(
                 "NoSnapshot",
-                f"{exc}{elsewhere}; " + describe_snapshots(snapshots, backup.source_path),
+                f"{exc}{elsewhere}; " + describe_snapshots(snapshots, backup.snapshot_path),
             ) from None
 
     def _fail_restic(self, code: int, stderr: str, what: str) -> None:

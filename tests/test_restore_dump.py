@@ -7,8 +7,10 @@ exec'd command as a local process, as the kubelet would in the container), the J
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -16,6 +18,7 @@ import pytest
 from reconciler.api.backup import parse_backup
 from reconciler.api.restore import InvalidRestore, parse_restore
 from reconciler.controller.cycle import Controller
+from reconciler.controller.dumptargets import dump_targets
 from reconciler.controller.options import Settings
 from reconciler.controller.reconcilers.restores import plan_restore
 from reconciler.kube.client import Kube
@@ -223,6 +226,25 @@ def test_a_failed_job_fails_the_dump_restore():
     assert acts.job is None and acts.events[0][0] == "RestoreFailed"
 
 
+def test_the_targets_per_kind():
+    ended = pod("pg-9")
+    ended["status"]["phase"] = "Failed"
+    going = pod("pg-2")
+    going["metadata"]["deletionTimestamp"] = "2026-01-31T12:00:00Z"
+    pods = [pod("pg-1", ready=False), pod("pg-0"), ended, going, pod("pgx-0")]
+    sts = dump_targets("StatefulSet", "pg", pods)
+    assert [(t.pod, t.host, t.ready) for t in sts] == [
+        ("pg-0", "pg-0", True), ("pg-1", "pg-1", False)]  # fmt: skip
+    # the replicas of a Deployment share one database: one Ready pod, the workload's host
+    deploy = dump_targets("Deployment", "pg", [pod("pg-b"), pod("pg-a", ready=False), pod("pg-c")])
+    assert [(t.pod, t.host) for t in deploy] == [("pg-b", "pg")]
+    assert dump_targets("Deployment", "pg", [pod("pg-a", ready=False)]) == []
+    nodes = [pod("pg-x"), pod("pg-y")]
+    nodes[1]["spec"]["nodeName"] = "node-0"
+    assert [(t.pod, t.host) for t in dump_targets("DaemonSet", "pg", nodes)] == [
+        ("pg-y", "node-0"), ("pg-x", "node-1")]  # fmt: skip
+
+
 # ---------------------------------------------------------------- end to end
 
 
@@ -248,19 +270,19 @@ class Site:
                                       "repository": str(self.repo)}  # fmt: skip
         return raw
 
-    def back_up(self) -> None:
-        """restik's backup run in pod pg-0 (sidecar/job.py): pg_dumpall into restic."""
-        pg0 = self.emu.get("v1", "pods", "pg-0", NS)
+    def back_up(self, name: str = "pg-0") -> None:
+        """restik's backup run in pod ``name`` (sidecar/job.py): pg_dumpall into restic."""
+        live = self.emu.get("v1", "pods", name, NS)
         runner = Runner(base_env(PASSWORD, TMPDIR=str(self.tmp)), stop_timeout=20)
-        ctx = Context(host="pg-0", cache_dir=str(self.tmp / "cache"), restic=RESTIC)
-        target = Pod(NS, "pg-0", pg0["spec"], exec_client(self.emu, self.tmp))
+        ctx = Context(host=name, cache_dir=str(self.tmp / "cache"), restic=RESTIC)
+        target = Pod(NS, name, live["spec"], exec_client(self.emu, self.tmp))
         backup_ = parse_backup(self.backup_raw())
         outcome = Job(backup_, ctx, runner, pod=target, workload=("StatefulSet", "pg")).run()
         assert outcome.success, outcome.message
 
-    def apply_restore(self, name: str, command: list[str]) -> None:
+    def apply_restore(self, name: str, command: list[str], **extra) -> None:
         target = {"workload": {"kind": "StatefulSet", "name": "pg"}}
-        spec = {"backup": "pg", "command": {"command": command}, "target": target}
+        spec = {"backup": "pg", "command": {"command": command}, "target": target, **extra}
         meta = {"name": name, "namespace": NS}
         self.emu.create({"apiVersion": API, "kind": "Restore", "metadata": meta, "spec": spec})
 
@@ -268,12 +290,12 @@ class Site:
         self.controller.cycle()
         self.emu.settle(30)
 
-    def run_job(self, name: str) -> subprocess.CompletedProcess:
+    def run_job(self, name: str, password: str = PASSWORD) -> subprocess.CompletedProcess:
         """Play the kubelet: the Job's container, its arguments, as a process."""
         job = self.emu.get("batch/v1", "jobs", f"restik-restore-{name}", NS)
         [container] = job["spec"]["template"]["spec"]["containers"]
         cache = str(self.tmp / f"cache-{name}")
-        env = base_env(PASSWORD, POD_NAME=f"restik-restore-{name}-x1", POD_NAMESPACE=NS,
+        env = base_env(password, POD_NAME=f"restik-restore-{name}-x1", POD_NAMESPACE=NS,
                        RESTIC_CACHE_DIR=cache, PYTHONPATH=str(REPO))  # fmt: skip
         proc = subprocess.run(
             [sys.executable, "-m", "reconciler.cli", *container["args"], "--kubeconfig",
@@ -292,9 +314,11 @@ class Site:
                 and e["involvedObject"].get("kind") == "Restore"]  # fmt: skip
 
 
-@pytest.fixture
-def site(tmp_path, database):
-    sts = workload(replicas=1)
+@contextlib.contextmanager
+def make_site(tmp_path, databases: list[Postgres]) -> Iterator[Site]:
+    """StatefulSet pg with a pod per database: pod pg-<i>'s container postgres runs
+    databases[i] (the emulator's exec runs commands with its settings)."""
+    sts = workload(replicas=len(databases))
     sts["metadata"] = {"name": "pg", "namespace": NS}
     sts["spec"]["serviceName"] = "pg"
     secret = {"name": "pg-restic", "namespace": NS}
@@ -308,19 +332,30 @@ def site(tmp_path, database):
             "metadata": secret,
             "stringData": {"password": PASSWORD},
         },
-        sts,  # its pod pg-0 is "the database's": its container postgres runs the real one
+        sts,
     )
     with Emulator(cluster=True, ready_delay=0.05) as emu:
         for obj in objects:
             emu.create(obj)
         emu.settle(30)
-        emu.exec_env[(NS, "pg-0", "postgres")] = {
-            "env": database.env, "cwd": str(database.dir),
-            "user": database.user, "group": database.user,
-        }  # fmt: skip
-        s = Site(emu, tmp_path, database)
+        for i, db in enumerate(databases):
+            emu.exec_env[(NS, f"pg-{i}", "postgres")] = {
+                "env": db.env, "cwd": str(db.dir), "user": db.user, "group": db.user,
+            }  # fmt: skip
+        s = Site(emu, tmp_path, databases[0])
         s.emu.create(s.backup_raw())
         yield s
+
+
+@pytest.fixture
+def site(tmp_path, database):
+    with make_site(tmp_path, [database]) as s:
+        yield s
+
+
+@pytest.fixture
+def database1():
+    yield from started()
 
 
 @pytest.mark.slow
@@ -388,3 +423,53 @@ def test_a_failing_restore_command_fails_the_restore_with_its_reason(site):
     assert (failed["status"], failed["reason"]) == ("True", "CommandFailed")
     [event] = [e for e in site.events("r2") if e["reason"] == "RestoreFailed"]
     assert event["type"] == "Warning" and "nosuchdb" in event["message"]
+
+    # no snapshot at or before asOf: Failed, saying what exists; the command never ran
+    site.apply_restore("r3", ["sh", "-c", f"touch {site.tmp}/ran"], asOf="2000-01-01T00:00:00Z")
+    site.cycle()
+    assert site.run_job("r3").returncode == 1
+    status = site.restore("r3")["status"]
+    assert status["phase"] == "Failed" and not (site.tmp / "ran").exists()
+    assert "host pg-0 has no snapshot at or before 2000-01-01T00:00:00Z" in status["message"]
+    assert "snapshots of /pg_dumpall.sql: pg-0: " in status["message"]
+    # a restic that cannot open the repository: Failed with restic's reason
+    site.apply_restore("r4", PSQL)
+    site.cycle()
+    assert site.run_job("r4", password="not-the-password").returncode == 1
+    status = site.restore("r4")["status"]
+    [failed] = [c for c in status["conditions"] if c["type"] == "Failed"]
+    assert (status["phase"], failed["reason"]) == ("Failed", "WrongPassword")
+    assert "wrong password" in status["message"]
+
+
+@pytest.mark.slow
+@needs_restic
+def test_each_ordinal_gets_its_own_hosts_dump_back(tmp_path, database, database1):
+    """A StatefulSet of two databases: each pod's snapshot goes into that pod, none into
+    the other; the Restore succeeds once both did (one Job restores every host)."""
+    databases = [database, database1]
+    for i, db in enumerate(databases):
+        db.psql("CREATE DATABASE shop")
+        db.psql(
+            "CREATE TABLE orders (id bigint PRIMARY KEY, shard int);"
+            f"INSERT INTO orders SELECT g, {i} FROM generate_series(1, {1000 * (i + 1)}) g;",
+            "shop",
+        )
+    with make_site(tmp_path, databases) as site:
+        for i, db in enumerate(databases):
+            site.back_up(f"pg-{i}")
+            db.psql("DROP DATABASE shop")
+        site.apply_restore("r1", PSQL)
+        site.cycle()
+        proc = site.run_job("r1")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        for i, db in enumerate(databases):
+            got = db.psql("SELECT count(*), min(shard), max(shard) FROM orders", "shop")
+            assert got == f"{1000 * (i + 1)}|{i}|{i}"
+        status = site.restore("r1")["status"]
+        assert status["phase"] == "Succeeded", status
+        assert status["message"] == "restored 2 hosts: pg-0, pg-1"
+        assert [(h["host"], h["pod"], h["phase"]) for h in status["hosts"]] == [
+            ("pg-0", "pg-0", "Succeeded"), ("pg-1", "pg-1", "Succeeded")]  # fmt: skip
+        reasons = sorted(e["reason"] for e in site.events("r1"))
+        assert reasons == ["RestoreStarted"] * 2 + ["RestoreSucceeded"] * 2
