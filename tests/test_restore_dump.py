@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from ruamel.yaml import YAML
 
 from reconciler.api.backup import parse_backup
 from reconciler.api.restore import InvalidRestore, parse_restore
@@ -248,6 +249,21 @@ def test_the_targets_per_kind():
 # ---------------------------------------------------------------- end to end
 
 
+def role_rules() -> dict[str, set[tuple[str, str, str]]]:
+    """The installed restore ClusterRoles as (apiGroup, resource, verb) sets."""
+    text = (REPO / "kustomize" / "base" / "rbac-restore.yaml").read_text()
+    return {
+        doc["metadata"]["name"]: {
+            (group, resource, verb)
+            for rule in doc["rules"]
+            for group in rule["apiGroups"]
+            for resource in rule["resources"]
+            for verb in rule["verbs"]
+        }
+        for doc in YAML(typ="safe").load_all(text)
+    }
+
+
 @pytest.fixture
 def database():
     yield from started()
@@ -382,8 +398,15 @@ def test_a_dumped_database_comes_back_through_the_restore_job(site):
         "restik-restore-exec:r1": "restik-restore-exec",
     }
     assert site.restore("r1")["status"]["phase"] == "Pending"
+    site.emu.clear_requests()
     proc = site.run_job("r1")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # every call of the Job's executor is one its two ClusterRoles allow, exec included
+    roles = role_rules()
+    used = {(r.group, "/".join(filter(None, (r.resource, r.subresource))), r.verb)
+            for r in site.emu.requests if r.verb}  # fmt: skip
+    assert used <= roles["restik-restore"] | roles["restik-restore-exec"]
+    assert {("", "pods", "list"), ("", "pods/exec", "get")} <= used - roles["restik-restore"]
 
     rows = db.psql("SELECT count(*), min(id), max(id), count(DISTINCT note) FROM orders", "shop")
     assert rows == "20000|1|20000|20000"
