@@ -203,6 +203,43 @@ def test_ready_pods_get_a_job_that_execs_and_the_template_is_left_alone():
     )
 
 
+def test_the_jobs_user_follows_the_repository():
+    """Remote: a non-root user (it writes only restic's cache); a repository on a volume:
+    the Backup's securityContext user, else root (restic locks there), as the PVC Job."""
+    pods = [pod("pg-0"), pod("pg-1")]
+    local = dump_backup(backup(path="/unused"))
+    local["spec"]["destination"] = {
+        "repositorySecretName": "www-restic",
+        "volume": {"name": "repo", "persistentVolumeClaim": {"claimName": "backups"}},
+        "path": "/repo",
+    }
+    acts = plan(restore(command={"command": PSQL}), local, workload=workload(), pods=pods)
+    [container] = acts.job["spec"]["template"]["spec"]["containers"]
+    assert container["securityContext"]["runAsUser"] == 0
+    assert "restik-restore-repo" in [m["name"] for m in container["volumeMounts"]]
+    local["spec"]["securityContext"] = {"runAsUser": 999, "runAsGroup": 999}
+    acts = plan(restore(command={"command": PSQL}), local, workload=workload(), pods=pods)
+    [container] = acts.job["spec"]["template"]["spec"]["containers"]
+    assert (
+        container["securityContext"]["runAsUser"],
+        container["securityContext"]["runAsGroup"],
+    ) == (999, 999)
+
+
+def test_exec_bindings_never_share_a_name_with_a_restores_own():
+    """RoleBinding names: Restore exec-x's own binding is not Restore x's exec binding."""
+    pods = [pod("pg-0"), pod("pg-1")]
+    x = plan(restore("x", command={"command": PSQL}), workload=workload(), pods=pods)
+    exec_x = plan(restore("exec-x", command={"command": PSQL}), workload=workload(), pods=pods)
+    names = [
+        b["metadata"]["name"]
+        for acts in (x, exec_x)
+        for b in (acts.rolebinding, acts.exec_rolebinding)
+    ]
+    assert names == ["restik-restore-x", "restik-restore-exec:x",
+                     "restik-restore-exec-x", "restik-restore-exec:exec-x"]  # fmt: skip
+
+
 def test_a_volume_restore_never_gets_exec():
     acts = plan(restore(), backup(path="/var/lib/db"), workload=workload())
     assert acts.rolebinding["roleRef"]["name"] == "restik-restore"
