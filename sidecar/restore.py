@@ -341,9 +341,10 @@ class Executor:
         return parse_snapshots(proc.stdout)
 
 
-def run(args: argparse.Namespace, listing=None) -> int:
+def run(args: argparse.Namespace, listing=None, executor_class: type[Executor] = Executor) -> int:
     """`restik restore-run`: the exit code (0 restored, 1 failed, 2 bad invocation).
-    ``listing``: the snapshot listing sidecar.restore_start began, if any."""
+    ``listing``: the snapshot listing sidecar.restore_start began, if any; ``executor_class``:
+    sidecar.restore_dump.DumpExecutor for a dump Restore's Job."""
     try:
         settings = settings_from_args(args)
     except ValueError as exc:
@@ -356,7 +357,7 @@ def run(args: argparse.Namespace, listing=None) -> int:
     except Exception as exc:
         log.error("restik restore-run: %s", one_line(exc))
         return 1
-    executor = Executor(settings, kube, listing=listing)
+    executor = executor_class(settings, kube, listing=listing)
     signal.signal(signal.SIGTERM, executor.stop)
     try:
         return executor.run()

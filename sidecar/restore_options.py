@@ -26,6 +26,7 @@ class RestoreSettings:
     lease_duration: float
     log_level: str
     log_format: str
+    into_pods: str | None = None  # a dump Restore's Job: the target pods' label selector
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="where the volume to restore into is mounted (default: the Backup's "
         "backupSource.path, as in the workload's own pods)",
+    )
+    parser.add_argument(
+        "--into-pods",
+        default=None,
+        metavar="SELECTOR",
+        help="a dump Restore's Job: pipe `restic dump` into the Restore's spec.command in "
+        "the pods of this label selector (sidecar/restore_dump.py) instead of restoring files",
     )
     parser.add_argument(
         "--host",
@@ -92,4 +100,5 @@ def settings_from_args(args: argparse.Namespace) -> RestoreSettings:
         host=args.host,
         progress_interval=max(0.0, parse_duration(args.progress_interval).total_seconds()),
         wait_interval=max(0.1, parse_duration(args.wait_interval).total_seconds()),
+        into_pods=args.into_pods,
     )

@@ -94,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         from sidecar import restore  # after the listing started
 
+        if getattr(args, "into_pods", None):  # a dump Restore's Job
+            from sidecar.restore_dump import DumpExecutor
+
+            return restore.run(args, listing=listing, executor_class=DumpExecutor)
         return restore.run(args, listing=listing)
     finally:
         if listing is not None:

@@ -274,13 +274,15 @@ def restore_from_restic(
     fd = proc.stdout.fileno()
 
     restic_failed = threading.Event()
+    stopped = threading.Event()  # restic stopped by us (the command ended first): no failure
 
     def source() -> Iterator[bytes]:
         while chunk := os.read(fd, CHUNK):
             yield chunk
         code = proc.wait()
         if code != 0:  # raising cuts the stream: the command never sees a clean end
-            restic_failed.set()
+            if not stopped.is_set():
+                restic_failed.set()
             raise RuntimeError(f"restic dump exited with code {code}")
 
     restored: ExecResult | None = None
@@ -291,7 +293,13 @@ def restore_from_restic(
     except ApiError as exc:
         exec_error = f"could not run the restore command in {pod}/{container}: {exc}"
     finally:
-        code = _stop(proc) if proc.poll() is None else proc.returncode
+        if proc.poll() is None:
+            # the exec stream may still be reading the source in its own thread: restic
+            # ending now is our doing, not a restic failure
+            stopped.set()
+            code = _stop(proc)
+        else:
+            code = proc.returncode
         proc.stdout.close()
     stderr = redact(err.text(), secrets)
     if exec_error:
@@ -300,6 +308,8 @@ def restore_from_restic(
         reason = f"restic dump failed: {restic.first_error_line(stderr, code)}"
     elif restored is not None and not restored.ok:
         reason = f"the restore command failed: {redact(restored.describe(), secrets)}"
+    elif stopped.is_set():
+        reason = "the restore command ended (exit code 0) before it read the whole dump"
     elif code != 0:
         reason = f"restic dump failed: {restic.first_error_line(stderr, code)}"
     else:

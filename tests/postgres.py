@@ -16,7 +16,10 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 
 def bindir() -> Path | None:
@@ -150,3 +153,16 @@ class Writer:
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join(30)
+
+
+def started() -> Iterator[Postgres]:
+    """A started cluster, stopped and removed after (a fixture's body: `yield from`); a
+    machine without PostgreSQL fails the test (CI installs it)."""
+    found = bindir()
+    if found is None:
+        pytest.fail("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    cluster = Postgres(found)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

@@ -414,11 +414,15 @@ def test_rolebindings_beyond_the_sidecars_are_denied(fenced, body):
         "restik's controller may only write RoleBindings named restik-* that grant a "
         "restik-* role to ServiceAccounts of their own namespace"
     )
-    # the sidecar's own binding is fine
-    kube.create(
-        api_path("rbac.authorization.k8s.io/v1", "rolebindings", "web"),
-        rolebinding("restik-sidecar-www", "restik-sidecar"),
-    )
+    # the sidecar's own binding is fine, and a dump Restore's exec binding
+    for name, role in (
+        ("restik-sidecar-www", "restik-sidecar"),
+        ("restik-restore-exec:r1", "restik-restore-exec"),
+    ):
+        kube.create(
+            api_path("rbac.authorization.k8s.io/v1", "rolebindings", "web"),
+            rolebinding(name, role),
+        )
 
 
 def _with_sidecar(fenced) -> dict:

@@ -18,7 +18,7 @@ from sidecar.runner import Runner
 from sidecar.stream import restore_from_restic
 from tests.execpods import exec_client, running_pod
 from tests.factories import PASSWORD, RESTIC, WATCH_NS, backup_object, base_env, needs_restic
-from tests.postgres import Postgres, Writer, bindir
+from tests.postgres import Postgres, Writer, bindir, started
 
 pytestmark = [pytest.mark.slow, pytest.mark.restic, needs_restic]
 
@@ -27,14 +27,7 @@ DUMP = {"command": ["pg_dumpall"], "filename": "pg_dumpall.sql"}
 
 @pytest.fixture
 def postgres():
-    found = bindir()
-    if found is None:
-        pytest.fail("PostgreSQL is not installed (Debian: apt-get install postgresql)")
-    cluster = Postgres(found)
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
+    yield from started()
 
 
 @pytest.fixture

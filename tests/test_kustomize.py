@@ -20,6 +20,7 @@ from tests.factories.kustomize import (
     NAMESPACED_RIGHTS,
     RESTIK_ROLES,
     RESTORE_CRD_NAME,
+    RESTORE_EXEC_RIGHTS,
     RESTORE_RIGHTS,
     SERVICE_ACCOUNT,
     TARGETS,
@@ -73,6 +74,7 @@ def test_install_contains_everything():
             ("ClusterRole", "restik-controller"),
             ("ClusterRoleBinding", "restik-controller"),
             ("ClusterRole", "restik-restore"),
+            ("ClusterRole", "restik-restore-exec"),
             ("Role", "restik-leader-election"),
             ("RoleBinding", "restik-leader-election"),
             ("Service", "restik-metrics"),
@@ -120,6 +122,7 @@ def test_no_sidecar_role_is_installed(objects):
 
 def test_restore_cluster_role_is_exact(objects):
     assert rights(find(objects, "ClusterRole", "restik-restore")) == RESTORE_RIGHTS
+    assert rights(find(objects, "ClusterRole", "restik-restore-exec")) == RESTORE_EXEC_RIGHTS
 
 
 def test_restore_role_is_not_bound_statically(objects):

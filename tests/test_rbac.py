@@ -41,7 +41,8 @@ from tests.factories.kustomize import (
 # controller writes the RoleBinding that grants restik-restore's rights: not API calls of
 # its own.
 NOT_API_CALLS = GRANTED_ONLY_RIGHTS | {
-    ("rbac.authorization.k8s.io", "clusterroles", "bind", "restik-restore")
+    ("rbac.authorization.k8s.io", "clusterroles", "bind", role)
+    for role in ("restik-restore", "restik-restore-exec")
 }
 
 

@@ -227,6 +227,23 @@ def test_restore_prints_the_manifest_to_commit():
     assert code == 0 and json.loads(out)["spec"]["target"] == {"pvc": {"claimName": "copy"}}
 
 
+def test_restore_command_prints_a_dump_restore():
+    """--command is split as a shell would (quotes keep a word together), no shell runs."""
+    from reconciler.restores import restore_cmd
+
+    argv = ["restore", "pg", "-n", "data", "--to", "sts/pg", "--name", "r1", "--kubeconfig", "/x"]
+    argv += ["--command", 'psql -X -d "my db"', "--container", "postgres"]
+    argv += ["--command-timeout", "2h", "-o", "json"]
+    code, out, err = cli(argv, restore_cmd)
+    assert (code, err) == (0, "")
+    assert json.loads(out)["spec"] == {
+        "backup": "pg",
+        "target": {"workload": {"kind": "StatefulSet", "name": "pg"}},
+        "command": {"command": ["psql", "-X", "-d", "my db"], "container": "postgres",
+                    "timeout": "2h"},
+    }  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -238,6 +255,11 @@ def test_restore_prints_the_manifest_to_commit():
         ),
         (["--to", "pvc/c", "--include", "/etc"], "spec.include[0]: '/etc' must be relative"),
         (["--to", "pvc/c", "--host", "x"], "--host must be TARGET=SOURCE, got 'x'"),
+        (["--to", "pvc/c", "--command", "psql"], "spec.target.pvc: a Restore with spec.command"),
+        (["--to", "sts/db", "--command", "psql 'x"], "--command: No closing quotation"),
+        (["--to", "sts/db", "--command", ""], "spec.command.command: must not be empty"),
+        (["--to", "sts/db", "--container", "pg"], "--container and --command-timeout go with"),
+        (["--to", "sts/db", "--command", "psql", "--delete"], "spec.delete: does not apply"),
     ],
 )
 def test_restore_refuses_bad_input_with_the_field(extra, message):

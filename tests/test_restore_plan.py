@@ -87,9 +87,10 @@ def test_an_invalid_restore_is_invalid_with_every_field():
     assert acts.workload is None
 
 
-def test_a_command_source_backup_cannot_be_restored_by_a_restore():
-    """Its snapshots are a dump (stdin), not the files of a volume: Invalid with the way to
-    restore it, no init container, no Job; re-evaluated each cycle (not finished)."""
+def test_a_command_source_backup_needs_the_restores_command():
+    """Its snapshots are a dump (stdin), not the files of a volume: without spec.command
+    (tests/test_restore_dump.py) Invalid, naming the field and how to fill it, no init
+    container, no Job; re-evaluated each cycle (not finished)."""
     raw_backup = backup(path="/var/lib/db")
     raw_backup["spec"]["backupSource"] = {
         "command": {"command": ["pg_dumpall"], "filename": "all.sql"}
@@ -99,7 +100,7 @@ def test_a_command_source_backup_cannot_be_restored_by_a_restore():
         acts = plan(restore(target=target), dump, workload=sts(), claim={"metadata": {}})
         assert acts.status["phase"] == "Invalid"
         assert "spec.backupSource.command" in acts.status["message"]
-        assert "restic dump" in acts.status["message"]
+        assert "spec.command: required" in acts.status["message"]
         assert acts.workload is None and acts.job is None
 
 
@@ -480,6 +481,14 @@ def test_inject_reports_what_it_cannot_render(tmp_path):
     assert code == 0 and "Deployment/x is not among the inputs; left alone" in err
     code, out, err = _offline(tmp_path, backup(), restore(include=["/abs"]))
     assert code == 2 and out == "" and "spec.include[0]" in err
+    # a dump Restore: a Job execs into the running pods, nothing to render; against a
+    # volume Backup it is an error naming spec.command
+    dump = backup()
+    dump["spec"]["backupSource"] = {"command": {"command": ["pg_dumpall"], "filename": "a.sql"}}
+    code, out, err = _offline(tmp_path, dump, restore(command={"command": ["psql"]}))
+    assert code == 0 and "a dump (spec.command) is piped into the running pods by a Job" in err
+    code, out, err = _offline(tmp_path, backup(), restore(command={"command": ["psql"]}))
+    assert code == 2 and "Restore web/r1: spec.command: Backup web/www backs up volume" in err
 
 
 def test_the_executor_takes_only_restics_variables_from_the_secret():

@@ -330,6 +330,37 @@ INVALID = {
     ),
     "run-id-bad": (restore(runID="Run 2"), ["spec.runID: 'Run 2' is not a valid run id"], True),
     "wrong-kind": ({**restore(), "kind": "Backup"}, ["kind: must be Restore"], False),
+    "command-empty": (
+        restore(command={"command": []}),
+        ["spec.command.command: must not be empty (the first entry is the program to run)"],
+        True,
+    ),
+    "command-without-argv": (restore(command={}), ["spec.command.command: required"], True),
+    "command-bad-timeout": (
+        restore(command={"command": ["psql"], "timeout": "soon"}),
+        ["spec.command.timeout: invalid duration 'soon' (use e.g. 90s, 30m, 1h30m)"],
+        True,
+    ),
+    # model only: the schema does not tie spec.command to the target and the file options
+    "command-into-a-claim": (
+        restore(target=PVC, command={"command": ["psql"]}),
+        [
+            "spec.target.pvc: a Restore with spec.command pipes the dump into a command in the "
+            "application's pods: give target.workload (the pods that run the database), not a "
+            "pvc"
+        ],
+        False,
+    ),
+    "command-with-file-options": (
+        restore(command={"command": ["psql"]}, exclude=["x"], verify=True),
+        [
+            "spec.exclude: does not apply to spec.command: a dump is one stream restored whole, "
+            "not files",
+            "spec.verify: does not apply to spec.command: a dump is one stream restored whole, "
+            "not files",
+        ],
+        False,
+    ),
 }
 MODEL_ONLY = {k for k, v in INVALID.items() if not v[2]}
 
@@ -365,6 +396,10 @@ VALID = {
         runID="second-try",
     ),
     "as-of": restore(asOf="2026-01-31T23:00:00.5+01:00"),
+    "dump": restore(
+        command={"command": ["psql", "-X", "-d", "postgres"], "container": "pg", "timeout": "30m"},
+        asOf="2026-01-31T23:00:00Z",
+    ),
 }
 
 

@@ -341,6 +341,38 @@ def test_a_failing_restore_command_fails_the_restore(client, repo):
     assert roundtrip.command.stdout == b"SELECT 1;\n"
 
 
+def test_a_restore_command_that_exits_before_reading_is_the_reason_not_restic(client, repo):
+    """psql to a database that does not exist exits before it reads its input; restic,
+    stopped then, must not be reported as the failure ("context canceled")."""
+    args, env = repo
+    dumped = dump_into_restic(
+        client, "db", "pg-0", "postgres", ["echo", "SELECT 1;"], args, "dump.sql",
+        env=env, timeout=60,
+    )  # fmt: skip
+    assert dumped.ok and dumped.summary is not None
+    script = "echo 'psql: error: database \"x\" does not exist' >&2; exit 2"
+    for _ in range(3):  # restic is stopped at a different point each time
+        result = restore_from_restic(
+            client, "db", "pg-0", "postgres", ["sh", "-c", script], args,
+            dumped.summary.snapshot_id, "dump.sql", env=env, timeout=60,
+        )  # fmt: skip
+        assert result.reason == (
+            'the restore command failed: exited with code 2: psql: error: database "x" '
+            "does not exist"
+        )
+    # more than the pipes hold: restic is still writing when `true` has ended
+    big = dump_into_restic(
+        client, "db", "pg-0", "postgres", ["head", "-c", "4000000", "/dev/urandom"], args,
+        "big.bin", env=env, timeout=60,
+    )  # fmt: skip
+    assert big.ok and big.summary is not None
+    result = restore_from_restic(
+        client, "db", "pg-0", "postgres", ["true"], args, big.summary.snapshot_id,
+        "big.bin", env=env, timeout=60,
+    )  # fmt: skip
+    assert result.reason == "the restore command ended (exit code 0) before it read the whole dump"
+
+
 def test_forget_snapshot_takes_a_snapshot_back(client, repo):
     args, env = repo
     dumped = dump_into_restic(

@@ -157,7 +157,7 @@ def unnamed(granted: set[tuple]) -> set[tuple]:
 
 def test_the_controller_holds_every_right_it_grants(tmp_path):
     """RBAC's escalation check: the controller may write the sidecar's Role only if it holds
-    each of its rights itself (it has no `escalate`, and `bind` only on restik-restore), in
+    each of its rights itself (it has no `escalate`, and `bind` only on the restore roles), in
     both installs; pods/exec included, for a Backup with hooks."""
     raw = backup()
     raw["spec"]["hooks"] = {"preBackup": {"command": ["sync"]}}
@@ -169,7 +169,10 @@ def test_the_controller_holds_every_right_it_grants(tmp_path):
         assert {r for r in role if not may(granted, *r)} == set()
         assert not {v for _, _, v, _ in granted} & {"escalate"}
         binds = {(g, r, n) for g, r, v, n in granted if v == "bind"}
-        assert binds == {("rbac.authorization.k8s.io", "clusterroles", "restik-restore")}
+        assert binds == {
+            ("rbac.authorization.k8s.io", "clusterroles", role)
+            for role in ("restik-restore", "restik-restore-exec")
+        }
 
 
 def test_roles_follow_the_workloads_and_go_with_them(cluster, kubeconfig):

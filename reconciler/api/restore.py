@@ -13,7 +13,15 @@ from reconciler.api.constants import (
     RESTORE_KIND,
     WORKLOAD_KINDS,
 )
-from reconciler.api.fields import DNS_LABEL, DNS_SUBDOMAIN, MAX_LIST, Collector, FieldError
+from reconciler.api.fields import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    MAX_LIST,
+    Collector,
+    FieldError,
+    type_name,
+)
+from reconciler.api.hooks import parse_command, parse_container, parse_timeout
 from reconciler.api.times import parse_time
 
 SPEC_FIELDS = {
@@ -27,7 +35,10 @@ SPEC_FIELDS = {
     "delete",
     "verify",
     "runID",
+    "command",
 }
+COMMAND_FIELDS = {"command", "container", "timeout"}
+DEFAULT_COMMAND_TIMEOUT = 3600.0  # spec.command.timeout when not given: 1h
 TARGET_FIELDS = {"workload", "pvc"}
 WORKLOAD_FIELDS = {"kind", "name"}
 PVC_FIELDS = {"claimName"}
@@ -56,6 +67,17 @@ class InvalidRestore(ValueError):
 
 
 @dataclass(frozen=True)
+class RestoreCommand:
+    """``spec.command``: the command in the target's container whose stdin gets the dump of
+    a command-source Backup's snapshot (`restic dump` piped into `psql`). ``container``
+    None: the Backup's backupSource.command.container, else the pod's first container."""
+
+    command: tuple[str, ...]
+    container: str | None = None
+    timeout: float = DEFAULT_COMMAND_TIMEOUT
+
+
+@dataclass(frozen=True)
 class Restore:
     name: str
     namespace: str
@@ -73,6 +95,7 @@ class Restore:
     run_id: str | None = None
     uid: str | None = None
     generation: int | None = None
+    command: RestoreCommand | None = None  # spec.command: restore a dump through pods/exec
 
     @property
     def key(self) -> tuple[str, str]:
@@ -177,6 +200,9 @@ def parse_restore(raw: Mapping) -> Restore:
     delete = c.boolean(spec.get("delete"), "spec.delete")
     verify = c.boolean(spec.get("verify"), "spec.verify")
     run_id = c.string(spec.get("runID"), "spec.runID", pattern=DNS_LABEL, what="run id")
+    command = None
+    if "command" in spec:
+        command = _parse_command(c, spec, claim)
 
     generation = meta.get("generation")
     if c.errors:
@@ -196,9 +222,42 @@ def parse_restore(raw: Mapping) -> Restore:
         delete=delete,
         verify=verify,
         run_id=run_id,
+        command=command,
         uid=meta.get("uid") if isinstance(meta.get("uid"), str) else None,
         generation=generation if isinstance(generation, int) else None,
     )
+
+
+def _parse_command(c: Collector, spec: Mapping, claim: str | None) -> RestoreCommand | None:
+    """``spec.command``, and what a dump restore rules out: a PVC target (the command runs
+    in the application's pod) and the file options (a dump is one stream, not files)."""
+    path = "spec.command"
+    value = spec.get("command")
+    if not isinstance(value, Mapping):
+        if value is None:
+            c.add(path, "required: an object with command")
+        else:
+            c.add(path, f"must be an object with command, got {type_name(value)}")
+        return None
+    given = c.mapping(value, path, COMMAND_FIELDS)
+    argv = parse_command(c, given.get("command"), f"{path}.command")
+    container = parse_container(c, given.get("container"), f"{path}.container")
+    timeout = parse_timeout(c, given.get("timeout"), f"{path}.timeout")
+    if claim is not None:
+        c.add(
+            "spec.target.pvc",
+            "a Restore with spec.command pipes the dump into a command in the application's "
+            "pods: give target.workload (the pods that run the database), not a pvc",
+        )
+    for name in ("include", "exclude", "delete", "verify"):
+        if spec.get(name) not in (None, False, []):
+            c.add(
+                f"spec.{name}",
+                "does not apply to spec.command: a dump is one stream restored whole, not files",
+            )
+    if not argv:
+        return None
+    return RestoreCommand(argv, container, DEFAULT_COMMAND_TIMEOUT if timeout is None else timeout)
 
 
 def _parse_workload(c: Collector, value: object) -> tuple[str | None, str | None]:

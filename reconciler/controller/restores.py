@@ -91,8 +91,11 @@ def _plan_one(controller, raw: dict, backups: Mapping) -> RestoreActions:
             if workload is not None:
                 with_kind(workload, res.api_version, restore.workload_kind)
                 selector = selector_string(workload, restore.workload_kind)
-                if selector and restore.workload_kind == "DaemonSet":
+                dump = restore.command is not None
+                if selector and (restore.workload_kind == "DaemonSet" or dump):
                     pods = kube.list(PODS.path(ns), label_selector=selector).get("items") or []
+                if dump:  # a dump Restore's Job execs into the pods (restore_dump.py)
+                    job = kube.get_or_none(JOBS.path(ns, job_name(restore.name)))
     return plan_restore(
         raw,
         backup,
@@ -113,10 +116,12 @@ def _apply(controller, applier, raw: dict, acts: RestoreActions, stats) -> None:
         c.get("name") == RESTORE_CONTAINER
         for c in acts.workload[2]["spec"]["template"]["spec"].get("initContainers") or ()
     )
-    if acts.rolebinding is not None and (adds or acts.job is not None):
+    for binding in (acts.rolebinding, acts.exec_rolebinding):
+        if binding is None or not (adds or acts.job is not None):
+            continue
         # before the pods that need it start; an existing one (an earlier cycle) is kept
         try:
-            applier.note_write(kube.create(ROLEBINDINGS.path(ns), acts.rolebinding))
+            applier.note_write(kube.create(ROLEBINDINGS.path(ns), binding))
             stats.status_writes += 1
         except ApiError as exc:
             if not exc.conflict:

@@ -67,6 +67,15 @@ def plan_offline_restores(
         acts = plan_restore(
             {**raw, "status": {}}, backup, workload=current, image=image, now=datetime.now(UTC)
         )
+        if (acts.status or {}).get("phase") == "Invalid":  # e.g. spec.command vs the Backup
+            errors.append(f"{where}: {acts.status['message']}")
+            continue
+        if restore.command is not None:
+            warnings.append(
+                f"{where}: Restore {restore.namespace}/{restore.name}: a dump (spec.command) is "
+                "piped into the running pods by a Job the controller creates; nothing to render"
+            )
+            continue
         for _reason, message in acts.events:
             errors.append(f"{where}: Restore {restore.namespace}/{restore.name}: {message}")
         if acts.workload is None:

@@ -70,6 +70,22 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--delete", action="store_true", help="remove files not in the snapshot")
     parser.add_argument("--verify", action="store_true", help="read the restored files back")
     parser.add_argument(
+        "--command",
+        dest="restore_command",  # args.command is the subcommand's name (reconciler/cli.py)
+        metavar="'PROGRAM ARGS'",
+        help="a Backup of a command's output (a dump): pipe it into this command in the "
+        "target's pods (spec.command), e.g. 'psql -X -d postgres'; split into words as a "
+        "shell would, no shell runs it",
+    )
+    parser.add_argument(
+        "--container", help="with --command: the container it runs in (spec.command.container)"
+    )
+    parser.add_argument(
+        "--command-timeout",
+        metavar="DURATION",
+        help="with --command: how long one pod's restore may take (default 1h)",
+    )
+    parser.add_argument(
         "-o", "--output", choices=("yaml", "json"), default="yaml", help="manifest format"
     )
     parser.add_argument(

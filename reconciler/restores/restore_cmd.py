@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shlex
 import sys
 import time
 from datetime import UTC, datetime
@@ -68,6 +69,9 @@ def build_manifest(args: argparse.Namespace, namespace: str, now: datetime) -> d
         spec["delete"] = True
     if args.verify:
         spec["verify"] = True
+    command = _command(args)
+    if command:
+        spec["command"] = command
     name = args.name or f"{args.backup}-{now.strftime('%Y%m%d-%H%M%S')}"
     raw = {
         "apiVersion": API_VERSION,
@@ -77,6 +81,24 @@ def build_manifest(args: argparse.Namespace, namespace: str, now: datetime) -> d
     }
     parse_restore(raw)  # InvalidRestore names every bad field
     return raw
+
+
+def _command(args: argparse.Namespace) -> dict | None:
+    """spec.command from --command (split as a shell would), --container, --command-timeout."""
+    if args.restore_command is None:
+        if args.container or args.command_timeout:
+            raise ValueError("--container and --command-timeout go with --command")
+        return None
+    try:
+        argv = shlex.split(args.restore_command)
+    except ValueError as exc:
+        raise ValueError(f"--command: {exc}") from None
+    command: dict = {"command": argv}
+    if args.container:
+        command["container"] = args.container
+    if args.command_timeout:
+        command["timeout"] = args.command_timeout
+    return command
 
 
 def render(raw: dict, output: str) -> str:

@@ -75,7 +75,8 @@ GRANTED_ONLY_RIGHTS = (
 )
 
 
-RESTIK_ROLES = ("restik-restore",)  # the ClusterRoles the controller binds
+# the ClusterRoles the controller binds (restik-restore-exec only for a dump Restore)
+RESTIK_ROLES = ("restik-restore", "restik-restore-exec")
 
 
 NAMESPACED_RIGHTS = (
@@ -115,6 +116,10 @@ RESTORE_RIGHTS = (
     | {("coordination.k8s.io", "leases", v, None) for v in ("get", "create", "update")}
     | {("", "persistentvolumeclaims", v, None) for v in ("get", "patch")}
 )
+# A dump Restore's Job, beside RESTORE_RIGHTS: it finds the workload's pods and execs.
+RESTORE_EXEC_RIGHTS = {("", "pods", v, None) for v in ("get", "list")} | {
+    ("", "pods/exec", v, None) for v in ("get", "create")
+}
 
 
 def kustomize(path: Path) -> list[dict]:

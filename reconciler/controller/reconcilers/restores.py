@@ -40,6 +40,7 @@ REPO_VOLUME = "restik-restore-repo"
 TARGET_VOLUME = "restik-restore-target"
 JOB_TARGET = "/restik/target"
 RESTORE_CLUSTER_ROLE = "restik-restore"
+EXEC_CLUSTER_ROLE = "restik-restore-exec"  # pods get/list, pods/exec: a dump Restore's Job
 JOB_TTL = 3600
 MAX_NAME = 63
 
@@ -50,6 +51,7 @@ class RestoreActions:
     workload: tuple[WorkloadRef, Mapping, Mapping] | None = None  # (ref, before, after)
     job: dict | None = None  # to create
     rolebinding: dict | None = None  # to create when absent
+    exec_rolebinding: dict | None = None  # the same, for a dump Restore's pods/exec
     events: list[tuple[str, str]] = field(default_factory=list)  # Warning (reason, message)
     phase: str | None = None  # the phase after this plan (for the metric)
 
@@ -58,8 +60,12 @@ def job_name(restore: str) -> str:
     return _short(f"restik-restore-{restore}")
 
 
-def rolebinding_name(restore: str) -> str:
-    return _short(f"restik-restore-{restore}")
+def rolebinding_name(restore: str, role: str = RESTORE_CLUSTER_ROLE) -> str:
+    """restik-restore-<restore>; another role's binding is "<role>:<restore>" (a Restore's
+    name has no ':', so Restore exec-x's binding is never Restore x's exec binding)."""
+    if role == RESTORE_CLUSTER_ROLE:
+        return _short(f"{role}-{restore}")
+    return _short(f"{role}:{restore}")
 
 
 def _short(name: str) -> str:
@@ -81,8 +87,11 @@ def render_executor(
     target_volume: str,
     user: AppUser,
     workload_ref: str | None,
+    into_pods: str | None = None,
 ) -> tuple[dict, tuple[dict, ...]]:
-    """The executor container and restik's volumes for it (names restik-restore-*)."""
+    """The executor container and restik's volumes for it (names restik-restore-*).
+    ``into_pods``: the label selector of the pods a dump Restore execs into (then there is
+    no target volume: ``target`` and ``target_volume`` are None)."""
     env = _environment()
     run_as_user = user.user if user.user else 0
     run_as_group = user.group if user.user and user.group is not None else 0
@@ -91,6 +100,7 @@ def render_executor(
         "image": image,
         "restore_name": restore.name,
         "workload_ref": workload_ref,
+        "into_pods": into_pods,
         "target": target,
         "repository": executor_repository(backup),
         "target_volume": target_volume,
@@ -230,6 +240,12 @@ def restore_job(raw: Mapping, restore: Restore, backup: Backup, image: str) -> d
         workload_ref=None,
     )
     claim = {"name": TARGET_VOLUME, "persistentVolumeClaim": {"claimName": restore.claim_name}}
+    return executor_job(raw, restore, container, [claim, *volumes])
+
+
+def executor_job(raw: Mapping, restore: Restore, container: dict, volumes: list[dict]) -> dict:
+    """The Job that runs the executor ``container`` once (never retried: one try, its
+    reason kept), owned by the Restore."""
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -247,7 +263,7 @@ def restore_job(raw: Mapping, restore: Restore, backup: Backup, image: str) -> d
                 "spec": {
                     "restartPolicy": "Never",
                     "containers": [container],
-                    "volumes": [claim, *volumes],
+                    "volumes": volumes,
                 },
             },
         },
@@ -266,14 +282,17 @@ def _owner(raw: Mapping) -> dict:
     }
 
 
-def restore_rolebinding(raw: Mapping, service_accounts: Iterable[str]) -> dict:
-    """The executor's rights (the restik-restore ClusterRole) for the pods that run it."""
+def restore_rolebinding(
+    raw: Mapping, service_accounts: Iterable[str], role: str = RESTORE_CLUSTER_ROLE
+) -> dict:
+    """The executor's rights (the restik-restore ClusterRole, or ``role``) for the pods
+    that run it."""
     meta = raw["metadata"]
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "metadata": {
-            "name": rolebinding_name(meta["name"]),
+            "name": rolebinding_name(meta["name"], role),
             "namespace": meta["namespace"],
             "labels": {MANAGED_BY: MANAGER},
             "ownerReferences": [_owner(raw)],
@@ -281,7 +300,7 @@ def restore_rolebinding(raw: Mapping, service_accounts: Iterable[str]) -> dict:
         "roleRef": {
             "apiGroup": "rbac.authorization.k8s.io",
             "kind": "ClusterRole",
-            "name": RESTORE_CLUSTER_ROLE,
+            "name": role,
         },
         "subjects": [
             {"kind": "ServiceAccount", "name": sa, "namespace": meta["namespace"]}
@@ -361,14 +380,10 @@ def plan_restore(
             else f"Backup {restore.namespace}/{restore.backup} is invalid: {backup}"
         )
         return _pending(acts, status, new, why)
-    if backup.source_command is not None:
-        message = (
-            f"Backup {restore.namespace}/{restore.backup} backs up a command's output "
-            "(spec.backupSource.command), not files: a Restore cannot put it back; pipe it "
-            "into the application instead (`restic dump latest /<filename> | psql ...`, see "
-            "README, Consistent backups)"
-        )
-        return _set(acts, status, {**new, "phase": "Invalid", "message": message})
+    if backup.source_command is not None or restore.command is not None:
+        from reconciler.controller.reconcilers.restore_dump import plan_dump  # it imports us
+
+        return plan_dump(acts, raw, restore, backup, status, new, workload, pods, job, image, now)
     if restore.is_pvc:
         return _plan_claim(acts, raw, restore, backup, status, new, claim, pods, job, image, now)
     if workload is None:
@@ -402,10 +417,16 @@ def _plan_claim(acts, raw, restore, backup, status, new, claim, pods, job, image
             new["message"] = f"Job {acts.job['metadata']['name']} restores into the claim"
             new["phase"] = "Pending"
         return _set(acts, status, new)
+    fail_with_job(acts, status, new, restore, job, now)
+    return _set(acts, status, new)
+
+
+def fail_with_job(acts, status: Mapping, new: dict, restore: Restore, job: Mapping, now) -> None:
+    """The Restore Failed (an Event, the condition) when its Job failed: it ended before
+    (or without) its executor writing the end: an image that cannot be pulled, a pod killed
+    or evicted, a deadline. Failed, never run again."""
     failure = job_failure(job)
     if failure is not None:
-        # the Job ended before (or without) its executor writing the end: an image that
-        # cannot be pulled, a pod killed or evicted, a deadline. Failed, never run again.
         reason, detail = failure
         name = (job.get("metadata") or {}).get("name")
         message = clip(f"Job {name} failed ({reason}): {detail}")
@@ -419,7 +440,6 @@ def _plan_claim(acts, raw, restore, backup, status, new, claim, pods, job, image
                 "conditions": with_condition(status, "Failed", "True", reason, message, now),
             }
         )
-    return _set(acts, status, new)
 
 
 def job_failure(job: Mapping) -> tuple[str, str] | None:
