@@ -196,7 +196,9 @@ class Controller:
             )
             applied = applier.apply(decisions.actions)
             self._remember(snapshot, decisions, applied)
-            sync_restores(self, applier, snapshot.raw_backups.values(), stats)
+            sync_restores(
+                self, applier, snapshot.raw_backups.values(), stats, snapshot.rolebindings
+            )
         if stats.lost_leadership:
             log.warning("leadership lost during the cycle: stopped writing")
         for p in plan.problems:

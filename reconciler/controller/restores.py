@@ -1,34 +1,37 @@
 """The Restores' part of a controller cycle: observe (one LIST of Restores, then each one's
-Backup, target, pods and Job), plan (reconcilers/restores.py, pure), apply (one call each)."""
+Backup, target, pods and Job), plan (reconcilers/restores.py, pure), the plan as actions
+(reconcilers/restore_actions.py, pure), carried out by the cycle's Applier."""
 
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from reconciler.api.backup import InvalidBackup, parse_backup
-from reconciler.api.constants import (
-    API_VERSION,
-    RESTORE_CONTAINER,
-    RESTORE_KIND,
-    WORKLOAD_KINDS,
-)
+from reconciler.api.constants import API_VERSION, RESTORE_KIND, WORKLOAD_KINDS
 from reconciler.api.restore import InvalidRestore, parse_restore
 from reconciler.controller.observe import selector_string, with_kind
-from reconciler.controller.patch import merge_patch
+from reconciler.controller.reconcilers.restore_actions import restore_actions
 from reconciler.controller.reconcilers.restores import RestoreActions, job_name, plan_restore
 from reconciler.kube.client import ApiError
-from reconciler.kube.events import backup_event, rfc3339
-from reconciler.kube.resource import EVENTS, JOBS, PODS, PVCS, RESTORES, ROLEBINDINGS, WORKLOADS
+from reconciler.kube.events import rfc3339
+from reconciler.kube.resource import JOBS, PODS, PVCS, RESTORES, ROLEBINDINGS, WORKLOADS
 
 log = logging.getLogger("restik.controller")
 COMPONENT = "restik-controller"
 
 
-def sync_restores(controller, applier, raw_backups: Iterable[Mapping], stats) -> dict:
-    """Plan and apply every Restore; (namespace, name) -> phase (for the metric)."""
+def sync_restores(
+    controller,
+    applier,
+    raw_backups: Iterable[Mapping],
+    stats,
+    rolebindings: Mapping[tuple[str, str], Mapping] | None = None,
+) -> dict:
+    """Observe, plan and apply every Restore (its writes through ``applier``, the cycle's
+    only writer); (namespace, name) -> phase (for the metric). ``rolebindings``: restik's
+    RoleBindings as the cycle listed them (None: each Restore's is read)."""
     kube, settings = controller.kube, controller.settings
     try:
         restores = kube.list(RESTORES.path(settings.namespace)).get("items") or []
@@ -42,6 +45,7 @@ def sync_restores(controller, applier, raw_backups: Iterable[Mapping], stats) ->
         for b in raw_backups
     }
     phases = {}
+    now = datetime.now(UTC)
     for raw in restores:
         with_kind(raw, API_VERSION, RESTORE_KIND)
         meta = raw["metadata"]
@@ -49,21 +53,28 @@ def sync_restores(controller, applier, raw_backups: Iterable[Mapping], stats) ->
         if not applier.may_write():
             break
         try:
-            acts = _plan_one(controller, raw, backups)
-            _apply(controller, applier, raw, acts, stats)
-            phases[key] = acts.phase
+            acts = _plan_one(controller, raw, backups, now)
+            bindings = rolebindings if rolebindings is not None else _rolebinding(kube, acts)
         except ApiError as exc:
-            if exc.conflict:
-                stats.conflicts += 1
-                continue
             stats.errors += 1
             log.error("Restore %s/%s: %s", key[0], key[1], exc)
+            continue
+        applier.apply(restore_actions(raw, acts, bindings, rfc3339(now), COMPONENT))
+        phases[key] = acts.phase
     if controller.metrics is not None:
         controller.metrics.set_restore_phases(phases)
     return phases
 
 
-def _plan_one(controller, raw: dict, backups: Mapping) -> RestoreActions:
+def _rolebinding(kube, acts: RestoreActions) -> dict:
+    if acts.rolebinding is None:
+        return {}
+    meta = acts.rolebinding["metadata"]
+    live = kube.get_or_none(ROLEBINDINGS.path(meta["namespace"], meta["name"]))
+    return {} if live is None else {(meta["namespace"], meta["name"]): live}
+
+
+def _plan_one(controller, raw: dict, backups: Mapping, now: datetime) -> RestoreActions:
     kube = controller.kube
     ns = raw["metadata"]["namespace"]
     backup = None
@@ -101,68 +112,5 @@ def _plan_one(controller, raw: dict, backups: Mapping) -> RestoreActions:
         pods=pods,
         job=job,
         image=controller.renderer.image,
-        now=datetime.now(UTC),
+        now=now,
     )
-
-
-def _apply(controller, applier, raw: dict, acts: RestoreActions, stats) -> None:
-    kube = controller.kube
-    meta = raw["metadata"]
-    ns, name = meta["namespace"], meta["name"]
-    adds = acts.workload is not None and any(
-        c.get("name") == RESTORE_CONTAINER
-        for c in acts.workload[2]["spec"]["template"]["spec"].get("initContainers") or ()
-    )
-    if acts.rolebinding is not None and (adds or acts.job is not None):
-        # before the pods that need it start; an existing one (an earlier cycle) is kept
-        try:
-            applier.note_write(kube.create(ROLEBINDINGS.path(ns), acts.rolebinding))
-            stats.status_writes += 1
-        except ApiError as exc:
-            if not exc.conflict:
-                raise
-    if acts.workload is not None:
-        ref, before, after = acts.workload
-        patch = merge_patch(before, after)
-        patch.setdefault("metadata", {})["resourceVersion"] = before["metadata"].get(
-            "resourceVersion"
-        )
-        answer = kube.merge_patch(WORKLOADS[ref.kind].path(ref.namespace, ref.name), patch)
-        applier.note_write(answer)
-        stats.patched += 1
-        log.info(
-            "%s init container %s: %s %s/%s (Restore %s)",
-            "added" if adds else "removed",
-            RESTORE_CONTAINER,
-            ref.kind,
-            ref.namespace,
-            ref.name,
-            name,
-        )
-    if acts.job is not None:
-        try:
-            applier.note_write(kube.create(JOBS.path(ns), acts.job))
-            log.info("created Job %s/%s for Restore %s", ns, acts.job["metadata"]["name"], name)
-        except ApiError as exc:
-            if not exc.conflict:
-                raise
-    now = rfc3339(datetime.now(UTC))
-    for reason, message in acts.events:
-        event = backup_event(
-            raw,
-            name=f"{name}.{secrets.token_hex(8)}",
-            reason=reason,
-            message=message,
-            warning=True,
-            now=now,
-            component=COMPONENT,
-            kind=RESTORE_KIND,
-        )
-        kube.create(EVENTS.path(ns), event)
-    if acts.status:
-        patch = {
-            "metadata": {"resourceVersion": meta.get("resourceVersion")},
-            "status": acts.status,
-        }
-        applier.note_write(kube.merge_patch(RESTORES.path(ns, name, "status"), patch))
-        stats.status_writes += 1

@@ -61,6 +61,7 @@ class RestoreActions:
     rolebinding: dict | None = None  # to create when absent
     events: list[tuple[str, str]] = field(default_factory=list)  # Warning (reason, message)
     phase: str | None = None  # the phase after this plan (for the metric)
+    evict: tuple[WorkloadRef, str] | None = None  # a pod to restart for the init container
 
 
 # --- the plan --------------------------------------------------------------------------------
