@@ -140,7 +140,7 @@ class Applier:
         if isinstance(action, ReplaceObject):
             return kube.replace(action.path, action.body)
         if isinstance(action, DeleteObject):
-            return kube.delete(action.path)
+            return kube.delete(action.path, action.body)
         raise TypeError(f"not an action: {action!r}")
 
     def _count(self, action: Action) -> None:

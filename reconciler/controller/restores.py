@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 
 from reconciler.api.backup import InvalidBackup, parse_backup
 from reconciler.api.constants import API_VERSION, RESTORE_KIND, WORKLOAD_KINDS
-from reconciler.api.restore import InvalidRestore, parse_restore
+from reconciler.api.restore import FINISHED, InvalidRestore, parse_restore
 from reconciler.controller.observe import selector_string, with_kind
 from reconciler.controller.reconcilers.restore_actions import restore_actions
 from reconciler.controller.reconcilers.restores import RestoreActions, job_name, plan_restore
+from reconciler.controller.rollout import needs_manual_restart
 from reconciler.kube.client import ApiError
 from reconciler.kube.events import rfc3339
 from reconciler.kube.resource import JOBS, PODS, PVCS, RESTORES, ROLEBINDINGS, WORKLOADS
@@ -28,10 +29,13 @@ def sync_restores(
     raw_backups: Iterable[Mapping],
     stats,
     rolebindings: Mapping[tuple[str, str], Mapping] | None = None,
+    evicted: frozenset | set = frozenset(),
 ) -> dict:
     """Observe, plan and apply every Restore (its writes through ``applier``, the cycle's
     only writer); (namespace, name) -> phase (for the metric). ``rolebindings``: restik's
-    RoleBindings as the cycle listed them (None: each Restore's is read)."""
+    RoleBindings as the cycle listed them (None: each Restore's is read); ``evicted``: the
+    workloads one of whose pods the sidecar's restarts evicted in this cycle (a Restore
+    evicts none of theirs then: one pod of a workload at a time)."""
     kube, settings = controller.kube, controller.settings
     try:
         restores = kube.list(RESTORES.path(settings.namespace)).get("items") or []
@@ -55,6 +59,8 @@ def sync_restores(
         try:
             acts = _plan_one(controller, raw, backups, now)
             bindings = rolebindings if rolebindings is not None else _rolebinding(kube, acts)
+            if acts.evict is not None and acts.evict[0] in evicted:
+                acts.evict = None
         except ApiError as exc:
             stats.errors += 1
             log.error("Restore %s/%s: %s", key[0], key[1], exc)
@@ -75,16 +81,24 @@ def _rolebinding(kube, acts: RestoreActions) -> dict:
 
 
 def _plan_one(controller, raw: dict, backups: Mapping, now: datetime) -> RestoreActions:
+    """Read what the planner needs of one Restore: its Backup (from the cycle's LIST), its
+    claim and Job or its workload, and the pods that matter: before the Job, the
+    namespace's (who mounts the claim); then the Job's (a pod that cannot start); the
+    workload's while the Restore runs (hosts, restarts, dead pods), and after it ends only
+    for the kinds restik restarts (a pod stuck in the init container)."""
     kube = controller.kube
     ns = raw["metadata"]["namespace"]
     backup = None
     workload = claim = job = None
     pods: list = []
+    seen = False
     try:
         restore = parse_restore(raw)
     except InvalidRestore:
         restore = None
     if restore is not None:
+        status = raw.get("status") or {}
+        finished = status.get("phase") in FINISHED and status.get("runID") == restore.run_id
         braw = backups.get((ns, restore.backup))
         if braw is not None:
             try:
@@ -96,14 +110,18 @@ def _plan_one(controller, raw: dict, backups: Mapping, now: datetime) -> Restore
             job = kube.get_or_none(JOBS.path(ns, job_name(restore.name)))
             if claim is not None and job is None:
                 pods = kube.list(PODS.path(ns)).get("items") or []
+            elif job is not None and not finished:
+                selector = f"job-name={job['metadata']['name']}"
+                pods = kube.list(PODS.path(ns), label_selector=selector).get("items") or []
         elif restore.workload_kind in WORKLOAD_KINDS:
             res = WORKLOADS[restore.workload_kind]
             workload = kube.get_or_none(res.path(ns, restore.workload_name))
             if workload is not None:
                 with_kind(workload, res.api_version, restore.workload_kind)
                 selector = selector_string(workload, restore.workload_kind)
-                if selector and restore.workload_kind == "DaemonSet":
+                if selector and (not finished or needs_manual_restart(workload)):
                     pods = kube.list(PODS.path(ns), label_selector=selector).get("items") or []
+                    seen = True
     return plan_restore(
         raw,
         backup,
@@ -113,4 +131,5 @@ def _plan_one(controller, raw: dict, backups: Mapping, now: datetime) -> Restore
         job=job,
         image=controller.renderer.image,
         now=now,
+        pods_seen=seen,
     )

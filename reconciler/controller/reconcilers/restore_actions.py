@@ -15,12 +15,13 @@ from reconciler.controller.actions import (
     Action,
     CreateEvent,
     CreateObject,
+    DeleteObject,
     Evict,
     PatchRestoreInit,
     PatchRestoreStatus,
 )
 from reconciler.controller.patch import merge_patch
-from reconciler.controller.reconcilers.restores import RestoreActions
+from reconciler.controller.reconcilers.restores import RestoreActions, job_name
 from reconciler.controller.rollout import needs_manual_restart
 from reconciler.kube.events import backup_event
 from reconciler.kube.resource import JOBS, ROLEBINDINGS
@@ -86,6 +87,13 @@ def restore_actions(
         status = PatchRestoreStatus(ns, name, body)
         status_key = status.key
         out.append(status)
+    if acts.delete_job:
+        job = job_name(name)
+        out.append(
+            DeleteObject(
+                JOBS.path(ns, job), {"propagationPolicy": "Background"}, f"Job {ns}/{job}", JOB
+            )
+        )
     for reason, message in acts.events:
         suffix = hashlib.sha256(f"{now}/{reason}/{message}".encode()).hexdigest()[:16]
         event = backup_event(

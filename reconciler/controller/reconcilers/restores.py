@@ -32,6 +32,13 @@ from reconciler.controller.reconcilers.restore_job import (
     restore_rolebinding,
     rolebinding_name,
 )
+from reconciler.controller.reconcilers.restore_pods import (
+    blocked_conditions,
+    dead_hosts,
+    fail_hosts,
+    restore_restart,
+    stuck_job,
+)
 from reconciler.kube.events import clip, rfc3339, with_condition
 
 __all__ = [
@@ -62,6 +69,7 @@ class RestoreActions:
     events: list[tuple[str, str]] = field(default_factory=list)  # Warning (reason, message)
     phase: str | None = None  # the phase after this plan (for the metric)
     evict: tuple[WorkloadRef, str] | None = None  # a pod to restart for the init container
+    delete_job: bool = False  # the Job is stuck for good: deleted with its pod
 
 
 # --- the plan --------------------------------------------------------------------------------
@@ -95,8 +103,11 @@ def plan_restore(
     job: Mapping | None = None,
     image: str,
     now: datetime,
+    pods_seen: bool = False,
 ) -> RestoreActions:
-    """What to do for one Restore this cycle."""
+    """What to do for one Restore this cycle. ``pods``: the workload's pods, or the Job's
+    (or, before the Job, the namespace's); ``pods_seen``: they were listed (a host whose
+    pod is not among them is gone; offline, nothing is judged by pods)."""
     status = dict(raw.get("status") or {})
     acts = RestoreActions(phase=status.get("phase") or "Pending")
     try:
@@ -111,6 +122,8 @@ def plan_restore(
     if finished:
         if workload is not None and restore_mark(workload) is not None:
             _take_out(acts, workload, restore)  # one rollout in, one out
+        elif workload is not None and pods_seen:
+            _restart(acts, workload, pods, restore, finished=True)
         return _set(acts, status, new)
     if backup is None or isinstance(backup, InvalidBackup):
         why = (
@@ -133,7 +146,9 @@ def plan_restore(
         return _pending(
             acts, status, new, f"{restore.target} not found in namespace {restore.namespace}"
         )
-    return _plan_workload(acts, raw, restore, backup, status, new, workload, pods, image, now)
+    return _plan_workload(
+        acts, raw, restore, backup, status, new, workload, pods, image, now, pods_seen
+    )
 
 
 def _plan_claim(acts, raw, restore, backup, status, new, claim, pods, job, image, now):
@@ -150,10 +165,10 @@ def _plan_claim(acts, raw, restore, backup, status, new, claim, pods, job, image
             )
             if status.get("message") != message:
                 acts.events.append(("ClaimInUse", message))
-            new["conditions"] = _blocked(status, "ClaimInUse", message, now)
+            new["conditions"] = blocked_conditions(status, "ClaimInUse", message, now)
             return _pending(acts, status, new, message)
         if any(c.get("type") == "Blocked" for c in status.get("conditions") or ()):
-            new["conditions"] = _blocked(status, "", "", now)
+            new["conditions"] = blocked_conditions(status, "", "", now)
         acts.job = restore_job(raw, restore, backup, image)
         acts.rolebinding = restore_rolebinding(raw, ["default"])
         if status.get("phase") in (None, "Pending", "Invalid"):
@@ -177,10 +192,12 @@ def _plan_claim(acts, raw, restore, backup, status, new, claim, pods, job, image
                 "conditions": with_condition(status, "Failed", "True", reason, message, now),
             }
         )
+        return _set(acts, status, new)
+    acts.delete_job = stuck_job(acts.events, new, restore, status, job, pods, now)
     return _set(acts, status, new)
 
 
-def _plan_workload(acts, raw, restore, backup, status, new, workload, pods, image, now):
+def _plan_workload(acts, raw, restore, backup, status, new, workload, pods, image, now, seen):
     ref = WorkloadRef(
         str(workload.get("kind")),
         restore.namespace,
@@ -205,7 +222,7 @@ def _plan_workload(acts, raw, restore, backup, status, new, workload, pods, imag
             message = f"{ref}: {exc}"
             if status.get("message") != message:
                 acts.events.append(("WorkloadMisconfigured", message))
-            new["conditions"] = _blocked(status, "WorkloadMisconfigured", message, now)
+            new["conditions"] = blocked_conditions(status, "WorkloadMisconfigured", message, now)
             return _pending(acts, status, new, message)
         acts.workload = (ref, workload, after)
         if status.get("phase") in (None, "Pending", "Invalid"):
@@ -215,6 +232,13 @@ def _plan_workload(acts, raw, restore, backup, status, new, workload, pods, imag
                 "restore before the application starts"
             )
         return _set(acts, status, new)
+    if seen and status.get("phase") == "Running":
+        dead = dead_hosts(status, restore.run_id, pods)
+        if dead:
+            fail_hosts(acts.events, new, restore, status, dead, now)
+            return _set(acts, status, new)
+    if seen:
+        _restart(acts, workload, pods, restore, finished=False)
     # multi-host: the Restore succeeds when every expected host's entry did
     hosts = expected_hosts(workload, pods)
     if hosts and status.get("phase") == "Running":
@@ -236,6 +260,17 @@ def _plan_workload(acts, raw, restore, backup, status, new, workload, pods, imag
     return _set(acts, status, new)
 
 
+def _restart(acts, workload: Mapping, pods, restore: Restore, *, finished: bool) -> None:
+    decision = restore_restart(workload, pods, restore.name, finished)
+    if decision is not None and decision.evict is not None:
+        acts.evict = (_ref(workload, restore), decision.evict)
+
+
+def _ref(workload: Mapping, restore: Restore) -> WorkloadRef:
+    name = str((workload.get("metadata") or {}).get("name"))
+    return WorkloadRef(str(workload.get("kind")), restore.namespace, name)
+
+
 def _take_out(acts: RestoreActions, workload: Mapping, restore: Restore) -> None:
     mark = restore_mark(workload) or ""
     if mark.split("/", 1)[0] != restore.name:
@@ -246,12 +281,6 @@ def _take_out(acts: RestoreActions, workload: Mapping, restore: Restore) -> None
         str((workload.get("metadata") or {}).get("name")),
     )
     acts.workload = (ref, workload, remove_restore(workload))
-
-
-def _blocked(status: Mapping, reason: str, message: str, now: datetime) -> list[dict]:
-    """status.conditions with Blocked set (True with ``reason``), or False when no reason."""
-    value = "True" if reason else "False"
-    return with_condition(status, "Blocked", value, reason or "Unblocked", message, now)
 
 
 def _pending(acts, status, new, message: str) -> RestoreActions:
