@@ -12,6 +12,7 @@ from reconciler.controller.actions import (
     ROLEBINDING,
     CreateEvent,
     CreateObject,
+    Evict,
     PatchRestoreInit,
     PatchRestoreStatus,
 )
@@ -134,3 +135,57 @@ def test_a_free_claim_is_the_rolebinding_then_the_job_that_needs_it():
     assert out == [binding, job, status]
     _, again = actions(claim_restore(), ["restik-restore-r1"], claim=CLAIM)
     assert again == [CreateObject(JOBS_PATH, acts.job, "Job web/restik-restore-r1", JOB), status]
+
+
+# ---------------------------------------------------------------- restarts for the init container
+
+
+def rs_pod(name, mark=None, ready=True, owner="uid-rs"):
+    meta = {"name": name, "namespace": "web", "ownerReferences": [{"uid": owner}]}
+    if mark is not None:
+        meta["annotations"] = {"backup.appscode.com/restore": mark}
+    cond = {"type": "Ready", "status": "True" if ready else "False"}
+    return {"metadata": meta, "status": {"phase": "Running", "conditions": [cond]}}
+
+
+def replicaset(replicas=2):
+    rs = sts("ReplicaSet")
+    rs["metadata"]["uid"] = "uid-rs"
+    rs["spec"]["replicas"] = replicas
+    return rs
+
+
+RS_REF = WorkloadRef("ReplicaSet", "web", "app")
+RS_RESTORE = {"workload": {"kind": "ReplicaSet", "name": "app"}}
+
+
+def test_pods_without_the_init_container_are_evicted_one_per_cycle():
+    raw = restore(target=RS_RESTORE)
+    injected = plan_restore(raw, BACKUP, image=IMAGE, now=NOW, workload=replicaset()).workload[2]
+    mark = injected["spec"]["template"]["metadata"]["annotations"]["backup.appscode.com/restore"]
+    pods = [rs_pod("app-a"), rs_pod("app-b")]
+    _, out = actions(raw, ["restik-restore-r1"], workload=injected, pods=pods, pods_seen=True)
+    status = out[-1]
+    assert out == [Evict(RS_REF, "app-a"), status]
+    assert isinstance(status, PatchRestoreStatus)
+    # the replacement is not Ready yet: nothing goes
+    pods = [rs_pod("app-b"), rs_pod("app-c", mark, ready=False)]
+    _, out = actions(raw, ["restik-restore-r1"], workload=injected, pods=pods, pods_seen=True)
+    assert not any(isinstance(a, Evict) for a in out)
+    # every pod runs it: nothing goes; pods not listed (offline): nothing is judged
+    pods = [rs_pod("app-c", mark), rs_pod("app-d", mark)]
+    _, out = actions(raw, ["restik-restore-r1"], workload=injected, pods=pods, pods_seen=True)
+    assert not any(isinstance(a, Evict) for a in out)
+    _, out = actions(raw, ["restik-restore-r1"], workload=injected, pods=[rs_pod("app-a")])
+    assert not any(isinstance(a, Evict) for a in out)
+
+
+def test_after_the_restore_only_a_pod_stuck_in_its_init_container_is_evicted():
+    finished = restore(target=RS_RESTORE, status={"phase": "Failed", "target": "ReplicaSet/app"})
+    rs = replicaset(3)  # the init container is out again
+    mark = "r1/0123456789abcdef"
+    pods = [rs_pod("app-a", mark), rs_pod("app-b", mark, ready=False), rs_pod("app-c")]
+    _, out = actions(finished, workload=rs, pods=pods, pods_seen=True)
+    assert out == [Evict(RS_REF, "app-b")]
+    pods = [rs_pod("app-a", mark), rs_pod("app-b", "other/0123", ready=False), rs_pod("app-c")]
+    assert actions(finished, workload=rs, pods=pods, pods_seen=True)[1] == []

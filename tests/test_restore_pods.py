@@ -8,9 +8,13 @@ from __future__ import annotations
 import pytest
 
 from reconciler.api.constants import RESTORE_CONTAINER
+from reconciler.controller.apply import Applier
 from reconciler.controller.cycle import Controller
 from reconciler.controller.options import Settings
+from reconciler.controller.podtemplate import WorkloadRef
 from reconciler.controller.reconcilers.restores import RESTORE_ANNOTATION
+from reconciler.controller.restores import sync_restores
+from reconciler.controller.stats import CycleStats
 from reconciler.kube.client import Kube
 from reconciler.resources import crd_manifest, restore_crd_manifest
 from tests.emulator import Emulator
@@ -241,3 +245,24 @@ def test_a_disruption_budget_holds_the_restore_restart_back(tmp_path):
         assert [r.status for r in refused] == [429]
         assert stats.errors == 0 and stats.restarted == 0
         assert len(live_pods(emu)) == 2 and not any(marked(p) for p in live_pods(emu))
+
+
+@pytest.mark.slow
+def test_a_restore_evicts_nothing_where_the_sidecar_restart_evicted_in_this_cycle(tmp_path):
+    """sync_restores drops its eviction for a workload one of whose pods the Backup's
+    restarts evicted in the same cycle: one pod of a workload at a time."""
+    with Emulator(cluster=True, ready_delay=0.1) as emu:
+        rs = workload("ReplicaSet", label=None, volumes=[{"name": "data", "emptyDir": {}}])
+        rs["spec"]["replicas"] = 2
+        c = setup(emu, tmp_path, backup(), rs, restore("ReplicaSet"))
+        emu.wait_for(lambda: len([p for p in live_pods(emu) if is_ready(p)]) == 2)
+        c.cycle()  # the init container goes in
+        emu.settle()
+        ref = WorkloadRef("ReplicaSet", NS, "app")
+        stats = CycleStats()
+        emu.clear_requests()
+        sync_restores(c, Applier(c.kube, stats), [backup()], stats, None, {ref})
+        assert [r for r in emu.writes() if r.subresource == "eviction"] == []
+        first = sorted(p["metadata"]["name"] for p in live_pods(emu))[0]
+        sync_restores(c, Applier(c.kube, stats), [backup()], stats, None, set())
+        assert [r.name for r in emu.writes() if r.subresource == "eviction"] == [first]
