@@ -168,6 +168,12 @@ def test_pods_without_the_init_container_are_evicted_one_per_cycle():
     status = out[-1]
     assert out == [Evict(RS_REF, "app-a"), status]
     assert isinstance(status, PatchRestoreStatus)
+    # the RoleBinding went meanwhile: created again first, and the eviction needs it
+    acts, out = actions(raw, workload=injected, pods=pods, pods_seen=True)
+    binding = CreateObject(
+        RB_PATH, acts.rolebinding, "RoleBinding web/restik-restore-r1", ROLEBINDING
+    )
+    assert out == [binding, Evict(RS_REF, "app-a", needs=binding.key), status]
     # the replacement is not Ready yet: nothing goes
     pods = [rs_pod("app-b"), rs_pod("app-c", mark, ready=False)]
     _, out = actions(raw, ["restik-restore-r1"], workload=injected, pods=pods, pods_seen=True)

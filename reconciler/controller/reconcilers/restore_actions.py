@@ -53,7 +53,7 @@ def restore_actions(
     out: list[Action] = []
     binding = None
     adds = adds_init_container(acts)
-    if acts.rolebinding is not None and (adds or acts.job is not None):
+    if acts.rolebinding is not None and (adds or acts.job is not None or acts.evict):
         rb = acts.rolebinding["metadata"]["name"]
         if (ns, rb) not in rolebindings:
             binding = CreateObject(
@@ -76,7 +76,9 @@ def restore_actions(
         patch_key = write.key
         out.append(write)
     if acts.evict is not None:
-        out.append(Evict(acts.evict[0], acts.evict[1], needs=patch_key))
+        # its replacement runs the executor: the RoleBinding first when it was missing
+        needs = patch_key or (binding.key if binding is not None else None)
+        out.append(Evict(acts.evict[0], acts.evict[1], needs=needs))
     if acts.job is not None:
         job = acts.job["metadata"]["name"]
         needs = binding.key if binding is not None else None
