@@ -208,6 +208,8 @@ def test_pods_that_do_not_roll_are_restarted_one_at_a_time_for_the_restore(
             assert len(now) <= 1  # one pod of the workload at a time
             assert all(r.status == 201 for r in now)
             evicted += [r.name for r in now]
+            if now:
+                assert c.restore_restarts  # the loop looks again in 5 s meanwhile
             assert [r for r in emu.writes() if r.method == "DELETE"] == []
             emu.settle()
             pods = live_pods(emu)
@@ -222,6 +224,7 @@ def test_pods_that_do_not_roll_are_restarted_one_at_a_time_for_the_restore(
         emu.clear_requests()
         c.cycle()
         assert [r for r in emu.writes() if r.subresource == "eviction"] == []
+        assert c.restore_restarts is False
 
 
 @pytest.mark.slow

@@ -98,6 +98,7 @@ class Controller:
         self.observer = Observer(kube, settings, self.renderer)
         self.known_injected: set = set()
         self.pending_restarts: set = set()
+        self.restore_restarts = False  # a Restore waits for restik to restart pods
         self.reported_warnings: set = set()  # keys of the workload warnings sent (in memory)
         self.first_cycle = True
         self.crd_ready = False

@@ -49,6 +49,7 @@ def sync_restores(
         for b in raw_backups
     }
     phases = {}
+    restarting = False
     now = datetime.now(UTC)
     for raw in restores:
         with_kind(raw, API_VERSION, RESTORE_KIND)
@@ -67,6 +68,8 @@ def sync_restores(
             continue
         applier.apply(restore_actions(raw, acts, bindings, rfc3339(now), COMPONENT))
         phases[key] = acts.phase
+        restarting = restarting or acts.restarting
+    controller.restore_restarts = restarting  # the loop looks again soon meanwhile
     if controller.metrics is not None:
         controller.metrics.set_restore_phases(phases)
     return phases

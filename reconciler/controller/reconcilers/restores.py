@@ -70,6 +70,7 @@ class RestoreActions:
     phase: str | None = None  # the phase after this plan (for the metric)
     evict: tuple[WorkloadRef, str] | None = None  # a pod to restart for the init container
     delete_job: bool = False  # the Job is stuck for good: deleted with its pod
+    restarting: bool = False  # pods of the workload still to be restarted by restik
 
 
 # --- the plan --------------------------------------------------------------------------------
@@ -262,8 +263,10 @@ def _plan_workload(acts, raw, restore, backup, status, new, workload, pods, imag
 
 def _restart(acts, workload: Mapping, pods, restore: Restore, *, finished: bool) -> None:
     decision = restore_restart(workload, pods, restore.name, finished)
-    if decision is not None and decision.evict is not None:
-        acts.evict = (_ref(workload, restore), decision.evict)
+    if decision is not None and not decision.done:
+        acts.restarting = True
+        if decision.evict is not None:
+            acts.evict = (_ref(workload, restore), decision.evict)
 
 
 def _ref(workload: Mapping, restore: Restore) -> WorkloadRef:
