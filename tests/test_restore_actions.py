@@ -64,13 +64,19 @@ def test_a_workload_restore_is_the_rolebinding_the_patch_and_the_status():
     acts, out = actions(raw, workload=obj)
     patch = {**merge_patch(obj, acts.workload[2]), "metadata": {"resourceVersion": "7"}}
     status = {"metadata": {"resourceVersion": "5"}, "status": acts.status}
+    binding = CreateObject(
+        RB_PATH, acts.rolebinding, "RoleBinding web/restik-restore-r1", ROLEBINDING
+    )
     assert out == [
-        CreateObject(RB_PATH, acts.rolebinding, "RoleBinding web/restik-restore-r1", ROLEBINDING),
-        PatchRestoreInit(REF, "restore-in", patch, restart=False),
+        binding,  # the pods that run the executor need it: the patch waits for it
+        PatchRestoreInit(REF, "restore-in", patch, restart=False, needs=binding.key),
         PatchRestoreStatus("web", "r1", status),
     ]
     # the RoleBinding is there already: not created again
-    assert actions(raw, ["restik-restore-r1"], workload=obj)[1] == out[1:]
+    assert actions(raw, ["restik-restore-r1"], workload=obj)[1] == [
+        PatchRestoreInit(REF, "restore-in", patch, restart=False),
+        out[2],
+    ]
     # its key is not the sidecar's patch's
     assert out[1].key != (("workload", REF))
 

@@ -54,6 +54,7 @@ class PatchRestoreInit(PatchWorkload):
     init container restik-restore; its own key, so that it never stands for the sidecar's
     patch of the same workload in the same cycle."""
 
+    needs: tuple | None = None  # the executor's RoleBinding when it is created now
     part = "init container restik-restore"
 
     @property

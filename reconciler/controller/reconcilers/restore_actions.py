@@ -72,6 +72,7 @@ def restore_actions(
             RESTORE_IN if adds else RESTORE_OUT,
             patch,
             restart=needs_manual_restart(before),
+            needs=binding.key if binding is not None else None,
         )
         patch_key = write.key
         out.append(write)
