@@ -209,7 +209,7 @@ def test_a_job_pod_that_cannot_pull_its_image_is_reported_once_then_fails(cluste
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert (failed["status"], failed["reason"]) == ("True", "ImagePullFailed")
     assert blocked(emu)["status"] == "False"
-    assert [e["reason"] for e in events(emu)] == ["ImagePullFailed", "RestoreFailed"]
+    assert sorted(e["reason"] for e in events(emu)) == ["ImagePullFailed", "RestoreFailed"]
     deletes = [r for r in emu.writes() if r.method == "DELETE"]
     assert [(r.path, r.body) for r in deletes] == [
         (
