@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from reconciler.controller.podtemplate import WorkloadRef
-from reconciler.kube.resource import BACKUPS, EVENTS, WORKLOADS
+from reconciler.kube.resource import BACKUPS, EVENTS, RESTORES, WORKLOADS
 
 # Kinds of write, as counted in CycleStats and restik_writes_total{kind}
 WORKLOAD = "workload"
@@ -19,6 +19,7 @@ EVICTION = "eviction"
 ROLEBINDING = "rolebinding"
 STATUS = "status"
 EVENT = "event"
+JOB = "job"
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class PatchWorkload:
     template_hash: str | None = None  # restik's hash in the template after the patch
     write = WORKLOAD
     needs = None
+    part = "restik sidecar"  # what the patch adds or removes (for logs)
 
     @property
     def key(self) -> tuple:
@@ -44,6 +46,20 @@ class PatchWorkload:
     @property
     def what(self) -> str:
         return f"{self.ref.kind} {self.ref.namespace}/{self.ref.name}"
+
+
+@dataclass(frozen=True)
+class PatchRestoreInit(PatchWorkload):
+    """A merge patch that adds (``action`` restore-in) or removes (restore-out) a Restore's
+    init container restik-restore; its own key, so that it never stands for the sidecar's
+    patch of the same workload in the same cycle."""
+
+    needs: tuple | None = None  # the executor's RoleBinding when it is created now
+    part = "init container restik-restore"
+
+    @property
+    def key(self) -> tuple:
+        return (WORKLOAD, "restore", self.ref)
 
 
 @dataclass(frozen=True)
@@ -115,6 +131,29 @@ class PatchStatus:
 
 
 @dataclass(frozen=True)
+class PatchRestoreStatus:
+    """A merge patch of a Restore's status subresource."""
+
+    namespace: str
+    name: str
+    patch: Mapping = field(repr=False)
+    write = STATUS
+    needs = None
+
+    @property
+    def key(self) -> tuple:
+        return (STATUS, "Restore", self.namespace, self.name)
+
+    @property
+    def path(self) -> str:
+        return RESTORES.path(self.namespace, self.name, "status")
+
+    @property
+    def what(self) -> str:
+        return f"status of Restore {self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
 class CreateEvent:
     """A core/v1 Event; ``about`` names its object for logs ("Backup web/www")."""
 
@@ -139,5 +178,12 @@ class CreateEvent:
 
 
 Action = (
-    PatchWorkload | Evict | CreateObject | ReplaceObject | DeleteObject | PatchStatus | CreateEvent
+    PatchWorkload
+    | Evict
+    | CreateObject
+    | ReplaceObject
+    | DeleteObject
+    | PatchStatus
+    | PatchRestoreStatus
+    | CreateEvent
 )

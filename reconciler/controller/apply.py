@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from reconciler.controller.actions import (
     EVENT,
     EVICTION,
+    JOB,
     ROLEBINDING,
     STATUS,
     WORKLOAD,
@@ -23,6 +24,8 @@ from reconciler.controller.actions import (
     CreateObject,
     DeleteObject,
     Evict,
+    PatchRestoreInit,
+    PatchRestoreStatus,
     PatchStatus,
     PatchWorkload,
     ReplaceObject,
@@ -35,6 +38,8 @@ log = logging.getLogger("restik.controller")
 OWN_WRITES_LIMIT = 10_000
 VERBS = {
     PatchWorkload: "patching",
+    PatchRestoreInit: "patching",
+    PatchRestoreStatus: "patching",
     Evict: "evicting",
     CreateObject: "creating",
     ReplaceObject: "replacing",
@@ -48,6 +53,7 @@ STAT_FIELDS = {
     ROLEBINDING: "rbac_writes",
     STATUS: "status_writes",
     EVENT: "events",
+    JOB: "jobs",
 }
 
 
@@ -125,7 +131,7 @@ class Applier:
 
     def _send(self, action: Action):
         kube = self.kube
-        if isinstance(action, (PatchWorkload, PatchStatus)):
+        if isinstance(action, (PatchWorkload, PatchStatus, PatchRestoreStatus)):
             return kube.merge_patch(action.path, action.patch)
         if isinstance(action, Evict):
             return {} if kube.evict(action.owner.namespace, action.pod) else None
@@ -134,7 +140,7 @@ class Applier:
         if isinstance(action, ReplaceObject):
             return kube.replace(action.path, action.body)
         if isinstance(action, DeleteObject):
-            return kube.delete(action.path)
+            return kube.delete(action.path, action.body)
         raise TypeError(f"not an action: {action!r}")
 
     def _count(self, action: Action) -> None:
@@ -145,7 +151,7 @@ class Applier:
         if isinstance(action, PatchWorkload):
             if self.metrics:
                 self.metrics.patches.labels(action.action).inc()
-            log.info("%s restik sidecar: %s", action.action, action.what)
+            log.info("%s %s: %s", action.action, action.part, action.what)
         elif isinstance(action, Evict):
             if self.evictions_left is not None:
                 self.evictions_left -= 1
@@ -154,7 +160,7 @@ class Applier:
             log.info("restarted (evicted) %s", action.what)
         elif isinstance(action, CreateEvent):
             log.info("sent a Warning %s: %s", action.what, action.body.get("message"))
-        elif isinstance(action, PatchStatus):
+        elif isinstance(action, (PatchStatus, PatchRestoreStatus)):
             log.debug("wrote the %s", action.what)
         else:
             verb = {CreateObject: "created", ReplaceObject: "replaced", DeleteObject: "deleted"}

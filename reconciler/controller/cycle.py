@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from reconciler.api.backup import InvalidBackup
-from reconciler.controller.actions import Action, CreateEvent, PatchStatus, PatchWorkload
+from reconciler.controller.actions import Action, CreateEvent, Evict, PatchStatus, PatchWorkload
 from reconciler.controller.apply import Applier
 from reconciler.controller.observe import BackupsNotServed, Observer, Snapshot, established
 from reconciler.controller.options import Settings
@@ -98,6 +98,7 @@ class Controller:
         self.observer = Observer(kube, settings, self.renderer)
         self.known_injected: set = set()
         self.pending_restarts: set = set()
+        self.restore_restarts = False  # a Restore waits for restik to restart pods
         self.reported_warnings: set = set()  # keys of the workload warnings sent (in memory)
         self.first_cycle = True
         self.crd_ready = False
@@ -196,7 +197,9 @@ class Controller:
             )
             applied = applier.apply(decisions.actions)
             self._remember(snapshot, decisions, applied)
-            sync_restores(self, applier, snapshot.raw_backups.values(), stats)
+            evicted = {a.owner for a in applied if isinstance(a, Evict)}
+            backups = snapshot.raw_backups.values()
+            sync_restores(self, applier, backups, stats, snapshot.rolebindings, evicted)
         if stats.lost_leadership:
             log.warning("leadership lost during the cycle: stopped writing")
         for p in plan.problems:

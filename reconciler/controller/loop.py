@@ -83,7 +83,7 @@ class Loop:
                     # While restik restarts pods itself, look again soon: each step waits
                     # for the previous pod's replacement to become Ready.
                     wait = self.settings.interval
-                    if self.controller.pending_restarts:
+                    if self.controller.pending_restarts or self.controller.restore_restarts:
                         wait = min(wait, RESTART_POLL)
                     self.next_full = self.last_attempt_end + wait
                     if not watches_started and self.controller.last_resource_versions:

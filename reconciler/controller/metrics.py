@@ -29,7 +29,7 @@ class ControllerMetrics:
         self.writes = Counter(
             "restik_writes_total",
             "Successful API writes of the controller by kind "
-            "(workload, eviction, rolebinding, status, event)",
+            "(workload, eviction, rolebinding, status, event, job)",
             ["kind"],
             registry=r,
         )

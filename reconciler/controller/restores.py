@@ -1,34 +1,41 @@
 """The Restores' part of a controller cycle: observe (one LIST of Restores, then each one's
-Backup, target, pods and Job), plan (reconcilers/restores.py, pure), apply (one call each)."""
+Backup, target, pods and Job), plan (reconcilers/restores.py, pure), the plan as actions
+(reconcilers/restore_actions.py, pure), carried out by the cycle's Applier."""
 
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from reconciler.api.backup import InvalidBackup, parse_backup
-from reconciler.api.constants import (
-    API_VERSION,
-    RESTORE_CONTAINER,
-    RESTORE_KIND,
-    WORKLOAD_KINDS,
-)
-from reconciler.api.restore import InvalidRestore, parse_restore
+from reconciler.api.constants import API_VERSION, RESTORE_KIND, WORKLOAD_KINDS
+from reconciler.api.restore import FINISHED, InvalidRestore, parse_restore
 from reconciler.controller.observe import selector_string, with_kind
-from reconciler.controller.patch import merge_patch
+from reconciler.controller.reconcilers.restore_actions import restore_actions
 from reconciler.controller.reconcilers.restores import RestoreActions, job_name, plan_restore
+from reconciler.controller.rollout import needs_manual_restart
 from reconciler.kube.client import ApiError
-from reconciler.kube.events import backup_event, rfc3339
-from reconciler.kube.resource import EVENTS, JOBS, PODS, PVCS, RESTORES, ROLEBINDINGS, WORKLOADS
+from reconciler.kube.events import rfc3339
+from reconciler.kube.resource import JOBS, PODS, PVCS, RESTORES, ROLEBINDINGS, WORKLOADS
 
 log = logging.getLogger("restik.controller")
 COMPONENT = "restik-controller"
 
 
-def sync_restores(controller, applier, raw_backups: Iterable[Mapping], stats) -> dict:
-    """Plan and apply every Restore; (namespace, name) -> phase (for the metric)."""
+def sync_restores(
+    controller,
+    applier,
+    raw_backups: Iterable[Mapping],
+    stats,
+    rolebindings: Mapping[tuple[str, str], Mapping] | None = None,
+    evicted: frozenset | set = frozenset(),
+) -> dict:
+    """Observe, plan and apply every Restore (its writes through ``applier``, the cycle's
+    only writer); (namespace, name) -> phase (for the metric). ``rolebindings``: restik's
+    RoleBindings as the cycle listed them (None: each Restore's is read); ``evicted``: the
+    workloads one of whose pods the sidecar's restarts evicted in this cycle (a Restore
+    evicts none of theirs then: one pod of a workload at a time)."""
     kube, settings = controller.kube, controller.settings
     try:
         restores = kube.list(RESTORES.path(settings.namespace)).get("items") or []
@@ -42,6 +49,8 @@ def sync_restores(controller, applier, raw_backups: Iterable[Mapping], stats) ->
         for b in raw_backups
     }
     phases = {}
+    restarting = False
+    now = datetime.now(UTC)
     for raw in restores:
         with_kind(raw, API_VERSION, RESTORE_KIND)
         meta = raw["metadata"]
@@ -49,31 +58,55 @@ def sync_restores(controller, applier, raw_backups: Iterable[Mapping], stats) ->
         if not applier.may_write():
             break
         try:
-            acts = _plan_one(controller, raw, backups)
-            _apply(controller, applier, raw, acts, stats)
-            phases[key] = acts.phase
+            acts = _plan_one(controller, raw, backups, now)
+            bindings = rolebindings if rolebindings is not None else _rolebinding(kube, acts)
+            if acts.evict is not None and acts.evict[0] in evicted:
+                acts.evict = None
         except ApiError as exc:
-            if exc.conflict:
-                stats.conflicts += 1
-                continue
             stats.errors += 1
             log.error("Restore %s/%s: %s", key[0], key[1], exc)
+            continue
+        applier.apply(restore_actions(raw, acts, bindings, rfc3339(now), COMPONENT))
+        phases[key] = acts.phase
+        restarting = restarting or acts.restarting
+    controller.restore_restarts = restarting  # the loop looks again soon meanwhile
     if controller.metrics is not None:
         controller.metrics.set_restore_phases(phases)
     return phases
 
 
-def _plan_one(controller, raw: dict, backups: Mapping) -> RestoreActions:
+def _rolebinding(kube, acts: RestoreActions) -> dict:
+    """The executor's RoleBindings (and a dump Restore's exec one) that exist already."""
+    out = {}
+    for binding in (acts.rolebinding, acts.exec_rolebinding):
+        if binding is None:
+            continue
+        meta = binding["metadata"]
+        live = kube.get_or_none(ROLEBINDINGS.path(meta["namespace"], meta["name"]))
+        if live is not None:
+            out[(meta["namespace"], meta["name"])] = live
+    return out
+
+
+def _plan_one(controller, raw: dict, backups: Mapping, now: datetime) -> RestoreActions:
+    """Read what the planner needs of one Restore: its Backup (from the cycle's LIST), its
+    claim and Job or its workload, and the pods that matter: before the Job, the
+    namespace's (who mounts the claim); then the Job's (a pod that cannot start); the
+    workload's while the Restore runs (hosts, restarts, dead pods), and after it ends only
+    for the kinds restik restarts (a pod stuck in the init container)."""
     kube = controller.kube
     ns = raw["metadata"]["namespace"]
     backup = None
     workload = claim = job = None
     pods: list = []
+    seen = False
     try:
         restore = parse_restore(raw)
     except InvalidRestore:
         restore = None
     if restore is not None:
+        status = raw.get("status") or {}
+        finished = status.get("phase") in FINISHED and status.get("runID") == restore.run_id
         braw = backups.get((ns, restore.backup))
         if braw is not None:
             try:
@@ -85,17 +118,26 @@ def _plan_one(controller, raw: dict, backups: Mapping) -> RestoreActions:
             job = kube.get_or_none(JOBS.path(ns, job_name(restore.name)))
             if claim is not None and job is None:
                 pods = kube.list(PODS.path(ns)).get("items") or []
+            elif job is not None and not finished:
+                selector = f"job-name={job['metadata']['name']}"
+                pods = kube.list(PODS.path(ns), label_selector=selector).get("items") or []
         elif restore.workload_kind in WORKLOAD_KINDS:
             res = WORKLOADS[restore.workload_kind]
             workload = kube.get_or_none(res.path(ns, restore.workload_name))
             if workload is not None:
                 with_kind(workload, res.api_version, restore.workload_kind)
                 selector = selector_string(workload, restore.workload_kind)
-                dump = restore.command is not None
-                if selector and (restore.workload_kind == "DaemonSet" or dump):
-                    pods = kube.list(PODS.path(ns), label_selector=selector).get("items") or []
-                if dump:  # a dump Restore's Job execs into the pods (restore_dump.py)
+                dump = restore.command is not None  # a Job execs into the pods (restore_dump)
+                if dump and not finished:
                     job = kube.get_or_none(JOBS.path(ns, job_name(restore.name)))
+                if dump and job is not None:
+                    if not finished:  # the Job's pods: one that cannot start is reported
+                        selector = f"job-name={job['metadata']['name']}"
+                        pods = kube.list(PODS.path(ns), label_selector=selector).get("items")
+                        pods = pods or []
+                elif selector and (dump or not finished or needs_manual_restart(workload)):
+                    pods = kube.list(PODS.path(ns), label_selector=selector).get("items") or []
+                    seen = True
     return plan_restore(
         raw,
         backup,
@@ -104,70 +146,6 @@ def _plan_one(controller, raw: dict, backups: Mapping) -> RestoreActions:
         pods=pods,
         job=job,
         image=controller.renderer.image,
-        now=datetime.now(UTC),
+        now=now,
+        pods_seen=seen,
     )
-
-
-def _apply(controller, applier, raw: dict, acts: RestoreActions, stats) -> None:
-    kube = controller.kube
-    meta = raw["metadata"]
-    ns, name = meta["namespace"], meta["name"]
-    adds = acts.workload is not None and any(
-        c.get("name") == RESTORE_CONTAINER
-        for c in acts.workload[2]["spec"]["template"]["spec"].get("initContainers") or ()
-    )
-    for binding in (acts.rolebinding, acts.exec_rolebinding):
-        if binding is None or not (adds or acts.job is not None):
-            continue
-        # before the pods that need it start; an existing one (an earlier cycle) is kept
-        try:
-            applier.note_write(kube.create(ROLEBINDINGS.path(ns), binding))
-            stats.status_writes += 1
-        except ApiError as exc:
-            if not exc.conflict:
-                raise
-    if acts.workload is not None:
-        ref, before, after = acts.workload
-        patch = merge_patch(before, after)
-        patch.setdefault("metadata", {})["resourceVersion"] = before["metadata"].get(
-            "resourceVersion"
-        )
-        answer = kube.merge_patch(WORKLOADS[ref.kind].path(ref.namespace, ref.name), patch)
-        applier.note_write(answer)
-        stats.patched += 1
-        log.info(
-            "%s init container %s: %s %s/%s (Restore %s)",
-            "added" if adds else "removed",
-            RESTORE_CONTAINER,
-            ref.kind,
-            ref.namespace,
-            ref.name,
-            name,
-        )
-    if acts.job is not None:
-        try:
-            applier.note_write(kube.create(JOBS.path(ns), acts.job))
-            log.info("created Job %s/%s for Restore %s", ns, acts.job["metadata"]["name"], name)
-        except ApiError as exc:
-            if not exc.conflict:
-                raise
-    now = rfc3339(datetime.now(UTC))
-    for reason, message in acts.events:
-        event = backup_event(
-            raw,
-            name=f"{name}.{secrets.token_hex(8)}",
-            reason=reason,
-            message=message,
-            warning=True,
-            now=now,
-            component=COMPONENT,
-            kind=RESTORE_KIND,
-        )
-        kube.create(EVENTS.path(ns), event)
-    if acts.status:
-        patch = {
-            "metadata": {"resourceVersion": meta.get("resourceVersion")},
-            "status": acts.status,
-        }
-        applier.note_write(kube.merge_patch(RESTORES.path(ns, name, "status"), patch))
-        stats.status_writes += 1

@@ -4,7 +4,7 @@ next for the kinds that do not roll by themselves. Pure: objects in, decisions o
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from reconciler.api.constants import HASH_ANNOTATION, MANUAL_RESTART_KINDS
@@ -134,7 +134,9 @@ class Restart:
         return Rollout(ROLLING_OUT, self.pods, self.updated, self.ready, message)
 
 
-def plan_restart(owner: Mapping, pods: Sequence[Mapping]) -> Restart:
+def plan_restart(
+    owner: Mapping, pods: Sequence[Mapping], needs: Callable[[Mapping], bool] | None = None
+) -> Restart:
     """The next pod of ``owner`` (a ReplicaSet, ReplicationController or OnDelete
     StatefulSet/DaemonSet) to evict so that it runs the current template, if any may go now.
 
@@ -143,13 +145,20 @@ def plan_restart(owner: Mapping, pods: Sequence[Mapping]) -> Restart:
     the only one not Ready and is itself stale); and never fewer than ``replicas - 1`` Ready
     pods after the eviction (a missing replacement counts as not Ready). StatefulSet pods go
     from the highest ordinal down, as the StatefulSet controller rolls them; others by name.
+    ``needs``: which pods need the restart (default: those without the template's hash; a
+    Restore's init container has its own rule, reconcilers/restore_pods.py).
     """
     uid = _get(owner, "metadata", "uid")
     want = template_hash(owner)
+    if needs is None:
+
+        def needs(pod: Mapping) -> bool:
+            return _pod_hash(pod) != want
+
     mine = [p for p in pods if _controlled_by(p, uid)]
     terminating = [p for p in mine if _get(p, "metadata", "deletionTimestamp")]
     live = [p for p in mine if p not in terminating and _phase(p) not in ("Succeeded", "Failed")]
-    stale = [p for p in live if _pod_hash(p) != want]
+    stale = [p for p in live if needs(p)]
     ready = [p for p in live if is_ready(p)]
     counts = {"pods": len(live), "updated": len(live) - len(stale), "ready": len(ready)}
     if not stale:

@@ -15,9 +15,10 @@ class CycleStats:
     deferred: int = 0
     conflicts: int = 0
     errors: int = 0
-    status_writes: int = 0  # Backup status patches
+    status_writes: int = 0  # Backup and Restore status patches
     rbac_writes: int = 0  # RoleBinding creates, replaces and deletes
     events: int = 0  # Warning Events created
+    jobs: int = 0  # restore Jobs created or deleted
     planned: int = 0
     ready: int = 0
     not_ready: int = 0

@@ -73,7 +73,7 @@ def plan_dump(
             acts, status, new, f"{restore.target} not found in namespace {restore.namespace}"
         )
     if job is not None:
-        fail_with_job(acts, status, new, restore, job, now)
+        fail_with_job(acts, status, new, restore, job, pods, now)  # pods: the Job's
         return _set(acts, status, new)
     kind = str(workload.get("kind"))
     name = str((workload.get("metadata") or {}).get("name"))
