@@ -13,6 +13,7 @@ SIDECAR_MODULES = {
     "reconciler",
     "reconciler.api",
     "reconciler.api.backup",
+    "reconciler.api.check",
     "reconciler.api.constants",
     "reconciler.api.destination",
     "reconciler.api.duration",

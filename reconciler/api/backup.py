@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from reconciler.api.check import CheckSpec, parse_check
 from reconciler.api.constants import API_VERSION, KIND, METRICS_PORT
 from reconciler.api.destination import (
     parse_destination,
@@ -37,6 +38,7 @@ SPEC_FIELDS = {
     "securityContext",
     "metrics",
     "hooks",
+    "check",
 }
 SOURCE_FIELDS = {"volumeName", "path", "command"}
 SECURITY_FIELDS = {"runAsUser", "runAsGroup"}
@@ -77,6 +79,7 @@ class Backup:
     source_command: CommandSource | None = None  # spec.backupSource.command
     pre_backup: HookSpec | None = None  # spec.hooks
     post_backup: HookSpec | None = None
+    check: CheckSpec | None = None  # spec.check: `restic check` on its own schedule
 
     @property
     def snapshot_path(self) -> str:
@@ -156,6 +159,7 @@ def parse_backup(raw: Mapping) -> Backup:
     if source_path and source_path != "/":
         check_source_path(c, source_path)
     pre_backup, post_backup = parse_hooks(c, spec.get("hooks"))
+    check = parse_check(c, spec.get("check"))
 
     secret, repository, dest_volume, dest_path = parse_destination(c, spec, has_spec)
 
@@ -203,6 +207,7 @@ def parse_backup(raw: Mapping) -> Backup:
         source_command=source_command,
         pre_backup=pre_backup,
         post_backup=post_backup,
+        check=check,
     )
 
 
