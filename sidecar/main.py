@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from reconciler.kube.client import ApiError, Kube
 from reconciler.kube.resource import BACKUPS, PODS
 from sidecar import restic
+from sidecar.check import check_and_report
 from sidecar.environment import scrub
 from sidecar.follow import backoff, follow_backup, one_line, trigger_status, workload_from_pod
 from sidecar.job import Job, Pod
@@ -46,6 +47,7 @@ class Sidecar:
         self._worker = RunThread()
         self.schedule = Scheduler(settings.backup)
         self._was_follower = False
+        self._check_pending = False  # spec.check is due, waiting for the run thread
         self._locks_tidied = False  # stale locks of remote repositories: once per process
         self.kube = None  # set once the API answers (see _start)
         self.lease = None  # of several replicas sharing one host: who backs up
@@ -258,9 +260,15 @@ class Sidecar:
             fire_at = self.schedule.due(datetime.now(UTC))
             if fire_at is not None:
                 self._fire(fire_at)
+            self._check_pending |= self.schedule.check_due(datetime.now(UTC)) is not None
+            if self._check_pending and not self._worker.busy:
+                self._check_pending = False
+                self._start_check()
             if self.metrics:
                 backup = self.schedule.backup
                 self.metrics.schedule(backup and backup.schedule, self.schedule.next_fire)
+                checks = self.schedule.next_check and backup.check.schedule
+                self.metrics.check.schedule(checks or None)
 
     def _keep_lease(self) -> None:
         """Acquire/renew the Lease every third of its duration (its own thread: an API
@@ -299,6 +307,22 @@ class Sidecar:
             return
         self._was_follower = False
         self._worker.start(self._run_once, backup)
+
+    def _start_check(self) -> None:
+        """spec.check in the run thread (after a backup that is running: never both at
+        once), by the pod that prunes only: one check per repository."""
+        backup = self.schedule.backup
+        if backup is None or backup.check is None:
+            return
+        for lease in (self.lease, self.prune_lease):
+            if lease is not None and not lease.holding:
+                log.debug("not the holder of Lease %s: another pod checks", lease.name)
+                return
+        self._worker.start(
+            check_and_report, backup, self.ctx, self.runner, self.kube,
+            stale_after=self.s.lock_stale_after, host=self.host, instance=self.pod_name,
+            metrics=self.metrics and self.metrics.check,
+        )  # fmt: skip
 
     def _run_once(self, backup, refused: str | None = None) -> None:
         """One run and its report; ``refused``: not run, reported as Failed with that reason."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from reconciler.kube.client import ApiError, Kube
@@ -151,6 +151,28 @@ def report(
     instance: str,
 ) -> str:
     """Claim the next run number (optimistic concurrency) and create its Event; its name."""
+    return claim_and_report(
+        kube,
+        namespace,
+        name,
+        "backupCount",
+        lambda status, n, rv: run_status_patch(status, outcome, n, started, rv, host=host, now=now),
+        lambda updated, n: event_body(updated, n, outcome, now, host, instance),
+    )
+
+
+def claim_and_report(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    counter: str,
+    status_patch: Callable[[Mapping, int, str], dict],
+    event: Callable[[Mapping, int], dict],
+) -> str:
+    """Claim number n = status.<counter> + 1 with ``status_patch(status, n,
+    resourceVersion)`` (conditional on the version read: a concurrent writer is a 409 and a
+    re-read), then create ``event(updated Backup, n)``; its name. A number whose Event name
+    is taken (a Backup deleted and re-created) is skipped: numbering never repeats."""
     path = BACKUPS.path(namespace, name)
     at_least = 0
     for _ in range(MAX_CLAIMS):
@@ -161,13 +183,12 @@ def report(
                 raise BackupGone(f"Backup {namespace}/{name} is gone") from None
             raise
         status = current.get("status") or {}
-        count = status.get("backupCount")
+        count = status.get(counter)
         n = max(count if isinstance(count, int) and count >= 0 else 0, at_least) + 1
         rv = current["metadata"]["resourceVersion"]
         try:
             updated = kube.merge_patch(
-                BACKUPS.path(namespace, name, "status"),
-                run_status_patch(status, outcome, n, started, rv, host=host, now=now),
+                BACKUPS.path(namespace, name, "status"), status_patch(status, n, rv)
             )
         except ApiError as exc:
             if exc.conflict:  # someone else (a replica, the controller) wrote first
@@ -176,14 +197,12 @@ def report(
             if exc.not_found:
                 raise BackupGone(f"Backup {namespace}/{name} is gone") from None
             raise
-        body = event_body(updated, n, outcome, now, host, instance)
+        body = event(updated, n)
         if _create_event(kube, namespace, body):
             return body["metadata"]["name"]
-        # An old Event holds this name (a Backup deleted and re-created): numbering never
-        # repeats, so claim the next number.
         log.info("Event %s exists already; taking the next number", body["metadata"]["name"])
         at_least = n
-    raise RuntimeError(f"could not claim a run number for {namespace}/{name}")
+    raise RuntimeError(f"could not claim a {counter} number for {namespace}/{name}")
 
 
 def _create_event(kube: Kube, namespace: str, body: dict) -> bool:

@@ -39,6 +39,7 @@ SIDECAR_MODULES = {
     "reconciler.restores.options",
     "sidecar",
     "sidecar.backend",
+    "sidecar.check",
     "sidecar.environment",
     "sidecar.follow",
     "sidecar.hooks",
