@@ -15,11 +15,11 @@ import time
 from datetime import UTC, datetime
 
 from reconciler.kube.client import ApiError, Kube
-from reconciler.kube.resource import BACKUPS, PODS
+from reconciler.kube.resource import PODS
 from sidecar import restic
 from sidecar.check import check_and_report
 from sidecar.environment import scrub
-from sidecar.follow import backoff, follow_backup, one_line, trigger_status, workload_from_pod
+from sidecar.follow import backoff, follow_backup, one_line, workload_from_pod
 from sidecar.job import Job, Pod
 from sidecar.lease import LeaseKeeper, lease_name
 from sidecar.metrics import Metrics
@@ -27,7 +27,7 @@ from sidecar.options import Settings, add_arguments, settings_from_args
 from sidecar.outcome import Outcome, run_log_level
 from sidecar.podexec import PodExec
 from sidecar.process import RunThread, configure_logging, on_stop_signals, restic_runner
-from sidecar.report import BackupGone, report
+from sidecar.report import BackupGone, record_trigger, report
 from sidecar.scheduler import Scheduler
 
 log = logging.getLogger("restik.watch")
@@ -177,7 +177,7 @@ class Sidecar:
                 prune_lease = LeaseKeeper(kube, ns, name, self.pod_name, s.lease_duration)
         ctx, runner = restic_runner(s, host)
         self.kube, self.namespace, self.host = kube, ns, host
-        self.schedule.namespace, self.pod_spec = ns, pod_spec
+        self.schedule.namespace, self.schedule.host, self.pod_spec = ns, host, pod_spec
         self.lease, self.prune_lease = lease, prune_lease
         self.workload = (kind, wname) if kind else None
         self.ctx, self.runner = ctx, runner
@@ -369,9 +369,9 @@ class Sidecar:
             event = None
             log.error("could not report the run: %s", exc)
         if trigger is not None and event is not None:
-            try:  # which run served `restik backup-now` (it waits for that run's Event)
-                path = BACKUPS.path(self.namespace, backup.name, "status")
-                self.kube.merge_patch(path, trigger_status(trigger, event))
+            try:  # which run served `restik backup-now` (it waits for every host's Event)
+                record_trigger(self.kube, self.namespace, backup.name, self.host, trigger,
+                               event, outcome.success, datetime.now(UTC))  # fmt: skip
             except Exception as exc:
                 log.warning("could not record the served backup request: %s", one_line(exc))
         level, hint = run_log_level(outcome, backup)

@@ -22,6 +22,7 @@ class Scheduler:
     def __init__(self, name: str, clock=lambda: datetime.now(UTC)):
         self.name = name
         self.namespace: str | None = None
+        self.host: str | None = None  # the snapshot host, once the sidecar knows it
         self.clock = clock
         self.backup: Backup | None = None  # the parsed Backup being scheduled, or None
         self.next_fire: datetime | None = None
@@ -91,7 +92,7 @@ class Scheduler:
         if old is None or old.paused or old.schedule != new.schedule or self.next_fire is None:
             self.next_fire = new.schedule.next_after(self.clock())
         self._schedule_check(old, new)
-        trigger = pending_trigger(raw, self.trigger_seen)
+        trigger = pending_trigger(raw, self.trigger_seen, self.host)
         if trigger is not None:  # restik backup-now: run at once
             log.info("backup requested (%s): running now", trigger)
             self.trigger_seen = self.trigger = trigger
