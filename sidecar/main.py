@@ -34,6 +34,7 @@ log = logging.getLogger("restik.watch")
 
 HEALTH_STALE_AFTER = 120.0  # seconds without a main-loop beat before /healthz fails
 METRICS_RETRY = 5.0  # seconds between attempts to bind a taken metrics port
+CHECK_POLL = 0.2  # seconds between looks at the run thread while a check waits for it
 
 
 class Sidecar:
@@ -244,6 +245,8 @@ class Sidecar:
             if self.metrics:
                 self.metrics.beat()
             timeout = self.schedule.wait(1.0, datetime.now(UTC))
+            if self._check_pending:  # start it as soon as the run going on ends
+                timeout = min(timeout, CHECK_POLL)
             with self._cond:
                 if not self._changed and timeout > 0:
                     self._cond.wait(timeout)
