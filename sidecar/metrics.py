@@ -206,6 +206,8 @@ class CheckMetrics:
     def observe(self, success: bool, duration: float, started: datetime) -> None:
         self.runs.labels(**self.labels, result="success" if success else "failed").inc()
         with self._lock:
+            if self._schedule is None:  # spec.check was removed while it ran
+                return
             self.last_duration.labels(**self.labels).set(duration)
             self._take(started.timestamp(), success)
 
