@@ -56,6 +56,14 @@ MODULES = {
         "tests/test_backup_rules.py",
         "tests/test_render.py",
     ],
+    # parts of the Backup model split out of api/backup.py (issue 11's size bound)
+    "reconciler/api/destination.py": ["tests/test_backup.py", "tests/test_backup_rules.py"],
+    "reconciler/api/retention.py": ["tests/test_backup.py", "tests/test_backup_rules.py"],
+    "reconciler/api/resources.py": [
+        "tests/test_backup.py",
+        "tests/test_backup_rules.py",
+        "tests/test_render.py",
+    ],
     "reconciler/controller/render.py": ["tests/test_render.py", "tests/test_plan.py"],
 }
 PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider"]

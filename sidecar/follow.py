@@ -85,18 +85,16 @@ def follow_backup(
             stop.wait(delay)
 
 
-def pending_trigger(raw: dict | None, seen: str | None) -> str | None:
-    """The backup-now annotation's value when it asks for a run that no sidecar recorded
-    yet (status.lastTrigger) and this one has not taken up (``seen``); else None."""
+def pending_trigger(raw: dict | None, seen: str | None, host: str | None = None) -> str | None:
+    """The backup-now annotation's value when it asks for a run that this sidecar has not
+    taken up (``seen``) and its host has not served yet (status.triggers[host]: the other
+    pods of a StatefulSet or DaemonSet serve it too); else None."""
     meta = (raw or {}).get("metadata") or {}
     value = (meta.get("annotations") or {}).get(TRIGGER_ANNOTATION)
     if not isinstance(value, str) or not value or value == seen:
         return None
-    if ((raw or {}).get("status") or {}).get("lastTrigger") == value:
+    triggers = ((raw or {}).get("status") or {}).get("triggers")
+    served = triggers.get(host) if isinstance(triggers, dict) and host is not None else None
+    if isinstance(served, dict) and served.get("trigger") == value:
         return None
     return value
-
-
-def trigger_status(value: str, event_name: str) -> dict:
-    """The status patch that records which run (its Event's number) served a trigger."""
-    return {"status": {"lastTrigger": value, "lastTriggerRun": int(event_name.rsplit("-", 1)[1])}}

@@ -14,17 +14,17 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from reconciler.kube.resource import BACKUPS
 from sidecar import restic
+from sidecar.check import check_and_report
 from sidecar.environment import scrub
-from sidecar.follow import backoff, follow_backup, one_line, trigger_status
+from sidecar.follow import backoff, follow_backup, one_line
 from sidecar.job import Job, Pod
 from sidecar.metrics import Metrics
 from sidecar.options import Settings, add_arguments, settings_from_args
 from sidecar.outcome import Outcome, run_log_level
 from sidecar.podexec import PodExec
 from sidecar.process import RunThread, configure_logging, on_stop_signals, restic_runner
-from sidecar.report import BackupGone, report
+from sidecar.report import BackupGone, record_trigger, report
 from sidecar.scheduler import Scheduler
 from sidecar.startup import locate, reconnect_on_401
 
@@ -32,6 +32,7 @@ log = logging.getLogger("restik.watch")
 
 HEALTH_STALE_AFTER = 120.0  # seconds without a main-loop beat before /healthz fails
 METRICS_RETRY = 5.0  # seconds between attempts to bind a taken metrics port
+CHECK_POLL = 0.2  # seconds between looks at the run thread while a check waits for it
 
 
 class Sidecar:
@@ -45,6 +46,7 @@ class Sidecar:
         self._worker = RunThread()
         self.schedule = Scheduler(settings.backup)
         self._was_follower = False
+        self._check_pending = False  # spec.check is due, waiting for the run thread
         self._locks_tidied = False  # stale locks of remote repositories: once per process
         self.kube = None  # set once the API answers (see _start)
         self.lease = None  # of several replicas sharing one host: who backs up
@@ -149,6 +151,7 @@ class Sidecar:
         ctx, runner = restic_runner(s, place.host)
         self.kube, self.namespace, self.host = place.kube, place.namespace, place.host
         self.schedule.namespace, self.pod_spec = place.namespace, place.pod_spec
+        self.schedule.host = place.host
         self.lease, self.prune_lease = place.lease, place.prune_lease
         self.workload = place.workload
         self.ctx, self.runner = ctx, runner
@@ -188,6 +191,8 @@ class Sidecar:
             if self.metrics:
                 self.metrics.beat()
             timeout = self.schedule.wait(1.0, datetime.now(UTC))
+            if self._check_pending:  # start it as soon as the run going on ends
+                timeout = min(timeout, CHECK_POLL)
             with self._cond:
                 if not self._changed and timeout > 0:
                     self._cond.wait(timeout)
@@ -204,9 +209,15 @@ class Sidecar:
             fire_at = self.schedule.due(datetime.now(UTC))
             if fire_at is not None:
                 self._fire(fire_at)
+            self._check_pending |= self.schedule.check_due(datetime.now(UTC)) is not None
+            if self._check_pending and not self._worker.busy:
+                self._check_pending = False
+                self._start_check()
             if self.metrics:
                 backup = self.schedule.backup
                 self.metrics.schedule(backup and backup.schedule, self.schedule.next_fire)
+                checks = self.schedule.next_check and backup.check.schedule
+                self.metrics.check.schedule(checks or None)
 
     def _keep_lease(self) -> None:
         """Acquire/renew the Lease every third of its duration (its own thread: an API
@@ -245,6 +256,22 @@ class Sidecar:
             return
         self._was_follower = False
         self._worker.start(self._run_once, backup)
+
+    def _start_check(self) -> None:
+        """spec.check in the run thread (after a backup that is running: never both at
+        once), by the pod that prunes only: one check per repository."""
+        backup = self.schedule.backup
+        if backup is None or backup.check is None:
+            return
+        for lease in (self.lease, self.prune_lease):
+            if lease is not None and not lease.holding:
+                log.debug("not the holder of Lease %s: another pod checks", lease.name)
+                return
+        self._worker.start(
+            check_and_report, backup, self.ctx, self.runner, self.kube,
+            stale_after=self.s.lock_stale_after, host=self.host, instance=self.pod_name,
+            metrics=self.metrics and self.metrics.check,
+        )  # fmt: skip
 
     def _run_once(self, backup, refused: str | None = None) -> None:
         """One run and its report; ``refused``: not run, reported as Failed with that reason."""
@@ -291,9 +318,9 @@ class Sidecar:
             event = None
             log.error("could not report the run: %s", exc)
         if trigger is not None and event is not None:
-            try:  # which run served `restik backup-now` (it waits for that run's Event)
-                path = BACKUPS.path(self.namespace, backup.name, "status")
-                self.kube.merge_patch(path, trigger_status(trigger, event))
+            try:  # which run served `restik backup-now` (it waits for every host's Event)
+                record_trigger(self.kube, self.namespace, backup.name, self.host, trigger,
+                               event, outcome.success, datetime.now(UTC))  # fmt: skip
             except Exception as exc:
                 log.warning("could not record the served backup request: %s", one_line(exc))
         level, hint = run_log_level(outcome, backup)

@@ -59,6 +59,7 @@ class Metrics:
             "success",
             **kw,
         )
+        self.check = CheckMetrics(self.labels, registry, clock)
         self.heartbeat = time.monotonic()
         self._own_run_at = 0.0  # start of this process's last run (epoch seconds)
         self._success_at = 0.0
@@ -97,6 +98,7 @@ class Metrics:
         run_at = _epoch(status.get("lastBackupTime"))
         with self._lock:
             self._take_status(success_at, run_at)
+        self.check.status_seen(status)
 
     def _take_status(self, success_at: float | None, run_at: float | None) -> None:
         if success_at is not None and success_at > self._success_at:
@@ -153,6 +155,111 @@ class Metrics:
             self.registry,
             lambda: time.monotonic() - self.heartbeat < stale_after,
         )
+
+
+class CheckMetrics:
+    """The series of spec.check (`restic check` runs), named as the backup runs' are. Every
+    sidecar of the Backup exports the schedule and what status.lastCheck says (the check's
+    pod writes it), so that a failed or overdue check alerts whichever pod is scraped; only
+    the pod that checks counts runs. All go away when the Backup has no spec.check."""
+
+    def __init__(self, labels: dict, registry, clock):
+        self.labels = labels  # the Metrics' own dict: the namespace is filled in later
+        self._clock = clock
+        kw = {"labelnames": LABELS, "registry": registry}
+        self.runs = Counter(
+            "restik_check_runs", "restic check runs by result", (*LABELS, "result"),
+            registry=registry,
+        )  # fmt: skip
+        self.last_run_success = Gauge(
+            "restik_check_last_run_success",
+            "1 if the Backup's last restic check succeeded, 0 if it failed",
+            **kw,
+        )
+        self.last_success = Gauge(
+            "restik_check_last_success_timestamp_seconds",
+            "Start of the last successful restic check",
+            **kw,
+        )
+        self.last_duration = Gauge(
+            "restik_check_last_duration_seconds", "Duration of the last restic check", **kw
+        )
+        self.interval = Gauge(
+            "restik_check_schedule_interval_seconds",
+            "The interval of spec.check.schedule that applies to the last successful check "
+            "(as restik_backup_schedule_interval_seconds). Absent without spec.check",
+            **kw,
+        )
+        self.scheduled_since = Gauge(
+            "restik_check_scheduled_since_timestamp_seconds",
+            "When this sidecar began scheduling checks: a successful check is due within two "
+            "check periods of the later of this and the last successful check",
+            **kw,
+        )
+        self._gauges = (self.last_run_success, self.last_success, self.last_duration,
+                        self.interval, self.scheduled_since)  # fmt: skip
+        self._schedule = None
+        self._since_at = 0.0
+        self._success_at = 0.0
+        self._run_at = 0.0  # start of the newest check known (own run or status)
+        self._lock = threading.Lock()
+
+    def observe(self, success: bool, duration: float, started: datetime) -> None:
+        self.runs.labels(**self.labels, result="success" if success else "failed").inc()
+        with self._lock:
+            if self._schedule is None:  # spec.check was removed while it ran
+                return
+            self.last_duration.labels(**self.labels).set(duration)
+            self._take(started.timestamp(), success)
+
+    def status_seen(self, status: Mapping) -> None:
+        last = status.get("lastCheck")
+        if not isinstance(last, Mapping):
+            return
+        run_at = _epoch(last.get("time"))
+        if run_at is None:
+            return
+        with self._lock:
+            if self._schedule is not None:
+                success_at = _epoch(status.get("lastSuccessfulCheckTime"))
+                if success_at is not None and success_at > self._success_at:
+                    self._take(success_at, True)
+                if run_at > self._run_at:
+                    self._take(run_at, last.get("result") == "Success")
+
+    def _take(self, run_at: float, success: bool) -> None:
+        if run_at >= self._run_at:
+            self._run_at = run_at
+            self.last_run_success.labels(**self.labels).set(1 if success else 0)
+        if success and run_at > self._success_at:
+            self._success_at = run_at
+            self.last_success.labels(**self.labels).set(run_at)
+        self._export_interval()
+
+    def schedule(self, schedule) -> None:
+        """spec.check.schedule while checks are scheduled, else None (every series goes)."""
+        with self._lock:
+            if schedule == self._schedule:
+                return
+            was, self._schedule = self._schedule, schedule
+            if schedule is None:
+                for gauge in self._gauges:
+                    try:
+                        gauge.remove(self.labels["namespace"], self.labels["backup"])
+                    except KeyError:
+                        pass
+                self._success_at = self._run_at = 0.0
+                return
+            if was is None:
+                self._since_at = self._clock()
+                self.scheduled_since.labels(**self.labels).set(self._since_at)
+            self._export_interval()
+
+    def _export_interval(self) -> None:
+        if self._schedule is None:
+            return
+        base = datetime.fromtimestamp(max(self._success_at, self._since_at), UTC)
+        self.interval.labels(**self.labels).set(self._schedule.interval_at(base).total_seconds())
 
 
 def _epoch(value: object) -> float | None:

@@ -41,8 +41,8 @@ class RunThread:
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, target: Callable, *args) -> None:
-        self._thread = threading.Thread(target=target, args=args, name="run")
+    def start(self, target: Callable, *args, **kwargs) -> None:
+        self._thread = threading.Thread(target=target, args=args, kwargs=kwargs, name="run")
         self._thread.start()
 
     def join(self, timeout: float) -> None:

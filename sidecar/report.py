@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from reconciler.kube.client import ApiError, Kube
@@ -22,6 +22,10 @@ MAX_RUN_MESSAGE = 256
 # status.snapshots: the newest snapshot of each host (id, time), newest first; bounded (the
 # hosts backed up longest ago fall off: a StatefulSet scaled down, a renamed workload).
 MAX_SNAPSHOT_HOSTS = 100
+# status.triggers: per host, the backup-now request it served last (`restik backup-now
+# --wait` waits for every host of the Backup's workloads). Entries of older requests are
+# dropped by each writer, so it holds at most one entry per host of the Backup (the CRD
+# bounds it at 1000 hosts).
 # The condition the sidecars own (the controller owns Ready): how the latest run went.
 RUN_CONDITION = "LastRunSucceeded"
 
@@ -151,6 +155,81 @@ def report(
     instance: str,
 ) -> str:
     """Claim the next run number (optimistic concurrency) and create its Event; its name."""
+    return claim_and_report(
+        kube,
+        namespace,
+        name,
+        "backupCount",
+        lambda status, n, rv: run_status_patch(status, outcome, n, started, rv, host=host, now=now),
+        lambda updated, n: event_body(updated, n, outcome, now, host, instance),
+    )
+
+
+def served_trigger_patch(
+    status: Mapping, host: str, value: str, run: int, success: bool, now: datetime, rv: str
+) -> dict:
+    """The status patch recording that ``host``'s run ``run`` served backup-now request
+    ``value``: its entry in status.triggers (the other hosts' entries of the same request
+    kept, those of older requests removed) and lastTrigger/lastTriggerRun."""
+    old = status.get("triggers")
+    old = old if isinstance(old, Mapping) else {}
+    triggers: dict = {
+        h: None
+        for h, e in old.items()
+        if h != host and not (isinstance(e, Mapping) and e.get("trigger") == value)
+    }
+    triggers[host] = {
+        "trigger": value,
+        "run": run,
+        "result": "Success" if success else "Failed",
+        "time": rfc3339(now),
+    }
+    return {
+        "metadata": {"resourceVersion": rv},
+        "status": {"lastTrigger": value, "lastTriggerRun": run, "triggers": triggers},
+    }
+
+
+def record_trigger(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    host: str,
+    value: str,
+    event_name: str,
+    success: bool,
+    now: datetime,
+) -> None:
+    """Record which run (its Event's number) of ``host`` served backup-now request
+    ``value``; conditional on the version read, so two hosts never drop each other's entry."""
+    path = BACKUPS.path(namespace, name)
+    run = int(event_name.rsplit("-", 1)[1])
+    for _ in range(MAX_CLAIMS):
+        current = kube.get(path)
+        status = current.get("status") or {}
+        rv = current["metadata"]["resourceVersion"]
+        patch = served_trigger_patch(status, host, value, run, success, now, rv)
+        try:
+            kube.merge_patch(BACKUPS.path(namespace, name, "status"), patch)
+            return
+        except ApiError as exc:
+            if not exc.conflict:
+                raise
+    raise RuntimeError(f"could not record the backup request on {namespace}/{name}")
+
+
+def claim_and_report(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    counter: str,
+    status_patch: Callable[[Mapping, int, str], dict],
+    event: Callable[[Mapping, int], dict],
+) -> str:
+    """Claim number n = status.<counter> + 1 with ``status_patch(status, n,
+    resourceVersion)`` (conditional on the version read: a concurrent writer is a 409 and a
+    re-read), then create ``event(updated Backup, n)``; its name. A number whose Event name
+    is taken (a Backup deleted and re-created) is skipped: numbering never repeats."""
     path = BACKUPS.path(namespace, name)
     at_least = 0
     for _ in range(MAX_CLAIMS):
@@ -161,13 +240,12 @@ def report(
                 raise BackupGone(f"Backup {namespace}/{name} is gone") from None
             raise
         status = current.get("status") or {}
-        count = status.get("backupCount")
+        count = status.get(counter)
         n = max(count if isinstance(count, int) and count >= 0 else 0, at_least) + 1
         rv = current["metadata"]["resourceVersion"]
         try:
             updated = kube.merge_patch(
-                BACKUPS.path(namespace, name, "status"),
-                run_status_patch(status, outcome, n, started, rv, host=host, now=now),
+                BACKUPS.path(namespace, name, "status"), status_patch(status, n, rv)
             )
         except ApiError as exc:
             if exc.conflict:  # someone else (a replica, the controller) wrote first
@@ -176,14 +254,12 @@ def report(
             if exc.not_found:
                 raise BackupGone(f"Backup {namespace}/{name} is gone") from None
             raise
-        body = event_body(updated, n, outcome, now, host, instance)
+        body = event(updated, n)
         if _create_event(kube, namespace, body):
             return body["metadata"]["name"]
-        # An old Event holds this name (a Backup deleted and re-created): numbering never
-        # repeats, so claim the next number.
         log.info("Event %s exists already; taking the next number", body["metadata"]["name"])
         at_least = n
-    raise RuntimeError(f"could not claim a run number for {namespace}/{name}")
+    raise RuntimeError(f"could not claim a {counter} number for {namespace}/{name}")
 
 
 def _create_event(kube: Kube, namespace: str, body: dict) -> bool:

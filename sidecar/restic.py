@@ -154,6 +154,16 @@ def render_forget(backup: Backup, ctx: Context, hosts: Iterable[str] = ()) -> li
     return args
 
 
+def render_check(backup: Backup, ctx: Context) -> list[str]:
+    """`restic check` of spec.check: the repository's structure, and the data subset to read
+    back when one is given. It takes restic's exclusive lock, so it waits like forget does."""
+    args = [*locking_args(backup, ctx), "check"]
+    subset = backup.check.read_data_subset if backup.check else None
+    if subset:
+        args.append(f"--read-data-subset={subset}")
+    return args
+
+
 def render_unlock(backup: Backup, ctx: Context, *, remove_all: bool = False) -> list[str]:
     return [*_global(backup, ctx), "unlock", *(["--remove-all"] if remove_all else [])]
 
@@ -357,14 +367,7 @@ def first_error_line(stderr: str, exit_code: int | None = None) -> str:
         for line in stderr.splitlines()
         if line.strip().startswith(RESTIK_NOTE)
     ]
-    lines = [
-        part.strip()
-        for line in stderr.splitlines()
-        if line.strip() and not line.strip().startswith(RESTIK_NOTE)
-        for part in _plain(line.strip()).splitlines()  # a JSON message may hold several
-        if part.strip()
-    ]
-    found = _error_line(lines)
+    found = _error_line(error_lines(stderr))
     if found is not None and found.endswith(_CANCELED):
         # restic was interrupted while it retried its backend: the last backend error is the
         # cause ("unable to open config file: context canceled" says nothing).
@@ -376,6 +379,18 @@ def first_error_line(stderr: str, exit_code: int | None = None) -> str:
             return "; ".join(notes)
         return f"restic exited with code {exit_code}" if exit_code is not None else "restic failed"
     return "; ".join([found, *notes])
+
+
+def error_lines(stderr: str) -> list[str]:
+    """restic's own non-empty stderr lines as text (JSON messages unpacked), without
+    restik's notes."""
+    return [
+        part.strip()
+        for line in stderr.splitlines()
+        if line.strip() and not line.strip().startswith(RESTIK_NOTE)
+        for part in _plain(line.strip()).splitlines()  # a JSON message may hold several
+        if part.strip()
+    ]
 
 
 _CANCELED = "context canceled"

@@ -22,9 +22,11 @@ class Scheduler:
     def __init__(self, name: str, clock=lambda: datetime.now(UTC)):
         self.name = name
         self.namespace: str | None = None
+        self.host: str | None = None  # the snapshot host, once the sidecar knows it
         self.clock = clock
         self.backup: Backup | None = None  # the parsed Backup being scheduled, or None
         self.next_fire: datetime | None = None
+        self.next_check: datetime | None = None  # spec.check's next time (None: no checks)
         self._last_problem: str | None = None
         self.trigger_seen: str | None = None  # restik backup-now: the value taken up
         self.trigger: str | None = None  # ... and not yet served by a run
@@ -36,9 +38,10 @@ class Scheduler:
 
     def wait(self, limit: float, now: datetime) -> float:
         """Seconds to sleep before the next beat: at most ``limit``, less if a run is due."""
-        if self.next_fire is None:
+        times = [t for t in (self.next_fire, self.next_check) if t is not None]
+        if not times:
             return limit
-        return max(0.0, min(limit, (self.next_fire - now).total_seconds()))
+        return max(0.0, min(limit, (min(times) - now).total_seconds()))
 
     def due(self, now: datetime) -> datetime | None:
         """The fire time of the run due now (the next one is scheduled), or None."""
@@ -48,30 +51,48 @@ class Scheduler:
         self.next_fire = self.backup.schedule.next_after(now)
         return fire_at
 
+    def check_due(self, now: datetime) -> datetime | None:
+        """The time of the `restic check` due now (the next one is scheduled), or None."""
+        if self.next_check is None or now < self.next_check:
+            return None
+        fire_at = self.next_check
+        self.next_check = self.backup.check.schedule.next_after(now)
+        return fire_at
+
+    def _schedule_check(self, old: Backup | None, new: Backup) -> None:
+        """Keep the next check time while its schedule stays (as for backups)."""
+        if new.check is None:
+            self.next_check = None
+            return
+        kept = old is not None and not old.paused and old.check is not None
+        if not kept or old.check.schedule != new.check.schedule or self.next_check is None:
+            self.next_check = new.check.schedule.next_after(self.clock())
+
     def apply(self, raw: dict | None) -> None:
         """A new version of the Backup (None: deleted). A broken or paused Backup stops the
         schedule with one warning; the same schedule keeps its next time."""
         old = self.backup
         if raw is None:
             self.problem(f"Backup {self.namespace}/{self.name} not found: not scheduling")
-            self.backup, self.next_fire = None, None
+            self.backup, self.next_fire, self.next_check = None, None, None
             return
         try:
             new = parse_backup(raw)
         except InvalidBackup as exc:
             self.problem(f"{exc}: not scheduling until it is fixed")
-            self.backup, self.next_fire = None, None
+            self.backup, self.next_fire, self.next_check = None, None, None
             return
         publish_repository(os.environ, repository_of(new))
         if new.paused:
             self.problem(f"Backup {self.namespace}/{self.name} is paused: not scheduling")
-            self.backup, self.next_fire = new, None
+            self.backup, self.next_fire, self.next_check = new, None, None
             return
         self._last_problem = None
         self.backup = new
         if old is None or old.paused or old.schedule != new.schedule or self.next_fire is None:
             self.next_fire = new.schedule.next_after(self.clock())
-        trigger = pending_trigger(raw, self.trigger_seen)
+        self._schedule_check(old, new)
+        trigger = pending_trigger(raw, self.trigger_seen, self.host)
         if trigger is not None:  # restik backup-now: run at once
             log.info("backup requested (%s): running now", trigger)
             self.trigger_seen = self.trigger = trigger

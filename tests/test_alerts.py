@@ -21,6 +21,8 @@ ALERTS = {
     "RestikBackupFailed",
     "RestikBackupTooOld",
     "RestikBackupNotReady",
+    "RestikCheckFailed",
+    "RestikCheckTooOld",
     "RestikControllerStalled",
     "RestikControllerAbsent",
     "RestikRestoreFailed",

@@ -89,6 +89,11 @@ VALID = {
             },
         }
     ),
+    "check": backup(check={"schedule": "0 3 * * 0"}),
+    **{
+        f"check-subset-{subset}": backup(check={"schedule": "@daily", "readDataSubset": subset})
+        for subset in ("5%", "2.5%", "100%", "1/10", "10/10", "500M", "2G", "1t")
+    },
     "dotted-secret": backup(secret="restic.www"),
     **{
         f"repo-{repo.split(':')[0] or 'abs'}": backup(repository=repo)
@@ -535,6 +540,53 @@ INVALID = {
         {"spec.hooks.postBackup.timeout"},
         True,
     ),
+    "check-not-object": (backup(check="daily"), {"spec.check"}, True),
+    "check-no-schedule": (
+        backup(check={"readDataSubset": "5%"}),
+        {"spec.check.schedule"},
+        True,
+    ),
+    "check-bad-cron": (backup(check={"schedule": "0 25 * * *"}), {"spec.check.schedule"}, False),
+    "check-subset-bare-number": (
+        backup(check={"schedule": "@daily", "readDataSubset": "500"}),
+        {"spec.check.readDataSubset"},
+        True,
+    ),
+    "check-subset-fraction-size": (
+        backup(check={"schedule": "@daily", "readDataSubset": "1.5G"}),
+        {"spec.check.readDataSubset"},
+        True,
+    ),
+    "check-subset-not-string": (
+        backup(check={"schedule": "@daily", "readDataSubset": 5}),
+        {"spec.check.readDataSubset"},
+        True,
+    ),
+    "check-subset-n-above-t": (
+        backup(check={"schedule": "@daily", "readDataSubset": "3/2"}),
+        {"spec.check.readDataSubset"},
+        False,
+    ),
+    "check-subset-zero-percent": (
+        backup(check={"schedule": "@daily", "readDataSubset": "0%"}),
+        {"spec.check.readDataSubset"},
+        False,
+    ),
+    "check-subset-over-100-percent": (
+        backup(check={"schedule": "@daily", "readDataSubset": "101%"}),
+        {"spec.check.readDataSubset"},
+        False,
+    ),
+    "check-subset-zero-size": (
+        backup(check={"schedule": "@daily", "readDataSubset": "0M"}),
+        {"spec.check.readDataSubset"},
+        False,
+    ),
+    "check-unknown-field": (
+        backup(check={"schedule": "@daily", "readData": True}),
+        {"spec.check.readData"},
+        False,
+    ),
     "spec-empty": (
         _with(BASE, "spec", {}),
         {"spec.schedule", "spec.backupSource", "spec.destination"},
@@ -560,6 +612,12 @@ MODEL_ONLY = {
     "unknown-source-field": "unknown fields",
     "command-zero-timeout": "a positive duration (the pattern takes 0s)",
     "command-in-restik": "commands never run in restik's own container",
+    "check-bad-cron": "cron syntax",
+    "check-subset-n-above-t": "1 <= n <= t needs arithmetic",
+    "check-subset-zero-percent": "0 < x <= 100 needs arithmetic",
+    "check-subset-over-100-percent": "0 < x <= 100 needs arithmetic",
+    "check-subset-zero-size": "a size above 0 needs arithmetic",
+    "check-unknown-field": "unknown fields (the API server prunes them instead)",
     "name-missing": "metadata is validated by the API server, not the CRD schema",
     "name-upper": "metadata.name syntax",
     "name-empty": "metadata.name required",

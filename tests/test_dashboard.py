@@ -67,9 +67,10 @@ def test_metric_names_parser():
 @needs_restic
 @pytest.mark.slow
 def test_dashboard_and_rules_read_only_metrics_restik_exports(world):
-    world.backup(schedule="@every 1s")
+    world.backup(schedule="@every 1s", check={"schedule": "@every 1s"})  # spec.check's too
     sidecar = world.sidecar("--workload", "Deployment/www")
     world.wait_events(1)
+    wait_for(lambda: "lastSuccessfulCheckTime" in world.status(), 30, [sidecar])
     port = free_port()
     kubeconfig = world.tmp / "kubeconfig"
     controller = restik(
@@ -107,6 +108,9 @@ def test_dashboard_and_rules_read_only_metrics_restik_exports(world):
         "restik_backup_scheduled_since_timestamp_seconds",
         "restik_backup_next_run_timestamp_seconds",
         "restik_backup_last_success_timestamp_seconds",
+        "restik_check_last_run_success",
+        "restik_check_last_success_timestamp_seconds",
+        "restik_check_schedule_interval_seconds",
     ):
         assert f'{name}{{backup="www",namespace="default"}}' in sidecar_text, name
     assert 'restik_backup_ready{backup="www",namespace="default"} 1.0' in controller_text

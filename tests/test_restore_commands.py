@@ -6,12 +6,15 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
+from datetime import UTC, datetime
 
 import pytest
 
 from reconciler.cli import build_parser
 from reconciler.restores import backup_now, snapshots
-from sidecar.follow import pending_trigger, trigger_status
+from sidecar.follow import pending_trigger
+from sidecar.report import served_trigger_patch
 from tests.factories import PASSWORD, RESTIC, WATCH_NS, backup_object, needs_restic, restic
 
 
@@ -34,15 +37,74 @@ def secret(name="www-restic", namespace=WATCH_NS, **data) -> dict:
 # ---------------------------------------------------------------- pure
 
 
-def test_a_trigger_is_pending_until_a_run_recorded_it():
+def test_a_trigger_is_pending_until_a_run_of_this_host_recorded_it():
     raw = {"metadata": {"annotations": {"backup.appscode.com/backup-now": "t1"}}}
-    assert pending_trigger(raw, None) == "t1"
-    assert pending_trigger(raw, "t1") is None  # taken up already by this sidecar
-    assert pending_trigger({**raw, "status": {"lastTrigger": "t1"}}, None) is None
-    assert pending_trigger({"metadata": {}}, None) is None
-    assert trigger_status("t1", "www-12") == {"status": {"lastTrigger": "t1", "lastTriggerRun": 12}}
-    assert backup_now.served_run({"lastTrigger": "t1", "lastTriggerRun": 12}, "t1") == 12
-    assert backup_now.served_run({"lastTrigger": "t0", "lastTriggerRun": 11}, "t1") is None
+    assert pending_trigger(raw, None, "db-0") == "t1"
+    assert pending_trigger(raw, "t1", "db-0") is None  # taken up already by this sidecar
+    served = {"triggers": {"db-0": {"trigger": "t1", "run": 4, "result": "Success"}}}
+    assert pending_trigger({**raw, "status": served}, None, "db-0") is None  # e.g. restarted
+    # another pod of the StatefulSet served it: this one still runs (status.lastTrigger, the
+    # last request any host served, no longer stops it)
+    assert pending_trigger({**raw, "status": {**served, "lastTrigger": "t1"}}, None, "db-1") == "t1"
+    old = {"triggers": {"db-0": {"trigger": "t0", "run": 2, "result": "Success"}}}
+    assert pending_trigger({**raw, "status": old}, None, "db-0") == "t1"
+    assert pending_trigger({"metadata": {}}, None, "db-0") is None
+
+
+def test_each_host_records_the_request_it_served_dropping_older_requests():
+    now = datetime(2026, 11, 30, 1, 0, tzinfo=UTC)
+    status = {
+        "triggers": {
+            "db-0": {"trigger": "t1", "run": 7, "result": "Success"},
+            "db-1": {"trigger": "t0", "run": 5, "result": "Failed"},
+            "db-9": {"trigger": "t0", "run": 2, "result": "Success"},  # scaled down
+        }
+    }
+    patch = served_trigger_patch(status, "db-1", "t1", 8, False, now, "42")
+    assert patch == {
+        "metadata": {"resourceVersion": "42"},
+        "status": {
+            "lastTrigger": "t1",
+            "lastTriggerRun": 8,
+            "triggers": {
+                "db-9": None,  # a merge patch's null removes the older request's entry
+                "db-1": {"trigger": "t1", "run": 8, "result": "Failed",
+                         "time": "2026-11-30T01:00:00Z"},
+            },
+        },
+    }  # fmt: skip
+    db1 = patch["status"]["triggers"]["db-1"]
+    after = {"triggers": {"db-0": status["triggers"]["db-0"], "db-1": db1}}
+    assert backup_now.served_by(after, "t1") == after["triggers"]
+    assert backup_now.served_by(after, "t0") == {}
+
+
+def test_the_hosts_a_request_waits_for_are_named_as_the_sidecars_name_them():
+    def wl(kind, name, replicas=None, **spec):
+        obj = {"kind": kind, "metadata": {"name": name}, "spec": dict(spec)}
+        if replicas is not None:
+            obj["spec"]["replicas"] = replicas
+        return obj
+
+    owned = wl("ReplicaSet", "www-5d9c", 2)
+    owned["metadata"]["ownerReferences"] = [{"kind": "Deployment", "name": "www",
+                                             "controller": True}]  # fmt: skip
+    pod = {"metadata": {"ownerReferences": [{"kind": "DaemonSet", "name": "logs"}]},
+           "spec": {"nodeName": "node-a"}}  # fmt: skip
+    other = {"metadata": {"ownerReferences": [{"kind": "DaemonSet", "name": "x"}]},
+             "spec": {"nodeName": "node-z"}}  # fmt: skip
+    workloads = [
+        wl("StatefulSet", "db", 3),
+        wl("StatefulSet", "kv", 2, ordinals={"start": 5}),
+        wl("Deployment", "www", 4),  # one replica (the Lease holder) backs up as "www"
+        owned,
+        wl("DaemonSet", "logs"),
+        wl("DaemonSet", "idle"),
+        wl("Deployment", "off", 0),
+    ]
+    hosts, notes = backup_now.workload_hosts(workloads, [pod, {**pod}, other])
+    assert hosts == ["db-0", "db-1", "db-2", "kv-5", "kv-6", "node-a", "www"]
+    assert notes == ["DaemonSet/idle has no scheduled pods", "Deployment/off has 0 replicas"]
 
 
 def test_the_snapshots_table():
@@ -302,3 +364,83 @@ def test_restore_apply_wait_follows_to_the_end(emulator, kubeconfig):
     assert code == 0
     assert out == "Restore default/r1 created\nSucceeded: host copy: 3 files\n"
     assert "Running: copy Running 40%" in err
+
+
+def _statefulset(name: str, replicas: int) -> dict:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "namespace": WATCH_NS,
+                     "labels": {"backup.appscode.com/config": "www"}},
+        "spec": {
+            "replicas": replicas,
+            "serviceName": name,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels},
+                         "spec": {"containers": [{"name": "app", "image": "x"}]}},
+        },
+    }  # fmt: skip
+
+
+def _pod(name: str, owner: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": WATCH_NS, "labels": {"app": owner},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                                          "name": owner, "uid": "u-db", "controller": True}]},
+        "spec": {"containers": [{"name": "app", "image": "x"}], "nodeName": "node-a"},
+    }  # fmt: skip
+
+
+@needs_restic
+@pytest.mark.slow
+def test_backup_now_wait_waits_for_every_pod_of_a_statefulset(world):
+    world.backup(schedule="@every 1h")
+    world.emu.create(_statefulset("db", 3))
+    for name in ("db-0", "db-1", "db-2"):
+        world.emu.create(_pod(name, "db"))
+    kubeconfig = str(world.tmp / "kubeconfig")
+    args = ["backup-now", "www", "-n", WATCH_NS, "--kubeconfig", kubeconfig, "--wait"]
+    # two of three sidecars: the request is not served until the third pod's is
+    sidecars = [world.sidecar("--lock-wait", "60s", pod=name) for name in ("db-0", "db-1")]
+    code, out, err = cli([*args, "--timeout", "20s"], backup_now)
+    assert code == 2, out + err
+    assert "waiting for 3 host(s): db-0, db-1, db-2" in out
+    assert "no run from host(s) db-2 of Backup default/www answered" in err
+    served = world.status()["triggers"]
+    assert sorted(served) == ["db-0", "db-1"], served  # both ran, each recorded its own
+    sidecars.append(world.sidecar("--lock-wait", "60s", pod="db-2"))
+    code, out, err = cli([*args, "--timeout", "90s"], backup_now)
+    assert (code, err) == (0, ""), out + "".join(sc.log[-2000:] for sc in sidecars)
+    lines = out.splitlines()[-3:]
+    assert [line.rsplit(" ", 1)[-1] for line in lines] == ["db-0)", "db-1)", "db-2)"]
+    assert all(re.match(r"www-\d+: Success: snapshot ", line) for line in lines), lines
+    triggers = world.status()["triggers"]
+    assert sorted(triggers) == ["db-0", "db-1", "db-2"]
+    assert len({t["trigger"] for t in triggers.values()}) == 1  # the older request's gone
+    for sc in sidecars:
+        assert sc.terminate() == 0
+
+
+@needs_restic
+@pytest.mark.slow
+def test_backup_now_wait_exits_1_naming_the_pods_whose_run_failed(world):
+    world.backup(schedule="@every 1h")
+    world.emu.create(_statefulset("db", 2))
+    for name in ("db-0", "db-1"):
+        world.emu.create(_pod(name, "db"))
+    world.sidecar("--lock-wait", "60s", pod="db-0")
+    world.sidecar("--lock-wait", "60s", pod="db-1", password="not-the-password")
+    kubeconfig = str(world.tmp / "kubeconfig")
+    args = ["backup-now", "www", "-n", WATCH_NS, "--kubeconfig", kubeconfig, "--wait"]
+    code, out, err = cli([*args, "--timeout", "90s"], backup_now)
+    assert code == 1, out + err
+    assert err.strip() == "restik backup-now: the run failed on host(s) db-1"
+    lines = out.splitlines()[-2:]
+    assert re.match(r"www-\d+: Success: snapshot .* \(host db-0\)$", lines[0]), lines
+    assert re.match(
+        r"www-\d+: Failed: .*wrong password or no key found \(host db-1\)$", lines[1]
+    ), lines
+    assert PASSWORD not in out + err

@@ -82,3 +82,30 @@ def parse_command_source(c: Collector, value: object) -> CommandSource | None:
     if not command or filename is None:
         return None
     return CommandSource(command, filename, container, timeout)
+
+
+# The sidecar image's own directories (Dockerfile: the venv in /opt/restik, the user's home
+# /home/restik, the service-account token under /var/run/secrets): a source mounted on,
+# under or above one of them would put the application's files where the sidecar runs code
+# or reads its credentials from.
+IMAGE_DIRS = (
+    "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/opt",
+    "/proc", "/root", "/run", "/sbin", "/sys", "/usr", "/var/run",
+)  # fmt: skip
+
+
+def check_source_path(c: Collector, path: str) -> None:
+    clean = path.rstrip("/") or "/"
+    for image_dir in IMAGE_DIRS:
+        if clean == image_dir or clean.startswith(image_dir + "/"):
+            shadowed = image_dir
+        elif image_dir.startswith(clean + "/"):
+            shadowed = image_dir
+        else:
+            continue
+        c.add(
+            "spec.backupSource.path",
+            f"{path} would cover the sidecar's own {shadowed} (its programs, libraries or "
+            "credentials); mount the data elsewhere in the sidecar, e.g. /data",
+        )
+        return
