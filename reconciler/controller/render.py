@@ -5,12 +5,15 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import jinja2
+import jinja2.filters
 from ruamel.yaml import YAML
 
 from reconciler import __version__
@@ -51,12 +54,14 @@ def templates_dir() -> Path:
 
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # noqa: S701 - YAML, not HTML: every value goes through tojson
         keep_trailing_newline=True,
     )
+    env.filters["tojson"] = _tojson_or_token
+    return env
 
 
 _yaml = YAML(typ="safe", pure=True)
@@ -107,6 +112,133 @@ def _join_surrogates(value):
     return value
 
 
+# ------------------------------------------------------------ renders by shape
+# Parsing a render's YAML is most of its cost (a sidecar container is ~370 nodes, ~1-4 ms
+# with libyaml's parser and PyYAML's constructor), yet Backups differ only in the values the
+# templates pass through tojson. So a render by shape (Shapes.render) passes each such value
+# out of band, writing a token in its place: the text then depends only on the template's
+# structure (its conditionals and loops), is parsed once per distinct text, and each render
+# fills the values into a copy of that parse. A value reaches the data exactly as the YAML
+# parse of its tojson text would give it: only "plain" values take a token (strings, ints,
+# booleans, None, lists and string-keyed mappings of those; no float, whose YAML 1.1 reading
+# can differ from JSON's, and no string with a surrogate or DEL, which YAML reads
+# differently or refuses); any other value is written into the text as before.
+_SINK = "_restik_value_sink"
+_TOKEN = f"@@restik-value-{secrets.token_hex(8)}-"  # random: no value can look like one
+_NOT_PLAIN_CHARS = re.compile("[\ud800-\udfff\x7f]")
+_SHAPES_MAX = 64  # distinct texts kept per renderer (a handful in practice)
+
+
+@jinja2.pass_context
+def _tojson_or_token(ctx, value, indent=None):
+    """``tojson``, or in a render by shape (a sink in the context) a token for a plain value,
+    the value itself going to the sink."""
+    sink = ctx.get(_SINK)
+    if sink is None or indent is not None or not _plain(value):
+        return jinja2.filters.do_tojson(ctx.eval_ctx, value, indent)
+    sink.append(value)
+    return f'"{_TOKEN}{len(sink) - 1}@@"'  # autoescape is off: a str is written as is
+
+
+def _plain(value) -> bool:
+    if isinstance(value, str):
+        return _NOT_PLAIN_CHARS.search(value) is None
+    if value is None or isinstance(value, bool | int):
+        return True
+    if isinstance(value, list | tuple):
+        return all(_plain(v) for v in value)
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _plain(k) and _plain(v) for k, v in value.items())
+    return False
+
+
+def _normal(value):
+    """A plain value as the YAML parse of its JSON gives it: built-in types, lists, dicts."""
+    if isinstance(value, str):
+        return str.__str__(value) if type(value) is not str else value
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, list | tuple):
+        return [_normal(v) for v in value]
+    return {str.__str__(k): _normal(v) for k, v in value.items()}
+
+
+def _skeleton(data, count: int):
+    """``data`` (the parse of a text with ``count`` tokens) when every token in it is a whole
+    scalar, once each; None when one is inside a longer string or a key (then the values
+    cannot be filled in as their YAML reading)."""
+    seen: list[int] = []
+
+    def walk(node) -> bool:
+        if isinstance(node, str):
+            if _TOKEN not in node:
+                return True
+            index = _token_index(node)
+            if index is None:
+                return False
+            seen.append(index)
+            return True
+        if isinstance(node, dict):
+            return all(_TOKEN not in k and walk(v) for k, v in node.items())
+        if isinstance(node, list):
+            return all(walk(v) for v in node)
+        return True
+
+    if not walk(data) or sorted(seen) != list(range(count)):
+        return None
+    return data
+
+
+def _token_index(text: str) -> int | None:
+    if text.startswith(_TOKEN) and text.endswith("@@"):
+        digits = text[len(_TOKEN) : -2]
+        if digits.isdigit() and f"{_TOKEN}{int(digits)}@@" == text:
+            return int(digits)
+    return None
+
+
+def _fill(node, values: list):
+    """A copy of a skeleton with each token replaced by its value."""
+    if isinstance(node, str):
+        if node.startswith(_TOKEN):
+            return _normal(values[_token_index(node)])
+        return node
+    if isinstance(node, dict):
+        return {k: _fill(v, values) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_fill(v, values) for v in node]
+    return node
+
+
+class Shapes:
+    """Renders of templates by shape (see above); the parses kept per text, bounded."""
+
+    def __init__(self):
+        self._parsed: dict[str, object] = {}
+
+    def render(self, template: jinja2.Template, values: Mapping):
+        sink: list = []
+        text = template.render({**values, _SINK: sink})
+        skeleton = self._parsed.get(text, _MISSING)
+        if skeleton is _MISSING:
+            if len(self._parsed) >= _SHAPES_MAX:
+                self._parsed.clear()
+            skeleton = self._parsed[text] = _skeleton(_to_data(text), len(sink))
+        if skeleton is None:
+            return render_text(template, values)
+        return _fill(skeleton, sink)
+
+
+_MISSING = object()
+
+
+def render_text(template: jinja2.Template, values: Mapping):
+    """A template's render as data the plain way: every value in the text, the text parsed."""
+    return _to_data(template.render(values))
+
+
 def _canonical(container: dict, volumes: tuple[dict, ...] | list[dict]) -> str:
     return json.dumps(
         {"container": container, "volumes": list(volumes)}, sort_keys=True, separators=(",", ":")
@@ -154,6 +286,7 @@ class Renderer:
         self._sidecar = env.get_template("sidecar.yaml.j2")
         self._volumes = env.get_template("volumes.yaml.j2")
         self._bases: dict[str, _Base] = {}
+        self._shapes = Shapes()
 
     def config_hash(
         self,
@@ -207,7 +340,19 @@ class Renderer:
         return base
 
     def _render_base(self, backup: Backup) -> _Base:
-        values = {
+        values = self._values(backup)
+        container = self._shapes.render(self._sidecar, values)
+        volumes = tuple(self._shapes.render(self._volumes, values))
+        return _Base(container, volumes, _canonical(container, volumes))
+
+    def render_text(self, backup: Backup) -> tuple[dict, tuple[dict, ...]]:
+        """The base render (container, volumes) the plain way, every value parsed as YAML:
+        what a render by shape must equal (tests compare them)."""
+        values = self._values(backup)
+        return render_text(self._sidecar, values), tuple(render_text(self._volumes, values))
+
+    def _values(self, backup: Backup) -> dict:
+        return {
             "backup": backup,
             "image": self.image,
             "container_name": SIDECAR_NAME,
@@ -227,9 +372,6 @@ class Renderer:
             "password_key": SECRET_PASSWORD_KEY,
             "secret_env": SECRET_ENV,
         }
-        container = _to_data(self._sidecar.render(values))
-        volumes = tuple(_to_data(self._volumes.render(values)))
-        return _Base(container, volumes, _canonical(container, volumes))
 
 
 def sidecar_user(backup: Backup, app: AppUser = UNKNOWN_USER) -> tuple[int, int]:
