@@ -199,39 +199,48 @@ def _token_index(text: str) -> int | None:
     return None
 
 
-def _fill(node, values: list):
-    """A copy of a skeleton with each token replaced by its value."""
+def _filler(node):
+    """A function of the values that builds a copy of the skeleton ``node`` with each token
+    replaced by its value; None when ``node`` holds no token (it is then shared as it is:
+    renders are never changed in place, Renderer.render hands out deep copies)."""
     if isinstance(node, str):
-        if node.startswith(_TOKEN):
-            return _normal(values[_token_index(node)])
-        return node
+        index = _token_index(node)
+        if index is None:
+            return None
+        return lambda values: _normal(values[index])
     if isinstance(node, dict):
-        return {k: _fill(v, values) for k, v in node.items()}
+        parts = [(k, v, _filler(v)) for k, v in node.items()]
+        if all(f is None for _, _, f in parts):
+            return None
+        return lambda values: {k: v if f is None else f(values) for k, v, f in parts}
     if isinstance(node, list):
-        return [_fill(v, values) for v in node]
-    return node
+        items = [(v, _filler(v)) for v in node]
+        if all(f is None for _, f in items):
+            return None
+        return lambda values: [v if f is None else f(values) for v, f in items]
+    return None
 
 
 class Shapes:
     """Renders of templates by shape (see above); the parses kept per text, bounded."""
 
     def __init__(self):
-        self._parsed: dict[str, object] = {}
+        self._parsed: dict[str, tuple] = {}  # text -> (skeleton or None, its filler)
 
     def render(self, template: jinja2.Template, values: Mapping):
         sink: list = []
         text = template.render({**values, _SINK: sink})
-        skeleton = self._parsed.get(text, _MISSING)
-        if skeleton is _MISSING:
+        shape = self._parsed.get(text)
+        if shape is None:
             if len(self._parsed) >= _SHAPES_MAX:
                 self._parsed.clear()
-            skeleton = self._parsed[text] = _skeleton(_to_data(text), len(sink))
+            skeleton = _skeleton(_to_data(text), len(sink))
+            filler = _filler(skeleton) if skeleton is not None else None
+            shape = self._parsed[text] = (skeleton, filler)
+        skeleton, filler = shape
         if skeleton is None:
             return render_text(template, values)
-        return _fill(skeleton, sink)
-
-
-_MISSING = object()
+        return skeleton if filler is None else filler(sink)
 
 
 def render_text(template: jinja2.Template, values: Mapping):
