@@ -7,6 +7,8 @@ import hashlib
 import json
 import re
 import secrets
+import zlib
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -273,20 +275,28 @@ GROUP_PLACEHOLDER = f"@@restik-group-{_NONCE}@@"
 
 @dataclass(frozen=True)
 class _Base:
-    """One Backup's rendering, with the workload and the sidecar's user left open."""
+    """What is kept of one Backup's rendering for as long as the Backup exists: the canonical
+    JSON that config_hash() hashes (placeholders included), zlib-compressed (~7 KiB to
+    ~1 KiB: its ~40 backend variables repeat the Secret's name), and the hashes made from
+    it. The rendered container itself (~25 KiB of dicts) is kept only for the last
+    FULL_RENDERS_KEPT Backups: at 5,000 Backups all of them would be most of the
+    controller's memory, and a steady cycle needs only the hashes."""
 
-    container: dict
-    volumes: tuple[dict, ...]
-    blob: str  # the canonical JSON that config_hash() would hash, placeholders included
+    blob: bytes
     hashes: dict = field(default_factory=dict)  # (kind, name, user, group) -> hash, on demand
+
+
+BASES_KEPT = 50_000  # Backups come and go; never grow without bound
+FULL_RENDERS_KEPT = 64  # least recently used dropped (a workload's render is one Backup's)
 
 
 class Renderer:
     """Renders the templates once per Backup (and image); workloads only fill in their name
     and the sidecar's user.
 
-    Most cycles change nothing, so the hot path is ``config_hash``: string replacements and
-    a SHA-256 per workload, no template, no YAML.
+    Most cycles change nothing, so the hot path is ``config_hash``: a dict lookup per
+    workload once its hash is known, else string replacements and a SHA-256; no template,
+    no YAML.
     """
 
     def __init__(self, image: str = DEFAULT_IMAGE):
@@ -295,6 +305,8 @@ class Renderer:
         self._sidecar = env.get_template("sidecar.yaml.j2")
         self._volumes = env.get_template("volumes.yaml.j2")
         self._bases: dict[str, _Base] = {}
+        self._full: OrderedDict[str, tuple[dict, tuple[dict, ...]]] = OrderedDict()
+        self._blob: tuple[str | None, str] = (None, "")  # the last blob decompressed
         self._shapes = Shapes()
 
     def config_hash(
@@ -307,19 +319,26 @@ class Renderer:
         """``app``: who the workload's container with the source volume runs as
         (reconciler.controller.pod.app_user); it decides the sidecar's user, so it is in
         the hash."""
-        base = self._base(backup)
+        key = backup.render_key
+        base = self._bases.get(key)
+        if base is None:
+            self._full_render(backup)
+            base = self._bases[key]
         user, group = sidecar_user(backup, app)
-        key = (workload_kind, workload_name, user, group)
-        hit = base.hashes.get(key)
+        hkey = (workload_kind, workload_name, user, group)
+        hit = base.hashes.get(hkey)
         if hit is None:
+            if self._blob[0] != key:
+                self._blob = (key, zlib.decompress(base.blob).decode())
             ref = json.dumps(f"{workload_kind}/{workload_name}")[1:-1]
             blob = (
-                base.blob.replace(WORKLOAD_PLACEHOLDER, ref)
+                self._blob[1]
+                .replace(WORKLOAD_PLACEHOLDER, ref)
                 .replace(f'"{USER_PLACEHOLDER}"', str(user))
                 .replace(f'"{GROUP_PLACEHOLDER}"', str(group))
             )
             hit = hashlib.sha256(blob.encode()).hexdigest()[:16]
-            base.hashes[key] = hit
+            base.hashes[hkey] = hit
         return hit
 
     def render(
@@ -329,30 +348,39 @@ class Renderer:
         workload_name: str,
         app: AppUser = UNKNOWN_USER,
     ) -> Rendered:
-        base = self._base(backup)
+        base_container, base_volumes = self._full_render(backup)
         ref = f"{workload_kind}/{workload_name}"
-        container = copy.deepcopy(base.container)
+        container = copy.deepcopy(base_container)
         container["args"] = [ref if a == WORKLOAD_PLACEHOLDER else a for a in container["args"]]
         security = container["securityContext"]
         security["runAsUser"], security["runAsGroup"] = sidecar_user(backup, app)
-        volumes = copy.deepcopy(base.volumes)
+        volumes = copy.deepcopy(base_volumes)
         config = self.config_hash(backup, workload_kind, workload_name, app)
         return Rendered(container, volumes, config)
 
-    def _base(self, backup: Backup) -> _Base:
+    def _full_render(self, backup: Backup) -> tuple[dict, tuple[dict, ...]]:
+        """The Backup's container and volumes with the workload left open (never changed in
+        place: render() copies them); its _Base made on the way."""
         key = backup.render_key
-        base = self._bases.get(key)
-        if base is None:
-            if len(self._bases) > 50_000:  # Backups come and go; never grow without bound
+        full = self._full.get(key)
+        if full is None:
+            full = self._full[key] = self._render_base(backup)
+            if len(self._full) > FULL_RENDERS_KEPT:
+                self._full.popitem(last=False)
+        else:
+            self._full.move_to_end(key)
+        if key not in self._bases:
+            if len(self._bases) > BASES_KEPT:
                 self._bases.clear()
-            base = self._bases[key] = self._render_base(backup)
-        return base
+            blob = zlib.compress(_canonical(*full).encode(), 1)
+            self._bases[key] = _Base(blob)
+        return full
 
-    def _render_base(self, backup: Backup) -> _Base:
+    def _render_base(self, backup: Backup) -> tuple[dict, tuple[dict, ...]]:
         values = self._values(backup)
         container = self._shapes.render(self._sidecar, values)
         volumes = tuple(self._shapes.render(self._volumes, values))
-        return _Base(container, volumes, _canonical(container, volumes))
+        return container, volumes
 
     def render_text(self, backup: Backup) -> tuple[dict, tuple[dict, ...]]:
         """The base render (container, volumes) the plain way, every value parsed as YAML:
