@@ -264,10 +264,13 @@ def bench_cycles(
         lists = list_requests(requests)
         ns_lists = shard_lists(emu, kubeconfig, shards)
         recording = str(tmp / f"replay-{size}.pickle")
-        crd = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/backups.backup.appscode.com"
-        out["recorded_bytes"] = record(emu.url, [(crd, None), *lists], recording)
+        crds = [
+            (f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}", None)
+            for name in ("backups.backup.appscode.com", "restores.backup.appscode.com")
+        ]  # a new controller (a shard's) checks both CRDs first
+        out["recorded_bytes"] = record(emu.url, [*crds, *lists], recording)
         if ns_lists:
-            record(emu.url, [(crd, None), *lists, *ns_lists], recording)
+            record(emu.url, [*crds, *lists, *ns_lists], recording)
         if restart_reps:
             out.update(bench_restart(kubeconfig, controller, restart_reps, size))
         if rss:
