@@ -48,7 +48,9 @@ GOALS = {
     "cycle_ratio_10k": ("<=", 1.3),
     "scale_ratio_10k_over_1k": ("<=", 11),
     "writes_steady": ("==", 0),
-    "requests_per_cycle": ("==", len(WORKLOAD_KINDS) + 1 + 1),  # kinds (5 + Backup) + 1
+    # LIST Backups + the 5 workload kinds + restik's RoleBindings, its per-Backup sidecar
+    # Roles (issue 13) and the Restores (issue 12): one LIST per kind, never per object
+    "requests_per_cycle": ("==", len(WORKLOAD_KINDS) + 4),
     "reaction_s_median": ("<=", 1.0),
     "reaction_s_median_10k": ("<=", 0.5),
     "reaction_ratio_10k_over_1k": ("<=", 1.5),
@@ -262,10 +264,13 @@ def bench_cycles(
         lists = list_requests(requests)
         ns_lists = shard_lists(emu, kubeconfig, shards)
         recording = str(tmp / f"replay-{size}.pickle")
-        crd = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/backups.backup.appscode.com"
-        out["recorded_bytes"] = record(emu.url, [(crd, None), *lists], recording)
+        crds = [
+            (f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}", None)
+            for name in ("backups.backup.appscode.com", "restores.backup.appscode.com")
+        ]  # a new controller (a shard's) checks both CRDs first
+        out["recorded_bytes"] = record(emu.url, [*crds, *lists], recording)
         if ns_lists:
-            record(emu.url, [(crd, None), *lists, *ns_lists], recording)
+            record(emu.url, [*crds, *lists, *ns_lists], recording)
         if restart_reps:
             out.update(bench_restart(kubeconfig, controller, restart_reps, size))
         if rss:
@@ -289,7 +294,8 @@ def bench_cycles(
             bad = [r for r in served if r[0] != "GET"]
             assert check.planned == 0 and not bad, f"replayed cycle is not steady: {check} {bad}"
             _, items = base.run()
-            assert items == check.backups + check.workloads + info["backups"], items
+            # a RoleBinding and a sidecar Role per Backup, no Restore
+            assert items == check.backups + check.workloads + 2 * info["backups"], items
             sharded = shard_controllers(replay_config, shards, replay, check, False)
             sharded += shard_controllers(replay_config, shards, replay, check, True)
             runs: dict[str, list[float]] = {"cycle": [], "base": []}
@@ -899,7 +905,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{ms_range(large['base_spread'])})",
         "scale_ratio_10k_over_1k": f"bare LISTs 10k/1k: {large['base_s'] / small['base_s']:.1f}",
         "writes_steady": "in a steady cycle at 1k and at 10k",
-        "requests_per_cycle": "LIST Backups + 5 workload kinds + RoleBindings; at 10k "
+        "requests_per_cycle": "LIST Backups + 5 workload kinds + RoleBindings + Roles + "
+        "Restores; at 10k "
         f"{large['requests_per_cycle']} requests: the same LISTs in pages of 500",
         "reaction_s_median": "runs: " + spread(f"{t:.2f}" for t in react["times_1k"]),
         "reaction_s_median_10k": "runs: " + spread(f"{t:.2f}" for t in react["times_10k"]),

@@ -270,7 +270,7 @@ def test_a_410_storm_costs_a_bounded_number_of_requests(cluster, kubeconfig, mon
 
 
 def test_watch_backoff_is_exponential_capped_and_jittered():
-    from reconciler.controller.loop import WATCH_BACKOFF_CAP, watch_backoff
+    from reconciler.controller.watches import WATCH_BACKOFF_CAP, watch_backoff
 
     assert [watch_backoff(n, rand=lambda: 1.0) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
     assert [watch_backoff(n, rand=lambda: 0.0) for n in (1, 2)] == [0.25, 0.5]

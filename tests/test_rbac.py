@@ -30,8 +30,12 @@ from tests.factories.kustomize import (
     CRD_CREATE_RIGHTS,
     GRANTED_ONLY_RIGHTS,
     KUSTOMIZE,
+    NAMESPACE,
+    SERVICE_ACCOUNT,
     _built,
+    effective_rights,
     find,
+    kustomize,
     overlay,
     rights,
 )
@@ -263,3 +267,35 @@ def test_only_backups_that_run_commands_get_pods_exec(spec):
     runs = rights(desired_role({"metadata": meta, "spec": spec}, ["Deployment/www"]))
     assert not any(r[1] == "pods/exec" for r in plain)
     assert runs - plain == {("", "pods/exec", "get", None), ("", "pods/exec", "create", None)}
+
+
+def test_a_shard_reading_its_namespaces_needs_only_the_sharded_overlays_rights(tmp_path):
+    """kustomize/overlays/sharded runs `--shard-lists namespace`: every call of such a shard
+    (the LIST of namespaces, one LIST per namespace and kind, its patches) is granted there,
+    and the LIST of namespaces is the one right it adds to a single controller's."""
+    from reconciler.controller.shard import Shard, ShardKube, shard_of
+    from reconciler.resources import crd_manifests
+    from tests.emulator import Emulator
+
+    objs = kustomize(KUSTOMIZE / "overlays" / "sharded")
+    granted = {r[1:] for r in effective_rights(objs, NAMESPACE, SERVICE_ACCOUNT)}
+    with Emulator() as emu:
+        kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig")
+        for crd in crd_manifests():  # the install applies them
+            emu.create(crd)
+        emu.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+        emu.create(backup())
+        emu.create(workload())
+        shard = Shard(3, shard_of(NS, 3))
+        settings = Settings(shards=3, shard_index=shard.index, shard_lists="namespace")
+        kube = ShardKube(Kube.connect(str(kubeconfig)), shard, per_namespace=True)
+        controller = Controller(kube, settings)
+        controller.cycle()
+        assert SIDECAR_NAME in containers(get(emu, "Deployment", "www"))
+        kube.expire_namespaces()
+        controller.cycle()
+        used = used_rights(emu.requests)
+    assert ("", "namespaces", "list", None) in used
+    assert {r for r in used if not allowed(r, granted)} == set()
+    single = controller_grants(_built("install"))
+    assert {r for r in used if not allowed(r, single)} == {("", "namespaces", "list", None)}

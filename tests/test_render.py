@@ -606,6 +606,102 @@ def test_libyaml_and_pure_loaders_read_every_render_alike(hostile, monkeypatch):
         except InvalidBackup:
             continue
         Renderer().render(b, "Deployment", hostile or "x")
+        Renderer().render_text(b)  # the plain way: the hostile value in the parsed text
     assert texts
     for text in texts:
         assert real(text) == module._to_data_pure(text)
+
+
+# ---------------------------------------------------------------- renders by shape
+
+
+@pytest.mark.parametrize("hostile", HOSTILE, ids=lambda h: repr(h)[:30])
+def test_a_render_by_shape_equals_the_plain_render(hostile):
+    """The renderer parses one text per template shape and fills the values in; the result is
+    exactly the plain render's (every value in the text, the text parsed as YAML)."""
+    renderer = Renderer(image=hostile or "x")
+    raws = [backup(), backup(resources={"limits": {"cpu": "2"}}, volume_name="other")]
+    for build, *_ in FIELDS.values():
+        raws.append(build(hostile))
+    for raw in raws:
+        try:
+            b = parse_backup(raw)
+        except InvalidBackup:
+            continue
+        assert renderer._render_base(b) == renderer.render_text(b)
+
+
+def test_a_template_shape_is_parsed_once_for_all_backups(monkeypatch):
+    from reconciler.controller import render as module
+
+    texts = []
+    real = module._to_data
+    monkeypatch.setattr(module, "_to_data", lambda text: texts.append(text) or real(text))
+    renderer = Renderer()
+    for i in range(20):
+        raw = backup(name=f"b{i}", secret=f"s{i}", path=f"/data/{i}")
+        renderer.render(parse_backup(raw), "StatefulSet", f"db{i}")
+    assert len(texts) == 2  # the sidecar's shape and the volumes' shape
+    # another shape (a remote repository: no repository volume) is parsed once more
+    renderer.render(parse_backup(backup(repository="s3:http://minio:9000/b")), "Deployment", "a")
+    assert len(texts) == 4
+
+
+@pytest.mark.parametrize(
+    "source, values",
+    [
+        # a value inside a longer scalar: not filled in, the plain render is used
+        ("a: x{{ v | tojson }}\nb: {{ w | tojson }}\n", {"v": "1", "w": [1, "2"]}),
+        ("{{ v | tojson }}: {{ w | tojson }}\n", {"v": "key", "w": None}),
+        # values whose YAML reading differs from JSON's stay in the text
+        ("a: {{ v | tojson }}\nb: {{ w | tojson }}\n", {"v": 1e20, "w": 1.5}),
+        ("a: {{ v | tojson }}\n", {"v": {"k": [True, 0, -3, "é😀"]}}),
+        ("a: {{ v | tojson }}\nb: {{ w | tojson }}\n", {"v": "\ud83d", "w": {"\ud83d": 1}}),
+        ("a: {{ v | tojson(indent=2) }}\n", {"v": {"x": 1}}),
+    ],
+)
+def test_shapes_fall_back_to_the_plain_render_where_a_fill_could_differ(source, values):
+    from reconciler.controller.render import Shapes, _environment, render_text
+
+    template = _environment().from_string(source)
+    try:
+        expected = render_text(template, values)
+    except Exception as exc:  # what the plain render refuses, the shaped one refuses too
+        with pytest.raises(type(exc)):
+            Shapes().render(template, values)
+        return
+    assert Shapes().render(template, values) == expected
+    assert Shapes().render(template, values) == expected  # from the kept parse
+
+
+def test_a_value_looking_like_a_token_is_only_a_value():
+    from reconciler.controller import render as module
+
+    shapes = module.Shapes()
+    template = module._environment().from_string("a: {{ v | tojson }}\nb: {{ w | tojson }}\n")
+    fake = f"{module._TOKEN}1@@"  # what a Backup cannot know: the token's random part
+    assert shapes.render(template, {"v": fake, "w": "x"}) == {"a": fake, "b": "x"}
+
+
+def test_only_the_last_renders_are_kept_whole_and_hashes_need_none():
+    """At 5,000 Backups the rendered containers were most of the controller's memory: only
+    the hash blob (compressed) stays per Backup, whole renders only for the last few."""
+    from reconciler.controller.render import FULL_RENDERS_KEPT
+
+    renderer = CountingRenderer()
+    backups = [parse_backup(backup(name=f"b{i}", secret=f"s{i}")) for i in range(100)]
+    for b in backups:
+        renderer.config_hash(b, "Deployment", "one")
+    assert renderer.renders == 100
+    assert len(renderer._full) == FULL_RENDERS_KEPT < 100
+    # a new workload of a Backup rendered long ago: its hash from the kept blob, no render
+    fresh = Renderer()
+    for b in backups[:5]:
+        for kind, name in (("StatefulSet", "db"), ("DaemonSet", "agent")):
+            assert renderer.config_hash(b, kind, name) == fresh.config_hash(b, kind, name)
+    assert renderer.renders == 100
+    # its whole render comes back on demand, the same as ever
+    out = renderer.render(backups[0], "Deployment", "two")
+    assert renderer.renders == 101
+    assert out == fresh.render(backups[0], "Deployment", "two")
+    assert out.config_hash == config_hash(out.container, out.volumes)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import random
 import signal
 import threading
 import time
@@ -20,6 +19,7 @@ from reconciler.controller.relevance import IRRELEVANT, RELEVANT, Relevance, fin
 from reconciler.controller.shard import Shard, ShardKube
 from reconciler.controller.single import plans_change, reconcile_workload
 from reconciler.controller.stats import CycleStats
+from reconciler.controller.watches import WATCH_TIMEOUT, WATCH_TIMEOUT_LEADER_ELECT, Watch
 from reconciler.kube.client import ApiError, Kube
 from reconciler.kube.lease import LeaderElector
 from reconciler.logs import setup_logging
@@ -240,72 +240,23 @@ class Loop:
         c = self.controller
         paths = [(c.backups_path, None, None)] if c.crd_ready else []
         paths += [(path, CONFIG_LABEL, kind) for kind, _, path in c.workload_paths()]
-        for path, selector, kind in paths:
-            self._start(self._watch, path, selector, kind)
-
-    def _watch(self, path: str, selector: str | None, kind: str | None = None) -> None:
-        """Hand every change not made by this controller to the loop (``_event``: a full
-        cycle, one workload, or nothing); resume after errors.
-
-        A failed watch (an ERROR event, an error answer, a dropped connection) is retried
-        after an exponential, capped, jittered backoff, never at once. A 410 Gone means the
-        resourceVersion left the server's watch cache: the loop is woken to relist, and the
-        watch resumes from that LIST's resourceVersion (or from "" if none is newer). While
-        this replica is not the leader it does not watch at all.
-        """
-        kube = self.controller.kube
-        rv = self.controller.last_resource_versions.get(path, "")
-        failures = 0
         timeout = WATCH_TIMEOUT_LEADER_ELECT if self.settings.leader_elect else WATCH_TIMEOUT
-        while not self.stop.is_set():
-            if not self._leading():
-                self.stop.wait(1.0)
-                rv = None  # resume from the next cycle's LIST once leader again
-                continue
-            if rv is None:
-                rv = self.controller.last_resource_versions.get(path, "")
-            gone = failed = False
-            started = time.monotonic()
-            events = 0
-            try:
-                for event in kube.watch(path, rv, selector, timeout_s=timeout):
-                    if self.stop.is_set() or not self._leading():
-                        break
-                    obj = event.get("object") or {}
-                    if event.get("type") == "ERROR":
-                        failed = True
-                        gone = obj.get("code") == 410
-                        log.info("watch %s: %s", path, obj.get("message") or obj.get("reason"))
-                        break
-                    events += 1
-                    failures = 0
-                    new_rv = (obj.get("metadata") or {}).get("resourceVersion")
-                    if new_rv:
-                        rv = new_rv
-                    if event.get("type") == "BOOKMARK":
-                        continue
-                    if new_rv in self.controller.own_writes:
-                        if kind is not None and event.get("type") != "DELETED":
-                            self._remember(kind, obj)  # what restik wrote is what it saw
-                        continue
-                    self._event(kind, event.get("type"), obj)
-                else:
-                    # the server ended the watch: normal at its timeout, a fault when at once
-                    failed = events == 0 and time.monotonic() - started < 1.0
-            except ApiError as exc:
-                log.debug("watch %s: %s", path, exc)
-                failed = True
-                gone = exc.status == 410
-            if not failed:
-                continue
-            failures += 1
-            stale = rv
-            if gone:
-                self._request_full()  # relist: events may have been missed
-            self.stop.wait(watch_backoff(failures))
-            if gone:
-                listed = self.controller.last_resource_versions.get(path, "")
-                rv = listed if listed != stale else ""
+        for path, selector, kind in paths:
+            watch = Watch(
+                c.kube,
+                path,
+                selector,
+                kind,
+                stop=self.stop,
+                listed=lambda p: self.controller.last_resource_versions.get(p, ""),
+                own_writes=c.own_writes,
+                on_event=self._event,
+                on_own=self._remember,
+                on_gone=self._request_full,
+                leading=self._leading,
+                timeout=timeout,
+            )
+            self._start(watch.follow)
 
     def _remember(self, kind: str, obj: dict) -> None:
         meta = obj.get("metadata") or {}
@@ -326,20 +277,6 @@ MAX_PENDING = 100
 MAX_PENDING_UNKNOWN = 1000
 RELEVANCE_LIMIT = 20_000  # per-workload fingerprints kept (least recently seen dropped)
 RESTART_POLL = 5.0
-WATCH_TIMEOUT = 300
-# With leader election a watch is at most this long, so a replica that lost the Lease stops
-# watching within it (a blocked read cannot be interrupted from another thread).
-WATCH_TIMEOUT_LEADER_ELECT = 60
-WATCH_BACKOFF_BASE = 0.5
-WATCH_BACKOFF_CAP = 30.0
-
-
-def watch_backoff(failures: int, rand=random.random) -> float:
-    """Seconds before watching again after ``failures`` failures in a row: exponential from
-    WATCH_BACKOFF_BASE, capped at WATCH_BACKOFF_CAP, with jitter (50-100 %) so that the
-    watches of many replicas and kinds do not come back in step."""
-    ceiling = min(WATCH_BACKOFF_CAP, WATCH_BACKOFF_BASE * 2 ** max(0, failures - 1))
-    return ceiling * (0.5 + rand() / 2)
 
 
 def main(args: argparse.Namespace) -> int:

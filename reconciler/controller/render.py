@@ -5,12 +5,17 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import secrets
+import zlib
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import jinja2
+import jinja2.filters
 from ruamel.yaml import YAML
 
 from reconciler import __version__
@@ -51,12 +56,14 @@ def templates_dir() -> Path:
 
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # noqa: S701 - YAML, not HTML: every value goes through tojson
         keep_trailing_newline=True,
     )
+    env.filters["tojson"] = _tojson_or_token
+    return env
 
 
 _yaml = YAML(typ="safe", pure=True)
@@ -107,6 +114,142 @@ def _join_surrogates(value):
     return value
 
 
+# ------------------------------------------------------------ renders by shape
+# Parsing a render's YAML is most of its cost (a sidecar container is ~370 nodes, ~1-4 ms
+# with libyaml's parser and PyYAML's constructor), yet Backups differ only in the values the
+# templates pass through tojson. So a render by shape (Shapes.render) passes each such value
+# out of band, writing a token in its place: the text then depends only on the template's
+# structure (its conditionals and loops), is parsed once per distinct text, and each render
+# fills the values into a copy of that parse. A value reaches the data exactly as the YAML
+# parse of its tojson text would give it: only "plain" values take a token (strings, ints,
+# booleans, None, lists and string-keyed mappings of those; no float, whose YAML 1.1 reading
+# can differ from JSON's, and no string with a surrogate or DEL, which YAML reads
+# differently or refuses); any other value is written into the text as before.
+_SINK = "_restik_value_sink"
+_TOKEN = f"@@restik-value-{secrets.token_hex(8)}-"  # random: no value can look like one
+_NOT_PLAIN_CHARS = re.compile("[\ud800-\udfff\x7f]")
+_SHAPES_MAX = 64  # distinct texts kept per renderer (a handful in practice)
+
+
+@jinja2.pass_context
+def _tojson_or_token(ctx, value, indent=None):
+    """``tojson``, or in a render by shape (a sink in the context) a token for a plain value,
+    the value itself going to the sink."""
+    sink = ctx.get(_SINK)
+    if sink is None or indent is not None or not _plain(value):
+        return jinja2.filters.do_tojson(ctx.eval_ctx, value, indent)
+    sink.append(value)
+    return f'"{_TOKEN}{len(sink) - 1}@@"'  # autoescape is off: a str is written as is
+
+
+def _plain(value) -> bool:
+    if isinstance(value, str):
+        return _NOT_PLAIN_CHARS.search(value) is None
+    if value is None or isinstance(value, bool | int):
+        return True
+    if isinstance(value, list | tuple):
+        return all(_plain(v) for v in value)
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _plain(k) and _plain(v) for k, v in value.items())
+    return False
+
+
+def _normal(value):
+    """A plain value as the YAML parse of its JSON gives it: built-in types, lists, dicts."""
+    if isinstance(value, str):
+        return str.__str__(value) if type(value) is not str else value
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, list | tuple):
+        return [_normal(v) for v in value]
+    return {str.__str__(k): _normal(v) for k, v in value.items()}
+
+
+def _skeleton(data, count: int):
+    """``data`` (the parse of a text with ``count`` tokens) when every token in it is a whole
+    scalar, once each; None when one is inside a longer string or a key (then the values
+    cannot be filled in as their YAML reading)."""
+    seen: list[int] = []
+
+    def walk(node) -> bool:
+        if isinstance(node, str):
+            if _TOKEN not in node:
+                return True
+            index = _token_index(node)
+            if index is None:
+                return False
+            seen.append(index)
+            return True
+        if isinstance(node, dict):
+            return all(_TOKEN not in k and walk(v) for k, v in node.items())
+        if isinstance(node, list):
+            return all(walk(v) for v in node)
+        return True
+
+    if not walk(data) or sorted(seen) != list(range(count)):
+        return None
+    return data
+
+
+def _token_index(text: str) -> int | None:
+    if text.startswith(_TOKEN) and text.endswith("@@"):
+        digits = text[len(_TOKEN) : -2]
+        if digits.isdigit() and f"{_TOKEN}{int(digits)}@@" == text:
+            return int(digits)
+    return None
+
+
+def _filler(node):
+    """A function of the values that builds a copy of the skeleton ``node`` with each token
+    replaced by its value; None when ``node`` holds no token (it is then shared as it is:
+    renders are never changed in place, Renderer.render hands out deep copies)."""
+    if isinstance(node, str):
+        index = _token_index(node)
+        if index is None:
+            return None
+        return lambda values: _normal(values[index])
+    if isinstance(node, dict):
+        parts = [(k, v, _filler(v)) for k, v in node.items()]
+        if all(f is None for _, _, f in parts):
+            return None
+        return lambda values: {k: v if f is None else f(values) for k, v, f in parts}
+    if isinstance(node, list):
+        items = [(v, _filler(v)) for v in node]
+        if all(f is None for _, f in items):
+            return None
+        return lambda values: [v if f is None else f(values) for v, f in items]
+    return None
+
+
+class Shapes:
+    """Renders of templates by shape (see above); the parses kept per text, bounded."""
+
+    def __init__(self):
+        self._parsed: dict[str, tuple] = {}  # text -> (skeleton or None, its filler)
+
+    def render(self, template: jinja2.Template, values: Mapping):
+        sink: list = []
+        text = template.render({**values, _SINK: sink})
+        shape = self._parsed.get(text)
+        if shape is None:
+            if len(self._parsed) >= _SHAPES_MAX:
+                self._parsed.clear()
+            skeleton = _skeleton(_to_data(text), len(sink))
+            filler = _filler(skeleton) if skeleton is not None else None
+            shape = self._parsed[text] = (skeleton, filler)
+        skeleton, filler = shape
+        if skeleton is None:
+            return render_text(template, values)
+        return skeleton if filler is None else filler(sink)
+
+
+def render_text(template: jinja2.Template, values: Mapping):
+    """A template's render as data the plain way: every value in the text, the text parsed."""
+    return _to_data(template.render(values))
+
+
 def _canonical(container: dict, volumes: tuple[dict, ...] | list[dict]) -> str:
     return json.dumps(
         {"container": container, "volumes": list(volumes)}, sort_keys=True, separators=(",", ":")
@@ -132,20 +275,28 @@ GROUP_PLACEHOLDER = f"@@restik-group-{_NONCE}@@"
 
 @dataclass(frozen=True)
 class _Base:
-    """One Backup's rendering, with the workload and the sidecar's user left open."""
+    """What is kept of one Backup's rendering for as long as the Backup exists: the canonical
+    JSON that config_hash() hashes (placeholders included), zlib-compressed (~7 KiB to
+    ~1 KiB: its ~40 backend variables repeat the Secret's name), and the hashes made from
+    it. The rendered container itself (~25 KiB of dicts) is kept only for the last
+    FULL_RENDERS_KEPT Backups: at 5,000 Backups all of them would be most of the
+    controller's memory, and a steady cycle needs only the hashes."""
 
-    container: dict
-    volumes: tuple[dict, ...]
-    blob: str  # the canonical JSON that config_hash() would hash, placeholders included
+    blob: bytes
     hashes: dict = field(default_factory=dict)  # (kind, name, user, group) -> hash, on demand
+
+
+BASES_KEPT = 50_000  # Backups come and go; never grow without bound
+FULL_RENDERS_KEPT = 64  # least recently used dropped (a workload's render is one Backup's)
 
 
 class Renderer:
     """Renders the templates once per Backup (and image); workloads only fill in their name
     and the sidecar's user.
 
-    Most cycles change nothing, so the hot path is ``config_hash``: string replacements and
-    a SHA-256 per workload, no template, no YAML.
+    Most cycles change nothing, so the hot path is ``config_hash``: a dict lookup per
+    workload once its hash is known, else string replacements and a SHA-256; no template,
+    no YAML.
     """
 
     def __init__(self, image: str = DEFAULT_IMAGE):
@@ -154,6 +305,9 @@ class Renderer:
         self._sidecar = env.get_template("sidecar.yaml.j2")
         self._volumes = env.get_template("volumes.yaml.j2")
         self._bases: dict[str, _Base] = {}
+        self._full: OrderedDict[str, tuple[dict, tuple[dict, ...]]] = OrderedDict()
+        self._blob: tuple[str | None, str] = (None, "")  # the last blob decompressed
+        self._shapes = Shapes()
 
     def config_hash(
         self,
@@ -165,19 +319,26 @@ class Renderer:
         """``app``: who the workload's container with the source volume runs as
         (reconciler.controller.pod.app_user); it decides the sidecar's user, so it is in
         the hash."""
-        base = self._base(backup)
+        key = backup.render_key
+        base = self._bases.get(key)
+        if base is None:
+            self._full_render(backup)
+            base = self._bases[key]
         user, group = sidecar_user(backup, app)
-        key = (workload_kind, workload_name, user, group)
-        hit = base.hashes.get(key)
+        hkey = (workload_kind, workload_name, user, group)
+        hit = base.hashes.get(hkey)
         if hit is None:
+            if self._blob[0] != key:
+                self._blob = (key, zlib.decompress(base.blob).decode())
             ref = json.dumps(f"{workload_kind}/{workload_name}")[1:-1]
             blob = (
-                base.blob.replace(WORKLOAD_PLACEHOLDER, ref)
+                self._blob[1]
+                .replace(WORKLOAD_PLACEHOLDER, ref)
                 .replace(f'"{USER_PLACEHOLDER}"', str(user))
                 .replace(f'"{GROUP_PLACEHOLDER}"', str(group))
             )
             hit = hashlib.sha256(blob.encode()).hexdigest()[:16]
-            base.hashes[key] = hit
+            base.hashes[hkey] = hit
         return hit
 
     def render(
@@ -187,27 +348,48 @@ class Renderer:
         workload_name: str,
         app: AppUser = UNKNOWN_USER,
     ) -> Rendered:
-        base = self._base(backup)
+        base_container, base_volumes = self._full_render(backup)
         ref = f"{workload_kind}/{workload_name}"
-        container = copy.deepcopy(base.container)
+        container = copy.deepcopy(base_container)
         container["args"] = [ref if a == WORKLOAD_PLACEHOLDER else a for a in container["args"]]
         security = container["securityContext"]
         security["runAsUser"], security["runAsGroup"] = sidecar_user(backup, app)
-        volumes = copy.deepcopy(base.volumes)
+        volumes = copy.deepcopy(base_volumes)
         config = self.config_hash(backup, workload_kind, workload_name, app)
         return Rendered(container, volumes, config)
 
-    def _base(self, backup: Backup) -> _Base:
+    def _full_render(self, backup: Backup) -> tuple[dict, tuple[dict, ...]]:
+        """The Backup's container and volumes with the workload left open (never changed in
+        place: render() copies them); its _Base made on the way."""
         key = backup.render_key
-        base = self._bases.get(key)
-        if base is None:
-            if len(self._bases) > 50_000:  # Backups come and go; never grow without bound
+        full = self._full.get(key)
+        if full is None:
+            full = self._full[key] = self._render_base(backup)
+            if len(self._full) > FULL_RENDERS_KEPT:
+                self._full.popitem(last=False)
+        else:
+            self._full.move_to_end(key)
+        if key not in self._bases:
+            if len(self._bases) > BASES_KEPT:
                 self._bases.clear()
-            base = self._bases[key] = self._render_base(backup)
-        return base
+            blob = zlib.compress(_canonical(*full).encode(), 1)
+            self._bases[key] = _Base(blob)
+        return full
 
-    def _render_base(self, backup: Backup) -> _Base:
-        values = {
+    def _render_base(self, backup: Backup) -> tuple[dict, tuple[dict, ...]]:
+        values = self._values(backup)
+        container = self._shapes.render(self._sidecar, values)
+        volumes = tuple(self._shapes.render(self._volumes, values))
+        return container, volumes
+
+    def render_text(self, backup: Backup) -> tuple[dict, tuple[dict, ...]]:
+        """The base render (container, volumes) the plain way, every value parsed as YAML:
+        what a render by shape must equal (tests compare them)."""
+        values = self._values(backup)
+        return render_text(self._sidecar, values), tuple(render_text(self._volumes, values))
+
+    def _values(self, backup: Backup) -> dict:
+        return {
             "backup": backup,
             "image": self.image,
             "container_name": SIDECAR_NAME,
@@ -227,9 +409,6 @@ class Renderer:
             "password_key": SECRET_PASSWORD_KEY,
             "secret_env": SECRET_ENV,
         }
-        container = _to_data(self._sidecar.render(values))
-        volumes = tuple(_to_data(self._volumes.render(values)))
-        return _Base(container, volumes, _canonical(container, volumes))
 
 
 def sidecar_user(backup: Backup, app: AppUser = UNKNOWN_USER) -> tuple[int, int]:
