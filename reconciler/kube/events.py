@@ -3,6 +3,7 @@ a Backup or a workload) and the sidecar's run reports; one setter of a status co
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -41,6 +42,25 @@ def backup_event(backup: Mapping, *, absent: str | None = None, kind: str = KIND
         "resourceVersion": meta.get("resourceVersion", absent),
     }
     return object_event(involved, **fields)
+
+
+def warning_event(
+    obj: Mapping, reason: str, message: str, now: str, component: str, kind: str = KIND
+) -> dict:
+    """A Warning Event on a restik object (a Backup, or ``kind``), named
+    "<name>.<hash of time, reason, message>": never the sidecar's "<name>-<n>"."""
+    suffix = hashlib.sha256(f"{now}/{reason}/{message}".encode()).hexdigest()[:16]
+    name = (obj.get("metadata") or {}).get("name")
+    return backup_event(
+        obj,
+        name=f"{name}.{suffix}",
+        reason=reason,
+        message=message,
+        warning=True,
+        now=now,
+        component=component,
+        kind=kind,
+    )
 
 
 def object_event(

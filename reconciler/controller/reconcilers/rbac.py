@@ -16,7 +16,7 @@ from reconciler.controller.actions import (
     DeleteObject,
     ReplaceObject,
 )
-from reconciler.controller.reconcilers.status import warning_event
+from reconciler.kube.events import warning_event
 from reconciler.kube.lease import lease_name
 from reconciler.kube.resource import ROLEBINDINGS, ROLES
 

@@ -5,7 +5,6 @@ Warning Events, which need the status patch (its message says they were sent).""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 
 from reconciler.api.constants import RESTORE_CONTAINER, RESTORE_KIND
@@ -23,7 +22,7 @@ from reconciler.controller.actions import (
 from reconciler.controller.patch import merge_patch
 from reconciler.controller.reconcilers.restores import RestoreActions, job_name
 from reconciler.controller.rollout import needs_manual_restart
-from reconciler.kube.events import backup_event
+from reconciler.kube.events import warning_event
 from reconciler.kube.resource import JOBS, ROLEBINDINGS
 
 RESTORE_IN = "restore-in"
@@ -101,16 +100,6 @@ def restore_actions(
             )
         )
     for reason, message in acts.events:
-        suffix = hashlib.sha256(f"{now}/{reason}/{message}".encode()).hexdigest()[:16]
-        event = backup_event(
-            raw,
-            name=f"{name}.{suffix}",
-            reason=reason,
-            message=message,
-            warning=True,
-            now=now,
-            component=component,
-            kind=RESTORE_KIND,
-        )
+        event = warning_event(raw, reason, message, now, component, RESTORE_KIND)
         out.append(CreateEvent(event, f"Restore {ns}/{name}", reason, status_key))
     return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -11,7 +10,7 @@ from reconciler.api.constants import CONFIG_LABEL
 from reconciler.controller.actions import CreateEvent, PatchStatus
 from reconciler.controller.podtemplate import WorkloadRef
 from reconciler.controller.rollout import PENDING
-from reconciler.kube.events import backup_event, clip
+from reconciler.kube.events import clip, warning_event
 
 if TYPE_CHECKING:  # plan imports reconcilers.rbac, which makes its Events here
     from reconciler.controller.plan import Plan
@@ -142,21 +141,6 @@ def is_new_problem(raw: Mapping, patch: Mapping | None) -> bool:
         new["status"],
         new["reason"],
         new["message"],
-    )
-
-
-def warning_event(raw: Mapping, reason: str, message: str, now: str, component: str) -> dict:
-    """A Warning Event on the Backup. Its name never collides with the sidecar's <name>-<n>."""
-    suffix = hashlib.sha256(f"{now}/{reason}/{message}".encode()).hexdigest()[:16]
-    name = (raw.get("metadata") or {}).get("name")
-    return backup_event(
-        raw,
-        name=f"{name}.{suffix}",
-        reason=reason,
-        message=message,
-        warning=True,
-        now=now,
-        component=component,
     )
 
 
