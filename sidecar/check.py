@@ -15,16 +15,10 @@ from datetime import UTC, datetime, timedelta
 
 from reconciler.api.backup import Backup
 from reconciler.kube.client import Kube
-from reconciler.kube.events import MAX_MESSAGE, backup_event, clip, rfc3339
+from reconciler.kube.events import MAX_MESSAGE, clip, rfc3339
 from sidecar import restic
 from sidecar.outcome import SECRET_MISSING, Outcome, missing_password
-from sidecar.report import (
-    COMPONENT,
-    MAX_RUN_MESSAGE,
-    BackupGone,
-    claim_and_report,
-    format_duration,
-)
+from sidecar.report import BackupGone, claim_and_report, outcome_event, run_entry
 from sidecar.repository import Repository
 from sidecar.restic import Context, Failure
 from sidecar.runner import Result, Runner
@@ -95,14 +89,7 @@ def failure_message(result: Result, failure: Failure) -> str:
 
 
 def check_entry(n: int, outcome: Outcome, started: datetime, host: str, subset: str | None) -> dict:
-    entry = {
-        "number": n,
-        "result": "Success" if outcome.success else "Failed",
-        "time": rfc3339(started),
-        "duration": format_duration(outcome.duration),
-        "host": host,
-        "message": clip(outcome.message, MAX_RUN_MESSAGE),
-    }
+    entry = run_entry(n, outcome, started, host)  # a check's outcome has no snapshot
     if subset:
         entry["readDataSubset"] = subset
     return entry
@@ -120,19 +107,9 @@ def check_status_patch(
 def check_event(
     backup: Mapping, n: int, outcome: Outcome, now: datetime, host: str, instance: str
 ) -> dict:
-    return backup_event(
-        backup,
-        name=f"{backup['metadata']['name']}-check-{n}",
-        reason=CHECK_SUCCEEDED if outcome.success else CHECK_FAILED,
-        message=outcome.message,
-        warning=not outcome.success,
-        now=rfc3339(now),
-        component=COMPONENT,
-        host=host,
-        instance=instance,
-        labels={"app.kubernetes.io/managed-by": COMPONENT},
-        absent="",
-    )
+    name = f"{backup['metadata']['name']}-check-{n}"
+    reason = CHECK_SUCCEEDED if outcome.success else CHECK_FAILED
+    return outcome_event(backup, name, reason, outcome, now, host, instance)
 
 
 def report_check(

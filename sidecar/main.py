@@ -261,8 +261,8 @@ class Sidecar:
         """spec.check in the run thread (after a backup that is running: never both at
         once), by the pod that prunes only: one check per repository."""
         backup = self.schedule.backup
-        if backup is None or backup.check is None:
-            return
+        if backup is None or backup.paused or backup.check is None:
+            return  # paused or changed while the check waited
         for lease in (self.lease, self.prune_lease):
             if lease is not None and not lease.holding:
                 log.debug("not the holder of Lease %s: another pod checks", lease.name)

@@ -128,10 +128,26 @@ def run_status_patch(
 def event_body(
     backup: Mapping, n: int, outcome: Outcome, now: datetime, host: str, instance: str
 ) -> dict:
+    name = f"{backup['metadata']['name']}-{n}"
+    reason = "Success" if outcome.success else "Failed"
+    return outcome_event(backup, name, reason, outcome, now, host, instance)
+
+
+def outcome_event(
+    backup: Mapping,
+    name: str,
+    reason: str,
+    outcome: Outcome,
+    now: datetime,
+    host: str,
+    instance: str,
+) -> dict:
+    """The Event ``name`` on the Backup about a run (or check) that ended with ``outcome``:
+    Warning when it failed."""
     return backup_event(
         backup,
-        name=f"{backup['metadata']['name']}-{n}",
-        reason="Success" if outcome.success else "Failed",
+        name=name,
+        reason=reason,
         message=outcome.message,
         warning=not outcome.success,
         now=rfc3339(now),

@@ -19,7 +19,7 @@ from sidecar.outcome import Outcome
 from sidecar.restic import Context, Failure
 from sidecar.runner import Result
 from sidecar.scheduler import Scheduler
-from tests.factories import PASSWORD, backup, needs_restic, restic, wait_for
+from tests.factories import PASSWORD, backup, needs_restic, restic, statefulset_pod, wait_for
 from tests.factories import WATCH_NS as NS
 
 CTX = Context(host="db-0", cache_dir="/restik/cache")
@@ -279,29 +279,13 @@ def test_a_healthy_repository_checks_ok_and_a_damaged_one_fails_with_restics_rea
     assert sc.terminate() == 0
 
 
-def _pod(name: str) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": NS,
-            "ownerReferences": [
-                {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "u-db",
-                 "controller": True},
-            ],
-        },
-        "spec": {"containers": [{"name": "app", "image": "x"}], "nodeName": "node-a"},
-    }  # fmt: skip
-
-
 @needs_restic
 @pytest.mark.slow
 def test_only_the_pod_that_prunes_checks_and_never_during_its_backup(world):
     # both on the same 2-second cron: the check waits for the backup, never beside it
     world.backup(schedule="*/2 * * * * *", check={"schedule": "*/2 * * * * *"})
     for name in ("db-0", "db-1"):
-        world.emu.create(_pod(name))
+        world.emu.create(statefulset_pod(name))
     sidecars = {
         name: world.sidecar("--lease-duration", "30s", "--lock-wait", "60s", pod=name)
         for name in ("db-0", "db-1")

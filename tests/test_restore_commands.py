@@ -15,7 +15,15 @@ from reconciler.cli import build_parser
 from reconciler.restores import backup_now, snapshots
 from sidecar.follow import pending_trigger
 from sidecar.report import served_trigger_patch
-from tests.factories import PASSWORD, RESTIC, WATCH_NS, backup_object, needs_restic, restic
+from tests.factories import (
+    PASSWORD,
+    RESTIC,
+    WATCH_NS,
+    backup_object,
+    needs_restic,
+    restic,
+    statefulset_pod,
+)
 
 
 def cli(argv: list[str], module) -> tuple[int, str, str]:
@@ -383,24 +391,13 @@ def _statefulset(name: str, replicas: int) -> dict:
     }  # fmt: skip
 
 
-def _pod(name: str, owner: str) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": WATCH_NS, "labels": {"app": owner},
-                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
-                                          "name": owner, "uid": "u-db", "controller": True}]},
-        "spec": {"containers": [{"name": "app", "image": "x"}], "nodeName": "node-a"},
-    }  # fmt: skip
-
-
 @needs_restic
 @pytest.mark.slow
 def test_backup_now_wait_waits_for_every_pod_of_a_statefulset(world):
     world.backup(schedule="@every 1h")
     world.emu.create(_statefulset("db", 3))
     for name in ("db-0", "db-1", "db-2"):
-        world.emu.create(_pod(name, "db"))
+        world.emu.create(statefulset_pod(name))
     kubeconfig = str(world.tmp / "kubeconfig")
     args = ["backup-now", "www", "-n", WATCH_NS, "--kubeconfig", kubeconfig, "--wait"]
     # two of three sidecars: the request is not served until the third pod's is
@@ -430,7 +427,7 @@ def test_backup_now_wait_exits_1_naming_the_pods_whose_run_failed(world):
     world.backup(schedule="@every 1h")
     world.emu.create(_statefulset("db", 2))
     for name in ("db-0", "db-1"):
-        world.emu.create(_pod(name, "db"))
+        world.emu.create(statefulset_pod(name))
     world.sidecar("--lock-wait", "60s", pod="db-0")
     world.sidecar("--lock-wait", "60s", pod="db-1", password="not-the-password")
     kubeconfig = str(world.tmp / "kubeconfig")

@@ -405,6 +405,24 @@ class Sidecar:
             self.log_file.close()
 
 
+def statefulset_pod(name: str, owner: str = "db", namespace: str = WATCH_NS) -> dict:
+    """A pod of StatefulSet ``owner`` (its controller ownerReference), as a sidecar reads it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app": owner},
+            "ownerReferences": [
+                {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": owner,
+                 "uid": f"u-{owner}", "controller": True},
+            ],
+        },
+        "spec": {"containers": [{"name": "app", "image": "x"}], "nodeName": "node-a"},
+    }  # fmt: skip
+
+
 def wait_for(cond, timeout, sidecars=()):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
