@@ -15,16 +15,18 @@ from reconciler.controller.dumptargets import dump_targets
 from reconciler.controller.observe import selector_string
 from reconciler.controller.pod import UNKNOWN_USER, AppUser
 from reconciler.controller.podtemplate import WorkloadRef
-from reconciler.controller.reconcilers.restores import (
+from reconciler.controller.reconcilers.restore_executor import render_executor
+from reconciler.controller.reconcilers.restore_job import (
     EXEC_CLUSTER_ROLE,
-    RestoreActions,
-    _pending,
-    _set,
     executor_job,
+    restore_rolebinding,
+)
+from reconciler.controller.reconcilers.restore_result import (
+    RestoreActions,
     expected_hosts,
     fail_with_job,
-    render_executor,
-    restore_rolebinding,
+    pending,
+    set_status,
 )
 
 # The Job's user when the repository is remote: it writes nothing but restic's cache (an
@@ -35,7 +37,7 @@ NON_ROOT = AppUser(65532, 65532)
 
 def _invalid(acts: RestoreActions, status: Mapping, new: dict, restore: Restore, text: str):
     message = f"Restore {restore.namespace}/{restore.name}: {text}"
-    return _set(acts, status, {**new, "phase": "Invalid", "message": message})
+    return set_status(acts, status, {**new, "phase": "Invalid", "message": message})
 
 
 def plan_dump(
@@ -69,21 +71,21 @@ def plan_dump(
         )
         return _invalid(acts, status, new, restore, text)
     if workload is None:
-        return _pending(
+        return pending(
             acts, status, new, f"{restore.target} not found in namespace {restore.namespace}"
         )
     if job is not None:
         fail_with_job(acts, status, new, restore, job, pods, now)  # pods: the Job's
-        return _set(acts, status, new)
+        return set_status(acts, status, new)
     kind = str(workload.get("kind"))
     name = str((workload.get("metadata") or {}).get("name"))
     ref = WorkloadRef(kind, restore.namespace, name)
     why = _not_ready(ref, workload, pods)
     if why:
-        return _pending(acts, status, new, why)
+        return pending(acts, status, new, why)
     selector = selector_string(workload, kind)
     if not selector:
-        return _pending(acts, status, new, f"{ref} has no pod selector")
+        return pending(acts, status, new, f"{ref} has no pod selector")
     user = UNKNOWN_USER
     if backup.run_as_user is not None:
         user = AppUser(backup.run_as_user, backup.run_as_group)
@@ -108,7 +110,7 @@ def plan_dump(
             f"Job {acts.job['metadata']['name']} pipes the dump into "
             f"`{' '.join(restore.command.command)}` in the pods of {ref}"
         )
-    return _set(acts, status, new)
+    return set_status(acts, status, new)
 
 
 def _not_ready(ref: WorkloadRef, workload: Mapping, pods: list[Mapping]) -> str:

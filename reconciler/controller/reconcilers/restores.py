@@ -6,7 +6,6 @@ Warning Events. No I/O, no clock (``now`` is given)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from reconciler.api.backup import Backup, InvalidBackup
@@ -15,6 +14,7 @@ from reconciler.api.restore import FINISHED, InvalidRestore, Restore, parse_rest
 from reconciler.controller.pod import app_user
 from reconciler.controller.podtemplate import WorkloadError, WorkloadRef
 from reconciler.controller.reconcilers.rbac import service_account
+from reconciler.controller.reconcilers.restore_dump import plan_dump
 from reconciler.controller.reconcilers.restore_executor import (
     RESTORE_ANNOTATION,
     executor_hash,
@@ -39,9 +39,15 @@ from reconciler.controller.reconcilers.restore_pods import (
     dead_hosts,
     fail_hosts,
     restore_restart,
-    stuck_job,
 )
-from reconciler.kube.events import clip, rfc3339, with_condition
+from reconciler.controller.reconcilers.restore_result import (
+    RestoreActions,
+    expected_hosts,
+    fail_with_job,
+    pending,
+    set_status,
+)
+from reconciler.kube.events import clip, rfc3339
 
 __all__ = [
     "EXEC_CLUSTER_ROLE",
@@ -64,39 +70,7 @@ __all__ = [
 ]
 
 
-@dataclass
-class RestoreActions:
-    status: dict | None = None  # fields to merge into status (None: nothing to write)
-    workload: tuple[WorkloadRef, Mapping, Mapping] | None = None  # (ref, before, after)
-    job: dict | None = None  # to create
-    rolebinding: dict | None = None  # to create when absent
-    exec_rolebinding: dict | None = None  # the same, for a dump Restore's pods/exec
-    events: list[tuple[str, str]] = field(default_factory=list)  # Warning (reason, message)
-    phase: str | None = None  # the phase after this plan (for the metric)
-    evict: tuple[WorkloadRef, str] | None = None  # a pod to restart for the init container
-    delete_job: bool = False  # the Job is stuck for good: deleted with its pod
-    restarting: bool = False  # pods of the workload still to be restarted by restik
-
-
 # --- the plan --------------------------------------------------------------------------------
-
-
-def expected_hosts(workload: Mapping, pods: Iterable[Mapping]) -> set[str] | None:
-    """The hosts of a StatefulSet (its ordinals) or DaemonSet (its pods' nodes) that must
-    each be restored; None for the single-host kinds."""
-    kind = workload.get("kind")
-    name = (workload.get("metadata") or {}).get("name")
-    if kind == "StatefulSet":
-        replicas = (workload.get("spec") or {}).get("replicas")
-        replicas = replicas if isinstance(replicas, int) else 1
-        return {f"{name}-{i}" for i in range(replicas)}
-    if kind == "DaemonSet":
-        return {
-            str((p.get("spec") or {}).get("nodeName"))
-            for p in pods
-            if (p.get("spec") or {}).get("nodeName")
-        }
-    return None
 
 
 def plan_restore(
@@ -119,7 +93,7 @@ def plan_restore(
     try:
         restore = parse_restore(raw)
     except InvalidRestore as exc:
-        return _set(acts, status, {"phase": "Invalid", "message": clip(str(exc))})
+        return set_status(acts, status, {"phase": "Invalid", "message": clip(str(exc))})
     pods = list(pods)
     new: dict = {}
     if status.get("target") != restore.target:
@@ -130,22 +104,20 @@ def plan_restore(
             _take_out(acts, workload, restore)  # one rollout in, one out
         elif workload is not None and pods_seen:
             _restart(acts, workload, pods, restore, finished=True)
-        return _set(acts, status, new)
+        return set_status(acts, status, new)
     if backup is None or isinstance(backup, InvalidBackup):
         why = (
             f"Backup {restore.namespace}/{restore.backup} not found"
             if backup is None
             else f"Backup {restore.namespace}/{restore.backup} is invalid: {backup}"
         )
-        return _pending(acts, status, new, why)
+        return pending(acts, status, new, why)
     if backup.source_command is not None or restore.command is not None:
-        from reconciler.controller.reconcilers.restore_dump import plan_dump  # it imports us
-
         return plan_dump(acts, raw, restore, backup, status, new, workload, pods, job, image, now)
     if restore.is_pvc:
         return _plan_claim(acts, raw, restore, backup, status, new, claim, pods, job, image, now)
     if workload is None:
-        return _pending(
+        return pending(
             acts, status, new, f"{restore.target} not found in namespace {restore.namespace}"
         )
     return _plan_workload(
@@ -156,7 +128,7 @@ def plan_restore(
 def _plan_claim(acts, raw, restore, backup, status, new, claim, pods, job, image, now):
     if claim is None:
         why = f"PersistentVolumeClaim {restore.namespace}/{restore.claim_name} not found"
-        return _pending(acts, status, new, why)
+        return pending(acts, status, new, why)
     if job is None:
         users = mounting_pods(pods, restore.claim_name)
         if users:
@@ -168,7 +140,7 @@ def _plan_claim(acts, raw, restore, backup, status, new, claim, pods, job, image
             if status.get("message") != message:
                 acts.events.append(("ClaimInUse", message))
             new["conditions"] = blocked_conditions(status, "ClaimInUse", message, now)
-            return _pending(acts, status, new, message)
+            return pending(acts, status, new, message)
         if any(c.get("type") == "Blocked" for c in status.get("conditions") or ()):
             new["conditions"] = blocked_conditions(status, "", "", now)
         acts.job = restore_job(raw, restore, backup, image)
@@ -176,33 +148,9 @@ def _plan_claim(acts, raw, restore, backup, status, new, claim, pods, job, image
         if status.get("phase") in (None, "Pending", "Invalid"):
             new["message"] = f"Job {acts.job['metadata']['name']} restores into the claim"
             new["phase"] = "Pending"
-        return _set(acts, status, new)
+        return set_status(acts, status, new)
     fail_with_job(acts, status, new, restore, job, pods, now)
-    return _set(acts, status, new)
-
-
-def fail_with_job(acts, status: Mapping, new: dict, restore: Restore, job: Mapping, pods, now):
-    """The Restore Failed (an Event, the condition) when its Job failed: it ended before
-    (or without) its executor writing the end: an image that cannot be pulled, a pod killed
-    or evicted, a deadline. Failed, never run again. Else a Job pod (``pods``) that cannot
-    start is reported, and after a while the Job is deleted (acts.delete_job)."""
-    failure = job_failure(job)
-    if failure is not None:
-        reason, detail = failure
-        name = (job.get("metadata") or {}).get("name")
-        message = clip(f"Job {name} failed ({reason}): {detail}")
-        acts.events.append(("RestoreFailed", message))
-        new.update(
-            {
-                "phase": "Failed",
-                "message": message,
-                "completionTime": rfc3339(now),
-                "runID": restore.run_id,
-                "conditions": with_condition(status, "Failed", "True", reason, message, now),
-            }
-        )
-        return
-    acts.delete_job = stuck_job(acts.events, new, restore, status, job, pods, now)
+    return set_status(acts, status, new)
 
 
 def _plan_workload(acts, raw, restore, backup, status, new, workload, pods, image, now, seen):
@@ -231,7 +179,7 @@ def _plan_workload(acts, raw, restore, backup, status, new, workload, pods, imag
             if status.get("message") != message:
                 acts.events.append(("WorkloadMisconfigured", message))
             new["conditions"] = blocked_conditions(status, "WorkloadMisconfigured", message, now)
-            return _pending(acts, status, new, message)
+            return pending(acts, status, new, message)
         acts.workload = (ref, workload, after)
         if status.get("phase") in (None, "Pending", "Invalid"):
             new["phase"] = "Pending"
@@ -239,12 +187,12 @@ def _plan_workload(acts, raw, restore, backup, status, new, workload, pods, imag
                 f"init container {RESTORE_CONTAINER} added to {ref}: its pods restart and "
                 "restore before the application starts"
             )
-        return _set(acts, status, new)
+        return set_status(acts, status, new)
     if seen and status.get("phase") == "Running":
         dead = dead_hosts(status, restore.run_id, pods)
         if dead:
             fail_hosts(acts.events, new, restore, status, dead, now)
-            return _set(acts, status, new)
+            return set_status(acts, status, new)
     if seen:
         _restart(acts, workload, pods, restore, finished=False)
     # multi-host: the Restore succeeds when every expected host's entry did
@@ -265,7 +213,7 @@ def _plan_workload(acts, raw, restore, backup, status, new, workload, pods, imag
                     "message": f"restored {len(hosts)} hosts: {', '.join(sorted(hosts))}",
                 }
             )
-    return _set(acts, status, new)
+    return set_status(acts, status, new)
 
 
 def _restart(acts, workload: Mapping, pods, restore: Restore, *, finished: bool) -> None:
@@ -291,17 +239,3 @@ def _take_out(acts: RestoreActions, workload: Mapping, restore: Restore) -> None
         str((workload.get("metadata") or {}).get("name")),
     )
     acts.workload = (ref, workload, remove_restore(workload))
-
-
-def _pending(acts, status, new, message: str) -> RestoreActions:
-    if status.get("phase") not in ("Running",):
-        new["phase"] = "Pending"
-    new["message"] = clip(message)
-    return _set(acts, status, new)
-
-
-def _set(acts: RestoreActions, status: Mapping, new: Mapping) -> RestoreActions:
-    changed = {k: v for k, v in new.items() if status.get(k) != v}
-    acts.status = changed or None
-    acts.phase = changed.get("phase", status.get("phase")) or "Pending"
-    return acts
