@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from reconciler.kube.client import continued
 from reconciler.kube.resource import BACKUPS, ROLEBINDINGS, WORKLOADS, Resource
 
 
@@ -116,19 +117,7 @@ class ShardKube:
                 listing = pending.result()
                 if i + 1 < len(paths):
                     pending = ahead.submit(self.kube.list, paths[i + 1], label_selector, limit)
-                yield from self._rest(path, listing, label_selector, limit)
-
-    def _rest(
-        self, path: str, listing: dict, label_selector: str | None, limit: int
-    ) -> Iterator[tuple[str, list[dict]]]:
-        """A LIST's first page (already read) and the pages after it, as Kube.list_pages."""
-        while True:
-            meta = listing.get("metadata") or {}
-            yield meta.get("resourceVersion", ""), listing.get("items") or []
-            token = meta.get("continue")
-            if not token:
-                return
-            listing = self.kube.list(path, label_selector, limit, token)
+                yield from continued(self.kube, path, label_selector, limit, listing)
 
     def expire_namespaces(self) -> None:
         """The next per-namespace LIST lists the namespaces first (as every cycle does when
