@@ -793,3 +793,45 @@ def test_a_rolebinding_already_deleted_is_not_an_error(cluster, controller, monk
         f"/apis/{rb_api}/namespaces/web/rolebindings/restik-sidecar-www",
         404,
     )
+
+
+def test_a_failed_pod_list_of_one_namespace_leaves_the_others_read(cluster, kubeconfig):
+    """After a start restik LISTs the pods of every namespace with restart candidates, one
+    request ahead; a failure in one namespace is counted and the next ones are still read."""
+    from reconciler.controller.observe import Observer
+    from reconciler.controller.render import Renderer
+    from reconciler.kube.client import ApiError
+
+    uids = {}
+    cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "aaa"}})
+    for ns in ("aaa", "web"):
+        b = backup()
+        b["metadata"]["namespace"] = ns
+        cluster.create(b)
+        rs = workload("ReplicaSet")
+        rs["metadata"]["namespace"] = ns
+        rs = cluster.create(rs)
+        cluster.create(owned_pod(rs, "www-1"))
+        uids[ns] = rs["metadata"]["uid"]
+
+    class FailingPods:
+        def __init__(self, kube):
+            self.kube = kube
+
+        def __getattr__(self, name):
+            return getattr(self.kube, name)
+
+        def list(self, path, *args, **kwargs):
+            if path == "/api/v1/namespaces/aaa/pods":
+                raise ApiError(500, "InternalError", "injected")
+            return self.kube.list(path, *args, **kwargs)
+
+    observer = Observer(FailingPods(Kube.connect(str(kubeconfig))), Settings(), Renderer())
+    snap = observer.observe(
+        with_backups=True, first_cycle=True, known_injected=set(), pending_restarts=set()
+    )
+    assert {r.namespace for r in snap.restart_candidates} == {"aaa", "web"}
+    assert snap.errors == 1
+    assert snap.pod_namespaces == {"web"}
+    assert [p["metadata"]["name"] for p in snap.pods[uids["web"]]] == ["www-1"]
+    assert uids["aaa"] not in snap.pods

@@ -661,25 +661,28 @@ def test_a_template_shape_is_parsed_once_for_all_backups(monkeypatch):
     ],
 )
 def test_shapes_fall_back_to_the_plain_render_where_a_fill_could_differ(source, values):
-    from reconciler.controller.render import Shapes, _environment, render_text
+    from reconciler.controller.render import _environment, _to_data, render_text
+    from reconciler.controller.shapes import Shapes
 
     template = _environment().from_string(source)
     try:
         expected = render_text(template, values)
     except Exception as exc:  # what the plain render refuses, the shaped one refuses too
         with pytest.raises(type(exc)):
-            Shapes().render(template, values)
+            Shapes(_to_data).render(template, values)
         return
-    assert Shapes().render(template, values) == expected
-    assert Shapes().render(template, values) == expected  # from the kept parse
+    shapes = Shapes(_to_data)
+    assert shapes.render(template, values) == expected
+    assert shapes.render(template, values) == expected  # from the kept parse
 
 
 def test_a_value_looking_like_a_token_is_only_a_value():
     from reconciler.controller import render as module
+    from reconciler.controller import shapes as shaped
 
-    shapes = module.Shapes()
+    shapes = shaped.Shapes(module._to_data)
     template = module._environment().from_string("a: {{ v | tojson }}\nb: {{ w | tojson }}\n")
-    fake = f"{module._TOKEN}1@@"  # what a Backup cannot know: the token's random part
+    fake = f"{shaped._TOKEN}1@@"  # what a Backup cannot know: the token's random part
     assert shapes.render(template, {"v": fake, "w": "x"}) == {"a": fake, "b": "x"}
 
 

@@ -245,3 +245,42 @@ def test_per_namespace_lists_read_only_the_shards_namespaces(emulator, tmp_path)
     emulator.clear_requests()
     pods = list(narrow.list_pages("/api/v1/pods"))
     assert [r.path for r in emulator.requests] == ["/api/v1/pods"] and pods[0][1] == []
+
+
+def test_per_namespace_lists_ask_for_the_next_namespace_while_one_is_planned():
+    """The round trip of each namespace's LIST overlaps the planning of the one before; the
+    pages still come in order, continued pages included, and nothing is asked twice."""
+    import threading
+
+    names = sorted(ns for ns in NAMESPACES if shard_of(ns, 3) == 2)[:3]
+    asked: list[tuple[str, str | None]] = []
+    seen = threading.Condition()
+
+    class Fake:
+        def list_pages(self, path, label_selector=None, limit=500):
+            yield "1", [{"metadata": {"name": ns}} for ns in NAMESPACES]
+
+        def list(self, path, label_selector=None, limit=None, continue_token=None):
+            with seen:
+                asked.append((path, continue_token))
+                seen.notify_all()
+            ns = path.split("/")[-2]
+            if continue_token is None:  # two pages per namespace
+                return {"metadata": {"resourceVersion": "7", "continue": ns}, "items": [ns]}
+            return {"metadata": {"resourceVersion": "7"}, "items": [f"{ns}+"]}
+
+    path = "/apis/apps/v1/deployments"
+    pages = ShardKube(Fake(), Shard(3, 2), per_namespace=True).list_pages(path, CONFIG_LABEL)
+    assert next(pages) == ("7", [names[0]])
+    with seen:  # the next namespace is asked for before this one is consumed
+        assert seen.wait_for(lambda: len(asked) == 2, timeout=10)
+    assert asked == [
+        (f"/apis/apps/v1/namespaces/{names[0]}/deployments", None),
+        (f"/apis/apps/v1/namespaces/{names[1]}/deployments", None),
+    ]
+    rest = [items for _, items in pages]
+    own = sorted(ns for ns in NAMESPACES if shard_of(ns, 3) == 2)
+    assert [names[0], *(i for items in rest for i in items)] == [
+        x for ns in own for x in (ns, f"{ns}+")
+    ]
+    assert len(asked) == 2 * len(own) and len(set(asked)) == len(asked)

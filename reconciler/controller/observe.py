@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from reconciler.api.backup import Backup, InvalidBackup, parse_backup
@@ -23,7 +24,7 @@ from reconciler.controller.rollout import (
     restart_view,
     slim_pod,
 )
-from reconciler.kube.client import ApiError, Kube
+from reconciler.kube.client import ApiError, Kube, continued
 from reconciler.kube.resource import BACKUPS, PODS, ROLEBINDINGS, ROLES, WORKLOADS
 
 log = logging.getLogger("restik.controller")
@@ -284,19 +285,28 @@ class Observer:
         namespaces = {
             ref.namespace for ref in snap.restart_candidates if ref in snap.restart_owners
         }
-        for ns in sorted(namespaces):
-            try:
-                for _, page in self.kube.list_pages(PODS.path(ns), None, self.settings.page_size):
-                    for pod in page:
-                        for uid in owner_uids(pod):
-                            if uid in owners:
-                                snap.pods.setdefault(uid, []).append(slim_pod(pod))
-                                break
-            except ApiError as exc:
-                snap.errors += 1
-                log.error("listing the pods of namespace %s failed: %s", ns, exc)
-                continue
-            snap.pod_namespaces.add(ns)
+        paths = [(ns, PODS.path(ns)) for ns in sorted(namespaces)]
+        limit = self.settings.page_size
+        # Each namespace's first page is asked for while the one before is read (after a
+        # start that is a LIST per namespace: their round trips would add up).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="restik-pods") as ahead:
+            pending = ahead.submit(self.kube.list, paths[0][1], None, limit) if paths else None
+            for i, (ns, path) in enumerate(paths):
+                current = pending
+                if i + 1 < len(paths):
+                    pending = ahead.submit(self.kube.list, paths[i + 1][1], None, limit)
+                try:
+                    for _, page in continued(self.kube, path, None, limit, current.result()):
+                        for pod in page:
+                            for uid in owner_uids(pod):
+                                if uid in owners:
+                                    snap.pods.setdefault(uid, []).append(slim_pod(pod))
+                                    break
+                except ApiError as exc:
+                    snap.errors += 1
+                    log.error("listing the pods of namespace %s failed: %s", ns, exc)
+                    continue
+                snap.pod_namespaces.add(ns)
 
 
 def selector_string(obj: Mapping, kind: str) -> str | None:

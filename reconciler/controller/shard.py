@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from reconciler.kube.client import continued
 from reconciler.kube.resource import BACKUPS, ROLEBINDINGS, WORKLOADS, Resource
 
 
@@ -105,8 +107,17 @@ class ShardKube:
             return
         # The first LIST's resourceVersion is the oldest: a watch that resumes from it
         # misses nothing of the later ones (it may see a change twice, which is harmless).
-        for ns in namespaces:
-            yield from self.kube.list_pages(res.path(ns), label_selector, limit)
+        # Each namespace's first page is asked for while the previous namespace is being
+        # planned: with a request per namespace and kind, the round trips (the API server's
+        # work and the network) would otherwise add up to most of the shard's cycle.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="restik-list") as ahead:
+            paths = [res.path(ns) for ns in namespaces]
+            pending = ahead.submit(self.kube.list, paths[0], label_selector, limit)
+            for i, path in enumerate(paths):
+                listing = pending.result()
+                if i + 1 < len(paths):
+                    pending = ahead.submit(self.kube.list, paths[i + 1], label_selector, limit)
+                yield from continued(self.kube, path, label_selector, limit, listing)
 
     def expire_namespaces(self) -> None:
         """The next per-namespace LIST lists the namespaces first (as every cycle does when

@@ -226,14 +226,9 @@ class Kube:
     ) -> Iterator[tuple[str, list[dict]]]:
         """(list resourceVersion, items) per page, as client-go's pager reads a LIST: the
         server answers in pieces, and a caller can process and drop each before the next."""
-        token = None
-        while True:
-            listing = self.list(path, label_selector, limit, token)
-            meta = listing.get("metadata") or {}
-            yield meta.get("resourceVersion", ""), listing.get("items") or []
-            token = meta.get("continue")
-            if not token:
-                return
+        yield from continued(
+            self, path, label_selector, limit, self.list(path, label_selector, limit)
+        )
 
     def evict(self, namespace: str, name: str) -> bool:
         """Evict a pod through the Eviction API (policy/v1), so PodDisruptionBudgets hold:
@@ -300,6 +295,21 @@ class Kube:
             raise unreachable(self.client.url, exc) from None
         finally:
             resp.close()
+
+
+def continued(
+    kube, path: str, label_selector: str | None, limit: int, listing: dict
+) -> Iterator[tuple[str, list[dict]]]:
+    """(list resourceVersion, items) of a LIST's first page, already read (``listing``), then
+    of each page after it: Kube.list_pages for a caller that asked for the first page
+    earlier (e.g. one request ahead, while it processed another LIST)."""
+    while True:
+        meta = listing.get("metadata") or {}
+        yield meta.get("resourceVersion", ""), listing.get("items") or []
+        token = meta.get("continue")
+        if not token:
+            return
+        listing = kube.list(path, label_selector, limit, token)
 
 
 def _loads(body: bytes):
