@@ -55,6 +55,7 @@ SIDECAR_MODULES = {
     "sidecar.report",
     "sidecar.repository",
     "sidecar.restic",
+    "sidecar.restic_output",
     "sidecar.restore_options",
     "sidecar.runner",
     "sidecar.scheduler",
