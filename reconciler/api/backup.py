@@ -13,7 +13,7 @@ from reconciler.api.destination import (
     parse_destination,
     repository_credentials,  # noqa: F401 - part of this module's interface
 )
-from reconciler.api.fields import DNS_SUBDOMAIN, Collector, FieldError, type_name
+from reconciler.api.fields import DNS_SUBDOMAIN, Collector, FieldError, InvalidObject, type_name
 from reconciler.api.hooks import (
     HookSpec,
     parse_hooks,
@@ -44,14 +44,10 @@ SOURCE_FIELDS = {"volumeName", "path", "command"}
 SECURITY_FIELDS = {"runAsUser", "runAsGroup"}
 
 
-class InvalidBackup(ValueError):
+class InvalidBackup(InvalidObject):
     """A Backup that failed validation; ``errors`` names every bad field."""
 
-    def __init__(self, namespace: str, name: str, errors: list[FieldError]):
-        self.namespace = namespace
-        self.name = name
-        self.errors = tuple(errors)
-        super().__init__(f"Backup {namespace}/{name}: " + "; ".join(map(str, errors)))
+    kind = "Backup"
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,18 @@ class FieldError:
         return f"{self.path}: {self.message}"
 
 
+class InvalidObject(ValueError):
+    """A restik object that failed validation; ``errors`` names every bad field."""
+
+    kind = "object"
+
+    def __init__(self, namespace: str, name: str, errors: list[FieldError]):
+        self.namespace = namespace
+        self.name = name
+        self.errors = tuple(errors)
+        super().__init__(f"{self.kind} {namespace}/{name}: " + "; ".join(map(str, errors)))
+
+
 class Collector:
     def __init__(self) -> None:
         self.errors: list[FieldError] = []

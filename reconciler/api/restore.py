@@ -19,6 +19,7 @@ from reconciler.api.fields import (
     MAX_LIST,
     Collector,
     FieldError,
+    InvalidObject,
     type_name,
 )
 from reconciler.api.hooks import parse_command, parse_container, parse_timeout
@@ -56,14 +57,10 @@ PHASES = ("Pending", "Running", "Succeeded", "Failed", "Invalid")
 FINISHED = frozenset({"Succeeded", "Failed"})
 
 
-class InvalidRestore(ValueError):
+class InvalidRestore(InvalidObject):
     """A Restore that failed validation; ``errors`` names every bad field."""
 
-    def __init__(self, namespace: str, name: str, errors: list[FieldError]):
-        self.namespace = namespace
-        self.name = name
-        self.errors = tuple(errors)
-        super().__init__(f"Restore {namespace}/{name}: " + "; ".join(map(str, errors)))
+    kind = "Restore"
 
 
 @dataclass(frozen=True)
