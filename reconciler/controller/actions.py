@@ -116,6 +116,8 @@ class PatchStatus:
     patch: Mapping = field(repr=False)
     write = STATUS
     needs = None
+    resource = BACKUPS
+    kind = "Backup"
 
     @property
     def key(self) -> tuple:
@@ -123,34 +125,23 @@ class PatchStatus:
 
     @property
     def path(self) -> str:
-        return BACKUPS.path(self.namespace, self.name, "status")
+        return self.resource.path(self.namespace, self.name, "status")
 
     @property
     def what(self) -> str:
-        return f"status of Backup {self.namespace}/{self.name}"
+        return f"status of {self.kind} {self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True)
-class PatchRestoreStatus:
+class PatchRestoreStatus(PatchStatus):
     """A merge patch of a Restore's status subresource."""
 
-    namespace: str
-    name: str
-    patch: Mapping = field(repr=False)
-    write = STATUS
-    needs = None
+    resource = RESTORES
+    kind = "Restore"
 
     @property
     def key(self) -> tuple:
-        return (STATUS, "Restore", self.namespace, self.name)
-
-    @property
-    def path(self) -> str:
-        return RESTORES.path(self.namespace, self.name, "status")
-
-    @property
-    def what(self) -> str:
-        return f"status of Restore {self.namespace}/{self.name}"
+        return (STATUS, self.kind, self.namespace, self.name)
 
 
 @dataclass(frozen=True)

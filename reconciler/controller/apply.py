@@ -131,7 +131,7 @@ class Applier:
 
     def _send(self, action: Action):
         kube = self.kube
-        if isinstance(action, (PatchWorkload, PatchStatus, PatchRestoreStatus)):
+        if isinstance(action, (PatchWorkload, PatchStatus)):  # PatchRestoreStatus is one
             return kube.merge_patch(action.path, action.patch)
         if isinstance(action, Evict):
             return {} if kube.evict(action.owner.namespace, action.pod) else None
@@ -160,7 +160,7 @@ class Applier:
             log.info("restarted (evicted) %s", action.what)
         elif isinstance(action, CreateEvent):
             log.info("sent a Warning %s: %s", action.what, action.body.get("message"))
-        elif isinstance(action, (PatchStatus, PatchRestoreStatus)):
+        elif isinstance(action, PatchStatus):  # a Backup's or a Restore's
             log.debug("wrote the %s", action.what)
         else:
             verb = {CreateObject: "created", ReplaceObject: "replaced", DeleteObject: "deleted"}
