@@ -130,7 +130,7 @@ class DumpExecutor(Executor):
         snapshots: list[Snapshot] | None,
     ) -> tuple[int, list[Snapshot] | None]:
         started = self.clock()
-        self.pod = self.status.pod = target.pod  # status.hosts[].pod: where the dump went
+        self.status.pod = target.pod  # status.hosts[].pod: where the dump went
         host, source_host = target.host, restore.source_host(target.host)
         snapshot = progress = None
         self.status.begin(restore, host, source_host, started)

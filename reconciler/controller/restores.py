@@ -88,6 +88,12 @@ def _rolebinding(kube, acts: RestoreActions) -> dict:
     return out
 
 
+def _job_pods(kube, ns: str, job: Mapping) -> list:
+    """The pods of a restore Job (one that cannot start is reported)."""
+    selector = f"job-name={job['metadata']['name']}"
+    return kube.list(PODS.path(ns), label_selector=selector).get("items") or []
+
+
 def _plan_one(controller, raw: dict, backups: Mapping, now: datetime) -> RestoreActions:
     """Read what the planner needs of one Restore: its Backup (from the cycle's LIST), its
     claim and Job or its workload, and the pods that matter: before the Job, the
@@ -119,23 +125,19 @@ def _plan_one(controller, raw: dict, backups: Mapping, now: datetime) -> Restore
             if claim is not None and job is None:
                 pods = kube.list(PODS.path(ns)).get("items") or []
             elif job is not None and not finished:
-                selector = f"job-name={job['metadata']['name']}"
-                pods = kube.list(PODS.path(ns), label_selector=selector).get("items") or []
+                pods = _job_pods(kube, ns, job)
         elif restore.workload_kind in WORKLOAD_KINDS:
             res = WORKLOADS[restore.workload_kind]
             workload = kube.get_or_none(res.path(ns, restore.workload_name))
             if workload is not None:
                 with_kind(workload, res.api_version, restore.workload_kind)
                 selector = selector_string(workload, restore.workload_kind)
-                dump = restore.command is not None  # a Job execs into the pods (restore_dump)
-                if dump and not finished:
+                if restore.command is not None and not finished:
+                    # a dump: its Job execs into the pods (restore_dump)
                     job = kube.get_or_none(JOBS.path(ns, job_name(restore.name)))
-                if dump and job is not None:
-                    if not finished:  # the Job's pods: one that cannot start is reported
-                        selector = f"job-name={job['metadata']['name']}"
-                        pods = kube.list(PODS.path(ns), label_selector=selector).get("items")
-                        pods = pods or []
-                elif selector and (dump or not finished or needs_manual_restart(workload)):
+                if job is not None:
+                    pods = _job_pods(kube, ns, job)
+                elif selector and (not finished or needs_manual_restart(workload)):
                     pods = kube.list(PODS.path(ns), label_selector=selector).get("items") or []
                     seen = True
     return plan_restore(
