@@ -17,7 +17,7 @@ from reconciler.api.backup import Backup
 from reconciler.kube.client import Kube
 from reconciler.kube.events import MAX_MESSAGE, clip, rfc3339
 from sidecar import restic
-from sidecar.outcome import SECRET_MISSING, Outcome, missing_password
+from sidecar.outcome import SECRET_MISSING, Outcome, log_outcome, missing_password
 from sidecar.report import BackupGone, claim_and_report, outcome_event, run_entry
 from sidecar.repository import Repository
 from sidecar.restic import Context, Failure
@@ -164,14 +164,6 @@ def check_and_report(
         log.warning("%s: check not reported", exc)
     except Exception as exc:
         log.error("could not report the check: %s", exc)
-    log.log(
-        logging.INFO if outcome.success else logging.WARNING,
-        "restic check of %s/%s %s in %.1fs%s: %s",
-        backup.namespace,
-        backup.name,
-        "succeeded" if outcome.success else "FAILED",
-        outcome.duration,
-        f" (Event {event})" if event else "",
-        outcome.message,
-    )
+    level = logging.INFO if outcome.success else logging.WARNING
+    log_outcome(log, level, "restic check", backup, outcome, event)
     return outcome

@@ -21,7 +21,7 @@ from sidecar.follow import backoff, follow_backup, one_line
 from sidecar.job import Job, Pod
 from sidecar.metrics import Metrics
 from sidecar.options import Settings, add_arguments, settings_from_args
-from sidecar.outcome import Outcome, run_log_level
+from sidecar.outcome import Outcome, log_outcome, run_log_level
 from sidecar.podexec import PodExec
 from sidecar.process import RunThread, configure_logging, on_stop_signals, restic_runner
 from sidecar.report import BackupGone, record_trigger, report
@@ -324,17 +324,7 @@ class Sidecar:
             except Exception as exc:
                 log.warning("could not record the served backup request: %s", one_line(exc))
         level, hint = run_log_level(outcome, backup)
-        log.log(
-            level,
-            "run of %s/%s %s in %.1fs%s: %s%s",
-            backup.namespace,
-            backup.name,
-            "succeeded" if outcome.success else "FAILED",
-            outcome.duration,
-            f" (Event {event})" if event else "",
-            outcome.message,
-            hint,
-        )
+        log_outcome(log, level, "run", backup, outcome, event, hint)
 
     def _pod(self) -> Pod | None:
         """The own pod for hooks and dump commands (None outside a pod)."""

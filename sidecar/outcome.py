@@ -91,3 +91,28 @@ def run_log_level(outcome: Outcome, backup) -> tuple[int, str]:
     if outcome.failure is Failure.LOCKED:
         return logging.WARNING, " (next: `restic list locks`; a stale lock is removed by restik)"
     return logging.WARNING, ""
+
+
+def log_outcome(
+    logger: logging.Logger,
+    level: int,
+    what: str,
+    backup,
+    outcome: Outcome,
+    event: str | None,
+    hint: str = "",
+) -> None:
+    """One line for a finished run or check: "<what> of ns/name succeeded|FAILED in Ns
+    (Event e): message" and ``hint``, the next step for a failure."""
+    logger.log(
+        level,
+        "%s of %s/%s %s in %.1fs%s: %s%s",
+        what,
+        backup.namespace,
+        backup.name,
+        "succeeded" if outcome.success else "FAILED",
+        outcome.duration,
+        f" (Event {event})" if event else "",
+        outcome.message,
+        hint,
+    )
