@@ -22,10 +22,6 @@ MAX_RUN_MESSAGE = 256
 # status.snapshots: the newest snapshot of each host (id, time), newest first; bounded (the
 # hosts backed up longest ago fall off: a StatefulSet scaled down, a renamed workload).
 MAX_SNAPSHOT_HOSTS = 100
-# status.triggers: per host, the backup-now request it served last (`restik backup-now
-# --wait` waits for every host of the Backup's workloads). Entries of older requests are
-# dropped by each writer, so it holds at most one entry per host of the Backup (the CRD
-# bounds it at 1000 hosts).
 # The condition the sidecars own (the controller owns Ready): how the latest run went.
 RUN_CONDITION = "LastRunSucceeded"
 
@@ -186,7 +182,9 @@ def served_trigger_patch(
 ) -> dict:
     """The status patch recording that ``host``'s run ``run`` served backup-now request
     ``value``: its entry in status.triggers (the other hosts' entries of the same request
-    kept, those of older requests removed) and lastTrigger/lastTriggerRun."""
+    kept, those of older requests removed) and lastTrigger/lastTriggerRun. So status.triggers
+    holds at most one entry per host of the Backup (the CRD bounds it at 1000 hosts);
+    `restik backup-now --wait` waits for every host of the Backup's workloads there."""
     old = status.get("triggers")
     old = old if isinstance(old, Mapping) else {}
     triggers: dict = {
