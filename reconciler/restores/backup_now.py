@@ -19,6 +19,7 @@ from reconciler.api.constants import (
     WORKLOAD_KINDS,
 )
 from reconciler.api.duration import parse_duration
+from reconciler.api.hosts import per_pod_hosts, replicas
 from reconciler.kube.client import ApiError, Kube
 from reconciler.kube.events import rfc3339
 from reconciler.kube.resource import BACKUPS, EVENTS, PODS, workload
@@ -51,11 +52,6 @@ def _owned(obj: dict) -> bool:
     return any(isinstance(r, dict) and r.get("controller") is True for r in refs)
 
 
-def _replicas(obj: dict) -> int:
-    value = (obj.get("spec") or {}).get("replicas", 1)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 1
-
-
 def workload_hosts(workloads: list[dict], pods: list[dict]) -> tuple[list[str], list[str]]:
     """(the snapshot hosts that serve a backup-now request, notes on workloads none of whose
     pods can). As the sidecar names hosts: a StatefulSet's pods by ordinal, a DaemonSet's by
@@ -69,25 +65,20 @@ def workload_hosts(workloads: list[dict], pods: list[dict]) -> tuple[list[str], 
             continue
         kind, name = obj.get("kind"), (obj.get("metadata") or {}).get("name")
         if kind == "DaemonSet":
-            nodes = {
-                (p.get("spec") or {}).get("nodeName")
+            own = [
+                p
                 for p in pods
                 if any(r.get("kind") == "DaemonSet" and r.get("name") == name
                        for r in (p.get("metadata") or {}).get("ownerReferences") or [])
-            } - {None, ""}  # fmt: skip
+            ]  # fmt: skip
+            nodes = per_pod_hosts(obj, own) or set()
             hosts |= nodes
             if not nodes:
                 notes.append(f"DaemonSet/{name} has no scheduled pods")
-            continue
-        replicas = _replicas(obj)
-        if replicas < 1:
+        elif replicas(obj) < 1:
             notes.append(f"{kind}/{name} has 0 replicas")
-        elif kind == "StatefulSet":
-            start = ((obj.get("spec") or {}).get("ordinals") or {}).get("start", 0)
-            start = start if isinstance(start, int) else 0
-            hosts |= {f"{name}-{i}" for i in range(start, start + replicas)}
         else:
-            hosts.add(name)
+            hosts |= per_pod_hosts(obj, pods) or {name}
     return sorted(hosts), notes
 
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from reconciler.api.backup import Backup
+from reconciler.api.hosts import per_pod_hosts
 from reconciler.api.restore import Restore
 from reconciler.controller.dumptargets import dump_targets
 from reconciler.controller.observe import selector_string
@@ -23,7 +24,6 @@ from reconciler.controller.reconcilers.restore_job import (
 )
 from reconciler.controller.reconcilers.restore_result import (
     RestoreActions,
-    expected_hosts,
     fail_with_job,
     pending,
     set_status,
@@ -117,7 +117,7 @@ def _not_ready(ref: WorkloadRef, workload: Mapping, pods: list[Mapping]) -> str:
     """Why the dump cannot go in yet ("" when it can): a StatefulSet's or DaemonSet's every
     host needs its pod Ready (each receives its own snapshot), another kind one Ready pod."""
     targets = dump_targets(ref.kind, ref.name, pods)
-    hosts = expected_hosts(workload, pods)
+    hosts = per_pod_hosts(workload, pods)
     if hosts is None:
         if targets:
             return ""

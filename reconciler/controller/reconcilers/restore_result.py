@@ -1,10 +1,10 @@
 """What a Restore's plan produces (pure): RestoreActions, the status fields it sets, and
 the parts both the file/volume planner (restores.py) and the dump planner (restore_dump.py)
-use: the hosts a workload must restore, a failed or stuck Job."""
+use: a failed or stuck Job."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from reconciler.api.restore import Restore
@@ -26,24 +26,6 @@ class RestoreActions:
     evict: tuple[WorkloadRef, str] | None = None  # a pod to restart for the init container
     delete_job: bool = False  # the Job is stuck for good: deleted with its pod
     restarting: bool = False  # pods of the workload still to be restarted by restik
-
-
-def expected_hosts(workload: Mapping, pods: Iterable[Mapping]) -> set[str] | None:
-    """The hosts of a StatefulSet (its ordinals) or DaemonSet (its pods' nodes) that must
-    each be restored; None for the single-host kinds."""
-    kind = workload.get("kind")
-    name = (workload.get("metadata") or {}).get("name")
-    if kind == "StatefulSet":
-        replicas = (workload.get("spec") or {}).get("replicas")
-        replicas = replicas if isinstance(replicas, int) else 1
-        return {f"{name}-{i}" for i in range(replicas)}
-    if kind == "DaemonSet":
-        return {
-            str((p.get("spec") or {}).get("nodeName"))
-            for p in pods
-            if (p.get("spec") or {}).get("nodeName")
-        }
-    return None
 
 
 def fail_with_job(acts, status: Mapping, new: dict, restore: Restore, job: Mapping, pods, now):

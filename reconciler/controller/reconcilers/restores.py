@@ -10,6 +10,7 @@ from datetime import datetime
 
 from reconciler.api.backup import Backup, InvalidBackup
 from reconciler.api.constants import RESTORE_CONTAINER
+from reconciler.api.hosts import per_pod_hosts
 from reconciler.api.restore import FINISHED, InvalidRestore, Restore, parse_restore
 from reconciler.controller.pod import app_user
 from reconciler.controller.podtemplate import WorkloadError, WorkloadRef
@@ -42,7 +43,6 @@ from reconciler.controller.reconcilers.restore_pods import (
 )
 from reconciler.controller.reconcilers.restore_result import (
     RestoreActions,
-    expected_hosts,
     fail_with_job,
     pending,
     set_status,
@@ -196,7 +196,7 @@ def _plan_workload(acts, raw, restore, backup, status, new, workload, pods, imag
     if seen:
         _restart(acts, workload, pods, restore, finished=False)
     # multi-host: the Restore succeeds when every expected host's entry did
-    hosts = expected_hosts(workload, pods)
+    hosts = per_pod_hosts(workload, pods)
     if hosts and status.get("phase") == "Running":
         entries = {
             h.get("host"): h
