@@ -369,7 +369,7 @@ def shard_lists(emu: Emulator, kubeconfig: str, shards: int) -> list[tuple[str, 
     """The LISTs of a steady cycle of each shard reading per namespace (to record them)."""
     out: list[tuple[str, dict]] = []
     for i in range(shards):
-        c = shard_controller(kubeconfig, shards, i, per_namespace=True)
+        c = shard_controller(kubeconfig, shards, i, lists="namespace")
         c.cycle()
         emu.clear_requests()
         c.kube.expire_namespaces()

@@ -288,7 +288,7 @@ def test_a_shard_reading_its_namespaces_needs_only_the_sharded_overlays_rights(t
         emu.create(workload())
         shard = Shard(3, shard_of(NS, 3))
         settings = Settings(shards=3, shard_index=shard.index, shard_lists="namespace")
-        kube = ShardKube(Kube.connect(str(kubeconfig)), shard, per_namespace=True)
+        kube = ShardKube(Kube.connect(str(kubeconfig)), shard, lists="namespace")
         controller = Controller(kube, settings)
         controller.cycle()
         assert SIDECAR_NAME in containers(get(emu, "Deployment", "www"))

@@ -15,6 +15,7 @@ from reconciler.controller.cycle import Controller
 from reconciler.controller.options import Settings, add_arguments
 from reconciler.controller.shard import Shard, ShardKube, shard_of
 from reconciler.kube.client import Kube
+from reconciler.kube.resource import BACKUPS, RESTORES, ROLES
 from reconciler.resources import crd_manifest
 from tests.emulator import Emulator
 from tests.factories.cluster import backup, containers, finish, restik, wait_for, workload
@@ -132,8 +133,10 @@ class ShardProcess:
         self.proc = restik(
             "run", "--interval", "1s", "--shards", "3", "--shard-index", str(index),
             "--leader-elect", "--lease-namespace", "restik-system", "--kubeconfig", str(config),
-            # both ways of listing: shard 2 reads its namespaces one by one
-            "--shard-lists", "namespace" if index == 2 else "cluster",
+            # every way of listing: shard 0 leaves out the others' namespaces with a field
+            # selector, shard 1 keeps its share of cluster-wide LISTs, shard 2 reads its
+            # namespaces one by one
+            "--shard-lists", ("exclude", "cluster", "namespace")[index],
             env={"POD_NAME": identity},
         )  # fmt: skip
 
@@ -199,7 +202,18 @@ def test_shards_together_patch_what_one_controller_would_while_they_start_and_st
         assert all("shard " in err for err in logs)  # each says its shard in its log
         listed = {(r.user, r.path) for r in emu.requests if r.verb == "list"}
         assert ("shard-2", "/api/v1/namespaces") in listed
-        assert ("shard-0", "/api/v1/namespaces") not in listed
+        assert ("shard-0", "/api/v1/namespaces") in listed
+        assert ("shard-1", "/api/v1/namespaces") not in listed
+        narrowed = {
+            r.query.get("fieldSelector", "")
+            for r in emu.requests
+            if r.user == "shard-0" and r.verb == "list" and r.path == "/apis/apps/v1/deployments"
+        }
+        assert narrowed and all(
+            f"metadata.namespace!={ns}" in selector
+            for selector in narrowed
+            for ns in by_shard[1] + by_shard[2]
+        )
         leases = {
             lease["metadata"]["name"]: lease["spec"]["holderIdentity"]
             for lease in emu.list("coordination.k8s.io/v1", "leases", "restik-system")
@@ -212,7 +226,7 @@ def test_per_namespace_lists_read_only_the_shards_namespaces(emulator, tmp_path)
     kube = Kube.connect(str(emulator.write_kubeconfig(tmp_path / "kc")))
     now = [0.0]
     wide = ShardKube(kube, Shard(3, 2))
-    narrow = ShardKube(kube, Shard(3, 2), per_namespace=True, clock=lambda: now[0])
+    narrow = ShardKube(kube, Shard(3, 2), lists="namespace", clock=lambda: now[0])
     own = sorted(ns for ns in NAMESPACES if shard_of(ns, 3) == 2)
     path = "/apis/apps/v1/deployments"
 
@@ -240,7 +254,7 @@ def test_per_namespace_lists_read_only_the_shards_namespaces(emulator, tmp_path)
     emulator.clear_requests()
     names(narrow)
     assert next(r.path for r in emulator.requests) == "/api/v1/namespaces"
-    assert names(ShardKube(kube, Shard(3, 2), per_namespace=True))[1] == want
+    assert names(ShardKube(kube, Shard(3, 2), lists="namespace"))[1] == want
     # paths that are not the cycle's cluster-wide collections pass through, filtered
     emulator.clear_requests()
     pods = list(narrow.list_pages("/api/v1/pods"))
@@ -270,7 +284,7 @@ def test_per_namespace_lists_ask_for_the_next_namespace_while_one_is_planned():
             return {"metadata": {"resourceVersion": "7"}, "items": [f"{ns}+"]}
 
     path = "/apis/apps/v1/deployments"
-    pages = ShardKube(Fake(), Shard(3, 2), per_namespace=True).list_pages(path, CONFIG_LABEL)
+    pages = ShardKube(Fake(), Shard(3, 2), lists="namespace").list_pages(path, CONFIG_LABEL)
     assert next(pages) == ("7", [names[0]])
     with seen:  # the next namespace is asked for before this one is consumed
         assert seen.wait_for(lambda: len(asked) == 2, timeout=10)
@@ -284,3 +298,147 @@ def test_per_namespace_lists_ask_for_the_next_namespace_while_one_is_planned():
         x for ns in own for x in (ns, f"{ns}+")
     ]
     assert len(asked) == 2 * len(own) and len(set(asked)) == len(asked)
+
+
+def excluded(shard: int, namespaces) -> str:
+    """The fieldSelector a shard sends: every namespace of the other shards left out."""
+    return ",".join(
+        f"metadata.namespace!={ns}" for ns in sorted(namespaces) if shard_of(ns, 3) != shard
+    )
+
+
+def test_excluding_lists_ask_the_server_for_the_shards_share_only(emulator, tmp_path):
+    """lists="exclude": one cluster-wide LIST per kind (every page of it) with a fieldSelector
+    leaving out the other shards' namespaces; the server sends the shard's objects only, the
+    same the cluster-wide LIST keeps."""
+    from reconciler.resources import crd_manifests
+
+    populate(emulator)
+    for crd in crd_manifests():
+        if crd["metadata"]["name"] != crd_manifest()["metadata"]["name"]:
+            emulator.create(crd)  # the Restores'
+    kube = Kube.connect(str(emulator.write_kubeconfig(tmp_path / "kc")))
+    wide = ShardKube(kube, Shard(3, 2))
+    narrow = ShardKube(kube, Shard(3, 2), lists="exclude")
+    path = "/apis/apps/v1/deployments"
+    all_namespaces = [n["metadata"]["name"] for n in emulator.list("v1", "namespaces")]
+    assert set(NAMESPACES) < set(all_namespaces)
+    selector = excluded(2, all_namespaces)
+
+    def names(client, limit=500):
+        pages = list(client.list_pages(path, CONFIG_LABEL, limit))
+        return sorted(
+            (o["metadata"]["namespace"], o["metadata"]["name"]) for _, items in pages for o in items
+        )
+
+    want = names(wide)
+    assert wide.dropped > 0
+    emulator.clear_requests()
+    assert names(narrow, limit=1) == want  # one object a page: the selector on every page
+    assert narrow.dropped == 0  # the server sent nothing of another shard
+    lists = [(r.path, r.query) for r in emulator.requests]
+    assert lists[0][0] == "/api/v1/namespaces"
+    assert len(lists) == 1 + len(want)
+    assert {p for p, _ in lists[1:]} == {path}
+    assert all(q["fieldSelector"] == selector and q["labelSelector"] == CONFIG_LABEL
+               for _, q in lists[1:])  # fmt: skip
+    assert sum("continue" in q for _, q in lists[1:]) == len(want) - 1
+    # the other cluster-wide LISTs of the cycle, paged or not, are narrowed the same way
+    emulator.clear_requests()
+    list(narrow.list_pages(BACKUPS.path()))
+    list(narrow.list_pages(ROLES.path(), "a=b"))
+    narrow.list(RESTORES.path())
+    narrow.list("/api/v1/pods")  # not a LIST of the cycle: as asked
+    narrow.list("/apis/apps/v1/deployments", field_selector="metadata.name=w0")  # the caller's
+    assert [(r.path, r.query.get("fieldSelector")) for r in emulator.requests] == [
+        (BACKUPS.path(), selector),
+        (ROLES.path(), selector),
+        (RESTORES.path(), selector),
+        ("/api/v1/pods", None),
+        ("/apis/apps/v1/deployments", "metadata.name=w0"),
+    ]
+
+
+def test_a_namespace_created_after_the_namespace_list_is_still_sharded(emulator, tmp_path):
+    """A namespace the exclusion does not know yet (created within NAMESPACES_TTL) is sent to
+    every shard: each keeps it only if it is its own, so correctness never rests on the
+    selector."""
+    populate(emulator)
+    kube = Kube.connect(str(emulator.write_kubeconfig(tmp_path / "kc")))
+    now = [0.0]
+    shards = [ShardKube(kube, Shard(3, i), lists="exclude", clock=lambda: now[0]) for i in range(3)]
+    path = "/apis/apps/v1/deployments"
+    for s in shards:
+        list(s.list_pages(path, CONFIG_LABEL))  # lists the namespaces
+    late = {}
+    for i in range(100):  # one new namespace of each shard
+        ns = f"late-{i}"
+        late.setdefault(shard_of(ns, 3), ns)
+        if len(late) == 3:
+            break
+    for ns in late.values():
+        emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        obj = workload("Deployment", "new", "www")
+        obj["metadata"]["namespace"] = ns
+        emulator.create(obj)
+    now[0] += 1.0  # within the TTL: the exclusions do not name the new namespaces
+    seen = []
+    for i, s in enumerate(shards):
+        got = {
+            o["metadata"]["namespace"]
+            for _, items in s.list_pages(path, CONFIG_LABEL)
+            for o in items
+            if o["metadata"]["name"] == "new"
+        }
+        assert got == {late[i]}
+        assert s.dropped == 2  # the two other new ones came, and were dropped
+        seen.append(got)
+    now[0] += 10.0  # after the TTL: excluded by the server too
+    for s in shards:
+        s.dropped = 0
+        list(s.list_pages(path, CONFIG_LABEL))
+        assert s.dropped == 0
+
+
+def test_an_exclusion_too_long_for_a_request_line_reads_per_namespace(
+    emulator, tmp_path, monkeypatch
+):
+    """Past EXCLUDE_MAX_QUERY bytes of query (8 KiB: what proxies in front of an API server
+    take in a request line by default), the shard reads per namespace instead; at the limit
+    it still excludes."""
+    from urllib.parse import urlencode
+
+    from reconciler.controller import shard as shard_module
+
+    assert shard_module.EXCLUDE_MAX_QUERY == 8192
+    populate(emulator)
+    for i in range(260):  # ~170 namespaces of the other shards, ~60 bytes each
+        name = f"a-namespace-with-a-rather-long-name-{i:03d}"
+        emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    kube = Kube.connect(str(emulator.write_kubeconfig(tmp_path / "kc")))
+    path = "/apis/apps/v1/deployments"
+    narrow = ShardKube(kube, Shard(3, 2), lists="exclude")
+    emulator.clear_requests()
+    got = list(narrow.list_pages(path, CONFIG_LABEL))
+    own = narrow.own_namespaces()
+    assert [r.path for r in emulator.requests] == [
+        "/api/v1/namespaces",
+        *(f"/apis/apps/v1/namespaces/{ns}/deployments" for ns in own),
+    ]
+    assert {o["metadata"]["namespace"] for _, items in got for o in items} == {
+        ns for ns in NAMESPACES if shard_of(ns, 3) == 2
+    }
+    selector = shard_module.exclusion(narrow.namespaces(own=False))
+    size = len(urlencode({"fieldSelector": selector}))
+    assert size > 8192
+    monkeypatch.setattr(shard_module, "EXCLUDE_MAX_QUERY", size)  # exactly at the limit
+    emulator.clear_requests()
+    list(narrow.list_pages(path, CONFIG_LABEL))
+    assert [(r.path, r.query.get("fieldSelector")) for r in emulator.requests] == [(path, selector)]
+    monkeypatch.setattr(shard_module, "EXCLUDE_MAX_QUERY", size - 1)
+    assert narrow.excluding(path) is None
+
+
+def test_an_unknown_shard_lists_mode_is_refused():
+    with pytest.raises(ValueError, match="--shard-lists: 'nodes' is not one of"):
+        ShardKube(object(), Shard(3, 0), lists="nodes")

@@ -297,10 +297,10 @@ def main(args: argparse.Namespace) -> int:
         kube = ShardKube(
             kube,
             Shard(settings.shards, settings.shard_index),
-            per_namespace=settings.shard_lists == "namespace",
+            lists=settings.shard_lists,
         )
         log.info(
-            "shard %d of %d: namespaces whose SHA-256 mod %d is %d, LISTs per %s; Lease %s",
+            "shard %d of %d: namespaces whose SHA-256 mod %d is %d, --shard-lists %s; Lease %s",
             settings.shard_index,
             settings.shards,
             settings.shards,

@@ -12,6 +12,9 @@ from reconciler import __version__
 from reconciler.api.duration import ScheduleError, parse_duration
 from reconciler.logs import add_logging_arguments, env_default
 
+# How a shard reads the cycle's cluster-wide LISTs (reconciler/controller/shard.py).
+SHARD_LISTS = ("cluster", "namespace", "exclude")
+
 
 def _seconds(text: str) -> float:
     try:
@@ -117,11 +120,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--shard-lists",
-        choices=("cluster", "namespace"),
+        choices=SHARD_LISTS,
         default=env_default("SHARD_LISTS", "cluster"),
         help="with --shards: read the cycle's LISTs cluster-wide and keep the shard's objects "
         "(cluster, default), or one LIST per namespace of the shard (namespace: fewer bytes, "
-        "more requests, needs `list` on namespaces) (RESTIK_SHARD_LISTS)",
+        "more requests), or cluster-wide with a field selector leaving out the other shards' "
+        "namespaces (exclude: fewer bytes, as many requests as one controller; per namespace "
+        "when the selector would exceed 8 KiB); namespace and exclude need `list` on "
+        "namespaces (RESTIK_SHARD_LISTS)",
     )
     parser.add_argument(
         "--lease-namespace",
@@ -185,6 +191,11 @@ class Settings:
             raise ValueError(
                 f"--shard-index: {index} is not a shard of --shards {shards} (0 to {shards - 1})"
             )
+        shard_lists = getattr(args, "shard_lists", "cluster")
+        if shard_lists not in SHARD_LISTS:  # RESTIK_SHARD_LISTS, which argparse does not check
+            raise ValueError(
+                f"--shard-lists: {shard_lists!r} is not one of {', '.join(SHARD_LISTS)}"
+            )
         return cls(
             once=args.once,
             interval=args.interval,
@@ -202,5 +213,5 @@ class Settings:
             identity=identity,
             shards=shards,
             shard_index=index,
-            shard_lists=getattr(args, "shard_lists", "cluster"),
+            shard_lists=shard_lists,
         )

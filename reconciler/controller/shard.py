@@ -1,5 +1,5 @@
 """Shards of `restik run`: which namespaces one controller of N reconciles, and a client that
-shows it only those (filtered after each cluster-wide LIST and watch)."""
+shows it only those (filtered after each LIST and watch, whatever the server sent)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
+from urllib.parse import urlencode
 
+from reconciler.controller.options import SHARD_LISTS
 from reconciler.kube.client import continued
-from reconciler.kube.resource import BACKUPS, ROLEBINDINGS, WORKLOADS, Resource
+from reconciler.kube.resource import BACKUPS, RESTORES, ROLEBINDINGS, ROLES, WORKLOADS, Resource
 
 
 @lru_cache(maxsize=65_536)
@@ -56,10 +58,26 @@ class Shard:
 
 
 NAMESPACES = Resource("v1", "namespaces", "Namespace")
-# The cluster-wide collections the cycle LISTs, by path: with per_namespace, read instead as
-# one LIST per namespace of the shard.
+# The cluster-wide collections the cycle LISTs, by path: with lists="namespace", read instead
+# as one LIST per namespace of the shard.
 COLLECTIONS = {r.path(): r for r in (BACKUPS, ROLEBINDINGS, *WORKLOADS.values())}
+# With lists="exclude", these cluster-wide LISTs (paged or not) carry a fieldSelector that
+# leaves out the other shards' namespaces.
+EXCLUDABLE = frozenset({*COLLECTIONS, ROLES.path(), RESTORES.path()})
 NAMESPACES_TTL = 5.0  # seconds one LIST of namespaces serves (the LISTs of one cycle)
+# The longest fieldSelector (URL-encoded, "fieldSelector=" included) lists="exclude" sends:
+# 8 KiB, what nginx and Apache accept in a request line by default, so that a proxy in front
+# of the API server does not refuse it (kube-apiserver itself takes 1 MiB of headers and
+# request line, Go's http.DefaultMaxHeaderBytes). ~40 bytes per excluded namespace: about
+# 200 namespaces of the other shards. Beyond, the shard reads per namespace instead.
+EXCLUDE_MAX_QUERY = 8192
+
+
+def exclusion(namespaces) -> str:
+    """The fieldSelector that leaves out ``namespaces``: its requirements are ANDed. There is
+    no way to say the opposite (the shard's own namespaces): field selectors know only =, ==
+    and !=, no `in`, and two = on one field match nothing."""
+    return ",".join(f"metadata.namespace!={ns}" for ns in namespaces)
 
 
 @dataclass
@@ -67,20 +85,33 @@ class ShardKube:
     """The controller's client, seen through one shard: LISTs (paged or not) and watches keep
     only the shard's objects; every other call goes to ``kube`` unchanged.
 
-    The API server cannot select by a namespace's hash, so a cluster-wide LIST sends every
-    object to every shard, which decodes all of them and plans and writes only its own.
-    With ``per_namespace`` a cluster-wide LIST of the cycle (Backups, workloads,
-    RoleBindings) is read as one LIST per namespace of the shard instead (the namespaces
-    from one LIST of namespaces every NAMESPACES_TTL): each shard then reads only its own
-    objects, at the price of one request per namespace and kind. Watches stay cluster-wide
-    (a handful of streams), filtered as they arrive."""
+    The API server cannot select by a namespace's hash, so with ``lists="cluster"`` a
+    cluster-wide LIST sends every object to every shard, which decodes all of them and plans
+    and writes only its own. With ``lists="namespace"`` a cluster-wide LIST of the cycle
+    (Backups, workloads, RoleBindings) is read as one LIST per namespace of the shard instead
+    (the namespaces from one LIST of namespaces every NAMESPACES_TTL): each shard then reads
+    only its own objects, at the price of one request per namespace and kind. With
+    ``lists="exclude"`` the cycle's cluster-wide LISTs stay (as many requests as one
+    controller) and ask the server to leave out the namespaces of the other shards
+    (``fieldSelector=metadata.namespace!=a,...``, from the same LIST of namespaces); when
+    that selector would be longer than EXCLUDE_MAX_QUERY, it reads per namespace. Whatever
+    the mode, every item is checked against the shard's hash: a namespace created after the
+    LIST of namespaces is in no exclusion, and its objects reach every shard, which keeps
+    only its own. Watches stay cluster-wide (a handful of streams), filtered as they
+    arrive."""
 
     kube: object
     shard: Shard
-    per_namespace: bool = False
+    lists: str = "cluster"
     dropped: int = field(default=0)  # objects of other shards seen (for tests and stats)
     clock: object = field(default=time.monotonic, repr=False)
     _namespaces: tuple = field(default=(-1.0, ()), repr=False)
+
+    def __post_init__(self):
+        if self.lists not in SHARD_LISTS:
+            raise ValueError(
+                f"--shard-lists: {self.lists!r} is not one of {', '.join(SHARD_LISTS)}"
+            )
 
     def __getattr__(self, name):
         return getattr(self.kube, name)
@@ -90,16 +121,35 @@ class ShardKube:
         self.dropped += len(items) - len(kept)
         return kept
 
-    def list(self, *args, **kwargs) -> dict:
-        listing = self.kube.list(*args, **kwargs)
+    def list(self, path: str, *args, **kwargs) -> dict:
+        if "field_selector" not in kwargs and (selector := self.excluding(path)):
+            kwargs["field_selector"] = selector
+        listing = self.kube.list(path, *args, **kwargs)
         if isinstance(listing, dict) and isinstance(listing.get("items"), list):
             listing["items"] = self._keep(listing["items"])
         return listing
 
+    def excluding(self, path: str) -> str | None:
+        """With lists="exclude", the fieldSelector of a LIST of ``path``: None for a path that
+        is not one of the cycle's cluster-wide LISTs, or when it would be too long."""
+        if self.lists != "exclude" or path not in EXCLUDABLE:
+            return None
+        others = self.namespaces(own=False)
+        selector = exclusion(others)
+        if not others or len(urlencode({"fieldSelector": selector})) > EXCLUDE_MAX_QUERY:
+            return None
+        return selector
+
     def list_pages(
         self, path: str, label_selector: str | None = None, limit: int = 500
     ) -> Iterator[tuple[str, list[dict]]]:
-        res = COLLECTIONS.get(path) if self.per_namespace else None
+        selector = self.excluding(path)
+        if selector:
+            pages = self.kube.list_pages(path, label_selector, limit, field_selector=selector)
+            for rv, items in pages:
+                yield rv, self._keep(items)
+            return
+        res = COLLECTIONS.get(path) if self.lists != "cluster" else None
         namespaces = self.own_namespaces() if res is not None else ()
         if not namespaces:
             for rv, items in self.kube.list_pages(path, label_selector, limit):
@@ -126,19 +176,23 @@ class ShardKube:
 
     def own_namespaces(self) -> tuple[str, ...]:
         """The names of the shard's namespaces, sorted; one LIST of namespaces per TTL."""
+        return self.namespaces(own=True)
+
+    def namespaces(self, own: bool) -> tuple[str, ...]:
+        """The names of the shard's namespaces (``own``) or of the other shards', sorted; one
+        LIST of namespaces per TTL."""
         at, names = self._namespaces
         now = self.clock()
         if at < 0 or now - at > NAMESPACES_TTL:
             names = tuple(
                 sorted(
-                    n
+                    o["metadata"]["name"]
                     for page in self.kube.list_pages(NAMESPACES.path())
-                    for n in (o["metadata"]["name"] for o in page[1])
-                    if self.shard.owns(n)
+                    for o in page[1]
                 )
             )
             self._namespaces = (now, names)
-        return names
+        return tuple(n for n in names if self.shard.owns(n) == own)
 
     def watch(self, *args, **kwargs) -> Iterator[dict]:
         for event in self.kube.watch(*args, **kwargs):

@@ -211,10 +211,14 @@ class Kube:
         label_selector: str | None = None,
         limit: int | None = None,
         continue_token: str | None = None,
+        *,
+        field_selector: str | None = None,
     ) -> dict:
         params = {}
         if label_selector:
             params["labelSelector"] = label_selector
+        if field_selector:
+            params["fieldSelector"] = field_selector
         if limit:
             params["limit"] = str(limit)
         if continue_token:
@@ -222,12 +226,18 @@ class Kube:
         return self.request("GET", path, params=params or None)
 
     def list_pages(
-        self, path: str, label_selector: str | None = None, limit: int = 500
+        self,
+        path: str,
+        label_selector: str | None = None,
+        limit: int = 500,
+        *,
+        field_selector: str | None = None,
     ) -> Iterator[tuple[str, list[dict]]]:
         """(list resourceVersion, items) per page, as client-go's pager reads a LIST: the
         server answers in pieces, and a caller can process and drop each before the next."""
+        first = self.list(path, label_selector, limit, field_selector=field_selector)
         yield from continued(
-            self, path, label_selector, limit, self.list(path, label_selector, limit)
+            self, path, label_selector, limit, first, field_selector=field_selector
         )
 
     def evict(self, namespace: str, name: str) -> bool:
@@ -298,18 +308,28 @@ class Kube:
 
 
 def continued(
-    kube, path: str, label_selector: str | None, limit: int, listing: dict
+    kube,
+    path: str,
+    label_selector: str | None,
+    limit: int,
+    listing: dict,
+    *,
+    field_selector: str | None = None,
 ) -> Iterator[tuple[str, list[dict]]]:
     """(list resourceVersion, items) of a LIST's first page, already read (``listing``), then
     of each page after it: Kube.list_pages for a caller that asked for the first page
-    earlier (e.g. one request ahead, while it processed another LIST)."""
+    earlier (e.g. one request ahead, while it processed another LIST). Every page is asked
+    for with the first one's selectors, as the API server requires of a continue token."""
     while True:
         meta = listing.get("metadata") or {}
         yield meta.get("resourceVersion", ""), listing.get("items") or []
         token = meta.get("continue")
         if not token:
             return
-        listing = kube.list(path, label_selector, limit, token)
+        if field_selector:
+            listing = kube.list(path, label_selector, limit, token, field_selector=field_selector)
+        else:
+            listing = kube.list(path, label_selector, limit, token)
 
 
 def _loads(body: bytes):
