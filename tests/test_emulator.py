@@ -211,6 +211,51 @@ def test_field_selectors(emulator, http):
     assert len(resp.json()["items"]) == 1
 
 
+def test_field_selectors_leave_out_namespaces_cluster_wide(emulator, http):
+    """What a shard with --shard-lists exclude asks: several ANDed != on metadata.namespace,
+    cluster-wide, on built-in and custom resources, kept on every page of a paged LIST; the
+    field operators are =, == and != only (no set-based `in`)."""
+    emulator.create(CRD)
+    for ns in ("a", "b", "c"):
+        emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        for name in ("x", "y"):
+            emulator.create(deployment(name, namespace=ns))
+            emulator.create(
+                {
+                    "apiVersion": "backup.appscode.com/v1beta1",
+                    "kind": "Backup",
+                    "metadata": {"name": name, "namespace": ns},
+                }  # fmt: skip
+            )
+    sel = "metadata.namespace!=a,metadata.namespace!=c"
+    for path in ("/apis/apps/v1/deployments", "/apis/backup.appscode.com/v1beta1/backups"):
+        got, query = [], {"fieldSelector": sel, "limit": "1"}
+        while True:
+            body = http.get(path, params=query).json()
+            got += [(i["metadata"]["namespace"], i["metadata"]["name"]) for i in body["items"]]
+            if not body["metadata"].get("continue"):
+                break
+            query["continue"] = body["metadata"]["continue"]
+        assert got == [("b", "x"), ("b", "y")], path
+    both = http.get(
+        "/apis/apps/v1/deployments", params={"fieldSelector": sel + ",metadata.name==y"}
+    )
+    assert [i["metadata"]["namespace"] for i in both.json()["items"]] == ["b"]
+    # a cluster-scoped object has no namespace field: != keeps it, = drops it
+    names = http.get("/api/v1/namespaces", params={"fieldSelector": "metadata.namespace!=a"})
+    assert {"a", "b", "c"} <= {i["metadata"]["name"] for i in names.json()["items"]}
+    names = http.get("/api/v1/namespaces", params={"fieldSelector": "metadata.namespace=a"})
+    assert names.json()["items"] == []
+    bad = http.get(
+        "/apis/apps/v1/deployments", params={"fieldSelector": "metadata.namespace in (a,b)"}
+    )
+    assert bad.status_code == 400 and "invalid selector" in bad.json()["message"]
+    bad = http.get(
+        "/apis/backup.appscode.com/v1beta1/backups", params={"fieldSelector": "spec.paused=true"}
+    )
+    assert bad.status_code == 400
+
+
 def test_errors_are_status_objects(emulator, http):
     resp = http.get(DEPLOYS + "/www")
     assert resp.status_code == 404
