@@ -225,7 +225,7 @@ def test_field_selectors_leave_out_namespaces_cluster_wide(emulator, http):
                     "apiVersion": "backup.appscode.com/v1beta1",
                     "kind": "Backup",
                     "metadata": {"name": name, "namespace": ns},
-                }  # fmt: skip
+                }
             )
     sel = "metadata.namespace!=a,metadata.namespace!=c"
     for path in ("/apis/apps/v1/deployments", "/apis/backup.appscode.com/v1beta1/backups"):

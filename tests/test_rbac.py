@@ -269,10 +269,12 @@ def test_only_backups_that_run_commands_get_pods_exec(spec):
     assert runs - plain == {("", "pods/exec", "get", None), ("", "pods/exec", "create", None)}
 
 
-def test_a_shard_reading_its_namespaces_needs_only_the_sharded_overlays_rights(tmp_path):
-    """kustomize/overlays/sharded runs `--shard-lists namespace`: every call of such a shard
-    (the LIST of namespaces, one LIST per namespace and kind, its patches) is granted there,
-    and the LIST of namespaces is the one right it adds to a single controller's."""
+@pytest.mark.parametrize("lists", ["namespace", "exclude"])
+def test_a_shard_reading_its_namespaces_needs_only_the_sharded_overlays_rights(tmp_path, lists):
+    """kustomize/overlays/sharded runs `--shard-lists exclude` (`namespace` is the other mode
+    that reads only the shard's share): every call of such a shard (the LIST of namespaces,
+    the LISTs cluster-wide with a field selector or per namespace, its patches) is granted
+    there, and the LIST of namespaces is the one right it adds to a single controller's."""
     from reconciler.controller.shard import Shard, ShardKube, shard_of
     from reconciler.resources import crd_manifests
     from tests.emulator import Emulator
@@ -287,8 +289,8 @@ def test_a_shard_reading_its_namespaces_needs_only_the_sharded_overlays_rights(t
         emu.create(backup())
         emu.create(workload())
         shard = Shard(3, shard_of(NS, 3))
-        settings = Settings(shards=3, shard_index=shard.index, shard_lists="namespace")
-        kube = ShardKube(Kube.connect(str(kubeconfig)), shard, lists="namespace")
+        settings = Settings(shards=3, shard_index=shard.index, shard_lists=lists)
+        kube = ShardKube(Kube.connect(str(kubeconfig)), shard, lists=lists)
         controller = Controller(kube, settings)
         controller.cycle()
         assert SIDECAR_NAME in containers(get(emu, "Deployment", "www"))

@@ -442,3 +442,42 @@ def test_an_exclusion_too_long_for_a_request_line_reads_per_namespace(
 def test_an_unknown_shard_lists_mode_is_refused():
     with pytest.raises(ValueError, match="--shard-lists: 'nodes' is not one of"):
         ShardKube(object(), Shard(3, 0), lists="nodes")
+
+
+def test_excluding_watches_carry_the_selector_of_the_lists(emulator, tmp_path):
+    """lists="exclude": a watch of a cycle's collection asks for the shard's namespaces only
+    (the other shards' events are not sent at all); others pass through as asked."""
+    populate(emulator)
+    kube = Kube.connect(str(emulator.write_kubeconfig(tmp_path / "kc")))
+    rv = emulator.resource_version
+    for ns in NAMESPACES:  # one change per namespace after rv
+        obj = emulator.get("apps/v1", "Deployment", "w0", ns)
+        obj["metadata"]["labels"]["touched"] = "yes"
+        emulator.update(obj)
+    path = "/apis/apps/v1/deployments"
+    own = {ns for ns in NAMESPACES if shard_of(ns, 3) == 2}
+
+    def events(client):
+        got = collections.Counter()
+        for event in client.watch(path, str(rv), CONFIG_LABEL, timeout_s=1):
+            meta = event["object"]["metadata"]
+            got[(event["type"], meta.get("namespace"))] += 1
+        return got
+
+    emulator.clear_requests()
+    wide = events(ShardKube(kube, Shard(3, 2)))
+    assert {ns for (t, ns) in wide if t == "MODIFIED"} == own
+    assert wide[("BOOKMARK", None)] >= len(NAMESPACES) - len(own)  # the others', emptied
+    narrow_client = ShardKube(kube, Shard(3, 2), lists="exclude")
+    narrow = events(narrow_client)
+    assert {ns for (t, ns) in narrow if t == "MODIFIED"} == own
+    assert narrow[("BOOKMARK", None)] < len(NAMESPACES) - len(own)  # not sent at all
+    watches = [r.query for r in emulator.requests if r.query.get("watch") == "true"]
+    assert [q.get("fieldSelector") for q in watches] == [
+        None,
+        excluded(2, [n["metadata"]["name"] for n in emulator.list("v1", "namespaces")]),
+    ]
+    assert all(q["labelSelector"] == CONFIG_LABEL for q in watches)
+    emulator.clear_requests()
+    list(narrow_client.watch("/api/v1/pods", str(rv), None, timeout_s=1))
+    assert [r.query.get("fieldSelector") for r in emulator.requests] == [None]

@@ -4,6 +4,7 @@ shows it only those (filtered after each LIST and watch, whatever the server sen
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -98,7 +99,7 @@ class ShardKube:
     the mode, every item is checked against the shard's hash: a namespace created after the
     LIST of namespaces is in no exclusion, and its objects reach every shard, which keeps
     only its own. Watches stay cluster-wide (a handful of streams), filtered as they
-    arrive."""
+    arrive; with lists="exclude" they carry the same fieldSelector as the LISTs."""
 
     kube: object
     shard: Shard
@@ -106,6 +107,7 @@ class ShardKube:
     dropped: int = field(default=0)  # objects of other shards seen (for tests and stats)
     clock: object = field(default=time.monotonic, repr=False)
     _namespaces: tuple = field(default=(-1.0, ()), repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # watch threads
 
     def __post_init__(self):
         if self.lists not in SHARD_LISTS:
@@ -181,21 +183,28 @@ class ShardKube:
     def namespaces(self, own: bool) -> tuple[str, ...]:
         """The names of the shard's namespaces (``own``) or of the other shards', sorted; one
         LIST of namespaces per TTL."""
-        at, names = self._namespaces
-        now = self.clock()
-        if at < 0 or now - at > NAMESPACES_TTL:
-            names = tuple(
-                sorted(
-                    o["metadata"]["name"]
-                    for page in self.kube.list_pages(NAMESPACES.path())
-                    for o in page[1]
+        with self._lock:
+            at, names = self._namespaces
+            now = self.clock()
+            if at < 0 or now - at > NAMESPACES_TTL:
+                names = tuple(
+                    sorted(
+                        o["metadata"]["name"]
+                        for page in self.kube.list_pages(NAMESPACES.path())
+                        for o in page[1]
+                    )
                 )
-            )
-            self._namespaces = (now, names)
+                self._namespaces = (now, names)
         return tuple(n for n in names if self.shard.owns(n) == own)
 
-    def watch(self, *args, **kwargs) -> Iterator[dict]:
-        for event in self.kube.watch(*args, **kwargs):
+    def watch(self, path: str, *args, params=None, **kwargs) -> Iterator[dict]:
+        """The watch of ``path``, with lists="exclude" narrowed as its LIST is (the other
+        shards' events are then not even sent), and filtered by the shard's hash."""
+        if not (params or {}).get("fieldSelector") and (selector := self.excluding(path)):
+            params = {**(params or {}), "fieldSelector": selector}
+        if params is not None:
+            kwargs["params"] = params
+        for event in self.kube.watch(path, *args, **kwargs):
             obj = event.get("object")
             if event.get("type") in ("ADDED", "MODIFIED", "DELETED") and isinstance(obj, dict):
                 if not self.shard.owns_object(obj):
