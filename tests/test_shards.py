@@ -400,43 +400,59 @@ def test_a_namespace_created_after_the_namespace_list_is_still_sharded(emulator,
         assert s.dropped == 0
 
 
-def test_an_exclusion_too_long_for_a_request_line_reads_per_namespace(
-    emulator, tmp_path, monkeypatch
-):
-    """Past EXCLUDE_MAX_QUERY bytes of query (8 KiB: what proxies in front of an API server
-    take in a request line by default), the shard reads per namespace instead; at the limit
-    it still excludes."""
-    from urllib.parse import urlencode
-
+def test_an_exclusion_too_long_reads_per_namespace(emulator, tmp_path, monkeypatch):
+    """Past EXCLUDE_MAX_QUERY bytes of query (32 KiB) the shard reads per namespace instead;
+    at the limit it still excludes; and when the server refuses a selector for its length
+    (414 or 431: here the emulator's HTTP server, which takes 64 KiB of request line) the
+    shard reads that LIST per namespace and never sends a selector that long again."""
     from reconciler.controller import shard as shard_module
 
-    assert shard_module.EXCLUDE_MAX_QUERY == 8192
+    assert shard_module.EXCLUDE_MAX_QUERY == 32 * 1024
     populate(emulator)
-    for i in range(260):  # ~170 namespaces of the other shards, ~60 bytes each
-        name = f"a-namespace-with-a-rather-long-name-{i:03d}"
+    for i in range(1200):  # ~800 namespaces of the other shards, ~90 bytes each
+        name = f"a-namespace-with-a-name-as-long-as-a-dns-label-may-be-{i:04d}"
         emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     kube = Kube.connect(str(emulator.write_kubeconfig(tmp_path / "kc")))
     path = "/apis/apps/v1/deployments"
     narrow = ShardKube(kube, Shard(3, 2), lists="exclude")
-    emulator.clear_requests()
-    got = list(narrow.list_pages(path, CONFIG_LABEL))
-    own = narrow.own_namespaces()
-    assert [r.path for r in emulator.requests] == [
-        "/api/v1/namespaces",
-        *(f"/apis/apps/v1/namespaces/{ns}/deployments" for ns in own),
+    mine = {ns for ns in NAMESPACES if shard_of(ns, 3) == 2}
+
+    def read(client):
+        emulator.clear_requests()
+        got = list(client.list_pages(path, CONFIG_LABEL))
+        assert {o["metadata"]["namespace"] for _, items in got for o in items} == mine
+        return [(r.path, r.query.get("fieldSelector"), r.status) for r in emulator.requests]
+
+    per_namespace = [
+        (f"/apis/apps/v1/namespaces/{ns}/deployments", None, 200) for ns in narrow.own_namespaces()
     ]
-    assert {o["metadata"]["namespace"] for _, items in got for o in items} == {
-        ns for ns in NAMESPACES if shard_of(ns, 3) == 2
-    }
+    assert read(narrow) == per_namespace
     selector = shard_module.exclusion(narrow.namespaces(own=False))
-    size = len(urlencode({"fieldSelector": selector}))
-    assert size > 8192
+    size = shard_module.query_bytes(selector)
+    assert 32 * 1024 < 65536 < size  # the emulator's HTTP server refuses it (414)
     monkeypatch.setattr(shard_module, "EXCLUDE_MAX_QUERY", size)  # exactly at the limit
-    emulator.clear_requests()
-    list(narrow.list_pages(path, CONFIG_LABEL))
-    assert [(r.path, r.query.get("fieldSelector")) for r in emulator.requests] == [(path, selector)]
+    assert narrow.excluding(path) == selector
     monkeypatch.setattr(shard_module, "EXCLUDE_MAX_QUERY", size - 1)
     assert narrow.excluding(path) is None
+    # allowed, but refused by the server: per namespace, now and from then on
+    monkeypatch.setattr(shard_module, "EXCLUDE_MAX_QUERY", 2**20)
+    assert narrow.excluding(path) == selector
+    assert read(narrow) == per_namespace  # the refused request never reached the emulator
+    assert narrow.max_query == size - 1 and narrow.excluding(path) is None
+    assert read(narrow) == per_namespace
+    # the same for a LIST in one piece and a watch
+    for client_call in (
+        lambda c: c.list(ROLES.path()),
+        lambda c: list(c.watch(path, "1", CONFIG_LABEL, timeout_s=0)),
+    ):
+        fresh = ShardKube(kube, Shard(3, 2), lists="exclude")
+        fresh.namespaces(own=False)
+        emulator.clear_requests()
+        client_call(fresh)
+        assert fresh.max_query == size - 1
+        assert [(r.query.get("fieldSelector"), r.status) for r in emulator.requests] == [
+            (None, 200)
+        ]
 
 
 def test_an_unknown_shard_lists_mode_is_refused():

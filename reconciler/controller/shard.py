@@ -4,6 +4,8 @@ shows it only those (filtered after each LIST and watch, whatever the server sen
 from __future__ import annotations
 
 import hashlib
+import itertools
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -13,8 +15,10 @@ from functools import lru_cache
 from urllib.parse import urlencode
 
 from reconciler.controller.options import SHARD_LISTS
-from reconciler.kube.client import continued
+from reconciler.kube.client import ApiError, continued
 from reconciler.kube.resource import BACKUPS, RESTORES, ROLEBINDINGS, ROLES, WORKLOADS, Resource
+
+log = logging.getLogger("restik.controller")
 
 
 @lru_cache(maxsize=65_536)
@@ -67,11 +71,21 @@ COLLECTIONS = {r.path(): r for r in (BACKUPS, ROLEBINDINGS, *WORKLOADS.values())
 EXCLUDABLE = frozenset({*COLLECTIONS, ROLES.path(), RESTORES.path()})
 NAMESPACES_TTL = 5.0  # seconds one LIST of namespaces serves (the LISTs of one cycle)
 # The longest fieldSelector (URL-encoded, "fieldSelector=" included) lists="exclude" sends:
-# 8 KiB, what nginx and Apache accept in a request line by default, so that a proxy in front
-# of the API server does not refuse it (kube-apiserver itself takes 1 MiB of headers and
-# request line, Go's http.DefaultMaxHeaderBytes). ~40 bytes per excluded namespace: about
-# 200 namespaces of the other shards. Beyond, the shard reads per namespace instead.
-EXCLUDE_MAX_QUERY = 8192
+# 32 KiB, ~35 bytes per excluded namespace (`team-123`), so ~900 namespaces of the other
+# shards (~1,400 in all with 3 shards). kube-apiserver takes 1 MiB of request line and
+# headers (Go's http.DefaultMaxHeaderBytes) and an in-cluster controller reaches it through
+# kube-proxy (TCP), but an HTTP proxy in front of it may take less (nginx and Apache 8 KiB
+# of request line by default): when the server answers 414 (URI Too Long) or 431 (Request
+# Header Fields Too Large), the shard lowers its own limit below what was refused and reads
+# per namespace from then on. Beyond the limit, too, it reads per namespace (the Roles and
+# Restores, few and small: cluster-wide, filtered).
+EXCLUDE_MAX_QUERY = 32 * 1024
+TOO_LONG = (414, 431)
+
+
+def query_bytes(selector: str) -> int:
+    """The bytes a fieldSelector adds to a request's query string (URL-encoded)."""
+    return len(urlencode({"fieldSelector": selector}))
 
 
 def exclusion(namespaces) -> str:
@@ -108,6 +122,7 @@ class ShardKube:
     clock: object = field(default=time.monotonic, repr=False)
     _namespaces: tuple = field(default=(-1.0, ()), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # watch threads
+    max_query: int = field(default=-1)  # EXCLUDE_MAX_QUERY, or less once a server refused it
 
     def __post_init__(self):
         if self.lists not in SHARD_LISTS:
@@ -124,9 +139,15 @@ class ShardKube:
         return kept
 
     def list(self, path: str, *args, **kwargs) -> dict:
+        listing = None
         if "field_selector" not in kwargs and (selector := self.excluding(path)):
-            kwargs["field_selector"] = selector
-        listing = self.kube.list(path, *args, **kwargs)
+            try:
+                listing = self.kube.list(path, *args, **kwargs, field_selector=selector)
+            except ApiError as exc:
+                if not self._refused(exc, path, selector):
+                    raise
+        if listing is None:
+            listing = self.kube.list(path, *args, **kwargs)
         if isinstance(listing, dict) and isinstance(listing.get("items"), list):
             listing["items"] = self._keep(listing["items"])
         return listing
@@ -138,9 +159,26 @@ class ShardKube:
             return None
         others = self.namespaces(own=False)
         selector = exclusion(others)
-        if not others or len(urlencode({"fieldSelector": selector})) > EXCLUDE_MAX_QUERY:
+        limit = EXCLUDE_MAX_QUERY if self.max_query < 0 else self.max_query
+        if not others or query_bytes(selector) > limit:
             return None
         return selector
+
+    def _refused(self, exc: ApiError, path: str, selector: str) -> bool:
+        """Whether the server (or a proxy before it) refused a request for the length of its
+        field selector; if so, no selector that long is sent again."""
+        if exc.status not in TOO_LONG:
+            return False
+        size = query_bytes(selector)
+        with self._lock:
+            limit = EXCLUDE_MAX_QUERY if self.max_query < 0 else self.max_query
+            self.max_query = min(limit, size - 1)
+        log.warning(
+            "shard %s: the API server refused a request for %s with a field selector of %d "
+            "bytes (%d %s); reading without one from now on",
+            self.shard, path, size, exc.status, exc.reason,
+        )  # fmt: skip
+        return True
 
     def list_pages(
         self, path: str, label_selector: str | None = None, limit: int = 500
@@ -148,9 +186,17 @@ class ShardKube:
         selector = self.excluding(path)
         if selector:
             pages = self.kube.list_pages(path, label_selector, limit, field_selector=selector)
-            for rv, items in pages:
-                yield rv, self._keep(items)
-            return
+            sent = False
+            try:
+                for rv, items in pages:
+                    sent = True
+                    yield rv, self._keep(items)
+                return
+            except ApiError as exc:
+                # A later page's continue token made it too long: the next LIST reads per
+                # namespace, this one fails (its first pages are already planned).
+                if not self._refused(exc, path, selector) or sent:
+                    raise
         res = COLLECTIONS.get(path) if self.lists != "cluster" else None
         namespaces = self.own_namespaces() if res is not None else ()
         if not namespaces:
@@ -200,11 +246,23 @@ class ShardKube:
     def watch(self, path: str, *args, params=None, **kwargs) -> Iterator[dict]:
         """The watch of ``path``, with lists="exclude" narrowed as its LIST is (the other
         shards' events are then not even sent), and filtered by the shard's hash."""
+        events = None
         if not (params or {}).get("fieldSelector") and (selector := self.excluding(path)):
-            params = {**(params or {}), "fieldSelector": selector}
-        if params is not None:
-            kwargs["params"] = params
-        for event in self.kube.watch(path, *args, **kwargs):
+            narrowed = {**(params or {}), "fieldSelector": selector}
+            events = self.kube.watch(path, *args, **kwargs, params=narrowed)
+            try:
+                first = next(events, None)  # the request is made here
+            except ApiError as exc:
+                if not self._refused(exc, path, selector):
+                    raise
+                events = None
+            else:
+                events = itertools.chain(() if first is None else (first,), events)
+        if events is None:
+            if params is not None:
+                kwargs["params"] = params
+            events = self.kube.watch(path, *args, **kwargs)
+        for event in events:
             obj = event.get("object")
             if event.get("type") in ("ADDED", "MODIFIED", "DELETED") and isinstance(obj, dict):
                 if not self.shard.owns_object(obj):
