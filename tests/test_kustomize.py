@@ -450,7 +450,7 @@ def test_sharded_overlay_runs_three_shards_as_a_statefulset():
     shards = int(args[args.index("--shards") + 1])
     assert spec["replicas"] == shards == 3
     assert "--shard-index" not in args  # from the pod's name: restik-0, restik-1, restik-2
-    assert args[args.index("--shard-lists") + 1] == "namespace"  # each reads its own share
+    assert args[args.index("--shard-lists") + 1] == "exclude"  # each reads its own share
     # which needs the LIST of namespaces, granted here only: one controller has the base's
     assert effective_rights(objs, NAMESPACE, SERVICE_ACCOUNT) == (
         {("*", *r) for r in CONTROLLER_CLUSTER_RIGHTS}
