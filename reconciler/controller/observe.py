@@ -24,7 +24,7 @@ from reconciler.controller.rollout import (
     restart_view,
     slim_pod,
 )
-from reconciler.kube.client import ApiError, Kube, continued
+from reconciler.kube.client import ApiError, Kube, ListItems, continued
 from reconciler.kube.resource import BACKUPS, PODS, ROLEBINDINGS, ROLES, WORKLOADS
 
 log = logging.getLogger("restik.controller")
@@ -176,27 +176,11 @@ class Observer:
         desired: dict = {}  # DaemonSet ref -> status.desiredNumberScheduled (dropped by slim)
         for kind, api_version, path in self.workload_paths():
             for page in self._pages(path, selector, rvs):
-                items = [with_kind(w, api_version, kind) for w in page]
-                del page
-                if selector is None:
-                    items = [w for w in items if labeled_or_injected(w)]
-                for w in items:
-                    if not is_labeled(w):
-                        continue
-                    snap.workloads += 1
-                    ref = ref_of(w)
-                    snap.labeled.add(ref)
-                    if controller_owner(w) is not None:
-                        continue  # never changed, never restarted (plan reports it)
-                    snap.rollouts[ref] = observe_rollout(w)  # from its status, before slim
-                    if first_cycle and needs_manual_restart(w):
-                        snap.pending_restarts.add(ref)  # after a start: look for stale pods
-                    if ref in snap.pending_restarts:
-                        snap.restart_owners[ref] = restart_view(w)
-                    elif w["kind"] == "DaemonSet" and needs_manual_restart(w):
-                        desired[ref] = (w.get("status") or {}).get("desiredNumberScheduled")
-                items = [slim(w) for w in items]
                 planned = len(result.changes)
+                items = self._workloads(
+                    page, kind, api_version, selector, first_cycle, snap, desired
+                )
+                del page  # each item is decoded, planned and dropped before the next
                 plan_batch(index, items, self.renderer, result)
                 del items
                 self._keep_restart_views(snap, result.changes[planned:], desired)
@@ -217,6 +201,29 @@ class Observer:
             self._list_pods(snap)
 
     @staticmethod
+    def _workloads(page, kind, api_version, selector, first_cycle, snap, desired) -> Iterator:
+        """A page's workloads for the planner, one at a time (a lazy page decodes each as it
+        is read): what the snapshot keeps of each (its rollout, a restart view) is taken
+        before slim drops the status."""
+        for w in page:
+            with_kind(w, api_version, kind)
+            if selector is None and not labeled_or_injected(w):
+                continue
+            if is_labeled(w):
+                snap.workloads += 1
+                ref = ref_of(w)
+                snap.labeled.add(ref)
+                if controller_owner(w) is None:  # else never changed (plan reports it)
+                    snap.rollouts[ref] = observe_rollout(w)  # from its status, before slim
+                    if first_cycle and needs_manual_restart(w):
+                        snap.pending_restarts.add(ref)  # after a start: look for stale pods
+                    if ref in snap.pending_restarts:
+                        snap.restart_owners[ref] = restart_view(w)
+                    elif w["kind"] == "DaemonSet" and needs_manual_restart(w):
+                        desired[ref] = (w.get("status") or {}).get("desiredNumberScheduled")
+            yield slim(w)
+
+    @staticmethod
     def _keep_restart_views(snap: Snapshot, changes: list, desired: dict) -> None:
         """What plan_restart needs of the workloads a change will make restik restart: their
         objects as listed (slim keeps what it reads but a DaemonSet's desired pod count)."""
@@ -235,7 +242,12 @@ class Observer:
             yield items
 
     def _list(self, path: str, selector: str | None, rvs: dict[str, str]) -> list[dict]:
-        return [item for page in self._pages(path, selector, rvs) for item in page]
+        """A LIST whose items the snapshot keeps: each page decoded in one pass (its items
+        then share their keys' strings, as with json.loads)."""
+        items: list[dict] = []
+        for page in self._pages(path, selector, rvs):
+            items += page.decoded() if isinstance(page, ListItems) else page
+        return items
 
     def _parse(self, raw: dict, previous: dict):
         """parse_backup, once per resourceVersion of each Backup."""
