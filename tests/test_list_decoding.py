@@ -10,7 +10,7 @@ import pytest
 from reconciler.controller.observe import Observer
 from reconciler.controller.options import Settings
 from reconciler.controller.render import Renderer
-from reconciler.kube.client import ApiError, Kube, ListItems, decode_listing
+from reconciler.kube.client import ApiError, JsonObjects, Kube, ListItems, decode_listing
 from reconciler.kube.resource import BACKUPS, WORKLOADS
 from tests.factories.cluster import backup, workload
 
@@ -166,3 +166,37 @@ def test_the_plan_is_the_one_of_whole_pages(cluster, kubeconfig, first_cycle):
     lazy, eager = _plan_of(kube, first_cycle), _plan_of(EagerPages(kube), first_cycle)
     assert lazy == eager
     assert lazy["changes"] and lazy["problems"] and lazy["workloads"] == 10
+
+
+def test_with_texts_gives_each_item_and_its_exact_text():
+    body = json.dumps({"metadata": {}, "items": HOSTILE}, indent=1).encode()
+    pairs = list(decode_listing(body)["items"].with_texts())
+    assert [item for item, _ in pairs] == HOSTILE
+    assert [json.loads(text) for _, text in pairs] == HOSTILE
+
+
+def test_json_objects_decode_a_new_copy_at_each_read():
+    kept = JsonObjects({("web", "a"): HOSTILE[0]})
+    kept.keep(("web", "b"), json.dumps(HOSTILE[1]))
+    assert kept == {("web", "a"): HOSTILE[0], ("web", "b"): HOSTILE[1]}
+    assert kept.get(("web", "c")) is None and ("web", "b") in kept and len(kept) == 2
+    kept[("web", "a")]["metadata"]["name"] = "changed"
+    assert kept[("web", "a")] == HOSTILE[0]
+
+
+def test_the_cycle_keeps_roles_and_rolebindings_as_text(cluster, kubeconfig):
+    """A converged cycle compares them as listed (no write), kept as JSON text."""
+    from reconciler.controller.cycle import Controller
+
+    cluster.create(backup())
+    cluster.create(workload("Deployment", "w0"))
+    controller = Controller(Kube.connect(str(kubeconfig)), Settings(page_size=1))
+    controller.cycle()
+    snap = controller.observer.observe(
+        with_backups=True, first_cycle=False, known_injected=set(), pending_restarts=set()
+    )
+    assert isinstance(snap.roles, JsonObjects) and isinstance(snap.rolebindings, JsonObjects)
+    assert list(snap.roles) == list(snap.rolebindings) == [("web", "restik-sidecar-www")]
+    cluster.clear_requests()
+    controller.cycle()
+    assert [r for r in cluster.requests if r.method != "GET"] == []

@@ -4,6 +4,7 @@ and what the controller keeps of the objects it LISTs."""
 from __future__ import annotations
 
 import gc
+import json
 import logging
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ from reconciler.controller.rollout import (
     restart_view,
     slim_pod,
 )
-from reconciler.kube.client import ApiError, Kube, ListItems, continued
+from reconciler.kube.client import ApiError, JsonObjects, Kube, ListItems, continued
 from reconciler.kube.resource import BACKUPS, PODS, ROLEBINDINGS, ROLES, WORKLOADS
 
 log = logging.getLogger("restik.controller")
@@ -46,10 +47,10 @@ class Snapshot:
     labeled: set[WorkloadRef] = field(default_factory=set)
     # WorkloadRef -> Rollout of each labeled workload (from its status, before slim)
     rollouts: dict[WorkloadRef, Rollout] = field(default_factory=dict)
-    # (namespace, name) -> restik's RoleBindings
-    rolebindings: dict[tuple[str, str], dict] = field(default_factory=dict)
+    # (namespace, name) -> restik's RoleBindings (a JsonObjects after a LIST)
+    rolebindings: Mapping[tuple[str, str], dict] = field(default_factory=dict)
     # (namespace, name) -> restik's Roles (one per Backup: reconcilers.rbac.desired_role)
-    roles: dict[tuple[str, str], dict] = field(default_factory=dict)
+    roles: Mapping[tuple[str, str], dict] = field(default_factory=dict)
     # workloads whose pods restik restarts: pending from earlier cycles, or (after a start)
     # every one that needs it; candidates: those and the ones planned to be patched now
     pending_restarts: set[WorkloadRef] = field(default_factory=set)
@@ -185,11 +186,9 @@ class Observer:
                 del items
                 self._keep_restart_views(snap, result.changes[planned:], desired)
         rb_path = ROLEBINDINGS.path(self.settings.namespace)
-        for rb in self._list(rb_path, f"{MANAGED_BY}={MANAGER}", rvs):
-            snap.rolebindings[(rb["metadata"]["namespace"], rb["metadata"]["name"])] = rb
+        snap.rolebindings = self._kept(rb_path, f"{MANAGED_BY}={MANAGER}", rvs)
         roles_path = ROLES.path(self.settings.namespace)
-        for role in self._list(roles_path, f"{MANAGED_BY}={MANAGER}", rvs):
-            snap.roles[(role["metadata"]["namespace"], role["metadata"]["name"])] = role
+        snap.roles = self._kept(roles_path, f"{MANAGED_BY}={MANAGER}", rvs)
         orphans = self._orphans(snap, known_injected | pending)
         planned = len(result.changes)
         plan_batch(index, orphans, self.renderer, result)
@@ -248,6 +247,18 @@ class Observer:
         for page in self._pages(path, selector, rvs):
             items += page.decoded() if isinstance(page, ListItems) else page
         return items
+
+    def _kept(self, path: str, selector: str | None, rvs: dict[str, str]) -> JsonObjects:
+        """A LIST kept until the reconcilers read it, by (namespace, name), as JSON text."""
+        kept = JsonObjects()
+        for page in self._pages(path, selector, rvs):
+            if isinstance(page, ListItems):
+                pairs = page.with_texts()
+            else:
+                pairs = ((o, json.dumps(o, separators=(",", ":"))) for o in page)
+            for obj, text in pairs:
+                kept.keep((obj["metadata"].get("namespace"), obj["metadata"]["name"]), text)
+        return kept
 
     def _parse(self, raw: dict, previous: dict):
         """parse_backup, once per resourceVersion of each Backup."""
