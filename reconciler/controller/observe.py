@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import sys
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -206,6 +207,10 @@ class Observer:
         before slim drops the status."""
         for w in page:
             with_kind(w, api_version, kind)
+            meta = w.get("metadata")
+            if isinstance(meta, dict) and isinstance(meta.get("namespace"), str):
+                # one string per namespace, not per workload, in the refs the cycle keeps
+                meta["namespace"] = sys.intern(meta["namespace"])
             if selector is None and not labeled_or_injected(w):
                 continue
             if is_labeled(w):
