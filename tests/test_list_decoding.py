@@ -200,3 +200,12 @@ def test_the_cycle_keeps_roles_and_rolebindings_as_text(cluster, kubeconfig):
     cluster.clear_requests()
     controller.cycle()
     assert [r for r in cluster.requests if r.method != "GET"] == []
+
+
+def test_an_item_is_decoded_only_when_it_is_reached():
+    """Lazy: the first item comes out before the second, broken one, is looked at (an
+    eager decoding would fail the whole page at once)."""
+    items = iter(decode_listing(b'{"metadata": {}, "items": [{"a": 1}, {"b": ]}', "/p")["items"])
+    assert next(items) == {"a": 1}
+    with pytest.raises(ApiError, match="/p"):
+        next(items)
