@@ -4,7 +4,9 @@ and what the controller keeps of the objects it LISTs."""
 from __future__ import annotations
 
 import gc
+import json
 import logging
+import sys
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ from reconciler.controller.rollout import (
     restart_view,
     slim_pod,
 )
-from reconciler.kube.client import ApiError, Kube, continued
+from reconciler.kube.client import ApiError, JsonObjects, Kube, ListItems, continued
 from reconciler.kube.resource import BACKUPS, PODS, ROLEBINDINGS, ROLES, WORKLOADS
 
 log = logging.getLogger("restik.controller")
@@ -46,10 +48,10 @@ class Snapshot:
     labeled: set[WorkloadRef] = field(default_factory=set)
     # WorkloadRef -> Rollout of each labeled workload (from its status, before slim)
     rollouts: dict[WorkloadRef, Rollout] = field(default_factory=dict)
-    # (namespace, name) -> restik's RoleBindings
-    rolebindings: dict[tuple[str, str], dict] = field(default_factory=dict)
+    # (namespace, name) -> restik's RoleBindings (a JsonObjects after a LIST)
+    rolebindings: Mapping[tuple[str, str], dict] = field(default_factory=dict)
     # (namespace, name) -> restik's Roles (one per Backup: reconcilers.rbac.desired_role)
-    roles: dict[tuple[str, str], dict] = field(default_factory=dict)
+    roles: Mapping[tuple[str, str], dict] = field(default_factory=dict)
     # workloads whose pods restik restarts: pending from earlier cycles, or (after a start)
     # every one that needs it; candidates: those and the ones planned to be patched now
     pending_restarts: set[WorkloadRef] = field(default_factory=set)
@@ -176,36 +178,18 @@ class Observer:
         desired: dict = {}  # DaemonSet ref -> status.desiredNumberScheduled (dropped by slim)
         for kind, api_version, path in self.workload_paths():
             for page in self._pages(path, selector, rvs):
-                items = [with_kind(w, api_version, kind) for w in page]
-                del page
-                if selector is None:
-                    items = [w for w in items if labeled_or_injected(w)]
-                for w in items:
-                    if not is_labeled(w):
-                        continue
-                    snap.workloads += 1
-                    ref = ref_of(w)
-                    snap.labeled.add(ref)
-                    if controller_owner(w) is not None:
-                        continue  # never changed, never restarted (plan reports it)
-                    snap.rollouts[ref] = observe_rollout(w)  # from its status, before slim
-                    if first_cycle and needs_manual_restart(w):
-                        snap.pending_restarts.add(ref)  # after a start: look for stale pods
-                    if ref in snap.pending_restarts:
-                        snap.restart_owners[ref] = restart_view(w)
-                    elif w["kind"] == "DaemonSet" and needs_manual_restart(w):
-                        desired[ref] = (w.get("status") or {}).get("desiredNumberScheduled")
-                items = [slim(w) for w in items]
                 planned = len(result.changes)
+                items = self._workloads(
+                    page, kind, api_version, selector, first_cycle, snap, desired
+                )
+                del page  # each item is decoded, planned and dropped before the next
                 plan_batch(index, items, self.renderer, result)
                 del items
                 self._keep_restart_views(snap, result.changes[planned:], desired)
         rb_path = ROLEBINDINGS.path(self.settings.namespace)
-        for rb in self._list(rb_path, f"{MANAGED_BY}={MANAGER}", rvs):
-            snap.rolebindings[(rb["metadata"]["namespace"], rb["metadata"]["name"])] = rb
+        snap.rolebindings = self._kept(rb_path, f"{MANAGED_BY}={MANAGER}", rvs)
         roles_path = ROLES.path(self.settings.namespace)
-        for role in self._list(roles_path, f"{MANAGED_BY}={MANAGER}", rvs):
-            snap.roles[(role["metadata"]["namespace"], role["metadata"]["name"])] = role
+        snap.roles = self._kept(roles_path, f"{MANAGED_BY}={MANAGER}", rvs)
         orphans = self._orphans(snap, known_injected | pending)
         planned = len(result.changes)
         plan_batch(index, orphans, self.renderer, result)
@@ -215,6 +199,33 @@ class Observer:
         snap.restart_candidates = snap.pending_restarts | planned
         if not self.settings.dry_run:  # a dry run restarts nothing: no pods to look at
             self._list_pods(snap)
+
+    @staticmethod
+    def _workloads(page, kind, api_version, selector, first_cycle, snap, desired) -> Iterator:
+        """A page's workloads for the planner, one at a time (a lazy page decodes each as it
+        is read): what the snapshot keeps of each (its rollout, a restart view) is taken
+        before slim drops the status."""
+        for w in page:
+            with_kind(w, api_version, kind)
+            meta = w.get("metadata")
+            if isinstance(meta, dict) and isinstance(meta.get("namespace"), str):
+                # one string per namespace, not per workload, in the refs the cycle keeps
+                meta["namespace"] = sys.intern(meta["namespace"])
+            if selector is None and not labeled_or_injected(w):
+                continue
+            if is_labeled(w):
+                snap.workloads += 1
+                ref = ref_of(w)
+                snap.labeled.add(ref)
+                if controller_owner(w) is None:  # else never changed (plan reports it)
+                    snap.rollouts[ref] = observe_rollout(w)  # from its status, before slim
+                    if first_cycle and needs_manual_restart(w):
+                        snap.pending_restarts.add(ref)  # after a start: look for stale pods
+                    if ref in snap.pending_restarts:
+                        snap.restart_owners[ref] = restart_view(w)
+                    elif w["kind"] == "DaemonSet" and needs_manual_restart(w):
+                        desired[ref] = (w.get("status") or {}).get("desiredNumberScheduled")
+            yield slim(w)
 
     @staticmethod
     def _keep_restart_views(snap: Snapshot, changes: list, desired: dict) -> None:
@@ -235,7 +246,24 @@ class Observer:
             yield items
 
     def _list(self, path: str, selector: str | None, rvs: dict[str, str]) -> list[dict]:
-        return [item for page in self._pages(path, selector, rvs) for item in page]
+        """A LIST whose items the snapshot keeps: each page decoded in one pass (its items
+        then share their keys' strings, as with json.loads)."""
+        items: list[dict] = []
+        for page in self._pages(path, selector, rvs):
+            items += page.decoded() if isinstance(page, ListItems) else page
+        return items
+
+    def _kept(self, path: str, selector: str | None, rvs: dict[str, str]) -> JsonObjects:
+        """A LIST kept until the reconcilers read it, by (namespace, name), as JSON text."""
+        kept = JsonObjects()
+        for page in self._pages(path, selector, rvs):
+            if isinstance(page, ListItems):
+                pairs = page.with_texts()
+            else:
+                pairs = ((o, json.dumps(o, separators=(",", ":"))) for o in page)
+            for obj, text in pairs:
+                kept.keep((obj["metadata"].get("namespace"), obj["metadata"]["name"]), text)
+        return kept
 
     def _parse(self, raw: dict, previous: dict):
         """parse_backup, once per resourceVersion of each Backup."""

@@ -27,7 +27,7 @@ def needs_manual_restart(obj: Mapping) -> bool:
     return False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per labeled workload in every cycle's snapshot
 class Rollout:
     """One workload's rollout as its status (or, for restarted kinds, its pods) tell it."""
 

@@ -8,7 +8,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -133,9 +133,15 @@ class ShardKube:
     def __getattr__(self, name):
         return getattr(self.kube, name)
 
-    def _keep(self, items: list[dict]) -> list[dict]:
-        kept = [i for i in items if self.shard.owns_object(i)]
-        self.dropped += len(items) - len(kept)
+    def _keep(self, items: Iterable[dict]) -> list[dict]:
+        """The shard's items; ``items`` may be a lazy page (kube.client.ListItems): each is
+        decoded, kept or dropped in turn, never all at once."""
+        kept = []
+        for i in items:
+            if self.shard.owns_object(i):
+                kept.append(i)
+            else:
+                self.dropped += 1
         return kept
 
     def list(self, path: str, *args, **kwargs) -> dict:
