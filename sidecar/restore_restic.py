@@ -57,10 +57,15 @@ def restore_context(
 
 
 def restore_context_version(
-    backup: Backup, host: str, binary: str, cache_dir: str | None, env: Mapping[str, str]
+    backup: Backup,
+    host: str,
+    binary: str,
+    cache_dir: str | None,
+    env: Mapping[str, str],
+    detect: Callable[[str], tuple[int, int, int] | None] = restic.detect_version,
 ) -> tuple[Context, dict, tuple[int, int, int]]:
-    """restore_context, and restic's version."""
-    version = restic.detect_version(binary)
+    """restore_context, and restic's version (``detect``: how to learn it)."""
+    version = detect(binary)
     if version is None:
         raise RestoreFailed("ResticMissing", f"cannot run {binary!r} (restic version failed)")
     if version < RESTORE_SINCE:

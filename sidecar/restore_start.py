@@ -141,9 +141,51 @@ class Start:
     early: EarlyRestore | None = None
 
 
+class VersionProbe:
+    """`restic version`, started at once so that it runs while the API is read."""
+
+    def __init__(self, binary: str):
+        try:
+            self.proc: subprocess.Popen | None = subprocess.Popen(
+                [binary, "version"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+        except OSError:
+            self.proc = None
+
+    def result(self, binary: str = "") -> tuple[int, int, int] | None:
+        """restic's version, as sidecar.restic.detect_version gives it (None: it failed)."""
+        from sidecar.restic import parse_version
+
+        if self.proc is None:
+            return None
+        try:
+            out, _ = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.close()
+            return None
+        return parse_version(out) if self.proc.returncode == 0 else None
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
 def prepare(args: argparse.Namespace, environ=None) -> Start:
     """Read the Restore with the lean reader and decide (see the module's docstring)."""
     environ = os.environ if environ is None else environ
+    probe = VersionProbe(args.restic)
+    try:
+        return _prepare(args, environ, probe)
+    finally:
+        probe.close()
+
+
+def _prepare(args: argparse.Namespace, environ, probe: VersionProbe) -> Start:
     from reconciler.api.restore import InvalidRestore, parse_restore
     from reconciler.kube.lean import LeanError, LeanKube, Unsupported
     from reconciler.kube.resource import RESTORES
@@ -179,7 +221,7 @@ def prepare(args: argparse.Namespace, environ=None) -> Start:
             return Start(listing=True)
         if shares_host(restore, pod):
             return Start()  # one replica restores (a Lease): the executor's part
-        return spawn(settings, kube, raw, restore, namespace, host, environ)
+        return spawn(settings, kube, raw, restore, namespace, host, environ, probe)
     except LeanError as exc:  # the executor reads again, with retries, and reports
         log.debug("the executor reads everything: %s", exc)
         return Start()
@@ -187,7 +229,7 @@ def prepare(args: argparse.Namespace, environ=None) -> Start:
         kube.close()
 
 
-def spawn(settings, kube, raw, restore, namespace, host, environ) -> Start:
+def spawn(settings, kube, raw, restore, namespace, host, environ, probe: VersionProbe) -> Start:
     """Check what must hold before restic writes anything (the Backup, the claim, restic's
     version, the password) and start `restic restore latest`; nothing started when
     something does not hold (the executor then finds it again and reports it)."""
@@ -212,7 +254,7 @@ def spawn(settings, kube, raw, restore, namespace, host, environ) -> Start:
         if restore.is_pvc:
             check_claim(kube, namespace, restore)
         ctx, env, version = restore_context_version(
-            backup, host, settings.restic, settings.cache_dir, environ
+            backup, host, settings.restic, settings.cache_dir, environ, detect=probe.result
         )
     except RestoreFailed:
         return Start()
