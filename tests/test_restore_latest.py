@@ -33,7 +33,7 @@ from tests.factories import (
     restic,
     tree_bytes,
 )
-from tests.test_restore_run import NS, restore_raw, site  # noqa: F401 - the fixture
+from tests.factories.restores import NS, restore_raw, restore_site
 
 ROOT = Path(__file__).resolve().parent.parent
 STS = {"workload": {"kind": "StatefulSet", "name": "db"}}
@@ -158,11 +158,15 @@ def test_restic_picks_the_snapshot_only_by_default_with_a_known_host():
 
 
 # ---------------------------------------------------------------- restic's real output
+@pytest.fixture
+def site(emulator, tmp_path):
+    """The emulator with a claim, a Backup into a real repository, and the executor."""
+    return restore_site(emulator, tmp_path)
 
 
 @needs_restic
 @pytest.mark.slow
-def test_the_parser_reads_restics_real_text_output_as_its_json(site, tmp_path):  # noqa: F811
+def test_the_parser_reads_restics_real_text_output_as_its_json(site, tmp_path):
     files = {f"d/f{i}.bin": os.urandom(1000 * i + 7) for i in range(12)}
     sid = site.snapshot("db-0", files, "2026-01-01 10:00:00")
     base = [RESTIC, f"--repo={site.repo}", "--no-cache", "restore", "--host=db-0"]
@@ -225,7 +229,7 @@ def _wrapper(tmp_path: Path, name: str, restore_pipe: str) -> str:
 
 @needs_restic
 @pytest.mark.slow
-def test_a_backup_landing_meanwhile_cannot_change_the_snapshot_named(site, tmp_path):  # noqa: F811
+def test_a_backup_landing_meanwhile_cannot_change_the_snapshot_named(site, tmp_path):
     old = site.snapshot("db-0", {"a.txt": b"old"}, "2026-01-01 10:00:00")
     newer = tmp_path / "newer"
     newer.mkdir()
@@ -259,7 +263,7 @@ def test_a_backup_landing_meanwhile_cannot_change_the_snapshot_named(site, tmp_p
 
 @needs_restic
 @pytest.mark.slow
-def test_a_restic_that_names_no_snapshot_fails(site, tmp_path):  # noqa: F811
+def test_a_restic_that_names_no_snapshot_fails(site, tmp_path):
     site.snapshot("db-0", {"a.txt": b"a"}, "2026-01-01 10:00:00")
     wrapper = _wrapper(tmp_path, "mute-restic", "tail -n +2")
     site.backup_object()
@@ -276,7 +280,7 @@ def test_a_restic_that_names_no_snapshot_fails(site, tmp_path):  # noqa: F811
 
 @needs_restic
 @pytest.mark.slow
-def test_include_matching_nothing_fails_when_restic_picks_too(site, tmp_path):  # noqa: F811
+def test_include_matching_nothing_fails_when_restic_picks_too(site, tmp_path):
     site.snapshot("db-0", {"a.txt": b"a"}, "2026-01-01 10:00:00")
     site.backup_object()
     site.restore(target=STS, include=["no-such-dir"])
@@ -306,7 +310,7 @@ sys.exit(code)
 
 @needs_restic
 @pytest.mark.slow
-def test_restore_run_spawns_restic_before_any_write_and_runs_once(site, tmp_path):  # noqa: F811
+def test_restore_run_spawns_restic_before_any_write_and_runs_once(site, tmp_path):
     site.snapshot("db-0", {"a.txt": b"v1"}, "2026-01-01 10:00:00")
     site.backup_object()
     site.restore(target=STS)
