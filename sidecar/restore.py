@@ -19,16 +19,15 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from reconciler.api.backup import Backup, InvalidBackup, parse_backup
 from reconciler.api.restore import InvalidRestore, Restore, parse_restore
-from reconciler.kube.client import Kube
 from reconciler.kube.events import rfc3339
 from reconciler.kube.resource import BACKUPS
 from reconciler.logs import setup_logging
 from sidecar import restic
 from sidecar.follow import one_line
-from sidecar.lease import LeaseKeeper, lease_name
 from sidecar.restic import Context
 from sidecar.restore_latest import (
     LATEST_SINCE,
@@ -79,6 +78,9 @@ from sidecar.snapshots import (
     parse_snapshots,
     select_snapshot,
 )
+
+if TYPE_CHECKING:  # loaded in run() when needed: the default restore never loads pykube
+    from reconciler.kube.client import Kube
 
 # the names other code and tests import from here
 __all__ = [
@@ -204,6 +206,8 @@ class Executor:
         return shares_host(restore, self.pod)
 
     def _one_replica(self, restore: Restore, host: str) -> int:
+        from sidecar.lease import LeaseKeeper, lease_name
+
         lease = LeaseKeeper(
             self.kube,
             self.namespace,
@@ -445,11 +449,16 @@ def run(
         return 2
     secret = secret_values(os.environ)
     setup_logging(settings.log_level, settings.log_format, lambda text: redact(text, secret))
-    try:
-        kube = Kube.connect(settings.kubeconfig)
-    except Exception as exc:
-        log.error("restik restore-run: %s", one_line(exc))
-        return 1
+    if early is not None:
+        kube = early.kube  # the client that read, before restic started
+    else:
+        from reconciler.kube.client import Kube
+
+        try:
+            kube = Kube.connect(settings.kubeconfig)
+        except Exception as exc:
+            log.error("restik restore-run: %s", one_line(exc))
+            return 1
     if early is not None:
         executor = executor_class(settings, kube, listing=listing, early=early)
     else:

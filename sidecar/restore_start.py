@@ -1,12 +1,13 @@
 """`restik restore-run`'s entry: the part of a restore that runs before restic, kept short.
 
 It reads the Restore (and for the default restore the Backup and the claim) with the
-stdlib API reader (reconciler.kube.lean: no pykube/requests yet), applies the runs-once
+stdlib API client (reconciler.kube.lean: no pykube/requests), applies the runs-once
 guard, and then either
 - the default restore (newest snapshot of a host known without a listing, not a shared
   host): checks what must hold before restic writes anything (the Backup, the claim,
   restic's version, the password) and spawns `restic restore latest` (sidecar
-  .restore_latest) at once; the executor (pykube, status, Events) loads while it runs;
+  .restore_latest) at once; the executor loads while it runs and writes the status and
+  Events with the same client (pykube/requests are never loaded);
 - a Restore that needs the snapshot listing (asOf, snapshot, a PVC's source host, a dump
   Restore, a configuration the lean reader does not read): starts `restic snapshots --json
   --no-lock --path P` (the restic that opens the repository and derives its key) before
@@ -112,6 +113,7 @@ class EarlyRestore:
     """A default restore spawned before the executor loaded: what was read and checked,
     and the running restic (sidecar.restore.Executor takes it over)."""
 
+    kube: object  # the reconciler.kube.lean.LeanKube that read: the executor writes with it
     raw: dict
     restore: object  # reconciler.api.restore.Restore
     backup: object  # reconciler.api.backup.Backup
@@ -131,6 +133,7 @@ class EarlyRestore:
         if self.proc.poll() is None:
             self.process.stop()
         self.proc.communicate()
+        self.kube.close()
 
 
 @dataclass(frozen=True)
@@ -187,7 +190,8 @@ def prepare(args: argparse.Namespace, environ=None) -> Start:
 
 def _prepare(args: argparse.Namespace, environ, probe: VersionProbe) -> Start:
     from reconciler.api.restore import InvalidRestore, parse_restore
-    from reconciler.kube.lean import LeanError, LeanKube, Unsupported
+    from reconciler.kube.errors import ApiError
+    from reconciler.kube.lean import LeanKube, Unsupported
     from reconciler.kube.resource import RESTORES
     from sidecar.restore_once import finished_host, is_finished, shares_host, target_host
     from sidecar.restore_options import settings_from_args
@@ -198,6 +202,7 @@ def _prepare(args: argparse.Namespace, environ, probe: VersionProbe) -> Start:
     except (ValueError, Unsupported) as exc:
         log.debug("the executor reads everything: %s", exc)
         return Start(listing=True)
+    kept = None
     try:
         namespace = settings.namespace or environ.get("POD_NAMESPACE")
         namespace = namespace or kube.default_namespace or "default"
@@ -221,12 +226,14 @@ def _prepare(args: argparse.Namespace, environ, probe: VersionProbe) -> Start:
             return Start(listing=True)
         if shares_host(restore, pod):
             return Start()  # one replica restores (a Lease): the executor's part
-        return spawn(settings, kube, raw, restore, namespace, host, environ, probe)
-    except LeanError as exc:  # the executor reads again, with retries, and reports
+        kept = spawn(settings, kube, raw, restore, namespace, host, environ, probe)
+        return kept
+    except ApiError as exc:  # the executor reads again and reports
         log.debug("the executor reads everything: %s", exc)
         return Start()
     finally:
-        kube.close()
+        if kept is None or kept.early is None:
+            kube.close()
 
 
 def spawn(settings, kube, raw, restore, namespace, host, environ, probe: VersionProbe) -> Start:
@@ -274,7 +281,7 @@ def spawn(settings, kube, raw, restore, namespace, host, environ, probe: Version
 
     signal.signal(signal.SIGTERM, on_sigterm)
     early = EarlyRestore(
-        raw, restore, backup, namespace, host, source, target, ctx, env, process, proc,
+        kube, raw, restore, backup, namespace, host, source, target, ctx, env, process, proc,
         stopping, started,
     )  # fmt: skip
     return Start(early=early)

@@ -1,7 +1,8 @@
 """The default restore as one restic (sidecar/restore_latest.py, sidecar/restore_start.py):
 restic's text output parsed (its formats, and its real output), the snapshot named by
 restic itself even when a backup lands meanwhile, every failure Failed with its reason, and
-`restik restore-run` spawning restic before any API write or heavy import."""
+`restik restore-run` spawning restic before any API write or heavy import (and writing
+the status and Events with the stdlib client, never loading pykube/requests)."""
 
 from __future__ import annotations
 
@@ -297,13 +298,15 @@ import json, sys
 from reconciler.cli import build_parser
 from sidecar.restore_start import prepare
 args = build_parser().parse_args(sys.argv[1:])
+heavy = lambda: sorted(m for m in ("pykube", "requests", "yaml") if m in sys.modules)
 start = prepare(args)
-print(json.dumps({"heavy": sorted(m for m in ("pykube", "requests", "yaml") if m in sys.modules),
-                  "spawned": start.early is not None, "listing": start.listing}), flush=True)
+print(json.dumps({"heavy": heavy(), "spawned": start.early is not None,
+                  "listing": start.listing}), flush=True)
 sys.stdin.readline()
 from sidecar import restore
 code = restore.run(args, early=start.early)
 start.early.close()
+print(json.dumps({"heavy": heavy()}), flush=True)
 sys.exit(code)
 """
 
@@ -335,10 +338,11 @@ def test_restore_run_spawns_restic_before_any_write_and_runs_once(site, tmp_path
             ("GET", "restores"),
             ("GET", "backups"),
         ]
-        _, err = proc.communicate("\n", timeout=120)
+        out, err = proc.communicate("\n", timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
+    assert json.loads(out) == {"heavy": []}  # the status and Events written without them
     assert tree_bytes(target) == {"a.txt": b"v1"}
     status = site.get()["status"]
     assert status["hosts"][0]["phase"] == "Succeeded"

@@ -1,15 +1,17 @@
-"""A small stdlib-only API reader (http.client, ssl, json) for the first GETs of a
-short-lived process: `restik restore-run` reads its Restore, Backup and claim with it
-before restic starts, without importing pykube/requests (0.2 s of a restore's fixed cost).
+"""A small stdlib-only API client (http.client, ssl, json) for a short-lived process:
+`restik restore-run` reads its Restore, Backup and claim with it before restic starts, and
+for the default restore writes its status and Events with it too, so that it never imports
+pykube/requests (0.2 s of CPU at the start, taken from restic while it restores).
 
 It reads the configurations restik's pods and tests use, found as reconciler.kube.client
 finds them (--kubeconfig, $KUBECONFIG, ~/.kube/config, the in-cluster service account): a
 cluster `server` (http or https, with `certificate-authority[-data]` or
 `insecure-skip-tls-verify`) and a user with a bearer `token`/`tokenFile`, a client
 certificate, or nothing. Anything else (exec plugins, auth providers, basic auth) raises
-Unsupported, and the caller uses reconciler.kube.client for everything. GET only, no
-retries: a failed read raises LeanError and the caller falls back to the full client,
-which retries and reports."""
+Unsupported, and the caller uses reconciler.kube.client for everything. Its calls are the
+ones reconciler.kube.client.Kube offers under the same names (get, get_or_none, create,
+merge_patch), with the same retries (5xx, 429 honouring Retry-After, no answer) and the
+same ApiError."""
 
 from __future__ import annotations
 
@@ -17,13 +19,18 @@ import base64
 import http.client
 import json
 import os
+import random
 import ssl
 import tempfile
+import threading
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from reconciler import __version__
+from reconciler.kube.errors import ApiError
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 USER_AGENT = f"restik/{__version__}"
@@ -43,8 +50,10 @@ class Unsupported(Exception):
     """The configuration needs more than this reader does: use reconciler.kube.client."""
 
 
-class LeanError(Exception):
-    """A read failed (no answer, or an error status other than 404)."""
+# as reconciler.kube.client.RETRY: attempts, and the longest wait between two
+RETRY_ATTEMPTS = 5
+MAX_RETRY_WAIT = 10.0
+MERGE_PATCH = "application/merge-patch+json"
 
 
 @dataclass(frozen=True)
@@ -177,11 +186,12 @@ def _write(path: Path, data: bytes | None) -> str | None:
 
 
 class LeanKube:
-    """GETs by API path over one kept-alive connection."""
+    """API calls by path over one kept-alive connection (one call at a time)."""
 
-    def __init__(self, config: LeanConfig, timeout: float = 10.0):
+    def __init__(self, config: LeanConfig, timeout: float = 30.0):
         self.config = config
         url = urlsplit(config.server)
+        self.url = config.server
         self.prefix = url.path.rstrip("/")
         if url.scheme == "https":
             self.conn: http.client.HTTPConnection = http.client.HTTPSConnection(
@@ -194,6 +204,7 @@ class LeanKube:
         self.headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if config.token:
             self.headers["Authorization"] = f"Bearer {config.token}"
+        self._lock = threading.Lock()
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None, environ=None) -> LeanKube:
@@ -207,25 +218,81 @@ class LeanKube:
     def default_namespace(self) -> str | None:
         return self.config.namespace
 
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: object = None,
+        content_type: str = "application/json",
+    ) -> dict:
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                return self._request_once(method, path, body, content_type)
+            except ApiError as exc:
+                if not exc.retryable or attempt == RETRY_ATTEMPTS:
+                    raise
+                wait = min(0.2 * 2 ** (attempt - 1), MAX_RETRY_WAIT)
+                wait *= 0.5 + random.random() / 2  # noqa: S311 - jitter, not crypto
+                if exc.retry_after is not None:
+                    wait = min(exc.retry_after, MAX_RETRY_WAIT)
+                time.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _request_once(self, method: str, path: str, body: object, content_type: str) -> dict:
+        headers = dict(self.headers)
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = json.dumps(body).encode()
+        with self._lock:
+            try:
+                self.conn.request(method, self.prefix + path, body=data, headers=headers)
+                resp = self.conn.getresponse()
+                payload = resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self.conn.close()  # the next request connects again
+                cause = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                raise ApiError(
+                    0, "ConnectionError", f"cannot reach the API server at {self.url}: {cause}"
+                ) from None
+        try:
+            decoded = json.loads(payload) if payload else {}
+        except ValueError:
+            decoded = {}
+        if resp.status < 400:
+            if not isinstance(decoded, dict):
+                raise ApiError(resp.status, "BadResponse", f"{method} {path}: not an object")
+            return decoded
+        retry_after = None
+        header = resp.getheader("Retry-After")
+        if header:
+            try:
+                retry_after = float(header)
+            except ValueError:
+                retry_after = None
+        if not isinstance(decoded, dict):
+            decoded = {}
+        reason = decoded.get("reason") or resp.reason or "Error"
+        message = decoded.get("message") or payload[:300].decode(errors="replace")
+        raise ApiError(resp.status, reason, message, retry_after)
+
+    def get(self, path: str) -> dict:
+        return self.request("GET", path)
+
     def get_or_none(self, path: str) -> dict | None:
         try:
-            self.conn.request("GET", self.prefix + path, headers=self.headers)
-            resp = self.conn.getresponse()
-            body = resp.read()
-        except (OSError, http.client.HTTPException) as exc:
-            self.conn.close()
-            raise LeanError(f"GET {path}: {type(exc).__name__}: {exc}") from None
-        if resp.status == 404:
-            return None
-        if resp.status != 200:
-            raise LeanError(f"GET {path}: {resp.status} {resp.reason}")
-        try:
-            payload = json.loads(body)
-        except ValueError as exc:
-            raise LeanError(f"GET {path}: not JSON: {exc}") from None
-        if not isinstance(payload, dict):
-            raise LeanError(f"GET {path}: not an object")
-        return payload
+            return self.get(path)
+        except ApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+
+    def create(self, path: str, body: Mapping) -> dict:
+        return self.request("POST", path, body=body)
+
+    def merge_patch(self, path: str, patch: Mapping) -> dict:
+        return self.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
 
     def close(self) -> None:
         self.conn.close()
