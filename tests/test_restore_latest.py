@@ -358,3 +358,32 @@ def test_restore_run_spawns_restic_before_any_write_and_runs_once(site, tmp_path
     assert "restored already (Succeeded): not again" in again.stderr
     assert (target / "a.txt").read_bytes() == b"newer"
     assert {r.method for r in site.emu.requests} == {"GET"}
+
+
+@needs_restic
+@pytest.mark.slow
+def test_no_snapshot_of_the_host_fails_with_what_the_listing_shows(site, tmp_path):
+    site.snapshot("db-0", {"a.txt": b"0"}, "2026-01-01 10:00:00")
+    calls = tmp_path / "calls"
+    wrapper = tmp_path / "logging-restic"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\nexec "{RESTIC}" "$@"\n')
+    wrapper.chmod(0o755)
+    site.backup_object()
+    site.restore(target=STS)
+    ex = site.executor(
+        target=tmp_path / "t", workload=("StatefulSet", "db"), pod="db-1", restic_bin=str(wrapper)
+    )
+    assert ex.run() == 1
+    # restic looked for the host's newest itself; only its failure ran the listing
+    commands = [line.split(" -- ")[-1] for line in calls.read_text().splitlines()]
+    assert commands[0] == "version"
+    assert commands[1] == f"latest:{site.src}" and "--host=db-1" in calls.read_text()
+    assert " snapshots --json" in calls.read_text().splitlines()[2]
+    status = site.get()["status"]
+    assert status["phase"] == "Failed"
+    assert status["message"].startswith(
+        f"host db-1: host db-1 has no snapshot; snapshots of {site.src}: db-0: "
+        "2026-01-01T10:00:00Z ("
+    )
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "NoSnapshot"
