@@ -133,12 +133,17 @@ class TextProgress(Progress):
         text = line.rstrip("\n")
         if not text.strip():
             return False
-        if self.snapshot is None and self.first_line is None:
-            self.snapshot = parse_started(text, self.target)
-            if self.snapshot is None:
-                self.first_line = text
-            elif self.on_started is not None:
-                self.on_started(self.snapshot)
+        if self.snapshot is None:
+            # restic's first line names the snapshot; anything before it (a warning, an
+            # index-loading bar of another restic version) is no restore progress
+            snapshot = parse_started(text, self.target)
+            if snapshot is None:
+                if self.first_line is None or not self.first_line.startswith("restoring "):
+                    self.first_line = text  # for the failure's message
+                return False
+            self.snapshot = snapshot
+            if self.on_started is not None:
+                self.on_started(snapshot)
             return False
         m = _STATUS.match(text)
         if m:

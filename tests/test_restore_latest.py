@@ -117,8 +117,18 @@ def test_text_progress_reads_errors_and_a_missing_snapshot_from_stderr():
 def test_no_first_line_or_another_hosts_snapshot_fails_the_check():
     text = TextProgress("/t", "h1")
     text.feed("Summary: Restored 1 files/dirs (1 B) in 0:00")
+    assert not text.done  # no progress before restic named its snapshot
     with pytest.raises(Exception, match="did not say which snapshot it restored"):
         text.check()
+    garbled = TextProgress("/t", "h1")
+    garbled.feed("[0:00] 100.00%  1 / 1 index files loaded")
+    garbled.feed("restoring snapshot xyz of [/d] at yesterday by me to /t")
+    with pytest.raises(Exception, match="restoring snapshot xyz"):
+        garbled.check()
+    late = TextProgress("/tmp/rt/t4", "h1")
+    late.feed("Warning: something restic says first")
+    late.feed(LINE)
+    assert late.snapshot is not None and late.snapshot.short_id == "8b5f2f84"
     odd = TextProgress("/tmp/rt/t4", "db-0")
     odd.feed(LINE)
     odd.feed("Summary: Restored 1 files/dirs (1 B) in 0:00")
