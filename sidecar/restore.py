@@ -3,7 +3,10 @@
 The executor reads the Restore and its Backup, waits while the Backup is missing, lets one
 replica of a shared host restore, chooses the snapshot and runs restic. Its parts:
 snapshots (choosing one of one host), restore_restic (restic and its progress),
-restore_status (status entries and Events), restore_once (runs once, the claim's note)."""
+restore_latest (the default restore: restic picks the newest snapshot and names it),
+restore_status (status entries and Events), restore_once (runs once, the claim's note).
+restore_start may have started restic already (an EarlyRestore): the executor then
+takes over its output, status and Events."""
 
 from __future__ import annotations
 
@@ -16,17 +19,23 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from reconciler.api.backup import Backup, InvalidBackup, parse_backup
 from reconciler.api.restore import InvalidRestore, Restore, parse_restore
-from reconciler.kube.client import Kube
 from reconciler.kube.events import rfc3339
 from reconciler.kube.resource import BACKUPS
 from reconciler.logs import setup_logging
 from sidecar import restic
 from sidecar.follow import one_line
-from sidecar.lease import LeaseKeeper, lease_name
 from sidecar.restic import Context
+from sidecar.restore_latest import (
+    LATEST_SINCE,
+    TextProgress,
+    latest_env,
+    latest_source,
+    render_latest,
+)
 from sidecar.restore_once import (
     annotate_claim,
     as_one_replica,
@@ -36,6 +45,8 @@ from sidecar.restore_once import (
     is_finished,
     own_entry,
     restored_note,
+    shares_host,
+    target_host,
 )
 from sidecar.restore_options import RestoreSettings, settings_from_args
 from sidecar.restore_restic import (
@@ -47,6 +58,7 @@ from sidecar.restore_restic import (
     render_restore,
     restic_failed,
     restore_context,
+    restore_context_version,
 )
 from sidecar.restore_status import (
     COMPONENT,
@@ -66,6 +78,9 @@ from sidecar.snapshots import (
     parse_snapshots,
     select_snapshot,
 )
+
+if TYPE_CHECKING:  # loaded in run() when needed: the default restore never loads pykube
+    from reconciler.kube.client import Kube
 
 # the names other code and tests import from here
 __all__ = [
@@ -113,9 +128,11 @@ class Executor:
         env: Mapping[str, str] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         listing=None,
+        early=None,
     ):
         self.s = settings
         self.listing = listing  # an EarlyListing (sidecar.restore_start) or None
+        self.early = early  # an EarlyRestore (sidecar.restore_start) or None
         self.kube = kube
         self.env = dict(os.environ if env is None else env)
         self.clock = clock
@@ -124,10 +141,19 @@ class Executor:
         self.pod = self.env.get("POD_NAME")
         self._stop = threading.Event()
         self.secrets = secret_values(self.env)
-        self.status = RestoreStatus(kube, self.namespace, settings.restore, self.pod, clock)
         self.process = RestoreProcess(self._stop, self.secrets)
+        if early is not None:  # its restic runs: read, checked and stoppable already
+            self.namespace = early.namespace
+            self._stop = early.stopping
+            self.process = early.process
+        self.status = RestoreStatus(kube, self.namespace, settings.restore, self.pod, clock)
+        self.restoring: Snapshot | None = None  # the snapshot being restored, once known
+        self.source: str | None = None  # the host whose snapshot it is
 
     def run(self) -> int:
+        if self.early is not None:
+            e = self.early
+            return self._restore(e.raw, e.restore, e.backup, e.target_host)
         raw = self.status.read()
         if raw is None:
             log.warning(
@@ -172,26 +198,16 @@ class Executor:
         return 0 if phase == "Succeeded" else 1
 
     def _target_host(self, restore: Restore) -> str:
-        """The host this run restores: --host, else as the sidecar names it (pod, node or
-        workload), else the claim's name for a PVC target."""
-        if self.s.host:
-            return self.s.host
-        if restore.is_pvc:
-            return restore.claim_name
-        kind, name = self.s.workload or (restore.workload_kind, restore.workload_name)
-        pod = self.pod or name
-        return restic.host_for(kind, name, pod, self.env.get("NODE_NAME"))
-
-    def _shares_host(self, restore: Restore) -> bool:
-        """The replicas of a Deployment, ReplicaSet or ReplicationController share one host
-        (and usually one volume): one of them restores, the others wait for it."""
-        return (
-            not restore.is_pvc
-            and self.pod is not None
-            and restic.needs_lease(restore.workload_kind)
+        return target_host(
+            restore, self.s.host, self.s.workload, self.pod, self.env.get("NODE_NAME")
         )
 
+    def _shares_host(self, restore: Restore) -> bool:
+        return shares_host(restore, self.pod)
+
     def _one_replica(self, restore: Restore, host: str) -> int:
+        from sidecar.lease import LeaseKeeper, lease_name
+
         lease = LeaseKeeper(
             self.kube,
             self.namespace,
@@ -239,45 +255,33 @@ class Executor:
     # -- restoring
 
     def _restore(self, raw: Mapping, restore: Restore, backup: Backup, target_host: str) -> int:
-        started = self.clock()
+        early, self.early = self.early, None
+        started = early.started if early is not None else self.clock()
         target = self.s.target or backup.source_path
-        source_host = restore.source_host(target_host)
-        snapshot = progress = None
+        source_host = self.source = restore.source_host(target_host)
+        progress = None
         self.status.begin(restore, target_host, source_host, started)
         try:
-            ctx, runner_env = restore_context(
-                backup, target_host, self.s.restic, self.s.cache_dir, self.env
-            )
-            if restore.is_pvc:
-                check_claim(self.kube, self.namespace, restore)
-            snapshots = self._snapshots(backup, ctx, runner_env)
-            try:
-                if restore.is_pvc and restore.claim_name not in restore.hosts:
-                    source_host = claim_source(snapshots, restore, backup.source_path)
-                snapshot = choose_snapshot(snapshots, restore, source_host, backup.source_path)
-            except NoSnapshot as exc:
-                raise RestoreFailed(exc.reason, str(exc)) from None
-            log.info(
-                "restoring snapshot %s of host %s (%s) into %s",
-                snapshot.short_id,
-                source_host,
-                rfc3339(snapshot.time),
-                target,
-            )
-            self.status.event(
-                raw,
-                "RestoreStarted",
-                f"host {target_host}: restoring snapshot "
-                f"{snapshot.short_id} of {source_host} ({rfc3339(snapshot.time)}) into {target}",
-            )
-            os.makedirs(target, exist_ok=True)
-            args = render_restore(backup, ctx, restore, snapshot.id, target)
-            chosen = snapshot
-
-            def on_progress(now: Progress) -> None:
-                self.status.progress(restore, target_host, source_host, chosen, now, started)
-
-            progress = self.process.run(args, runner_env, on_progress, self.s.progress_interval)
+            if early is not None:  # checked before restic started
+                ctx, runner_env, version = early.ctx, early.env, LATEST_SINCE
+            else:
+                ctx, runner_env, version = restore_context_version(
+                    backup, target_host, self.s.restic, self.s.cache_dir, self.env
+                )
+                if restore.is_pvc:
+                    check_claim(self.kube, self.namespace, restore)
+            latest = latest_source(restore, backup, target_host)
+            if early is not None or (latest is not None and version >= LATEST_SINCE):
+                if self.listing is not None:
+                    self.listing.close()  # restic picks the snapshot itself
+                progress = self._restore_latest(
+                    raw, restore, backup, ctx, runner_env, target_host, target, started, early
+                )
+            else:
+                progress = self._restore_listed(
+                    raw, restore, backup, ctx, runner_env, target_host, target, started
+                )
+            snapshot = self.restoring
             if (
                 progress.total_files == 0
                 and progress.files == 0
@@ -291,19 +295,106 @@ class Executor:
                 )
         except RestoreFailed as exc:
             return self.status.finish(
-                raw, restore, target_host, source_host, started, snapshot, None, exc
+                raw, restore, target_host, self.source, started, self.restoring, None, exc
             )
         except Exception as exc:  # an API or OS error: still a Failed Restore, never silent
             log.exception("restore failed")
             failed = RestoreFailed("Error", f"{type(exc).__name__}: {one_line(exc)}")
             return self.status.finish(
-                raw, restore, target_host, source_host, started, snapshot, None, failed
+                raw, restore, target_host, self.source, started, self.restoring, None, failed
             )
+        finally:
+            if early is not None and early.proc.poll() is None:
+                early.close()  # an error while following it: restic must not run on
+        snapshot = self.restoring
         if restore.is_pvc:
             annotate_claim(self.kube, self.namespace, restore, snapshot, self.clock())
         return self.status.finish(
-            raw, restore, target_host, source_host, started, snapshot, progress, None
+            raw, restore, target_host, self.source, started, snapshot, progress, None
         )
+
+    def _started(self, raw: Mapping, target_host: str, snapshot: Snapshot, target: str) -> None:
+        self.restoring = snapshot
+        log.info(
+            "restoring snapshot %s of host %s (%s) into %s",
+            snapshot.short_id,
+            snapshot.host,
+            rfc3339(snapshot.time),
+            target,
+        )
+        self.status.event(
+            raw,
+            "RestoreStarted",
+            f"host {target_host}: restoring snapshot "
+            f"{snapshot.short_id} of {snapshot.host} ({rfc3339(snapshot.time)}) into {target}",
+        )
+
+    def _restore_latest(
+        self, raw, restore, backup, ctx, env, target_host, target, started, early
+    ) -> Progress:
+        """restic picks the newest snapshot of the source host and names it in its first
+        line (sidecar.restore_latest); no listing unless it finds none."""
+        source_host = restore.source_host(target_host)
+
+        def on_started(snapshot: Snapshot) -> None:
+            self._started(raw, target_host, snapshot, target)
+            self.status.progress(restore, target_host, source_host, snapshot, text, started)
+
+        def on_progress(now: Progress) -> None:
+            if self.restoring is not None:
+                self.status.progress(
+                    restore, target_host, source_host, self.restoring, now, started
+                )
+
+        text = TextProgress(target, source_host, on_started)
+        if early is not None:
+            proc = early.proc
+        else:
+            os.makedirs(target, exist_ok=True)
+            args = render_latest(backup, ctx, restore, source_host, target)
+            proc = self.process.start(args, latest_env(env, self.s.progress_interval))
+        try:
+            return self.process.follow(proc, text, on_progress, self.s.progress_interval)
+        except RestoreFailed:
+            if text.no_snapshot:
+                raise self._no_snapshot(backup, ctx, env, restore, source_host) from None
+            raise
+
+    def _no_snapshot(self, backup, ctx, env, restore, source_host) -> RestoreFailed:
+        """restic found no snapshot of the host: the listing says what exists."""
+        snapshots = self._snapshots(backup, ctx, env)
+        try:
+            choose_snapshot(snapshots, restore, source_host, backup.source_path)
+        except NoSnapshot as exc:
+            return RestoreFailed(exc.reason, str(exc))
+        # one landed since restic looked: still no silent success, say what exists now
+        return RestoreFailed(
+            "NoSnapshot",
+            f"restic found no snapshot of host {source_host}; "
+            + describe_snapshots(snapshots, backup.source_path),
+        )
+
+    def _restore_listed(
+        self, raw, restore, backup, ctx, runner_env, target_host, target, started
+    ) -> Progress:
+        """The listing picks the snapshot (spec.snapshot, spec.asOf, a claim's source host),
+        then `restic restore <id>:<path> --json`."""
+        source_host = restore.source_host(target_host)
+        snapshots = self._snapshots(backup, ctx, runner_env)
+        try:
+            if restore.is_pvc and restore.claim_name not in restore.hosts:
+                source_host = self.source = claim_source(snapshots, restore, backup.source_path)
+            snapshot = choose_snapshot(snapshots, restore, source_host, backup.source_path)
+        except NoSnapshot as exc:
+            raise RestoreFailed(exc.reason, str(exc)) from None
+        self._started(raw, target_host, snapshot, target)
+        os.makedirs(target, exist_ok=True)
+        args = render_restore(backup, ctx, restore, snapshot.id, target)
+
+        def on_progress(now: Progress) -> None:
+            self.status.progress(restore, target_host, source_host, snapshot, now, started)
+
+        return self.process.run(args, runner_env, on_progress, self.s.progress_interval)
 
     def _restic(self, args: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess:
         try:
@@ -341,10 +432,16 @@ class Executor:
         return parse_snapshots(proc.stdout)
 
 
-def run(args: argparse.Namespace, listing=None, executor_class: type[Executor] = Executor) -> int:
+def run(
+    args: argparse.Namespace,
+    listing=None,
+    executor_class: type[Executor] = Executor,
+    early=None,
+) -> int:
     """`restik restore-run`: the exit code (0 restored, 1 failed, 2 bad invocation).
-    ``listing``: the snapshot listing sidecar.restore_start began, if any; ``executor_class``:
-    sidecar.restore_dump.DumpExecutor for a dump Restore's Job."""
+    ``listing``: the snapshot listing sidecar.restore_start began, if any; ``early``: the
+    restic restore it spawned, if any; ``executor_class``: sidecar.restore_dump.DumpExecutor
+    for a dump Restore's Job."""
     try:
         settings = settings_from_args(args)
     except ValueError as exc:
@@ -352,12 +449,20 @@ def run(args: argparse.Namespace, listing=None, executor_class: type[Executor] =
         return 2
     secret = secret_values(os.environ)
     setup_logging(settings.log_level, settings.log_format, lambda text: redact(text, secret))
-    try:
-        kube = Kube.connect(settings.kubeconfig)
-    except Exception as exc:
-        log.error("restik restore-run: %s", one_line(exc))
-        return 1
-    executor = executor_class(settings, kube, listing=listing)
+    if early is not None:
+        kube = early.kube  # the client that read, before restic started
+    else:
+        from reconciler.kube.client import Kube
+
+        try:
+            kube = Kube.connect(settings.kubeconfig)
+        except Exception as exc:
+            log.error("restik restore-run: %s", one_line(exc))
+            return 1
+    if early is not None:
+        executor = executor_class(settings, kube, listing=listing, early=early)
+    else:
+        executor = executor_class(settings, kube, listing=listing)
     signal.signal(signal.SIGTERM, executor.stop)
     try:
         return executor.run()

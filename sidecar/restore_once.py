@@ -10,18 +10,45 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from reconciler.api.constants import RESTORED_ANNOTATION
 from reconciler.api.restore import FINISHED, Restore
-from reconciler.kube.client import Kube
 from reconciler.kube.events import rfc3339
 from reconciler.kube.resource import PVCS
+from sidecar import restic
 from sidecar.follow import one_line
-from sidecar.lease import LeaseKeeper
 from sidecar.restore_restic import RestoreFailed
 from sidecar.snapshots import Snapshot
 
+if TYPE_CHECKING:  # not imported at run time: restore_start uses this before pykube loads
+    from reconciler.kube.client import Kube
+    from sidecar.lease import LeaseKeeper
+
 log = logging.getLogger("restik.restore")
+
+
+def target_host(
+    restore: Restore,
+    host: str | None,
+    workload: tuple[str, str] | None,
+    pod: str | None,
+    node: str | None,
+) -> str:
+    """The host a run restores: ``host`` (--host), else as the sidecar names it (pod, node
+    or workload; ``workload`` is --workload), else the claim's name for a PVC target."""
+    if host:
+        return host
+    if restore.is_pvc:
+        return restore.claim_name
+    kind, name = workload or (restore.workload_kind, restore.workload_name)
+    return restic.host_for(kind, name, pod or name, node)
+
+
+def shares_host(restore: Restore, pod: str | None) -> bool:
+    """The replicas of a Deployment, ReplicaSet or ReplicationController share one host
+    (and usually one volume): one of them restores, the others wait for it (a Lease)."""
+    return not restore.is_pvc and pod is not None and restic.needs_lease(restore.workload_kind)
 
 
 def own_entry(status: Mapping, host: str, run_id: str | None) -> Mapping | None:

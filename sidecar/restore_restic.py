@@ -52,7 +52,20 @@ def restore_context(
 ) -> tuple[Context, dict]:
     """The restic to run for ``backup`` as ``host`` and its environment; refuses a missing or
     too old restic and a missing password."""
-    version = restic.detect_version(binary)
+    ctx, runner_env, _ = restore_context_version(backup, host, binary, cache_dir, env)
+    return ctx, runner_env
+
+
+def restore_context_version(
+    backup: Backup,
+    host: str,
+    binary: str,
+    cache_dir: str | None,
+    env: Mapping[str, str],
+    detect: Callable[[str], tuple[int, int, int] | None] = restic.detect_version,
+) -> tuple[Context, dict, tuple[int, int, int]]:
+    """restore_context, and restic's version (``detect``: how to learn it)."""
+    version = detect(binary)
     if version is None:
         raise RestoreFailed("ResticMissing", f"cannot run {binary!r} (restic version failed)")
     if version < RESTORE_SINCE:
@@ -77,7 +90,7 @@ def restore_context(
         retry_lock=60.0,
         native_retry_lock=restic.has_retry_lock(version),
     )
-    return ctx, restic_env(env, cache_dir)
+    return ctx, restic_env(env, cache_dir), version
 
 
 def _anchored(pattern: str) -> str:
@@ -91,14 +104,19 @@ def render_restore(
     """`restic restore ID:<source path> --target <mount>`: the contents of the Backup's path
     go into the mounted volume, wherever it is mounted."""
     args = [*restic.locking_args(backup, ctx), "restore", "--json"]
-    args += [f"--target={target}"]
-    args += [f"--include={_anchored(p)}" for p in restore.include]
+    args += [f"--target={target}", *restore_filters(restore)]
+    return [*args, "--", f"{snapshot_id}:{backup.source_path}"]
+
+
+def restore_filters(restore: Restore) -> list[str]:
+    """The Restore's include/exclude patterns, --delete and --verify as restic options."""
+    args = [f"--include={_anchored(p)}" for p in restore.include]
     args += [f"--exclude={_anchored(p)}" for p in restore.exclude]
     if restore.delete:
         args.append("--delete")
     if restore.verify:
         args.append("--verify")
-    return [*args, "--", f"{snapshot_id}:{backup.source_path}"]
+    return args
 
 
 @dataclass
@@ -153,10 +171,18 @@ class Progress:
         """Files now in place: restored, or already identical (skipped)."""
         return self.files_restored + self.files_skipped
 
+    def feed_stderr(self, text: str) -> None:
+        """restic's stderr after it ended (the JSON output reports errors on stdout)."""
+
+    def check(self) -> None:
+        """After restic exited cleanly: the output was complete."""
+        if not self.done:
+            raise RestoreFailed("ResticFailed", "restic restore ended without its summary")
+
 
 class RestoreProcess:
-    """One `restic restore --json` at a time; ``stop`` (from the SIGTERM handler) interrupts
-    it, and the run then fails as Interrupted."""
+    """One `restic restore` at a time; ``stop`` (from the SIGTERM handler) interrupts it,
+    and the run then fails as Interrupted."""
 
     def __init__(self, stopping: threading.Event, secrets: list[str]):
         self.stopping = stopping
@@ -171,7 +197,10 @@ class RestoreProcess:
         interval: float,
     ) -> Progress:
         """Run restic; ``on_progress`` at most every ``interval`` seconds while it runs."""
-        progress = Progress()
+        return self.follow(self.start(args, env), Progress(), on_progress, interval)
+
+    def start(self, args: list[str], env: Mapping[str, str]) -> subprocess.Popen:
+        """Start restic (its output is read by ``follow``)."""
         log.debug("running %s", " ".join(redact(a, self.secrets) for a in args))
         proc = subprocess.Popen(
             args,
@@ -184,6 +213,17 @@ class RestoreProcess:
             start_new_session=True,
         )
         self._proc = proc
+        return proc
+
+    def follow(
+        self,
+        proc: subprocess.Popen,
+        progress: Progress,
+        on_progress: Callable[[Progress], None],
+        interval: float,
+    ) -> Progress:
+        """Read restic's output into ``progress`` until it exits; ``on_progress`` at most every
+        ``interval`` seconds. The folded progress, or RestoreFailed."""
         err_lines: list[str] = []
         reader = threading.Thread(target=lambda: err_lines.extend(proc.stderr), daemon=True)
         reader.start()
@@ -197,6 +237,7 @@ class RestoreProcess:
         reader.join(10)
         self._proc = None
         stderr = redact("".join(err_lines), self.secrets)
+        progress.feed_stderr(stderr)
         if self.stopping.is_set():
             raise RestoreFailed(
                 "Interrupted",
@@ -212,8 +253,7 @@ class RestoreProcess:
                     f"restic restore: {len(progress.errors)} error(s), first: {first}",
                 )
             raise failed
-        if not progress.done:
-            raise RestoreFailed("ResticFailed", "restic restore ended without its summary")
+        progress.check()
         return progress
 
     def stop(self) -> None:

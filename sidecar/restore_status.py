@@ -10,15 +10,19 @@ import logging
 import secrets
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from reconciler.api.constants import RESTORE_KIND, WORKLOAD_KINDS
 from reconciler.api.restore import Restore
-from reconciler.kube.client import ApiError, Kube
+from reconciler.kube.errors import ApiError
 from reconciler.kube.events import backup_event, clip, rfc3339, with_condition
 from reconciler.kube.resource import EVENTS, RESTORES
 from sidecar.outcome import format_bytes
 from sidecar.restore_restic import Progress, RestoreFailed
 from sidecar.snapshots import Snapshot
+
+if TYPE_CHECKING:  # not loaded at run time: restore-run's default restore never loads pykube
+    from reconciler.kube.client import Kube
 
 log = logging.getLogger("restik.restore")
 

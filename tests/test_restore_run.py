@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import threading
 from datetime import datetime
 
@@ -16,11 +15,8 @@ import pytest
 
 from reconciler.api.constants import RESTORED_ANNOTATION
 from reconciler.api.restore import parse_restore
-from reconciler.kube.client import Kube
-from reconciler.resources import crd_manifest, restore_crd_manifest
 from sidecar.restic import Context
 from sidecar.restore import (
-    Executor,
     NoSnapshot,
     Progress,
     Snapshot,
@@ -31,23 +27,18 @@ from sidecar.restore import (
     select_snapshot,
     with_host,
 )
-from sidecar.restore_options import RestoreSettings
 from sidecar.restore_start import EarlyListing, listing_argv, start_listing
 from tests.factories import (
     PASSWORD,
     RESTIC,
-    backup_object,
     base_env,
-    copy_template,
     make_backup,
     needs_restic,
     restic,
     tree_bytes,
     wait_for,
 )
-
-NS = "web"
-API = "backup.appscode.com/v1beta1"
+from tests.factories.restores import API, NS, restore_raw, restore_site
 
 
 def at(text: str) -> datetime:
@@ -56,19 +47,6 @@ def at(text: str) -> datetime:
 
 def snap(sid: str, when: str, host: str = "db-0") -> Snapshot:
     return Snapshot(id=sid, time=at(when), host=host, paths=("/data",))
-
-
-def restore_raw(name="r1", *, target=None, **spec) -> dict:
-    return {
-        "apiVersion": API,
-        "kind": "Restore",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "backup": "www",
-            "target": target or {"pvc": {"claimName": "copy"}},
-            **spec,
-        },
-    }
 
 
 # ---------------------------------------------------------------- pure
@@ -230,71 +208,10 @@ def test_a_claims_annotation_stops_a_recreated_restore():
 
 
 # ---------------------------------------------------------------- real runs
-
-
 @pytest.fixture
 def site(emulator, tmp_path):
-    """The emulator with both CRDs, a namespace, a claim, a Backup of /…/data into a local
-    repository with snapshots of two hosts, and a way to run the executor."""
-    emulator.create(crd_manifest())
-    emulator.create(restore_crd_manifest())
-    emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-    emulator.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                     "metadata": {"name": "copy", "namespace": NS},
-                     "spec": {"accessModes": ["ReadWriteOnce"],
-                              "resources": {"requests": {"storage": "1Gi"}}}})  # fmt: skip
-    kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig")
-    src = tmp_path / "data"
-    repo = copy_template(tmp_path / "repo")
-
-    class Site:
-        def __init__(self):
-            self.emu, self.src, self.repo, self.tmp = emulator, src, repo, tmp_path
-
-        def backup_object(self):
-            return emulator.create(backup_object(str(src), str(repo), name="www", namespace=NS))
-
-        def snapshot(self, host: str, files: dict[str, bytes], when: str) -> str:
-            """Replace the source's contents and back them up as ``host`` at ``when``."""
-            if src.exists():
-                shutil.rmtree(src)
-            src.mkdir()
-            for rel, data in files.items():
-                path = src / rel
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-            restic(str(repo), "backup", "--host", host, "--time", when, str(src))
-            out = restic(str(repo), "snapshots", "--json", "--host", host).stdout
-            return sorted(json.loads(out), key=lambda s: s["time"])[-1]["id"]
-
-        def restore(self, **spec):
-            raw = restore_raw(**spec)
-            return emulator.create(raw)
-
-        def executor(self, *, target=None, password=PASSWORD, restic_bin=RESTIC, name="r1",
-                     workload=None, pod=None, **env) -> Executor:  # fmt: skip
-            settings = RestoreSettings(
-                restore=name, namespace=NS, target=str(target) if target else None,
-                workload=workload, host=None, kubeconfig=str(kubeconfig), restic=restic_bin,
-                cache_dir=str(tmp_path / "cache"), progress_interval=0.0, wait_interval=0.2,
-                lease_duration=10, log_level="debug", log_format="text",
-            )  # fmt: skip
-            full = base_env(password, **env)
-            if pod:
-                full["POD_NAME"] = pod
-            return Executor(settings, Kube.connect(str(kubeconfig)), env=full)
-
-        def get(self, name="r1"):
-            return emulator.get(API, "restores", name, NS)
-
-        def events(self, name="r1"):
-            return [
-                (e["reason"], e["type"], e["message"])
-                for e in emulator.list("v1", "events", NS)
-                if e["involvedObject"]["kind"] == "Restore" and e["involvedObject"]["name"] == name
-            ]
-
-    return Site()
+    """The emulator with a claim, a Backup into a real repository, and the executor."""
+    return restore_site(emulator, tmp_path)
 
 
 @needs_restic

@@ -30,6 +30,7 @@ SIDECAR_MODULES = {
     "reconciler.http",
     "reconciler.kube",
     "reconciler.kube.client",
+    "reconciler.kube.errors",
     "reconciler.kube.events",
     "reconciler.kube.lease",
     "reconciler.kube.resource",

@@ -17,6 +17,7 @@ import requests
 import tenacity
 
 from reconciler import __version__
+from reconciler.kube.errors import ApiError  # defined there, imported from here too
 from reconciler.kube.resource import PODS
 
 log = logging.getLogger(__name__)
@@ -25,30 +26,6 @@ MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 RETRY_ATTEMPTS = 5
 MAX_RETRY_WAIT = 10.0
-
-
-class ApiError(Exception):
-    """An error answer of the API server (or no answer at all: status 0)."""
-
-    def __init__(self, status: int, reason: str, message: str, retry_after: float | None = None):
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.retry_after = retry_after
-        # status 0: no answer at all, so no HTTP status to show
-        super().__init__(f"{status} {reason}: {message}" if status else f"{reason}: {message}")
-
-    @property
-    def retryable(self) -> bool:
-        return self.status == 0 or self.status == 429 or self.status >= 500
-
-    @property
-    def conflict(self) -> bool:
-        return self.status == 409
-
-    @property
-    def not_found(self) -> bool:
-        return self.status == 404
 
 
 def _wait(retry_state: tenacity.RetryCallState) -> float:
