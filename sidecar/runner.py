@@ -141,9 +141,9 @@ class Runner:
                 errors="replace",
                 # Its own process group: a terminal's SIGINT (the foreground group) is not
                 # forwarded to it; stop() interrupts it. Not its own session: a new session
-                # is a new CFS autogroup on hosts without a CPU cgroup, where a busy machine
-                # gave restic a measurably smaller share than the same restic run from a
-                # shell (bench/README.md, sidecar_overhead_ratio of 2026-11-30).
+                # is a new CFS autogroup on hosts without a CPU cgroup, which on a busy
+                # machine seemed to give restic a smaller share than the same restic run
+                # from a shell (bench/README.md, sidecar_overhead_ratio of 2026-11-30).
                 process_group=0,
             )
             self._proc = proc
