@@ -310,6 +310,7 @@ class Sidecar:
                 now=datetime.now(UTC),
                 host=self.host,
                 instance=self.pod_name,
+                current=self._latest(),
             )
         except BackupGone as exc:
             event = None
@@ -325,6 +326,11 @@ class Sidecar:
                 log.warning("could not record the served backup request: %s", one_line(exc))
         level, hint = run_log_level(outcome, backup)
         log_outcome(log, level, "run", backup, outcome, event, hint)
+
+    def _latest(self) -> dict | None:
+        """The Backup as the follower last read it (None: not read, or deleted)."""
+        with self._cond:
+            return self._raw
 
     def _pod(self) -> Pod | None:
         """The own pod for hooks and dump commands (None outside a pod)."""

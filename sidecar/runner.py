@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -22,6 +21,9 @@ log = logging.getLogger(__name__)
 # Environment variables whose values are secrets: redacted from anything logged or reported.
 SECRET_HINTS = ("PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "_PASS")
 MIN_SECRET_LEN = 4
+# How often a running restic's time limits and backend failures are looked at (its exit
+# is noticed at once, whatever this is).
+WATCH_INTERVAL = 0.2
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,12 @@ class Runner:
                 env=self.env,
                 text=True,
                 errors="replace",
-                start_new_session=True,  # our SIGTERM/SIGINT is not forwarded by the terminal
+                # Its own process group: a terminal's SIGINT (the foreground group) is not
+                # forwarded to it; stop() interrupts it. Not its own session: a new session
+                # is a new CFS autogroup on hosts without a CPU cgroup, which on a busy
+                # machine seemed to give restic a smaller share than the same restic run
+                # from a shell (bench/README.md, sidecar_overhead_ratio of 2026-11-30).
+                process_group=0,
             )
             self._proc = proc
         try:
@@ -170,14 +177,23 @@ class Runner:
                 err.append(line)
                 watch.feed(line, time.monotonic())
 
+        exited = threading.Event()
+
+        def reap() -> None:
+            # Blocks in waitpid: the run ends the moment restic does. (Popen.wait with a
+            # timeout polls, up to 50 ms apart: late by 25 ms on average, on every run.)
+            proc.wait()
+            exited.set()
+
         readers = [
             threading.Thread(target=read_stdout, daemon=True),
             threading.Thread(target=read_stderr, daemon=True),
         ]
         for reader in readers:
             reader.start()
+        threading.Thread(target=reap, daemon=True).start()
         note = None
-        while proc.poll() is None:
+        while not exited.is_set():
             now = time.monotonic()
             if timeout is not None and now - started >= timeout:
                 note = f"restic did not finish within {timeout:.0f}s and was interrupted"
@@ -191,8 +207,7 @@ class Runner:
             if note:
                 self._interrupt(proc)
                 break
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(0.2)
+            exited.wait(WATCH_INTERVAL)
         proc.wait()
         for reader in readers:
             # A child of restic (rclone, ssh) may hold the pipes open after restic is gone.

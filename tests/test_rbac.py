@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from reconciler.api.constants import CONFIG_LABEL, SIDECAR_NAME
+from reconciler.api.constants import CONFIG_LABEL, SIDECAR_NAME, TRIGGER_ANNOTATION
 from reconciler.controller.cycle import Controller
 from reconciler.controller.options import Settings
 from reconciler.controller.reconcilers.rbac import desired_role
@@ -16,6 +16,7 @@ from reconciler.kube.client import Kube
 from reconciler.kube.lease import LeaderElector
 from tests.factories import needs_restic
 from tests.factories.cluster import (
+    BACKUP_API,
     NS,
     backup,
     containers,
@@ -221,7 +222,8 @@ def test_default_install_path_needs_no_crd_create(tmp_path):
 @pytest.fixture
 def sidecar_calls(world):
     """The sidecar's calls: start in a pod, follow the Backup, lease, run twice, report,
-    pick up a change, release the Lease on SIGTERM."""
+    pick up a change, serve a backup-now request (its record reads the Backup: a run's
+    report claims from the Backup the watch holds), release the Lease on SIGTERM."""
     world.emu.create(
         {
             "apiVersion": "v1",
@@ -236,6 +238,9 @@ def sidecar_calls(world):
     world.wait_events(2)
     world.patch_spec(tags=["changed"])
     world.wait_events(3)
+    trigger = {"metadata": {"annotations": {TRIGGER_ANNOTATION: "now-1"}}}
+    world.emu.patch(BACKUP_API, "backups", "www", trigger, "default")
+    wait_for(lambda: world.status().get("lastTrigger") == "now-1", timeout=60)
     assert sc.terminate() == 0
     return used_rights(r for r in world.emu.requests if r.user_agent.startswith("restik"))
 

@@ -197,7 +197,19 @@ def test_after_the_restore_only_a_pod_stuck_in_its_init_container_is_evicted():
     rs = replicaset(3)  # the init container is out again
     mark = "r1/0123456789abcdef"
     pods = [rs_pod("app-a", mark), rs_pod("app-b", mark, ready=False), rs_pod("app-c")]
-    _, out = actions(finished, workload=rs, pods=pods, pods_seen=True)
+    acts, out = actions(finished, workload=rs, pods=pods, pods_seen=True)
     assert out == [Evict(RS_REF, "app-b")]
+    assert not acts.settled  # the pods are looked at again next cycle
     pods = [rs_pod("app-a", mark), rs_pod("app-b", "other/0123", ready=False), rs_pod("app-c")]
-    assert actions(finished, workload=rs, pods=pods, pods_seen=True)[1] == []
+    acts, out = actions(finished, workload=rs, pods=pods, pods_seen=True)
+    assert out == [] and acts.settled  # nothing left for this Restore: not looked at again
+    assert not actions(finished, workload=rs, pods=pods)[0].settled  # pods not listed
+
+
+def test_a_finished_restore_is_settled_once_its_init_container_is_out():
+    finished = restore(target=RS_RESTORE, status={"phase": "Failed", "target": "ReplicaSet/app"})
+    raw = restore(target=RS_RESTORE)
+    injected = plan_restore(raw, BACKUP, image=IMAGE, now=NOW, workload=replicaset()).workload[2]
+    acts, out = actions(finished, workload=injected, pods=[], pods_seen=True)
+    assert out and not acts.settled  # the init container goes out first
+    assert not actions(finished)[0].settled  # the workload is not there (yet)

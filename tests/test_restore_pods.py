@@ -20,9 +20,11 @@ from reconciler.resources import crd_manifest, restore_crd_manifest
 from tests.emulator import Emulator
 from tests.emulator.cluster import is_ready
 from tests.factories import backup, workload
+from tests.factories.cluster import LISTS, calls, writes
 
 NS = "web"
 API = "backup.appscode.com/v1beta1"
+POD_LIST = f"/api/v1/namespaces/{NS}/pods"
 
 
 def restore(kind="StatefulSet", name="app") -> dict:
@@ -269,3 +271,133 @@ def test_a_restore_evicts_nothing_where_the_sidecar_restart_evicted_in_this_cycl
         first = sorted(p["metadata"]["name"] for p in live_pods(emu))[0]
         sync_restores(c, Applier(c.kube, stats), [backup()], stats, None, set())
         assert [r.name for r in emu.writes() if r.subresource == "eviction"] == [first]
+
+
+# ---------------------------------------------------------------- a finished Restore
+
+
+RESTARTED_KINDS = [
+    ("ReplicaSet", "apps/v1", "replicasets", {"replicas": 2}),
+    ("ReplicationController", "v1", "replicationcontrollers", {"replicas": 2}),
+    ("StatefulSet", "apps/v1", "statefulsets",
+     {"replicas": 2, "updateStrategy": {"type": "OnDelete"}}),
+    ("DaemonSet", "apps/v1", "daemonsets", {"updateStrategy": {"type": "OnDelete"}}),
+]  # fmt: skip
+
+
+def owned(emu, owner: dict, name: str, mark: str, ready: bool) -> None:
+    """A pod of ``owner`` that ran the Restore's init container (its template's annotation),
+    Ready or not, as its controller and kubelet would have made and reported it."""
+    meta = owner["metadata"]
+    emu.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": NS,
+                "labels": {"app": "app"},
+                "annotations": {RESTORE_ANNOTATION: mark},
+                "ownerReferences": [
+                    {
+                        "apiVersion": owner["apiVersion"],
+                        "kind": owner["kind"],
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                        "controller": True,
+                    }
+                ],
+            },
+            "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
+            "status": {
+                "phase": "Running" if ready else "Pending",
+                "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            },
+        }
+    )
+
+
+@pytest.mark.parametrize(("kind", "api", "plural", "spec"), RESTARTED_KINDS, ids=lambda k: k)
+def test_a_finished_restore_costs_no_request_once_no_pod_needs_restarting(
+    tmp_path, kind, api, plural, spec
+):
+    """Issue 15: a finished Restore of a kind restik restarts lists its workload's pods
+    only while its init container is in the template or one of its pods, stuck in it,
+    waits for its restart; after that a converged cycle is the LISTs only, until the
+    Restore changes."""
+    with Emulator() as emu:
+        obj = workload(kind, label=None, volumes=[{"name": "data", "emptyDir": {}}])
+        obj["spec"].update(spec)
+        c = setup(emu, tmp_path, backup(), obj, restore(kind))
+        c.cycle()  # the init container goes in
+        live = emu.get(api, plural, "app", NS)
+        mark = live["spec"]["template"]["metadata"]["annotations"][RESTORE_ANNOTATION]
+        if kind == "DaemonSet":  # what its controller reports for two nodes
+            live["status"] = {"desiredNumberScheduled": 2, "numberReady": 1}
+            emu.update(live, subresource="status")
+        owned(emu, live, "app-0", mark, ready=True)
+        owned(emu, live, "app-1", mark, ready=False)  # stuck in the init container
+        raw = emu.get(API, "restores", "r1", NS)
+        raw["status"] = {**raw["status"], "phase": "Failed", "message": "host app-1 failed"}
+        emu.update(raw, subresource="status")
+
+        c.cycle()  # finished: the init container goes out
+        template = emu.get(api, plural, "app", NS)["spec"]["template"]
+        assert "initContainers" not in template["spec"]
+        emu.clear_requests()
+        c.cycle()  # the pod stuck in it is restarted
+        assert [(r.verb, r.subresource, r.name) for r in emu.writes()] == [
+            ("create", "eviction", "app-1")
+        ]
+        assert c.restore_restarts
+        emu.clear_requests()
+        c.cycle()  # no pod needs it any more: the last look at the pods
+        assert writes(emu) == []
+        assert [r.path for r in emu.requests if r.resource == "pods"] == [POD_LIST]
+        assert not c.restore_restarts
+        for _ in range(2):
+            emu.clear_requests()
+            c.cycle()
+            assert calls(emu) == LISTS
+
+        # any change to the Restore has it looked at once more (the same plan: nothing)
+        raw = emu.get(API, "restores", "r1", NS)
+        raw["metadata"]["labels"] = {"team": "web"}
+        emu.update(raw)
+        emu.clear_requests()
+        c.cycle()
+        assert writes(emu) == []
+        assert [r.path for r in emu.requests if r.resource == "pods"] == [POD_LIST]
+        emu.clear_requests()
+        c.cycle()
+        assert calls(emu) == LISTS
+
+
+def test_a_settled_restore_is_looked_at_again_after_a_while(tmp_path, monkeypatch):
+    """A settled Restore costs nothing while unchanged, but only for SETTLED_RECHECK_S: its
+    init container put back into the template (a GitOps tool re-applying an old render) is
+    taken out once that time has passed, without any change to the Restore."""
+    from reconciler.controller import restores as restores_module
+
+    with Emulator() as emu:
+        c = setup(emu, tmp_path, backup(), workload("StatefulSet", label=None), restore())
+        c.cycle()  # the init container goes in
+        with_init = emu.get("apps/v1", "statefulsets", "app", NS)["spec"]["template"]
+        raw = emu.get(API, "restores", "r1", NS)
+        raw["status"] = {**raw["status"], "phase": "Succeeded"}
+        emu.update(raw, subresource="status")
+        c.cycle()  # finished: the init container goes out
+        c.cycle()  # settled
+        live = emu.get("apps/v1", "statefulsets", "app", NS)
+        assert "initContainers" not in live["spec"]["template"]["spec"]
+
+        # the old render (init container and all) is applied again; the Restore is unchanged
+        live["spec"]["template"] = with_init
+        emu.update(live)
+        emu.clear_requests()
+        c.cycle()
+        assert calls(emu) == LISTS  # within the recheck period: not looked at
+        monkeypatch.setattr(restores_module, "SETTLED_RECHECK_S", 0.0)
+        c.cycle()
+        template = emu.get("apps/v1", "statefulsets", "app", NS)["spec"]["template"]
+        assert "initContainers" not in template["spec"]

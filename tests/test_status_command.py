@@ -18,6 +18,8 @@ import pytest
 from reconciler.api.constants import API_VERSION
 from reconciler.overview.show import Spinner, render_json, render_table, run
 from reconciler.overview.summary import (
+    CHECK_FAILED,
+    CHECK_OVERDUE,
     FAILED,
     NOT_READY,
     OK,
@@ -390,3 +392,179 @@ def test_many_backups_are_one_paged_list(emulator, kubeconfig):
     ] * 2
     assert queries[0][2] == {"limit": "500"}
     assert queries[1][2]["continue"]
+
+
+# --------------------------------------------------------------------------- spec.check
+
+
+def last_check(ago, result="Success", n=3, message=None, subset=None):
+    entry = {
+        "number": n,
+        "result": result,
+        "time": at(ago),
+        "duration": "4.2s",
+        "host": "www-0",
+        "message": message or ("no errors were found" if result == "Success" else "damaged"),
+    }
+    if subset:
+        entry["readDataSubset"] = subset
+    return entry
+
+
+def checked(check_status: dict, created=None, **status) -> dict:
+    """A healthy Backup with spec.check (daily at 03:00) and ``check_status`` in its status."""
+    return bk(
+        status=healthy_status(**check_status, **status),
+        created=created,
+        check={"schedule": "0 3 * * *", "readDataSubset": "5%"},
+    )
+
+
+def test_a_backup_without_spec_check_has_no_check():
+    row = summarize(bk(status=healthy_status()), NOW)
+    assert row.check is None and row.health == OK
+    assert " - " in render_table([row], NOW, False, False).splitlines()[1]
+
+
+def test_the_last_check_is_shown_and_a_healthy_one_keeps_the_backup_ok():
+    status = {
+        "lastCheck": last_check(timedelta(hours=9), subset="5%"),
+        "lastSuccessfulCheckTime": at(timedelta(hours=9)),
+        "checkCount": 3,
+    }
+    row = summarize(checked(status), NOW)
+    assert row.health == OK and row.reason == ""
+    check = row.check
+    assert (check.health, check.lastResult, check.number, check.host) == (
+        OK, "Success", 3, "www-0",
+    )  # fmt: skip
+    assert check.lastCheckTime == check.lastSuccessfulCheckTime == at(timedelta(hours=9))
+    assert (check.lastDurationSeconds, check.readDataSubset) == (4.2, "5%")
+    assert check.nextCheckTime == "2024-01-11T03:00:00Z"  # NOW is 12:00
+    table = render_table([row], NOW, False, False).splitlines()
+    assert table[0].index("FAILED 24H") < table[0].index("LAST CHECK") < table[0].index("NEWEST")
+    assert "Success 9h ago" in table[1]
+    assert len(table) == 2  # nothing to explain
+
+
+def test_a_failed_check_flags_a_healthy_backup_with_restics_reason():
+    reason = "restic check failed: repository contains errors: pack 6d92bfdd: does not exist"
+    status = {
+        "lastCheck": last_check(timedelta(hours=9), "Failed", message=reason),
+        "lastSuccessfulCheckTime": at(timedelta(days=1, hours=9)),
+    }
+    row = summarize(checked(status), NOW)
+    assert (row.health, row.reason) == (CHECK_FAILED, reason)
+    assert (row.check.health, row.check.lastResult) == (CHECK_FAILED, "Failed")
+    table = render_table([row], NOW, False, False)
+    assert "Failed 9h ago" in table.splitlines()[1]
+    assert table.splitlines()[-1] == f"www: CheckFailed: {reason}"
+    assert "\033[31mCheckFailed" in render_table([row], NOW, False, True)
+    doc = json.loads(render_json([row]))
+    assert doc["summary"] == {"backups": 1, "unhealthy": 1}
+    assert doc["items"][0]["check"]["message"] == reason
+
+
+def test_a_failed_backup_and_a_failed_check_are_both_explained():
+    status = {"lastCheck": last_check(timedelta(hours=9), "Failed", message="damaged")}
+    raw = checked(status, recentRuns=[run_entry(5, timedelta(minutes=12), "Failed")])
+    row = summarize(raw, NOW)
+    assert row.health == FAILED and row.check.health == CHECK_FAILED
+    assert render_table([row], NOW, False, False).splitlines()[-2:] == [
+        "www: Failed: repository locked",
+        "www: CheckFailed: damaged",
+    ]
+
+
+def test_no_successful_check_for_two_intervals_is_overdue():
+    old = {
+        "lastCheck": last_check(timedelta(days=2, hours=9)),
+        "lastSuccessfulCheckTime": at(timedelta(days=2, hours=9)),
+    }
+    row = summarize(checked(old), NOW)
+    assert row.health == row.check.health == CHECK_OVERDUE
+    assert row.reason == f"no successful restic check since {at(timedelta(days=2, hours=9))}"
+    # within two intervals: fine
+    recent = {**old, "lastSuccessfulCheckTime": at(timedelta(days=1, hours=9))}
+    recent["lastCheck"] = last_check(timedelta(days=1, hours=9))
+    assert summarize(checked(recent), NOW).health == OK
+
+
+def test_no_check_yet_is_pending_then_overdue_from_the_creation():
+    row = summarize(checked({}, created=at(timedelta(hours=20))), NOW)
+    assert row.health == OK  # the backups are fine; the check is only pending
+    assert (row.check.health, row.check.reason) == (PENDING, "no check yet")
+    assert "never" in render_table([row], NOW, False, False).splitlines()[1]
+    row = summarize(checked({}, created=at(timedelta(days=3))), NOW)
+    assert row.health == CHECK_OVERDUE
+    assert row.reason == (
+        f"no successful restic check since the Backup was created ({at(timedelta(days=3))})"
+    )
+
+
+def test_a_paused_backup_checks_nothing_and_is_not_flagged_for_it():
+    raw = checked({"lastCheck": last_check(timedelta(days=9), "Failed")})
+    raw["spec"]["paused"] = True
+    row = summarize(raw, NOW)
+    assert row.health == PAUSED and row.check.health == PAUSED
+    assert row.check.nextCheckTime is None
+
+
+def test_status_shows_check_results_on_the_emulator(emulator, kubeconfig):
+    emulator.create(crd_manifest())  # the CRD as shipped: status.lastCheck is in its schema
+    emulator.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web"}})
+    now = datetime.now(UTC)
+    stamp = (now - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    reason = "restic check failed: repository contains errors: pack 6d92bfdd: does not exist"
+    for name, result in (("www", "Success"), ("db", "Failed")):
+        raw = bk(name, "web", "@daily", check={"schedule": "@daily"})
+        raw["metadata"].pop("creationTimestamp")
+        raw.pop("status")
+        emulator.create(raw)
+        obj = emulator.get(API_VERSION, "backups", name, "web")
+        status = {
+            "conditions": [READY],
+            "lastSuccessfulBackupTime": stamp,
+            "lastBackupTime": stamp,
+            "checkCount": 1,
+            "lastCheck": {"number": 1, "result": result, "time": stamp, "duration": "3.0s",
+                          "host": f"{name}-0",
+                          "message": "no errors were found" if result == "Success" else reason},
+        }  # fmt: skip
+        if result == "Success":
+            status["lastSuccessfulCheckTime"] = stamp
+        obj["status"] = status
+        emulator.update(obj, subresource="status")
+    emulator.clear_requests()
+
+    proc = status_cli(kubeconfig, "-n", "web")
+    assert proc.returncode == 1, proc.stderr  # db's last check failed
+    lines = proc.stdout.splitlines()
+    assert "LAST CHECK" in lines[0]
+    db, www = lines[1], lines[2]
+    assert db.split()[:2] == ["db", "CheckFailed"] and "Failed 2h ago" in db
+    assert www.split()[:2] == ["www", "OK"] and "Success 2h ago" in www
+    assert lines[-1] == f"db: CheckFailed: {reason}"
+    assert [(r.method, r.path) for r in emulator.requests] == [
+        ("GET", "/apis/backup.appscode.com/v1beta1/namespaces/web/backups")
+    ]  # still one LIST and nothing else
+
+    doc = json.loads(status_cli(kubeconfig, "-n", "web", "-o", "json").stdout)
+    checks = {i["name"]: i["check"] for i in doc["items"]}
+    assert checks["www"]["health"] == "OK" and checks["www"]["lastResult"] == "Success"
+    assert checks["db"] == {
+        "schedule": "@daily",
+        "health": "CheckFailed",
+        "reason": reason,
+        "lastResult": "Failed",
+        "lastCheckTime": stamp,
+        "lastSuccessfulCheckTime": None,
+        "lastDurationSeconds": 3.0,
+        "nextCheckTime": checks["db"]["nextCheckTime"],
+        "number": 1,
+        "host": "db-0",
+        "readDataSubset": None,
+        "message": reason,
+    }
+    assert checks["db"]["nextCheckTime"] > stamp
+    assert doc["summary"] == {"backups": 2, "unhealthy": 1}

@@ -99,6 +99,8 @@ class Controller:
         self.known_injected: set = set()
         self.pending_restarts: set = set()
         self.restore_restarts = False  # a Restore waits for restik to restart pods
+        # (namespace, name) -> (uid, resourceVersion) of the Restores done with (restores.py)
+        self.settled_restores: dict[tuple, tuple] = {}
         self.reported_warnings: set = set()  # keys of the workload warnings sent (in memory)
         self.first_cycle = True
         self.crd_ready = False

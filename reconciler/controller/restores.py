@@ -5,6 +5,7 @@ Backup, target, pods and Job), plan (reconcilers/restores.py, pure), the plan as
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
@@ -21,6 +22,10 @@ from reconciler.kube.resource import JOBS, PODS, PVCS, RESTORES, ROLEBINDINGS, W
 
 log = logging.getLogger("restik.controller")
 COMPONENT = "restik-controller"
+# A settled Restore is looked at again after this long even when unchanged, so that its
+# init container re-applied to the workload (a GitOps tool syncing an old render) is
+# taken out again: one GET of the workload (and of its pods) per finished Restore this often.
+SETTLED_RECHECK_S = 600.0
 
 
 def sync_restores(
@@ -35,7 +40,12 @@ def sync_restores(
     only writer); (namespace, name) -> phase (for the metric). ``rolebindings``: restik's
     RoleBindings as the cycle listed them (None: each Restore's is read); ``evicted``: the
     workloads one of whose pods the sidecar's restarts evicted in this cycle (a Restore
-    evicts none of theirs then: one pod of a workload at a time)."""
+    evicts none of theirs then: one pod of a workload at a time).
+
+    A Restore whose plan said it is settled (finished, its init container out, no pod of
+    its workload left to restart) and wrote nothing is remembered with its resourceVersion
+    and costs no request in later cycles while it stays unchanged (any change to it, e.g.
+    a new spec.runID, has it observed and planned again), for SETTLED_RECHECK_S at most."""
     kube, settings = controller.kube, controller.settings
     try:
         restores = kube.list(RESTORES.path(settings.namespace)).get("items") or []
@@ -51,10 +61,18 @@ def sync_restores(
     phases = {}
     restarting = False
     now = datetime.now(UTC)
+    settled = controller.settled_restores
     for raw in restores:
         with_kind(raw, API_VERSION, RESTORE_KIND)
         meta = raw["metadata"]
         key = (meta.get("namespace"), meta.get("name"))
+        version = (meta.get("uid"), meta.get("resourceVersion"))
+        seen = settled.get(key)
+        if seen and seen[0] == version and time.monotonic() - seen[1] < SETTLED_RECHECK_S:
+            # finished and done with: nothing to read or plan
+            phases[key] = (raw.get("status") or {}).get("phase")
+            continue
+        settled.pop(key, None)
         if not applier.may_write():
             break
         try:
@@ -66,9 +84,17 @@ def sync_restores(
             stats.errors += 1
             log.error("Restore %s/%s: %s", key[0], key[1], exc)
             continue
-        applier.apply(restore_actions(raw, acts, bindings, rfc3339(now), COMPONENT))
+        actions = restore_actions(raw, acts, bindings, rfc3339(now), COMPONENT)
+        applier.apply(actions)
+        if acts.settled and not actions and version[1]:
+            settled[key] = (version, time.monotonic())
         phases[key] = acts.phase
         restarting = restarting or acts.restarting
+    listed = {
+        ((r.get("metadata") or {}).get("namespace"), r["metadata"].get("name")) for r in restores
+    }
+    for key in set(settled) - listed:  # deleted Restores
+        del settled[key]
     controller.restore_restarts = restarting  # the loop looks again soon meanwhile
     if controller.metrics is not None:
         controller.metrics.set_restore_phases(phases)

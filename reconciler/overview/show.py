@@ -15,6 +15,8 @@ from reconciler.api.constants import EXIT_CHANGES, EXIT_ERROR, EXIT_OK
 from reconciler.kube.client import ApiError, Kube
 from reconciler.kube.resource import BACKUPS
 from reconciler.overview.summary import (
+    CHECK_FAILED,
+    CHECK_OVERDUE,
     FAILED,
     HEALTHY,
     NOT_READY,
@@ -23,6 +25,7 @@ from reconciler.overview.summary import (
     PAGE_SIZE,
     PAUSED,
     PENDING,
+    Check,
     Row,
     Snapshot,
     Workload,
@@ -49,12 +52,24 @@ def _snapshot_cell(snapshots: list[Snapshot]) -> str:
     )
 
 
-COLOURS = {OK: "32", PENDING: "36", PAUSED: "33", FAILED: "31", OVERDUE: "31", NOT_READY: "31"}
+def _check_cell(check: Check | None, now: datetime) -> str:
+    """The last `restic check`: its result and age; "never" before the first; "-" without
+    spec.check."""
+    if check is None:
+        return "-"
+    when = parse_time(check.lastCheckTime)
+    if check.lastResult is None or when is None:
+        return "never"
+    return f"{check.lastResult} {age(now - when)} ago"
+
+
+COLOURS = {OK: "32", PENDING: "36", PAUSED: "33", FAILED: "31", OVERDUE: "31", NOT_READY: "31",
+           CHECK_FAILED: "31", CHECK_OVERDUE: "31"}  # fmt: skip
 
 
 def render_table(rows: list[Row], now: datetime, all_namespaces: bool, colour: bool) -> str:
     header = ["NAME", "HEALTH", "WORKLOADS", "SCHEDULE", "LAST SUCCESS", "LAST RESULT"]
-    header += ["NEXT RUN", "RUNS 24H", "FAILED 24H", "NEWEST SNAPSHOT"]
+    header += ["NEXT RUN", "RUNS 24H", "FAILED 24H", "LAST CHECK", "NEWEST SNAPSHOT"]
     if all_namespaces:
         header.insert(0, "NAMESPACE")
     table = [header]
@@ -80,6 +95,7 @@ def render_table(rows: list[Row], now: datetime, all_namespaces: bool, colour: b
             next_cell,
             runs,
             "-" if r.failures24h is None else str(r.failures24h),
+            _check_cell(r.check, now),
             _snapshot_cell(r.snapshots),
         ]
         if all_namespaces:
@@ -101,6 +117,9 @@ def render_table(rows: list[Row], now: datetime, all_namespaces: bool, colour: b
         for r in problems:
             name = f"{r.namespace}/{r.name}" if all_namespaces else r.name
             lines.append(f"{name}: {r.health}: {r.reason}")
+            check = r.check
+            if check is not None and check.health not in HEALTHY and check.health != r.health:
+                lines.append(f"{name}: {check.health}: {check.reason}")  # besides the backups
     return "\n".join(lines) + "\n"
 
 

@@ -22,6 +22,11 @@ PAUSED = "Paused"
 FAILED = "Failed"  # the last run failed
 OVERDUE = "Overdue"  # no success for twice the schedule interval
 NOT_READY = "NotReady"  # the controller's Ready condition is False
+# spec.check (`restic check` on its own schedule): shown when the backups themselves are
+# healthy, in the same reckoning (a failed last check; no successful one for twice its
+# interval).
+CHECK_FAILED = "CheckFailed"
+CHECK_OVERDUE = "CheckOverdue"
 HEALTHY = frozenset({OK, PENDING, PAUSED})
 
 # Where the controller reports per-workload rollout state. The field is new: accept the
@@ -48,6 +53,24 @@ class Snapshot:
 
 
 @dataclass
+class Check:
+    """spec.check of a Backup and how its last `restic check` went (status.lastCheck)."""
+
+    schedule: str
+    health: str  # OK, Pending (none yet), Paused, CheckFailed or CheckOverdue
+    reason: str
+    lastResult: str | None = None  # "Success" | "Failed"
+    lastCheckTime: str | None = None
+    lastSuccessfulCheckTime: str | None = None
+    lastDurationSeconds: float | None = None
+    nextCheckTime: str | None = None
+    number: int | None = None  # of status.checkCount: Event <backup>-check-<number>
+    host: str | None = None  # the pod that checked
+    readDataSubset: str | None = None
+    message: str | None = None  # the last check's (restic's reason when it failed)
+
+
+@dataclass
 class Row:
     """One Backup's health; also the item of `-o json`."""
 
@@ -69,6 +92,7 @@ class Row:
     runs24hComplete: bool = True  # False: older runs fell off recentRuns
     backupCount: int | None = None
     snapshots: list[Snapshot] = field(default_factory=list)
+    check: Check | None = None  # None: no spec.check
 
 
 def parse_time(value: object) -> datetime | None:
@@ -292,7 +316,64 @@ def summarize(raw: Mapping, now: datetime) -> Row:
         elif last_result is None:
             row.health, row.reason = PENDING, "no run yet"
     row.reason = row.reason.strip().rstrip(":")
+    row.check = _check(spec.get("check"), status, meta, paused, now)
+    if row.check is not None and row.check.health not in HEALTHY and row.health in HEALTHY:
+        row.health, row.reason = row.check.health, row.check.reason
     return row
+
+
+def _check(
+    spec: object, status: Mapping, meta: Mapping, paused: bool, now: datetime
+) -> Check | None:
+    """spec.check's state from status.lastCheck: Failed when the last check failed,
+    Overdue when none succeeded for twice the check interval (counted, as for backups,
+    from the Backup's creation when none ever did), Pending before the first one."""
+    if not isinstance(spec, Mapping):
+        return None
+    text = spec.get("schedule")
+    last = status.get("lastCheck") if isinstance(status.get("lastCheck"), Mapping) else {}
+    when = parse_time(last.get("time"))
+    success = parse_time(status.get("lastSuccessfulCheckTime"))
+    result = last.get("result") if last.get("result") in ("Success", "Failed") else None
+    number, subset = last.get("number"), last.get("readDataSubset")
+    message = last.get("message")
+    check = Check(
+        schedule=text if isinstance(text, str) else "",
+        health=OK,
+        reason="",
+        lastResult=result,
+        lastCheckTime=rfc3339(when),
+        lastSuccessfulCheckTime=rfc3339(success),
+        lastDurationSeconds=parse_duration_seconds(last.get("duration")),
+        number=number if isinstance(number, int) and not isinstance(number, bool) else None,
+        host=last.get("host") if isinstance(last.get("host"), str) else None,
+        readDataSubset=subset if isinstance(subset, str) else None,
+        message=message if isinstance(message, str) else None,
+    )
+    try:
+        schedule = parse_schedule(text)
+    except ScheduleError as exc:  # the controller reports it too (Ready False)
+        check.health, check.reason = NOT_READY, f"spec.check.schedule: {exc}"
+        return check
+    if paused:
+        check.health, check.reason = PAUSED, "spec.paused is true"
+        return check
+    check.nextCheckTime = rfc3339(_next_run(schedule, when, now))
+    if result == "Failed":
+        check.health = CHECK_FAILED
+        check.reason = check.message or "the last restic check failed"
+        return check
+    base = success or parse_time(meta.get("creationTimestamp"))
+    if base is not None and _overdue(schedule, base, now):
+        check.health = CHECK_OVERDUE
+        check.reason = (
+            f"no successful restic check since {rfc3339(base)}"
+            if success
+            else f"no successful restic check since the Backup was created ({rfc3339(base)})"
+        )
+    elif result is None:
+        check.health, check.reason = PENDING, "no check yet"
+    return check
 
 
 def _failed_message(runs: list[tuple[datetime, Mapping]], status: Mapping) -> str:

@@ -26,6 +26,10 @@ class RestoreActions:
     evict: tuple[WorkloadRef, str] | None = None  # a pod to restart for the init container
     delete_job: bool = False  # the Job is stuck for good: deleted with its pod
     restarting: bool = False  # pods of the workload still to be restarted by restik
+    # Finished, its init container out of the template and no pod left to restart: while
+    # the Restore stays as it is, nothing it reads can change the plan again (the controller
+    # stops reading its target: reconciler/controller/restores.py).
+    settled: bool = False
 
 
 def fail_with_job(acts, status: Mapping, new: dict, restore: Restore, job: Mapping, pods, now):

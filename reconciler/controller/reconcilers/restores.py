@@ -47,6 +47,7 @@ from reconciler.controller.reconcilers.restore_result import (
     pending,
     set_status,
 )
+from reconciler.controller.rollout import Restart, needs_manual_restart
 from reconciler.kube.events import clip, rfc3339
 
 __all__ = [
@@ -102,8 +103,13 @@ def plan_restore(
     if finished:
         if workload is not None and restore_mark(workload) is not None:
             _take_out(acts, workload, restore)  # one rollout in, one out
+        elif workload is not None and not needs_manual_restart(workload):
+            acts.settled = True  # its pods roll by themselves: none to restart
         elif workload is not None and pods_seen:
-            _restart(acts, workload, pods, restore, finished=True)
+            decision = _restart(acts, workload, pods, restore, finished=True)
+            acts.settled = decision is None or decision.done
+        elif restore.is_pvc:
+            acts.settled = True  # its claim, Job and pods change nothing once it ended
         return set_status(acts, status, new)
     if backup is None or isinstance(backup, InvalidBackup):
         why = (
@@ -216,12 +222,15 @@ def _plan_workload(acts, raw, restore, backup, status, new, workload, pods, imag
     return set_status(acts, status, new)
 
 
-def _restart(acts, workload: Mapping, pods, restore: Restore, *, finished: bool) -> None:
+def _restart(acts, workload: Mapping, pods, restore: Restore, *, finished: bool) -> Restart | None:
+    """The restart of the workload's pods for the init container (restore_restart), into
+    ``acts``; the decision (None for the kinds that roll by themselves)."""
     decision = restore_restart(workload, pods, restore.name, finished)
     if decision is not None and not decision.done:
         acts.restarting = True
         if decision.evict is not None:
             acts.evict = (_ref(workload, restore), decision.evict)
+    return decision
 
 
 def _ref(workload: Mapping, restore: Restore) -> WorkloadRef:
