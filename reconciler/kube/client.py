@@ -17,7 +17,10 @@ import requests
 import tenacity
 
 from reconciler import __version__
-from reconciler.kube.errors import ApiError  # defined there, imported from here too
+from reconciler.kube.errors import (
+    ApiError,  # defined there, imported from here too
+    error_answer,
+)
 from reconciler.kube.resource import PODS
 
 log = logging.getLogger(__name__)
@@ -524,15 +527,6 @@ def _decode(resp: requests.Response) -> dict:
         payload = {}
     if resp.status_code < 400:
         return payload
-    retry_after = None
-    header = resp.headers.get("Retry-After")
-    if header:
-        try:
-            retry_after = float(header)
-        except ValueError:
-            retry_after = None
-    if not isinstance(payload, dict):
-        payload = {}
-    reason = payload.get("reason") or resp.reason or "Error"
-    message = payload.get("message") or resp.text[:300]
-    raise ApiError(resp.status_code, reason, message, retry_after)
+    raise error_answer(
+        resp.status_code, resp.reason, payload, resp.text[:300], resp.headers.get("Retry-After")
+    )

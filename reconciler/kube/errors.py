@@ -27,3 +27,22 @@ class ApiError(Exception):
     @property
     def not_found(self) -> bool:
         return self.status == 404
+
+
+def error_answer(
+    status: int, http_reason: str | None, payload, body_text: str, retry_after: str | None
+) -> ApiError:
+    """The ApiError of an error answer (status >= 400): its Status object's reason and
+    message (``payload``, the decoded body, anything when it was not JSON), else the HTTP
+    reason and the body's start; ``retry_after``: the Retry-After header, if any."""
+    seconds = None
+    if retry_after:
+        try:
+            seconds = float(retry_after)
+        except ValueError:
+            seconds = None
+    if not isinstance(payload, dict):
+        payload = {}
+    reason = payload.get("reason") or http_reason or "Error"
+    message = payload.get("message") or body_text[:300]
+    return ApiError(status, reason, message, seconds)

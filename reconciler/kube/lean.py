@@ -30,7 +30,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from reconciler import __version__
-from reconciler.kube.errors import ApiError
+from reconciler.kube.errors import ApiError, error_answer
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 USER_AGENT = f"restik/{__version__}"
@@ -264,18 +264,8 @@ class LeanKube:
             if not isinstance(decoded, dict):
                 raise ApiError(resp.status, "BadResponse", f"{method} {path}: not an object")
             return decoded
-        retry_after = None
-        header = resp.getheader("Retry-After")
-        if header:
-            try:
-                retry_after = float(header)
-            except ValueError:
-                retry_after = None
-        if not isinstance(decoded, dict):
-            decoded = {}
-        reason = decoded.get("reason") or resp.reason or "Error"
-        message = decoded.get("message") or payload[:300].decode(errors="replace")
-        raise ApiError(resp.status, reason, message, retry_after)
+        text = payload[:300].decode(errors="replace")
+        raise error_answer(resp.status, resp.reason, decoded, text, resp.getheader("Retry-After"))
 
     def get(self, path: str) -> dict:
         return self.request("GET", path)
