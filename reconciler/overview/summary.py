@@ -221,6 +221,19 @@ def _interval(schedule: Schedule, base: datetime) -> timedelta:
     return schedule.interval_at(base)
 
 
+def _overdue_reason(
+    what: str, schedule: Schedule, success: datetime | None, meta: Mapping, now: datetime
+) -> str | None:
+    """Why ``what`` (a run, a restic check) is overdue, counted from its last success or,
+    before the first, from the Backup's creation; None when it is not."""
+    base = success or parse_time(meta.get("creationTimestamp"))
+    if base is None or not _overdue(schedule, base, now):
+        return None
+    if success:
+        return f"no successful {what} since {rfc3339(base)}"
+    return f"no successful {what} since the Backup was created ({rfc3339(base)})"
+
+
 def _overdue(schedule: Schedule, base: datetime, now: datetime) -> bool:
     """No success for twice the interval after ``base``: the alert RestikBackupTooOld."""
     if schedule.every is None and _cron_next(schedule, base) > now:
@@ -304,15 +317,9 @@ def summarize(raw: Mapping, now: datetime) -> Row:
     elif last_result == "Failed":
         row.health, row.reason = FAILED, _failed_message(runs, status)
     else:
-        created = parse_time(meta.get("creationTimestamp"))
-        base = last_success or created
-        if base is not None and _overdue(schedule, base, now):
-            row.health = OVERDUE
-            row.reason = (
-                f"no successful run since {rfc3339(base)}"
-                if last_success
-                else f"no successful run since the Backup was created ({rfc3339(base)})"
-            )
+        reason = _overdue_reason("run", schedule, last_success, meta, now)
+        if reason:
+            row.health, row.reason = OVERDUE, reason
         elif last_result is None:
             row.health, row.reason = PENDING, "no run yet"
     row.reason = row.reason.strip().rstrip(":")
@@ -363,14 +370,9 @@ def _check(
         check.health = CHECK_FAILED
         check.reason = check.message or "the last restic check failed"
         return check
-    base = success or parse_time(meta.get("creationTimestamp"))
-    if base is not None and _overdue(schedule, base, now):
-        check.health = CHECK_OVERDUE
-        check.reason = (
-            f"no successful restic check since {rfc3339(base)}"
-            if success
-            else f"no successful restic check since the Backup was created ({rfc3339(base)})"
-        )
+    reason = _overdue_reason("restic check", schedule, success, meta, now)
+    if reason:
+        check.health, check.reason = CHECK_OVERDUE, reason
     elif result is None:
         check.health, check.reason = PENDING, "no check yet"
     return check
