@@ -20,7 +20,7 @@ from reconciler.controller.patch import merge_patch
 from reconciler.controller.podtemplate import WorkloadRef
 from reconciler.controller.reconcilers.restore_actions import restore_actions
 from reconciler.controller.reconcilers.restores import plan_restore
-from tests.factories import backup, workload
+from tests.factories import backup, restore_object, workload
 
 NOW = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
 STAMP = "2026-01-31T12:00:00Z"
@@ -32,18 +32,7 @@ REF = WorkloadRef("StatefulSet", "web", "app")
 
 
 def restore(target=None, status=None) -> dict:
-    raw = {
-        "apiVersion": "backup.appscode.com/v1beta1",
-        "kind": "Restore",
-        "metadata": {"name": "r1", "namespace": "web", "uid": "u-1", "resourceVersion": "5"},
-        "spec": {
-            "backup": "www",
-            "target": target or {"workload": {"kind": "StatefulSet", "name": "app"}},
-        },
-    }
-    if status is not None:
-        raw["status"] = status
-    return raw
+    return restore_object(target=target, status=status, resource_version="5")
 
 
 def sts(kind="StatefulSet"):

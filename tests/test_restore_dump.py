@@ -29,7 +29,16 @@ from sidecar.restic import Context
 from sidecar.runner import Runner
 from tests.emulator import Emulator
 from tests.execpods import exec_client
-from tests.factories import PASSWORD, REPO, RESTIC, backup, base_env, copy_template, needs_restic
+from tests.factories import (
+    PASSWORD,
+    REPO,
+    RESTIC,
+    backup,
+    base_env,
+    copy_template,
+    needs_restic,
+    restore_object,
+)
 from tests.postgres import Postgres, started
 
 NOW = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
@@ -48,19 +57,7 @@ def dump_backup(raw: dict | None = None) -> dict:
 
 
 def restore(name="r1", *, kind="StatefulSet", target=None, status=None, **spec) -> dict:
-    raw = {
-        "apiVersion": API,
-        "kind": "Restore",
-        "metadata": {"name": name, "namespace": "web", "uid": "u-1"},
-        "spec": {
-            "backup": "www",
-            "target": target or {"workload": {"kind": kind, "name": "pg"}},
-            **spec,
-        },
-    }
-    if status is not None:
-        raw["status"] = status
-    return raw
+    return restore_object(name, target=target, status=status, workload="pg", kind=kind, **spec)
 
 
 def workload(kind="StatefulSet", replicas=2) -> dict:

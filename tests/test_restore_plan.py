@@ -25,7 +25,7 @@ from reconciler.controller.reconcilers.restores import (
 )
 from reconciler.controller.render import Renderer
 from sidecar.restic import repository_of
-from tests.factories import backup, workload
+from tests.factories import backup, restore_object, workload
 from tests.factories.cluster import writes
 
 NOW = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
@@ -34,19 +34,7 @@ BACKUP = parse_backup(backup(path="/var/lib/db"))
 
 
 def restore(name="r1", *, target=None, status=None, **spec) -> dict:
-    raw = {
-        "apiVersion": "backup.appscode.com/v1beta1",
-        "kind": "Restore",
-        "metadata": {"name": name, "namespace": "web", "uid": "u-1"},
-        "spec": {
-            "backup": "www",
-            "target": target or {"workload": {"kind": "StatefulSet", "name": "app"}},
-            **spec,
-        },
-    }
-    if status is not None:
-        raw["status"] = status
-    return raw
+    return restore_object(name, target=target, status=status, **spec)
 
 
 def sts(replicas=3, **kw):

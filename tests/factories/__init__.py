@@ -286,6 +286,37 @@ def backup_object(
     }
 
 
+def restore_object(
+    name: str = "r1",
+    *,
+    namespace: str = "web",
+    target: dict | None = None,
+    status: dict | None = None,
+    workload: str = "app",
+    kind: str = "StatefulSet",
+    resource_version: str | None = None,
+    **spec,
+) -> dict:
+    """A Restore of Backup "www" (uid u-1), by default in place into StatefulSet ``app``;
+    ``spec`` adds fields to its spec."""
+    meta = {"name": name, "namespace": namespace, "uid": "u-1"}
+    if resource_version is not None:
+        meta["resourceVersion"] = resource_version
+    raw = {
+        "apiVersion": "backup.appscode.com/v1beta1",
+        "kind": "Restore",
+        "metadata": meta,
+        "spec": {
+            "backup": "www",
+            "target": target or {"workload": {"kind": kind, "name": workload}},
+            **spec,
+        },
+    }
+    if status is not None:
+        raw["status"] = status
+    return raw
+
+
 def write_tree(root: Path, files: dict[str, bytes]) -> Path:
     for rel, data in files.items():
         path = root / rel
